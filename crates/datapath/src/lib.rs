@@ -1,0 +1,15 @@
+//! The kernel side of Twill, seen from user space: loading and pinning the
+//! eBPF programs and maps, attaching them to endpoint devices, and the
+//! network plumbing (namespaces, veth pairs, routes) around them.
+
+mod bpffs;
+mod features;
+mod loader;
+pub mod netdev;
+
+pub use bpffs::ensure_bpffs;
+pub use features::{probe_features, KernelFeatures};
+pub use loader::{Datapath, DatapathError, IpcacheEntry, MetricsEntry};
+
+/// The compiled endpoint programs (bpf/lxc.c).
+pub static LXC_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lxc.o"));

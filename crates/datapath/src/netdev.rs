@@ -229,3 +229,17 @@ pub fn delete_endpoint(netns: &str, host_device: &str) -> Result<(), NetdevError
 pub fn endpoint_present(netns: &str, host_device: &str) -> bool {
     netns_exists(netns) && ifindex(host_device).is_some()
 }
+
+/// Removes a network namespace by name. Idempotent.
+pub fn delete_netns(netns: &str) -> Result<(), NetdevError> {
+    if netns_exists(netns) {
+        run_ip(None, &["netns", "del", netns], None)?;
+    }
+    Ok(())
+}
+
+/// Removes a device in the caller's namespace (its veth peer goes too).
+/// Idempotent.
+pub fn delete_link(device: &str) -> Result<(), NetdevError> {
+    delete_device(device)
+}

@@ -1,0 +1,13 @@
+use std::path::PathBuf;
+
+use twill_ipam::Cidr;
+
+/// Everything an agent instance is told at start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub state_dir: PathBuf,
+    pub api_socket: PathBuf,
+    pub bpf_root: PathBuf,
+    pub pod_cidr: Cidr,
+    pub node_name: String,
+}

@@ -1,0 +1,115 @@
+//! twill-agent: the per-host daemon.
+
+mod agent;
+mod config;
+mod error;
+mod names;
+mod records;
+mod restore;
+mod server;
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, Mutex},
+};
+
+use clap::Parser;
+use tracing::{error, info};
+
+use crate::{agent::Agent, config::Config};
+
+#[derive(Parser, Debug)]
+#[command(name = "twill-agent", version, about = "Twill host agent: eBPF networking, policy and observability")]
+struct Args {
+    /// Directory of the embedded state store.
+    #[arg(long, default_value = "/var/lib/twill")]
+    state_dir: PathBuf,
+    /// Unix socket of the agent API (root only).
+    #[arg(long, default_value = twill_api::DEFAULT_SOCKET)]
+    api_socket: PathBuf,
+    /// bpffs directory for pinned maps and links.
+    #[arg(long, default_value = "/sys/fs/bpf/twill")]
+    bpf_root: PathBuf,
+    /// IPv4 CIDR endpoints on this node get addresses from.
+    #[arg(long, default_value = "10.200.0.0/24")]
+    pod_cidr: String,
+    /// Name of this node (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    log_level: tracing::Level,
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Blocks SIGTERM and SIGINT in every thread and waits for them in one:
+/// on either, the agent exits and leaves the datapath running (programs
+/// and maps are pinned), as an upgrade or restart needs.
+fn spawn_signal_thread(socket: PathBuf) {
+    // SAFETY: plain sigset manipulation before any other thread exists.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    std::thread::spawn(move || {
+        let mut signal = 0;
+        // SAFETY: sigwait on the set blocked above.
+        unsafe { libc::sigwait(&set, &mut signal) };
+        info!(signal, "stopping; the datapath keeps forwarding until the next agent takes over");
+        let _ = std::fs::remove_file(&socket);
+        std::process::exit(0);
+    });
+}
+
+fn main() {
+    let args = Args::parse();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_max_level(args.log_level)
+        .init();
+    if let Err(e) = run(args) {
+        error!("{e:#}");
+        eprintln!("twill-agent: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let pod_cidr = args
+        .pod_cidr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--pod-cidr: {e}"))?;
+    let config = Config {
+        state_dir: args.state_dir,
+        api_socket: args.api_socket,
+        bpf_root: args.bpf_root,
+        pod_cidr,
+        node_name: args.node_name.unwrap_or_else(hostname),
+    };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("twill-agent must run as root (it loads eBPF programs and creates network namespaces)");
+    }
+    spawn_signal_thread(config.api_socket.clone());
+    let listener = server::bind(&config.api_socket)?;
+    let agent = Agent::start(config.clone())?;
+    info!(
+        node = %config.node_name,
+        pod_cidr = %config.pod_cidr,
+        socket = %config.api_socket.display(),
+        "twill-agent ready"
+    );
+    server::serve(listener, Arc::new(Mutex::new(agent)));
+    Ok(())
+}

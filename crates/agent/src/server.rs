@@ -1,0 +1,117 @@
+//! The API server: a Unix socket, one thread per connection, one JSON
+//! request and one JSON response each. Operations are serialised by the
+//! agent lock; each is short (milliseconds).
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::{
+        fs::PermissionsExt,
+        net::{UnixListener, UnixStream},
+    },
+    path::Path,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tracing::{debug, warn};
+use twill_api::{ApiError, Request, Response};
+
+use crate::{agent::Agent, error::AgentError};
+
+pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).is_ok() {
+            anyhow::bail!("another agent is already serving on {}", path.display());
+        }
+        std::fs::remove_file(path)?;
+    }
+    let listener = UnixListener::bind(path)
+        .map_err(|e| anyhow::anyhow!("binding API socket {}: {e}", path.display()))?;
+    // The API can create namespaces and devices: root only.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// What the serving loop should do after a request.
+enum After {
+    Continue,
+    Exit,
+}
+
+pub fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>) {
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                let agent = agent.clone();
+                std::thread::spawn(move || {
+                    if let After::Exit = handle(stream, &agent) {
+                        std::process::exit(0);
+                    }
+                });
+            }
+            Err(e) => warn!("accepting API connection: {e}"),
+        }
+    }
+}
+
+fn handle(stream: UnixStream, agent: &Mutex<Agent>) -> After {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    let mut line = String::new();
+    let mut reader = BufReader::new(&stream);
+    if let Err(e) = reader.read_line(&mut line) {
+        debug!("reading API request: {e}");
+        return After::Continue;
+    }
+    let (response, after) = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => {
+            debug!(?request, "API request");
+            let mut agent = agent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let exit = matches!(request, Request::Uninstall);
+            match dispatch(&mut agent, request) {
+                Ok(value) => (Response::Ok(value), if exit { After::Exit } else { After::Continue }),
+                Err(e) => (Response::Error(e.to_api()), After::Continue),
+            }
+        }
+        Err(e) => (
+            Response::Error(ApiError { kind: "invalid".into(), message: format!("malformed API request: {e}") }),
+            After::Continue,
+        ),
+    };
+    let mut out = serde_json::to_vec(&response).expect("responses serialize");
+    out.push(b'\n');
+    let _ = (&stream).write_all(&out);
+    after
+}
+
+fn json<T: serde::Serialize>(value: T) -> Result<serde_json::Value, AgentError> {
+    serde_json::to_value(value).map_err(|e| AgentError::Internal(e.to_string()))
+}
+
+fn dispatch(agent: &mut Agent, request: Request) -> Result<serde_json::Value, AgentError> {
+    match request {
+        Request::Status => json(agent.status()?),
+        Request::EndpointCreate { name, namespace, labels } => {
+            json(agent.endpoint_create(&name, &namespace, &labels)?)
+        }
+        Request::EndpointList { namespace } => json(agent.endpoint_list(namespace.as_deref())?),
+        Request::EndpointGet { name, namespace } => json(agent.endpoint_get(&name, &namespace)?),
+        Request::EndpointDelete { name, namespace } => json(agent.endpoint_delete(&name, &namespace)?),
+        Request::EndpointLabel { name, namespace, set, remove } => {
+            json(agent.endpoint_label(&name, &namespace, &set, &remove)?)
+        }
+        Request::IdentityList => json(agent.identity_list()?),
+        Request::IdentityGet { id } => json(agent.identity_get(id)?),
+        Request::NamespaceCreate { name, labels } => json(agent.namespace_create(&name, &labels)?),
+        Request::NamespaceList => json(agent.namespace_list()?),
+        Request::NamespaceGet { name } => json(agent.namespace_get(&name)?),
+        Request::NamespaceLabel { name, set, remove } => json(agent.namespace_label(&name, &set, &remove)?),
+        Request::NamespaceDelete { name } => json(agent.namespace_delete(&name)?),
+        Request::BpfIpcacheList => json(agent.bpf_ipcache()?),
+        Request::BpfEndpointList => json(agent.bpf_endpoints()?),
+        Request::BpfMetricsList => json(agent.bpf_metrics()?),
+        Request::Uninstall => json(agent.uninstall()?),
+    }
+}

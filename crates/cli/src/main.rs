@@ -1,0 +1,429 @@
+//! twill: the command-line client of the Twill agent.
+
+mod table;
+
+use std::{os::unix::process::CommandExt, path::PathBuf, process::Command};
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+use twill_api::{
+    BpfEndpoint, Client, Endpoint, IdentityInfo, IpcacheEntry, MetricsRow, NamespaceInfo, Request, Status,
+    Uninstalled,
+};
+
+use crate::table::Table;
+
+#[derive(Parser)]
+#[command(name = "twill", version, about = "Twill: eBPF networking, security and flow observability")]
+struct Cli {
+    /// Agent API socket (default: $TWILL_SOCKET, else /run/twill/twill.sock).
+    #[arg(long, global = true, env = twill_api::SOCKET_ENV, default_value = twill_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Clone, Copy, ValueEnum, Default, PartialEq, Eq)]
+enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+#[derive(clap::Args, Clone, Copy)]
+struct OutputArg {
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+    output: Output,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Show the agent's state and health.
+    Status {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Manage endpoints (workloads in their own network namespace).
+    #[command(subcommand)]
+    Endpoint(EndpointCmd),
+    /// Inspect security identities.
+    #[command(subcommand)]
+    Identity(IdentityCmd),
+    /// Manage namespaces.
+    #[command(subcommand)]
+    Namespace(NamespaceCmd),
+    /// Inspect the eBPF maps.
+    #[command(subcommand)]
+    Bpf(BpfCmd),
+    /// Remove everything Twill created on this node and stop the agent.
+    Uninstall,
+}
+
+#[derive(Subcommand)]
+enum EndpointCmd {
+    /// Create an endpoint: a network namespace wired to Twill's datapath.
+    Create {
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Labels, KEY=VALUE, comma-separated or repeated.
+        #[arg(short, long)]
+        labels: Vec<String>,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// List endpoints (all namespaces unless --namespace is given).
+    List {
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Show one endpoint.
+    Get {
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Delete an endpoint and everything it had.
+    Delete {
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+    },
+    /// Set or remove an endpoint's labels; its identity follows.
+    Label {
+        name: String,
+        /// Labels to set, KEY=VALUE.
+        labels: Vec<String>,
+        /// Label keys to remove.
+        #[arg(long)]
+        remove: Vec<String>,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Run a command inside an endpoint's network namespace.
+    Exec {
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum IdentityCmd {
+    /// List identities, reserved ones included.
+    List {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Show one identity.
+    Get {
+        id: u32,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum NamespaceCmd {
+    Create {
+        name: String,
+        /// Labels, KEY=VALUE, comma-separated or repeated.
+        #[arg(short, long)]
+        labels: Vec<String>,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    List {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    Get {
+        name: String,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Set or remove a namespace's labels; its endpoints' identities follow.
+    Label {
+        name: String,
+        labels: Vec<String>,
+        #[arg(long)]
+        remove: Vec<String>,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum BpfCmd {
+    /// The IP-to-identity map the datapath uses.
+    #[command(subcommand)]
+    Ipcache(ListOnly),
+    /// The local endpoint map.
+    #[command(subcommand)]
+    Endpoint(ListOnly),
+    /// Datapath packet counters (forwarded and drops by reason).
+    #[command(subcommand)]
+    Metrics(ListOnly),
+}
+
+#[derive(Subcommand)]
+enum ListOnly {
+    List {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("Error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn print_json<T: Serialize>(value: &T) {
+    println!("{}", serde_json::to_string_pretty(value).expect("serializes"));
+}
+
+/// Prints `value` as JSON when asked, else through `table`.
+fn show<T: Serialize>(out: OutputArg, value: &T, table: impl FnOnce(&T)) {
+    match out.output {
+        Output::Json => print_json(value),
+        Output::Table => table(value),
+    }
+}
+
+fn labels_cell(labels: &[String]) -> String {
+    if labels.is_empty() {
+        "-".into()
+    } else {
+        labels.join("\n")
+    }
+}
+
+fn endpoints_table(endpoints: &[Endpoint]) {
+    let mut t = Table::new(&["ID", "NAMESPACE", "NAME", "IPV4", "IDENTITY", "LABELS", "STATE"]);
+    for e in endpoints {
+        let labels: Vec<String> = e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        t.row(vec![
+            e.id.to_string(),
+            e.namespace.clone(),
+            e.name.clone(),
+            e.ipv4.clone(),
+            e.identity.to_string(),
+            labels_cell(&labels),
+            e.state.clone(),
+        ]);
+    }
+    t.print();
+}
+
+fn endpoint_detail(e: &Endpoint) {
+    println!("ID:               {}", e.id);
+    println!("Name:             {}/{}", e.namespace, e.name);
+    println!("IPv4:             {}", e.ipv4);
+    println!("Identity:         {}", e.identity);
+    println!("Labels:           {}", e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "));
+    println!("Security labels:  {}", e.security_labels.join(", "));
+    println!("Network ns:       {}", e.netns);
+    println!("Host device:      {} ({})", e.host_device, e.host_mac);
+    println!("MAC:              {}", e.mac);
+    println!("State:            {}", e.state);
+}
+
+fn identities_table(identities: &[IdentityInfo]) {
+    let mut t = Table::new(&["ID", "LABELS", "ENDPOINTS"]);
+    for i in identities {
+        t.row(vec![i.id.to_string(), labels_cell(&i.labels), i.endpoints.to_string()]);
+    }
+    t.print();
+}
+
+fn namespaces_table(namespaces: &[NamespaceInfo]) {
+    let mut t = Table::new(&["NAME", "LABELS", "ENDPOINTS"]);
+    for n in namespaces {
+        let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        t.row(vec![n.name.clone(), labels_cell(&labels), n.endpoints.to_string()]);
+    }
+    t.print();
+}
+
+fn status_text(s: &Status) {
+    let uptime = format!("{}h{:02}m{:02}s", s.uptime_seconds / 3600, s.uptime_seconds / 60 % 60, s.uptime_seconds % 60);
+    println!("Version:      twill {}", s.version);
+    println!("Uptime:       {uptime}");
+    println!("Mode:         {}", s.mode);
+    println!("Node:         {}", s.node_name);
+    println!("Pod CIDR:     {} (router {})", s.pod_cidr, s.router_ipv4);
+    println!("State dir:    {}", s.state_dir);
+    println!("BPF root:     {}", s.bpf_root);
+    if let Some(k) = s.kernel.as_object() {
+        let release = k.get("kernel_release").and_then(|v| v.as_str()).unwrap_or("?");
+        let flags: Vec<String> = k
+            .iter()
+            .filter(|(name, _)| name.as_str() != "kernel_release")
+            .map(|(name, v)| format!("{name}={}", if v.as_bool() == Some(true) { "yes" } else { "no" }))
+            .collect();
+        println!("Kernel:       {release} ({})", flags.join(", "));
+    }
+    println!("Endpoints:    {}", s.endpoints);
+    println!("Identities:   {} allocated (+{} reserved)", s.identities, 10);
+    let devices: std::collections::BTreeSet<&str> = s.programs.iter().map(|p| p.device.as_str()).collect();
+    println!("Programs:     {} attachments on {} devices", s.programs.len(), devices.len());
+    println!("Health:");
+    for h in &s.health {
+        println!("  {:<10} {:<4} {}", h.name, if h.ok { "ok" } else { "FAIL" }, h.message);
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let client = Client::new(&cli.socket);
+    match cli.command {
+        Commands::Status { out } => {
+            let status: Status = client.call(&Request::Status)?;
+            show(out, &status, status_text);
+        }
+        Commands::Endpoint(cmd) => endpoint(&client, cmd)?,
+        Commands::Identity(IdentityCmd::List { out }) => {
+            let list: Vec<IdentityInfo> = client.call(&Request::IdentityList)?;
+            show(out, &list, |l| identities_table(l));
+        }
+        Commands::Identity(IdentityCmd::Get { id, out }) => {
+            let identity: IdentityInfo = client.call(&Request::IdentityGet { id })?;
+            show(out, &identity, |i| identities_table(std::slice::from_ref(i)));
+        }
+        Commands::Namespace(cmd) => namespace(&client, cmd)?,
+        Commands::Bpf(BpfCmd::Ipcache(ListOnly::List { out })) => {
+            let entries: Vec<IpcacheEntry> = client.call(&Request::BpfIpcacheList)?;
+            show(out, &entries, |entries| {
+                let mut t = Table::new(&["PREFIX", "IDENTITY"]);
+                for e in entries {
+                    t.row(vec![e.cidr.clone(), e.identity.to_string()]);
+                }
+                t.print();
+            });
+        }
+        Commands::Bpf(BpfCmd::Endpoint(ListOnly::List { out })) => {
+            let entries: Vec<BpfEndpoint> = client.call(&Request::BpfEndpointList)?;
+            show(out, &entries, |entries| {
+                let mut t = Table::new(&["IPV4", "ENDPOINT", "IDENTITY", "IFINDEX", "MAC", "HOST MAC"]);
+                for e in entries {
+                    t.row(vec![
+                        e.ipv4.clone(),
+                        e.endpoint_id.to_string(),
+                        e.identity.to_string(),
+                        e.ifindex.to_string(),
+                        e.mac.clone(),
+                        e.host_mac.clone(),
+                    ]);
+                }
+                t.print();
+            });
+        }
+        Commands::Bpf(BpfCmd::Metrics(ListOnly::List { out })) => {
+            let rows: Vec<MetricsRow> = client.call(&Request::BpfMetricsList)?;
+            show(out, &rows, |rows| {
+                let mut t = Table::new(&["DIRECTION", "REASON", "DESCRIPTION", "PACKETS", "BYTES"]);
+                for r in rows {
+                    t.row(vec![
+                        r.direction.clone(),
+                        r.reason.to_string(),
+                        r.description.clone(),
+                        r.packets.to_string(),
+                        r.bytes.to_string(),
+                    ]);
+                }
+                t.print();
+            });
+        }
+        Commands::Uninstall => {
+            let done: Uninstalled = client.call(&Request::Uninstall)?;
+            println!("Removed {} endpoint(s) and:", done.endpoints);
+            for item in done.removed {
+                println!("  {item}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
+    match cmd {
+        EndpointCmd::Create { name, namespace, labels, out } => {
+            let e: Endpoint = client.call(&Request::EndpointCreate { name, namespace, labels })?;
+            show(out, &e, |e| {
+                println!("Endpoint {}/{} created: ID {}, IPv4 {}, identity {}", e.namespace, e.name, e.id, e.ipv4, e.identity)
+            });
+        }
+        EndpointCmd::List { namespace, out } => {
+            let list: Vec<Endpoint> = client.call(&Request::EndpointList { namespace })?;
+            show(out, &list, |l| endpoints_table(l));
+        }
+        EndpointCmd::Get { name, namespace, out } => {
+            let e: Endpoint = client.call(&Request::EndpointGet { name, namespace })?;
+            show(out, &e, endpoint_detail);
+        }
+        EndpointCmd::Delete { name, namespace } => {
+            let e: Endpoint = client.call(&Request::EndpointDelete { name, namespace })?;
+            println!("Endpoint {}/{} deleted (ID {}, IPv4 {} released)", e.namespace, e.name, e.id, e.ipv4);
+        }
+        EndpointCmd::Label { name, labels, remove, namespace, out } => {
+            if labels.is_empty() && remove.is_empty() {
+                anyhow::bail!("give labels to set (KEY=VALUE) or --remove KEY");
+            }
+            let e: Endpoint = client.call(&Request::EndpointLabel { name, namespace, set: labels, remove })?;
+            show(out, &e, |e| println!("Endpoint {}/{} now has identity {}", e.namespace, e.name, e.identity));
+        }
+        EndpointCmd::Exec { name, namespace, command } => {
+            let e: Endpoint = client.call(&Request::EndpointGet { name, namespace })?;
+            // exec replaces this process: stdin, stdout, stderr and the
+            // exit status are the command's own.
+            let err = Command::new("ip").args(["netns", "exec", &e.netns]).args(&command).exec();
+            anyhow::bail!("running {:?} in {}: {err}", command.join(" "), e.netns);
+        }
+    }
+    Ok(())
+}
+
+fn namespace(client: &Client, cmd: NamespaceCmd) -> anyhow::Result<()> {
+    match cmd {
+        NamespaceCmd::Create { name, labels, out } => {
+            let n: NamespaceInfo = client.call(&Request::NamespaceCreate { name, labels })?;
+            show(out, &n, |n| println!("Namespace {} created", n.name));
+        }
+        NamespaceCmd::List { out } => {
+            let list: Vec<NamespaceInfo> = client.call(&Request::NamespaceList)?;
+            show(out, &list, |l| namespaces_table(l));
+        }
+        NamespaceCmd::Get { name, out } => {
+            let n: NamespaceInfo = client.call(&Request::NamespaceGet { name })?;
+            show(out, &n, |n| namespaces_table(std::slice::from_ref(n)));
+        }
+        NamespaceCmd::Label { name, labels, remove, out } => {
+            if labels.is_empty() && remove.is_empty() {
+                anyhow::bail!("give labels to set (KEY=VALUE) or --remove KEY");
+            }
+            let n: NamespaceInfo = client.call(&Request::NamespaceLabel { name, set: labels, remove })?;
+            show(out, &n, |n| namespaces_table(std::slice::from_ref(n)));
+        }
+        NamespaceCmd::Delete { name } => {
+            let n: NamespaceInfo = client.call(&Request::NamespaceDelete { name })?;
+            println!("Namespace {} deleted", n.name);
+        }
+    }
+    Ok(())
+}

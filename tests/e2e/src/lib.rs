@@ -1,0 +1,254 @@
+//! Harness for end-to-end tests.
+//!
+//! Each [`Node`] is a real `twill-agent` running inside its own network
+//! namespace (entered with `nsenter --net`, so bpffs stays the host's and
+//! pins survive agent restarts), with its own state dir, socket, bpf root
+//! and node name. Everything a node creates is removed on drop, also when
+//! the test fails.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+pub use serde_json::Value;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Directory holding the built `twill` and `twill-agent` binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> -> target/<profile>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    assert!(
+        dir.join("twill-agent").exists() && dir.join("twill").exists(),
+        "twill and twill-agent are not built in {}; run `cargo build --bins` first (scripts/test.sh does)",
+        dir.display()
+    );
+    dir
+}
+
+/// Polls `check` until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub struct Node {
+    pub name: String,
+    /// The network namespace the agent runs in (the node's "host").
+    pub netns: String,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    pub bpf_root: PathBuf,
+    pub pod_cidr: String,
+    agent: Option<Child>,
+    log: PathBuf,
+}
+
+impl Node {
+    /// Starts an agent with the default pod CIDR.
+    pub fn start(tag: &str) -> Node {
+        Self::start_with_cidr(tag, "10.200.0.0/24")
+    }
+
+    pub fn start_with_cidr(tag: &str, pod_cidr: &str) -> Node {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("t{}-{tag}-{n}", std::process::id());
+        let netns = format!("twtest-{name}");
+        let base = std::env::temp_dir().join(format!("twill-e2e-{name}"));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        run_ok(Command::new("ip").args(["netns", "add", &netns]));
+        run_ok(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
+        let mut node = Node {
+            state_dir: base.join("state"),
+            socket: base.join("twill.sock"),
+            bpf_root: PathBuf::from(format!("/sys/fs/bpf/twill-e2e-{name}")),
+            log: base.join("agent.log"),
+            pod_cidr: pod_cidr.into(),
+            name,
+            netns,
+            agent: None,
+        };
+        node.start_agent();
+        node
+    }
+
+    pub fn start_agent(&mut self) {
+        assert!(self.agent.is_none(), "agent already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .arg(bin_dir().join("twill-agent"))
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .arg("--api-socket")
+            .arg(&self.socket)
+            .arg("--bpf-root")
+            .arg(&self.bpf_root)
+            .args(["--pod-cidr", &self.pod_cidr, "--node-name", &self.name, "--log-level", "debug"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawning twill-agent");
+        self.agent = Some(child);
+        let ready = wait_until(Duration::from_secs(30), || {
+            self.twill(&["status", "-o", "json"]).status.success()
+        });
+        assert!(ready, "agent did not become ready; log:\n{}", self.agent_log());
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the agent and waits for it to exit.
+    pub fn stop_agent(&mut self, signal: i32) {
+        let mut child = self.agent.take().expect("agent running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        child.wait().unwrap();
+    }
+
+    pub fn agent_running(&mut self) -> bool {
+        matches!(self.agent.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn twill(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("twill"))
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running twill")
+    }
+
+    /// Runs the CLI and returns stdout, failing the test on a non-zero exit.
+    pub fn twill_ok(&self, args: &[&str]) -> String {
+        let out = self.twill(args);
+        assert!(
+            out.status.success(),
+            "twill {} failed: {}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs the CLI with `-o json` appended and parses the output.
+    pub fn twill_json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.twill_ok(&all)).expect("valid JSON")
+    }
+
+    /// Runs the CLI expecting failure; returns stderr.
+    pub fn twill_err(&self, args: &[&str]) -> String {
+        let out = self.twill(args);
+        assert!(!out.status.success(), "twill {} unexpectedly succeeded", args.join(" "));
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    /// Creates an endpoint and returns its JSON.
+    pub fn endpoint(&self, name: &str, namespace: &str, labels: &str) -> Value {
+        let mut args = vec!["endpoint", "create", name, "--namespace", namespace];
+        if !labels.is_empty() {
+            args.extend(["--labels", labels]);
+        }
+        self.twill_json(&args)
+    }
+
+    /// Runs a command inside an endpoint with `twill endpoint exec`.
+    pub fn exec(&self, endpoint: &str, namespace: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["endpoint", "exec", endpoint, "--namespace", namespace, "--"];
+        args.extend(cmd);
+        self.twill(&args)
+    }
+
+    /// Runs a command in the node's own namespace (its "host").
+    pub fn host_cmd(&self, cmd: &[&str]) -> Output {
+        Command::new("ip").args(["netns", "exec", &self.netns]).args(cmd).output().unwrap()
+    }
+
+    /// One ping from an endpoint; true if answered.
+    pub fn ping(&self, endpoint: &str, namespace: &str, dst: &str) -> bool {
+        self.exec(endpoint, namespace, &["ping", "-c", "1", "-W", "1", dst]).status.success()
+    }
+
+    /// Network namespaces this node's agent has created for endpoints.
+    pub fn endpoint_netns(&self) -> Vec<String> {
+        let prefix = format!("twill_{}_", self.name);
+        let mut out: Vec<String> = std::fs::read_dir("/run/netns")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(&prefix))
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for ns in self.endpoint_netns() {
+            let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+        }
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+        let _ = std::fs::remove_dir_all(&self.bpf_root);
+        if let Some(base) = self.state_dir.parent() {
+            let _ = std::fs::remove_dir_all(base);
+        }
+    }
+}
+
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// A background process (server or load) killed on drop.
+pub struct Background(pub Child);
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Node {
+    /// Starts a command in an endpoint in the background.
+    pub fn spawn_in(&self, endpoint: &str, namespace: &str, cmd: &[&str]) -> Background {
+        let ep = self.twill_json(&["endpoint", "get", endpoint, "--namespace", namespace]);
+        let netns = ep["netns"].as_str().unwrap().to_string();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &netns])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        Background(child)
+    }
+}

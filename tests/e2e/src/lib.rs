@@ -188,6 +188,16 @@ impl Node {
         self.exec(endpoint, namespace, &["ping", "-c", "1", "-W", "1", dst]).status.success()
     }
 
+    /// One ping from inside a network namespace, without asking the agent
+    /// (for checks while it is down).
+    pub fn ping_from_netns(netns: &str, dst: &str) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", netns, "ping", "-c", "1", "-W", "1", dst])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    }
+
     /// Network namespaces this node's agent has created for endpoints.
     pub fn endpoint_netns(&self) -> Vec<String> {
         let prefix = format!("twill_{}_", self.name);
@@ -227,12 +237,21 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 }
 
 /// A background process (server or load) killed on drop.
-pub struct Background(pub Child);
+pub struct Background(Option<Child>);
+
+impl Background {
+    /// Waits for the process to finish by itself and returns its output.
+    pub fn wait_with_output(mut self) -> Output {
+        self.0.take().expect("process present").wait_with_output().expect("waiting for process")
+    }
+}
 
 impl Drop for Background {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -249,6 +268,6 @@ impl Node {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        Background(child)
+        Background(Some(child))
     }
 }

@@ -68,7 +68,7 @@ enum EndpointCmd {
         #[arg(short, long, default_value = "default")]
         namespace: String,
         /// Labels, KEY=VALUE, comma-separated or repeated.
-        #[arg(short, long)]
+        #[arg(short, long, allow_hyphen_values = true)]
         labels: Vec<String>,
         #[command(flatten)]
         out: OutputArg,
@@ -138,7 +138,7 @@ enum NamespaceCmd {
     Create {
         name: String,
         /// Labels, KEY=VALUE, comma-separated or repeated.
-        #[arg(short, long)]
+        #[arg(short, long, allow_hyphen_values = true)]
         labels: Vec<String>,
         #[command(flatten)]
         out: OutputArg,

@@ -114,18 +114,15 @@ fn u32_at(data: &[u8], at: usize) -> Result<u32, String> {
 }
 
 /// The `len` bytes at `hdr_len + off`, or an error naming the section.
-fn section<'a>(
-    data: &'a [u8],
-    hdr_len: u32,
-    off: u32,
-    len: u32,
-    what: &str,
-) -> Result<&'a [u8], String> {
+fn section<'a>(data: &'a [u8], hdr_len: u32, off: u32, len: u32, what: &str) -> Result<&'a [u8], String> {
     let start = (hdr_len as usize).checked_add(off as usize);
     let end = start.and_then(|s| s.checked_add(len as usize));
     match (start, end) {
         (Some(s), Some(e)) if e <= data.len() => Ok(&data[s..e]),
-        _ => Err(format!("BTF {what} section ({off}+{len} after a {hdr_len}-byte header) runs past the {}-byte blob", data.len())),
+        _ => Err(format!(
+            "BTF {what} section ({off}+{len} after a {hdr_len}-byte header) runs past the {}-byte blob",
+            data.len()
+        )),
     }
 }
 
@@ -135,9 +132,7 @@ impl Btf {
     fn parse(data: &[u8]) -> Result<Btf, String> {
         let magic = u16_at(data, 0)?;
         if magic != BTF_MAGIC {
-            return Err(format!(
-                "bad BTF magic {magic:#06x}, expected {BTF_MAGIC:#06x} (little-endian)"
-            ));
+            return Err(format!("bad BTF magic {magic:#06x}, expected {BTF_MAGIC:#06x} (little-endian)"));
         }
         let version = data[2];
         if version != 1 {
@@ -146,9 +141,7 @@ impl Btf {
         // data[3] is flags, unused so far.
         let hdr_len = u32_at(data, 4)?;
         if (hdr_len as usize) < BTF_HEADER_LEN {
-            return Err(format!(
-                "BTF header length {hdr_len} is shorter than {BTF_HEADER_LEN}"
-            ));
+            return Err(format!("BTF header length {hdr_len} is shorter than {BTF_HEADER_LEN}"));
         }
         let (type_off, type_len) = (u32_at(data, 8)?, u32_at(data, 12)?);
         let (str_off, str_len) = (u32_at(data, 16)?, u32_at(data, 20)?);
@@ -186,33 +179,20 @@ impl Btf {
                 _ => return Err(format!("BTF type {id} has unknown kind {kind}")),
             };
             if extra + trailing > type_data.len() {
-                return Err(format!(
-                    "BTF type {id} (kind {kind}) runs past the type section"
-                ));
+                return Err(format!("BTF type {id} (kind {kind}) runs past the type section"));
             }
 
             let ty = match kind {
-                KIND_INT | KIND_FLOAT | KIND_ENUM | KIND_ENUM64 | KIND_UNION => {
-                    Type::Sized(size_or_type)
-                }
+                KIND_INT | KIND_FLOAT | KIND_ENUM | KIND_ENUM64 | KIND_UNION => Type::Sized(size_or_type),
                 KIND_STRUCT => {
                     let members = (0..vlen)
                         .map(|i| {
                             let m = extra + 12 * i;
-                            Ok((
-                                u32_at(type_data, m)?,
-                                u32_at(type_data, m + 4)?,
-                                u32_at(type_data, m + 8)?,
-                            ))
+                            Ok((u32_at(type_data, m)?, u32_at(type_data, m + 4)?, u32_at(type_data, m + 8)?))
                         })
                         .collect::<Result<_, String>>()?;
                     let name = str_at(&strings, name_off)?.to_owned();
-                    structs.push(RawStruct {
-                        name,
-                        size: size_or_type,
-                        kind_flag,
-                        members,
-                    });
+                    structs.push(RawStruct { name, size: size_or_type, kind_flag, members });
                     Type::Sized(size_or_type)
                 }
                 KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
@@ -220,20 +200,15 @@ impl Btf {
                 }
                 KIND_PTR => Type::Ptr,
                 // struct btf_array { type, index_type, nelems }
-                KIND_ARRAY => Type::Array {
-                    elem: u32_at(type_data, extra)?,
-                    nelems: u32_at(type_data, extra + 8)?,
-                },
+                KIND_ARRAY => {
+                    Type::Array { elem: u32_at(type_data, extra)?, nelems: u32_at(type_data, extra + 8)? }
+                }
                 _ => Type::Unsized,
             };
             types.push(ty);
             pos = extra + trailing;
         }
-        Ok(Btf {
-            strings,
-            types,
-            structs,
-        })
+        Ok(Btf { strings, types, structs })
     }
 
     /// Size in bytes of type `id`, following typedefs, qualifiers and arrays.
@@ -251,9 +226,7 @@ impl Btf {
                         .checked_mul(*nelems)
                         .ok_or_else(|| format!("BTF array type {id} overflows"))
                 }
-                Some(Type::Void) | Some(Type::Unsized) => {
-                    return Err(format!("BTF type {id} has no size"))
-                }
+                Some(Type::Void) | Some(Type::Unsized) => return Err(format!("BTF type {id} has no size")),
                 None => return Err(format!("BTF type id {id} out of range")),
             }
         }
@@ -264,9 +237,7 @@ impl Btf {
     /// and anonymous structs are not considered.
     fn struct_layout(&self, name: &str) -> Result<StructLayout, String> {
         let mut found = self.structs.iter().filter(|s| s.name == name);
-        let raw = found
-            .next()
-            .ok_or_else(|| format!("struct `{name}` is not in the BTF"))?;
+        let raw = found.next().ok_or_else(|| format!("struct `{name}` is not in the BTF"))?;
         if found.next().is_some() {
             return Err(format!("struct `{name}` appears more than once in the BTF"));
         }
@@ -274,11 +245,8 @@ impl Btf {
             .members
             .iter()
             .map(|&(name_off, type_id, offset)| {
-                let (bitfield_size, bit_offset) = if raw.kind_flag {
-                    (offset >> 24, offset & 0xff_ffff)
-                } else {
-                    (0, offset)
-                };
+                let (bitfield_size, bit_offset) =
+                    if raw.kind_flag { (offset >> 24, offset & 0xff_ffff) } else { (0, offset) };
                 Ok(Member {
                     name: str_at(&self.strings, name_off)?.to_owned(),
                     bit_offset,
@@ -287,39 +255,25 @@ impl Btf {
                 })
             })
             .collect::<Result<_, String>>()?;
-        Ok(StructLayout {
-            size: raw.size,
-            members,
-        })
+        Ok(StructLayout { size: raw.size, members })
     }
 }
 
 /// The NUL-terminated string at `off` in the string section.
 fn str_at(strings: &[u8], off: u32) -> Result<&str, String> {
-    let tail = strings
-        .get(off as usize..)
-        .ok_or_else(|| format!("BTF string offset {off} out of range"))?;
-    let len = tail
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or_else(|| format!("BTF string at {off} is not terminated"))?;
+    let tail = strings.get(off as usize..).ok_or_else(|| format!("BTF string offset {off} out of range"))?;
+    let len =
+        tail.iter().position(|&b| b == 0).ok_or_else(|| format!("BTF string at {off} is not terminated"))?;
     std::str::from_utf8(&tail[..len]).map_err(|e| format!("BTF string at {off}: {e}"))
 }
 
 /// The BTF of the compiled endpoint programs.
 fn lxc_btf() -> Btf {
-    let file = object::File::parse(twill_datapath::LXC_OBJECT)
-        .expect("LXC_OBJECT is not a valid ELF object");
-    assert!(
-        file.is_little_endian(),
-        "lxc.o is big-endian; this test only reads little-endian BTF"
-    );
-    let section = file
-        .section_by_name(".BTF")
-        .expect("lxc.o has no .BTF section; is bpf/ still compiled with -g?");
-    let data = section
-        .data()
-        .expect("cannot read the .BTF section of lxc.o");
+    let file = object::File::parse(twill_datapath::LXC_OBJECT).expect("LXC_OBJECT is not a valid ELF object");
+    assert!(file.is_little_endian(), "lxc.o is big-endian; this test only reads little-endian BTF");
+    let section =
+        file.section_by_name(".BTF").expect("lxc.o has no .BTF section; is bpf/ still compiled with -g?");
+    let data = section.data().expect("cannot read the .BTF section of lxc.o");
     Btf::parse(data).unwrap_or_else(|e| panic!("cannot parse the .BTF of lxc.o: {e}"))
 }
 
@@ -350,19 +304,12 @@ fn compare_layout(
         Ok(layout) => layout,
         // A missing struct is a failure, not a skip: it means the mirror is
         // no longer checked against anything.
-        Err(e) => {
-            return vec![format!(
-                "{what}: {e}; is it still used by a map or program in bpf/lxc.c?"
-            )]
-        }
+        Err(e) => return vec![format!("{what}: {e}; is it still used by a map or program in bpf/lxc.c?")],
     };
     let mut errors = Vec::new();
 
     if c.size as usize != rust_size {
-        errors.push(format!(
-            "{what}: size is {} bytes in C but {rust_size} in Rust",
-            c.size
-        ));
+        errors.push(format!("{what}: size is {} bytes in C but {rust_size} in Rust", c.size));
     }
 
     // `repr(C)` lays fields out in declaration order at strictly increasing
@@ -372,9 +319,7 @@ fn compare_layout(
     let c_names: Vec<&str> = c.members.iter().map(|m| m.name.as_str()).collect();
     let rust_names: Vec<&str> = rust.iter().map(|&(name, _, _)| name).collect();
     if c_names != rust_names {
-        errors.push(format!(
-            "{what}: fields differ: C has {c_names:?}, Rust has {rust_names:?}"
-        ));
+        errors.push(format!("{what}: fields differ: C has {c_names:?}, Rust has {rust_names:?}"));
     }
 
     // Compare offsets and sizes by name, so a rename elsewhere in the struct
@@ -389,10 +334,7 @@ fn compare_layout(
             continue;
         }
         if m.bit_offset % 8 != 0 {
-            errors.push(format!(
-                "{field}: C bit offset {} is not byte-aligned",
-                m.bit_offset
-            ));
+            errors.push(format!("{field}: C bit offset {} is not byte-aligned", m.bit_offset));
             continue;
         }
         let Some(&(_, offset, size)) = rust.iter().find(|&&(name, _, _)| name == m.name) else {
@@ -400,15 +342,10 @@ fn compare_layout(
         };
         let c_offset = (m.bit_offset / 8) as usize;
         if c_offset != offset {
-            errors.push(format!(
-                "{field}: offset is {c_offset} in C but {offset} in Rust"
-            ));
+            errors.push(format!("{field}: offset is {c_offset} in C but {offset} in Rust"));
         }
         if m.size as usize != size {
-            errors.push(format!(
-                "{field}: size is {} bytes in C but {size} in Rust",
-                m.size
-            ));
+            errors.push(format!("{field}: size is {} bytes in C but {size} in Rust", m.size));
         }
     }
     errors
@@ -440,14 +377,7 @@ fn rust_mirrors_match_btf_of_lxc_object() {
         compare_layout!(
             &btf,
             "endpoint_info",
-            EndpointInfo {
-                ifindex,
-                endpoint_id,
-                identity,
-                flags,
-                mac,
-                host_mac
-            }
+            EndpointInfo { ifindex, endpoint_id, identity, flags, mac, host_mac }
         ),
         compare_layout!(&btf, "ipcache_key", IpcacheKey { prefixlen, ip }),
         compare_layout!(&btf, "ipcache_value", IpcacheValue { identity, flags }),
@@ -475,19 +405,10 @@ fn swapped_fields_are_reported_against_lxc_object() {
         ip: u32,
         prefixlen: u32,
     }
-    let errors = compare_layout!(
-        &lxc_btf(),
-        "ipcache_key",
-        IpcacheKeySwapped { prefixlen, ip }
-    );
+    let errors = compare_layout!(&lxc_btf(), "ipcache_key", IpcacheKeySwapped { prefixlen, ip });
+    assert!(errors.iter().any(|e| e.contains("fields differ")), "{errors:?}");
     assert!(
-        errors.iter().any(|e| e.contains("fields differ")),
-        "{errors:?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("IpcacheKeySwapped.ip: offset is 4 in C but 0 in Rust")),
+        errors.iter().any(|e| e.contains("IpcacheKeySwapped.ip: offset is 4 in C but 0 in Rust")),
         "{errors:?}"
     );
 }
@@ -501,10 +422,7 @@ fn missing_struct_is_a_failure() {
     }
     let errors = compare_layout!(&lxc_btf(), "no_such_struct", Nothing { x });
     assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(
-        errors[0].contains("struct `no_such_struct` is not in the BTF"),
-        "{errors:?}"
-    );
+    assert!(errors[0].contains("struct `no_such_struct` is not in the BTF"), "{errors:?}");
 }
 
 /// Builds a BTF blob by hand, the way clang lays it out.
@@ -516,10 +434,7 @@ struct BtfBuilder {
 impl BtfBuilder {
     fn new() -> Self {
         // String offset 0 is the empty name, used by anonymous types.
-        BtfBuilder {
-            types: Vec::new(),
-            strings: vec![0],
-        }
+        BtfBuilder { types: Vec::new(), strings: vec![0] }
     }
 
     fn string(&mut self, s: &str) -> u32 {
@@ -537,11 +452,7 @@ impl BtfBuilder {
 
     /// The common 12-byte record header.
     fn record(&mut self, name: &str, kind: u32, kind_flag: bool, vlen: u32, size_or_type: u32) {
-        let name_off = if name.is_empty() {
-            0
-        } else {
-            self.string(name)
-        };
+        let name_off = if name.is_empty() { 0 } else { self.string(name) };
         let info = (u32::from(kind_flag) << 31) | (kind << 24) | vlen;
         self.words(&[name_off, info, size_or_type]);
     }
@@ -552,13 +463,7 @@ impl BtfBuilder {
         blob.extend_from_slice(&[1, 0]); // version, flags
         let type_len = self.types.len() as u32;
         // hdr_len, type_off, type_len, str_off, str_len
-        for w in [
-            BTF_HEADER_LEN as u32,
-            0,
-            type_len,
-            type_len,
-            self.strings.len() as u32,
-        ] {
+        for w in [BTF_HEADER_LEN as u32, 0, type_len, type_len, self.strings.len() as u32] {
             blob.extend_from_slice(&w.to_le_bytes());
         }
         blob.extend_from_slice(&self.types);
@@ -606,11 +511,7 @@ fn parser_reads_hand_built_struct() {
         btf.struct_layout("s").unwrap(),
         StructLayout {
             size: 20,
-            members: vec![
-                member("a", 0, 0, 4),
-                member("b", 32, 0, 12),
-                member("f", 128, 3, 4)
-            ],
+            members: vec![member("a", 0, 0, 4), member("b", 32, 0, 12), member("f", 128, 3, 4)],
         }
     );
 }
@@ -628,17 +529,13 @@ fn parser_rejects_bad_input() {
     assert!(Btf::parse(&bad_magic).unwrap_err().contains("magic"));
 
     // Sections that claim more bytes than the blob has.
-    assert!(Btf::parse(&good[..good.len() - 1])
-        .unwrap_err()
-        .contains("string section"));
+    assert!(Btf::parse(&good[..good.len() - 1]).unwrap_err().contains("string section"));
     assert!(Btf::parse(&good[..10]).is_err());
 
     // A kind this parser does not know cannot be skipped safely.
     let mut unknown_kind = good;
     unknown_kind[BTF_HEADER_LEN + 7] = 31; // top byte of the first record's info
-    assert!(Btf::parse(&unknown_kind)
-        .unwrap_err()
-        .contains("unknown kind"));
+    assert!(Btf::parse(&unknown_kind).unwrap_err().contains("unknown kind"));
 }
 
 /// The checker flags a bitfield member and a wrong-size member on the hand
@@ -654,23 +551,8 @@ fn compare_reports_bitfields_and_sizes() {
         f: u32,
     }
     let errors = compare_layout!(&btf, "s", S { a, b, f });
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("S.b: size is 12 bytes in C but 8")),
-        "{errors:?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("S.f: is a 3-bit bitfield")),
-        "{errors:?}"
-    );
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("S (C struct s): size is 20 bytes in C but 16")),
-        "{errors:?}"
-    );
+    assert!(errors.iter().any(|e| e.contains("S.b: size is 12 bytes in C but 8")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("S.f: is a 3-bit bitfield")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("S (C struct s): size is 20 bytes in C but 16")), "{errors:?}");
     assert!(!errors.iter().any(|e| e.contains("S.a")), "{errors:?}");
 }

@@ -84,19 +84,21 @@ impl Agent {
     }
 
     fn namespace_record(&self, name: &str) -> Result<NamespaceRecord> {
-        self.store
-            .get_json::<NamespaceRecord>(&namespace_key(name))?
-            .map(|(r, _)| r)
-            .ok_or_else(|| {
-                AgentError::NotFound(format!(
-                    "namespace {name} does not exist (create it with `twill namespace create {name}`)"
-                ))
-            })
+        self.store.get_json::<NamespaceRecord>(&namespace_key(name))?.map(|(r, _)| r).ok_or_else(|| {
+            AgentError::NotFound(format!(
+                "namespace {name} does not exist (create it with `twill namespace create {name}`)"
+            ))
+        })
     }
 
     // ---- endpoints -------------------------------------------------------
 
-    pub fn endpoint_create(&mut self, name: &str, namespace: &str, labels: &[String]) -> Result<api::Endpoint> {
+    pub fn endpoint_create(
+        &mut self,
+        name: &str,
+        namespace: &str,
+        labels: &[String],
+    ) -> Result<api::Endpoint> {
         names::check_dns_label("endpoint", name)?;
         names::check_dns_label("namespace", namespace)?;
         let labels = LabelSet::parse_list(labels.iter().map(String::as_str))?;
@@ -276,7 +278,8 @@ impl Agent {
             }
             return Err(e);
         }
-        self.store.put_json(&endpoint_key(&self.config.node_name, &record.namespace, &record.name), &record)?;
+        self.store
+            .put_json(&endpoint_key(&self.config.node_name, &record.namespace, &record.name), &record)?;
         if new != old {
             self.identities.release(old, &owner)?;
             info!(endpoint = %format!("{}/{}", record.namespace, record.name), old, new, "identity changed");
@@ -285,13 +288,8 @@ impl Agent {
     }
 
     pub(crate) fn to_api(&self, r: &EndpointRecord) -> api::Endpoint {
-        let security = self
-            .identities
-            .get(r.identity)
-            .ok()
-            .flatten()
-            .map(|i| i.labels.to_strings())
-            .unwrap_or_default();
+        let security =
+            self.identities.get(r.identity).ok().flatten().map(|i| i.labels.to_strings()).unwrap_or_default();
         let state = if netdev::endpoint_present(&r.netns, &r.host_device) { "ready" } else { "not-ready" };
         api::Endpoint {
             id: r.id,
@@ -337,12 +335,19 @@ impl Agent {
         names.iter().map(|n| self.namespace_get(n)).collect()
     }
 
-    pub fn namespace_label(&mut self, name: &str, set: &[String], remove: &[String]) -> Result<api::NamespaceInfo> {
+    pub fn namespace_label(
+        &mut self,
+        name: &str,
+        set: &[String],
+        remove: &[String],
+    ) -> Result<api::NamespaceInfo> {
         let mut record = self.namespace_record(name)?;
         let additions = LabelSet::parse_list(set.iter().map(String::as_str))?;
         for key in remove.iter().chain(additions.iter().map(|l| &l.key)) {
             if key == NAMESPACE_NAME_LABEL {
-                return Err(AgentError::Invalid(format!("label {NAMESPACE_NAME_LABEL} is set by Twill and cannot be changed")));
+                return Err(AgentError::Invalid(format!(
+                    "label {NAMESPACE_NAME_LABEL} is set by Twill and cannot be changed"
+                )));
             }
         }
         for key in remove {
@@ -448,9 +453,14 @@ impl Agent {
             .metrics()?
             .into_iter()
             .map(|m| api::MetricsRow {
-                direction: if m.direction == twill_abi::METRIC_DIR_INGRESS { "ingress" } else { "egress" }.into(),
+                direction: if m.direction == twill_abi::METRIC_DIR_INGRESS { "ingress" } else { "egress" }
+                    .into(),
                 reason: m.reason,
-                description: if m.reason == 0 { "Forwarded".into() } else { twill_abi::drop_reason_text(m.reason).into() },
+                description: if m.reason == 0 {
+                    "Forwarded".into()
+                } else {
+                    twill_abi::drop_reason_text(m.reason).into()
+                },
                 packets: m.packets,
                 bytes: m.bytes,
             })

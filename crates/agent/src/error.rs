@@ -38,11 +38,7 @@ macro_rules! internal_from {
     )*};
 }
 
-internal_from!(
-    twill_store::StoreError,
-    twill_datapath::DatapathError,
-    twill_datapath::netdev::NetdevError
-);
+internal_from!(twill_store::StoreError, twill_datapath::DatapathError, twill_datapath::netdev::NetdevError);
 
 impl From<twill_identity::AllocatorError> for AgentError {
     fn from(e: twill_identity::AllocatorError) -> Self {

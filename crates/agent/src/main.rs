@@ -19,7 +19,11 @@ use tracing::{error, info};
 use crate::{agent::Agent, config::Config};
 
 #[derive(Parser, Debug)]
-#[command(name = "twill-agent", version, about = "Twill host agent: eBPF networking, policy and observability")]
+#[command(
+    name = "twill-agent",
+    version,
+    about = "Twill host agent: eBPF networking, policy and observability"
+)]
 struct Args {
     /// Directory of the embedded state store.
     #[arg(long, default_value = "/var/lib/twill")]
@@ -86,10 +90,7 @@ fn main() {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let pod_cidr = args
-        .pod_cidr
-        .parse()
-        .map_err(|e| anyhow::anyhow!("--pod-cidr: {e}"))?;
+    let pod_cidr = args.pod_cidr.parse().map_err(|e| anyhow::anyhow!("--pod-cidr: {e}"))?;
     let config = Config {
         state_dir: args.state_dir,
         api_socket: args.api_socket,

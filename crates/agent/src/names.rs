@@ -32,9 +32,7 @@ pub fn check_node_name(name: &str) -> Result<(), AgentError> {
     if ok {
         Ok(())
     } else {
-        Err(AgentError::Invalid(format!(
-            "node name {name:?} must be 1-63 letters, digits, '-' or '.'"
-        )))
+        Err(AgentError::Invalid(format!("node name {name:?} must be 1-63 letters, digits, '-' or '.'")))
     }
 }
 

@@ -30,7 +30,10 @@ impl Agent {
             let labels = security_labels(&record.labels, &record.namespace, &ns);
             let identity = self.identities.acquire(&labels, &owner)?.id;
             if identity != record.identity {
-                warn!("{what}: identity {} -> {identity} (store changed while the agent was down)", record.identity);
+                warn!(
+                    "{what}: identity {} -> {identity} (store changed while the agent was down)",
+                    record.identity
+                );
                 record.identity = identity;
                 self.store_record(&record)?;
             }
@@ -64,7 +67,8 @@ impl Agent {
 
     fn store_record(&self, record: &EndpointRecord) -> Result<()> {
         use twill_store::StoreExt;
-        self.store.put_json(&endpoint_key(&self.config.node_name, &record.namespace, &record.name), record)?;
+        self.store
+            .put_json(&endpoint_key(&self.config.node_name, &record.namespace, &record.name), record)?;
         Ok(())
     }
 
@@ -85,7 +89,8 @@ impl Agent {
             }
         }
         for device in netdev::list_devices()? {
-            let ours = device.strip_prefix(names::HOST_DEVICE_PREFIX).is_some_and(|n| n.parse::<u32>().is_ok());
+            let ours =
+                device.strip_prefix(names::HOST_DEVICE_PREFIX).is_some_and(|n| n.parse::<u32>().is_ok());
             if ours && !devices.contains(device.as_str()) {
                 info!("removing leftover device {device}");
                 netdev::delete_link(&device)?;

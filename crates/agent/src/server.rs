@@ -76,7 +76,10 @@ fn handle(stream: UnixStream, agent: &Mutex<Agent>) -> After {
             }
         }
         Err(e) => (
-            Response::Error(ApiError { kind: "invalid".into(), message: format!("malformed API request: {e}") }),
+            Response::Error(ApiError {
+                kind: "invalid".into(),
+                message: format!("malformed API request: {e}"),
+            }),
             After::Continue,
         ),
     };

@@ -237,7 +237,10 @@ fn endpoint_detail(e: &Endpoint) {
     println!("Name:             {}/{}", e.namespace, e.name);
     println!("IPv4:             {}", e.ipv4);
     println!("Identity:         {}", e.identity);
-    println!("Labels:           {}", e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "));
+    println!(
+        "Labels:           {}",
+        e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
+    );
     println!("Security labels:  {}", e.security_labels.join(", "));
     println!("Network ns:       {}", e.netns);
     println!("Host device:      {} ({})", e.host_device, e.host_mac);
@@ -263,7 +266,12 @@ fn namespaces_table(namespaces: &[NamespaceInfo]) {
 }
 
 fn status_text(s: &Status) {
-    let uptime = format!("{}h{:02}m{:02}s", s.uptime_seconds / 3600, s.uptime_seconds / 60 % 60, s.uptime_seconds % 60);
+    let uptime = format!(
+        "{}h{:02}m{:02}s",
+        s.uptime_seconds / 3600,
+        s.uptime_seconds / 60 % 60,
+        s.uptime_seconds % 60
+    );
     println!("Version:      twill {}", s.version);
     println!("Uptime:       {uptime}");
     println!("Mode:         {}", s.mode);
@@ -366,7 +374,10 @@ fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
         EndpointCmd::Create { name, namespace, labels, out } => {
             let e: Endpoint = client.call(&Request::EndpointCreate { name, namespace, labels })?;
             show(out, &e, |e| {
-                println!("Endpoint {}/{} created: ID {}, IPv4 {}, identity {}", e.namespace, e.name, e.id, e.ipv4, e.identity)
+                println!(
+                    "Endpoint {}/{} created: ID {}, IPv4 {}, identity {}",
+                    e.namespace, e.name, e.id, e.ipv4, e.identity
+                )
             });
         }
         EndpointCmd::List { namespace, out } => {
@@ -385,8 +396,11 @@ fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
             if labels.is_empty() && remove.is_empty() {
                 anyhow::bail!("give labels to set (KEY=VALUE) or --remove KEY");
             }
-            let e: Endpoint = client.call(&Request::EndpointLabel { name, namespace, set: labels, remove })?;
-            show(out, &e, |e| println!("Endpoint {}/{} now has identity {}", e.namespace, e.name, e.identity));
+            let e: Endpoint =
+                client.call(&Request::EndpointLabel { name, namespace, set: labels, remove })?;
+            show(out, &e, |e| {
+                println!("Endpoint {}/{} now has identity {}", e.namespace, e.name, e.identity)
+            });
         }
         EndpointCmd::Exec { name, namespace, command } => {
             let e: Endpoint = client.call(&Request::EndpointGet { name, namespace })?;

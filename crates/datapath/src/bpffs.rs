@@ -18,9 +18,8 @@ pub fn ensure_bpffs(root: &Path) -> io::Result<()> {
         let source = CString::new("bpf").unwrap();
         let target = CString::new("/sys/fs/bpf").unwrap();
         // SAFETY: plain mount(2) with valid C strings.
-        let rc = unsafe {
-            libc::mount(source.as_ptr(), target.as_ptr(), source.as_ptr(), 0, std::ptr::null())
-        };
+        let rc =
+            unsafe { libc::mount(source.as_ptr(), target.as_ptr(), source.as_ptr(), 0, std::ptr::null()) };
         if rc != 0 {
             return Err(io::Error::other(format!(
                 "mounting bpffs on /sys/fs/bpf: {}",

@@ -42,10 +42,8 @@ pub enum DatapathError {
 }
 
 /// The two hooks on every endpoint's host-side veth.
-const HOOKS: [(&str, TcAttachType, &str); 2] = [
-    ("from_endpoint", TcAttachType::Ingress, "ingress"),
-    ("to_endpoint", TcAttachType::Egress, "egress"),
-];
+const HOOKS: [(&str, TcAttachType, &str); 2] =
+    [("from_endpoint", TcAttachType::Ingress, "ingress"), ("to_endpoint", TcAttachType::Egress, "egress")];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpcacheEntry {
@@ -198,11 +196,14 @@ impl Datapath {
             .map_err(map_err("twill_endpoints"))
     }
 
-    pub fn upsert_ipcache(&mut self, ip: Ipv4Addr, prefix_len: u8, identity: u32) -> Result<(), DatapathError> {
+    pub fn upsert_ipcache(
+        &mut self,
+        ip: Ipv4Addr,
+        prefix_len: u8,
+        identity: u32,
+    ) -> Result<(), DatapathError> {
         let key = LpmKey::new(prefix_len as u32, u32::from(ip).to_be());
-        self.ipcache
-            .insert(&key, IpcacheValue { identity, flags: 0 }, 0)
-            .map_err(map_err("twill_ipcache"))
+        self.ipcache.insert(&key, IpcacheValue { identity, flags: 0 }, 0).map_err(map_err("twill_ipcache"))
     }
 
     pub fn remove_ipcache(&mut self, ip: Ipv4Addr, prefix_len: u8) -> Result<(), DatapathError> {
@@ -235,8 +236,7 @@ impl Datapath {
         let mut out = Vec::new();
         for index in 0..twill_abi::METRICS_ENTRIES {
             let values = self.metrics.get(&index, 0).map_err(map_err("twill_metrics"))?;
-            let (packets, bytes) =
-                values.iter().fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
+            let (packets, bytes) = values.iter().fold((0, 0), |(p, b), v| (p + v.packets, b + v.bytes));
             if packets > 0 {
                 out.push(MetricsEntry { direction: index >> 8, reason: index & 0xff, packets, bytes });
             }

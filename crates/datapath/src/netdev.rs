@@ -43,16 +43,20 @@ fn run_ip(netns: Option<&str>, args: &[&str], batch: Option<&str>) -> Result<Str
         (Some(ns), None) => format!("-n {ns} {}", args.join(" ")),
         (None, None) => args.join(" "),
     };
-    let mut child = command
-        .spawn()
-        .map_err(|e| NetdevError { what: what.clone(), reason: format!("cannot run ip (install iproute2): {e}") })?;
+    let mut child = command.spawn().map_err(|e| NetdevError {
+        what: what.clone(),
+        reason: format!("cannot run ip (install iproute2): {e}"),
+    })?;
     if let Some(batch) = batch {
-        child.stdin.take().expect("piped").write_all(batch.as_bytes()).map_err(|e| NetdevError {
-            what: what.clone(),
-            reason: e.to_string(),
-        })?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(batch.as_bytes())
+            .map_err(|e| NetdevError { what: what.clone(), reason: e.to_string() })?;
     }
-    let output = child.wait_with_output().map_err(|e| NetdevError { what: what.clone(), reason: e.to_string() })?;
+    let output =
+        child.wait_with_output().map_err(|e| NetdevError { what: what.clone(), reason: e.to_string() })?;
     if !output.status.success() {
         let reason = String::from_utf8_lossy(&output.stderr).trim().to_string();
         return Err(NetdevError { what, reason });
@@ -122,7 +126,8 @@ pub fn local_ipv4_addresses() -> Result<Vec<Ipv4Addr>, NetdevError> {
 }
 
 fn write_sysctl(path: &str, value: &str) -> Result<(), NetdevError> {
-    std::fs::write(path, value).map_err(|e| NetdevError { what: format!("sysctl {path}"), reason: e.to_string() })
+    std::fs::write(path, value)
+        .map_err(|e| NetdevError { what: format!("sysctl {path}"), reason: e.to_string() })
 }
 
 /// Creates (or repairs) the device holding the router address.

@@ -102,7 +102,19 @@ fn endpoints_reach_each_other_through_ebpf_and_spoofing_is_dropped() {
             .unwrap();
         assert!(status.success());
         let spoofed = Command::new("ip")
-            .args(["netns", "exec", &sandbox.endpoint_netns(1), "ping", "-c", "1", "-W", "1", "-I", "10.77.0.99", "10.77.0.3"])
+            .args([
+                "netns",
+                "exec",
+                &sandbox.endpoint_netns(1),
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "1",
+                "-I",
+                "10.77.0.99",
+                "10.77.0.3",
+            ])
             .output()
             .unwrap();
         assert!(!spoofed.status.success());

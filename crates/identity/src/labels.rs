@@ -200,10 +200,7 @@ mod tests {
     #[test]
     fn parses_plain_prefixed_and_sourced_labels() {
         assert_eq!(Label::parse("app=web").unwrap(), Label::new("k8s", "app", "web"));
-        assert_eq!(
-            Label::parse("example.com/tier=db").unwrap(),
-            Label::new("k8s", "example.com/tier", "db")
-        );
+        assert_eq!(Label::parse("example.com/tier=db").unwrap(), Label::new("k8s", "example.com/tier", "db"));
         assert_eq!(Label::parse("container:app=x").unwrap(), Label::new("container", "app", "x"));
         assert_eq!(Label::parse("flag=").unwrap(), Label::new("k8s", "flag", ""));
     }

@@ -55,10 +55,7 @@ impl FileStore {
         // SAFETY: flock on a file descriptor we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             let pid = fs::read_to_string(&lock_path).unwrap_or_default();
-            return Err(StoreError::Locked {
-                path: dir.display().to_string(),
-                pid: pid.trim().to_string(),
-            });
+            return Err(StoreError::Locked { path: dir.display().to_string(), pid: pid.trim().to_string() });
         }
         lock.set_len(0).map_err(|e| io(&lock_path, e))?;
         write!(lock, "{}", std::process::id()).map_err(|e| io(&lock_path, e))?;
@@ -77,10 +74,7 @@ impl FileStore {
 
     /// Runs `change` on the state; persists and commits it only if it
     /// reports a modification and the write succeeds.
-    fn mutate<T>(
-        &self,
-        change: impl FnOnce(&mut Snapshot) -> (bool, T),
-    ) -> Result<T, StoreError> {
+    fn mutate<T>(&self, change: impl FnOnce(&mut Snapshot) -> (bool, T)) -> Result<T, StoreError> {
         let mut guard = self.state.lock().expect("store mutex poisoned");
         let mut next = Snapshot { revision: guard.revision, entries: guard.entries.clone() };
         let (modified, result) = change(&mut next);
@@ -118,10 +112,7 @@ fn write_entry(snapshot: &mut Snapshot, key: &str, value: &str) -> u64 {
 impl Store for FileStore {
     fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         let guard = self.state.lock().expect("store mutex poisoned");
-        Ok(guard
-            .entries
-            .get(key)
-            .map(|e| Entry { value: e.value.clone(), mod_revision: e.mod_revision }))
+        Ok(guard.entries.get(key).map(|e| Entry { value: e.value.clone(), mod_revision: e.mod_revision }))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<(String, Entry)>, StoreError> {
@@ -178,8 +169,7 @@ impl Store for FileStore {
 
     fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
         self.mutate(|s| {
-            let keys: Vec<String> =
-                s.entries.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+            let keys: Vec<String> = s.entries.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
             for key in &keys {
                 s.entries.remove(key);
             }

@@ -86,10 +86,8 @@ pub trait StoreExt: Store {
 impl<S: Store + ?Sized> StoreExt for S {}
 
 fn decode<T: DeserializeOwned>(key: &str, value: &str) -> Result<T, StoreError> {
-    serde_json::from_str(value).map_err(|e| StoreError::Decode {
-        key: key.to_string(),
-        reason: e.to_string(),
-    })
+    serde_json::from_str(value)
+        .map_err(|e| StoreError::Decode { key: key.to_string(), reason: e.to_string() })
 }
 
 fn encode<T: Serialize>(value: &T) -> String {

@@ -103,9 +103,8 @@ impl Node {
             .spawn()
             .expect("spawning twill-agent");
         self.agent = Some(child);
-        let ready = wait_until(Duration::from_secs(30), || {
-            self.twill(&["status", "-o", "json"]).status.success()
-        });
+        let ready =
+            wait_until(Duration::from_secs(30), || self.twill(&["status", "-o", "json"]).status.success());
         assert!(ready, "agent did not become ready; log:\n{}", self.agent_log());
     }
 

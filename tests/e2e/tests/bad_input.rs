@@ -83,7 +83,10 @@ fn unreachable_agent() {
         .env("TWILL_SOCKET", "/nonexistent/env.sock")
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/env.sock"), "$TWILL_SOCKET is honoured");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/env.sock"),
+        "$TWILL_SOCKET is honoured"
+    );
 }
 
 #[test]

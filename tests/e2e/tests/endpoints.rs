@@ -33,13 +33,8 @@ fn lifecycle_allocates_and_releases_addresses() {
     assert_eq!(node.endpoint_netns().len(), 1, "the namespace of a is gone");
     let c = node.endpoint("c", "default", "");
     assert_eq!(ip_of(&c), "10.200.0.2", "a's address was released and reused");
-    let ips: BTreeSet<String> = node
-        .twill_json(&["endpoint", "list"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(ip_of)
-        .collect();
+    let ips: BTreeSet<String> =
+        node.twill_json(&["endpoint", "list"]).as_array().unwrap().iter().map(ip_of).collect();
     assert_eq!(ips.len(), 2, "no duplicate addresses");
 }
 
@@ -57,7 +52,8 @@ fn traffic_between_endpoints_and_host_goes_through_ebpf() {
     assert!(text.contains("ttl=63"), "{text}");
 
     // TCP and UDP.
-    let _tcp = node.spawn_in("b", "default", &["socat", "TCP-LISTEN:8080,reuseaddr,fork", "SYSTEM:echo tcp-ok"]);
+    let _tcp =
+        node.spawn_in("b", "default", &["socat", "TCP-LISTEN:8080,reuseaddr,fork", "SYSTEM:echo tcp-ok"]);
     let _udp = node.spawn_in("b", "default", &["socat", "UDP-RECVFROM:8081,fork", "SYSTEM:echo udp-ok"]);
     let tcp_target = format!("TCP:{b_ip}:8080");
     let tcp_ok = wait_until(Duration::from_secs(10), || {
@@ -99,7 +95,10 @@ fn traffic_between_endpoints_and_host_goes_through_ebpf() {
         .collect();
     let a = node.twill_json(&["endpoint", "get", "a"]);
     let dev = a["host_device"].as_str().unwrap();
-    assert!(hooks.contains(&format!("{dev}/ingress")) && hooks.contains(&format!("{dev}/egress")), "{hooks:?}");
+    assert!(
+        hooks.contains(&format!("{dev}/ingress")) && hooks.contains(&format!("{dev}/egress")),
+        "{hooks:?}"
+    );
 }
 
 #[test]
@@ -109,11 +108,21 @@ fn spoofed_source_addresses_are_dropped_and_counted() {
     let b = node.endpoint("b", "default", "");
     let a = node.twill_json(&["endpoint", "get", "a"]);
     let netns = a["netns"].as_str().unwrap();
-    twill_e2e::run_ok(std::process::Command::new("ip").args(["-n", netns, "addr", "add", "10.200.0.99/32", "dev", "eth0"]));
-    let out = node.exec("a", "default", &["ping", "-c", "1", "-W", "1", "-I", "10.200.0.99", ip_of(&b).as_str()]);
+    twill_e2e::run_ok(std::process::Command::new("ip").args([
+        "-n",
+        netns,
+        "addr",
+        "add",
+        "10.200.0.99/32",
+        "dev",
+        "eth0",
+    ]));
+    let out =
+        node.exec("a", "default", &["ping", "-c", "1", "-W", "1", "-I", "10.200.0.99", ip_of(&b).as_str()]);
     assert!(!out.status.success(), "a packet from an address a does not own must not arrive");
     let metrics = node.twill_json(&["bpf", "metrics", "list"]);
-    let drop = metrics.as_array().unwrap().iter().find(|m| m["reason"] == 132).expect("drop reason 132 counted");
+    let drop =
+        metrics.as_array().unwrap().iter().find(|m| m["reason"] == 132).expect("drop reason 132 counted");
     assert_eq!(drop["description"], "Invalid source ip");
 }
 
@@ -149,7 +158,12 @@ fn ipcache_holds_endpoints_and_host() {
     let a = node.endpoint("a", "default", "app=a");
     let entries = node.twill_json(&["bpf", "ipcache", "list"]);
     let find = |cidr: &str| {
-        entries.as_array().unwrap().iter().find(|e| e["cidr"] == cidr).map(|e| e["identity"].as_u64().unwrap())
+        entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["cidr"] == cidr)
+            .map(|e| e["identity"].as_u64().unwrap())
     };
     assert_eq!(find(&format!("{}/32", ip_of(&a))), a["identity"].as_u64());
     assert_eq!(find("10.200.0.1/32"), Some(1), "the router address is the host identity");

@@ -104,7 +104,11 @@ fn namespaces_scope_endpoints_and_shape_identities() {
     let d = node.endpoint("web", "default", "app=web");
     let p = node.endpoint("web", "prod", "app=web");
     assert_ne!(identity(&d), identity(&p));
-    assert!(p["security_labels"].as_array().unwrap().iter().any(|l| l == "k8s:io.cilium.k8s.namespace.labels.env=prod"));
+    assert!(p["security_labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l == "k8s:io.cilium.k8s.namespace.labels.env=prod"));
     let only_prod = node.twill_json(&["endpoint", "list", "--namespace", "prod"]);
     assert_eq!(only_prod.as_array().unwrap().len(), 1);
 
@@ -113,7 +117,11 @@ fn namespaces_scope_endpoints_and_shape_identities() {
     node.twill_ok(&["namespace", "label", "prod", "env=staging"]);
     let after = node.twill_json(&["endpoint", "get", "web", "--namespace", "prod"]);
     assert_ne!(identity(&after), before);
-    assert!(after["security_labels"].as_array().unwrap().iter().any(|l| l == "k8s:io.cilium.k8s.namespace.labels.env=staging"));
+    assert!(after["security_labels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|l| l == "k8s:io.cilium.k8s.namespace.labels.env=staging"));
 
     let err = node.twill_err(&["namespace", "delete", "prod"]);
     assert!(err.contains("still has 1 endpoint"), "{err}");

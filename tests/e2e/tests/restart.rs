@@ -95,7 +95,16 @@ fn leftovers_of_an_interrupted_create_are_collected_on_start() {
     let stray = format!("twill_{}_default_ghost", node.name);
     twill_e2e::run_ok(std::process::Command::new("ip").args(["netns", "add", &stray]));
     twill_e2e::run_ok(std::process::Command::new("ip").args([
-        "-n", &node.netns, "link", "add", "twep99", "type", "veth", "peer", "name", "twepx99",
+        "-n",
+        &node.netns,
+        "link",
+        "add",
+        "twep99",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "twepx99",
     ]));
     node.start_agent();
     assert_eq!(node.endpoint_netns().len(), 1, "stray namespace collected");

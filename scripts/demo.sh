@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The Twill demo on the embedded default (standalone mode): starts the
+# agent, creates endpoints in two namespaces, sends traffic between them
+# through the eBPF datapath and shows what Twill knows. Set KEEP=1 to
+# leave the agent and endpoints running afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+cargo build --release --bins
+bin=target/release
+twill() { "$bin/twill" "$@"; }
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+if twill status >/dev/null 2>&1; then
+    echo "demo: an agent is already running on /run/twill/twill.sock; run 'twill uninstall' first" >&2
+    exit 1
+fi
+
+step "Starting twill-agent (log: /tmp/twill-demo-agent.log)"
+"$bin/twill-agent" >/tmp/twill-demo-agent.log 2>&1 &
+agent=$!
+cleanup() {
+    if [[ "${KEEP:-0}" != 1 ]]; then
+        step "Uninstalling (set KEEP=1 to keep the demo running)"
+        twill uninstall || kill "$agent" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+for _ in $(seq 100); do twill status >/dev/null 2>&1 && break; sleep 0.1; done
+
+step "Namespaces and endpoints"
+twill namespace create prod --labels env=prod
+twill endpoint create frontend --labels app=frontend
+twill endpoint create backend --labels app=backend,tier=api
+twill endpoint create frontend-2 --labels app=frontend
+twill endpoint create db --namespace prod --labels app=db
+twill endpoint list
+
+backend=$(twill endpoint get backend -o json | sed -n 's/.*"ipv4": "\(.*\)".*/\1/p')
+db=$(twill endpoint get db --namespace prod -o json | sed -n 's/.*"ipv4": "\(.*\)".*/\1/p')
+
+step "ICMP frontend -> backend ($backend) and frontend -> db ($db), forwarded by eBPF"
+twill endpoint exec frontend -- ping -c 3 -i 0.2 "$backend"
+twill endpoint exec frontend -- ping -c 1 "$db"
+
+step "TCP frontend -> backend:8080"
+twill endpoint exec backend -- socat TCP-LISTEN:8080,reuseaddr,fork SYSTEM:'echo hello from backend' &
+server=$!
+for _ in $(seq 50); do
+    twill endpoint exec frontend -- socat -T2 - "TCP:$backend:8080" 2>/dev/null && break
+    sleep 0.1
+done
+kill "$server" 2>/dev/null || true
+
+step "Endpoint -> host (router 10.200.0.1)"
+twill endpoint exec db --namespace prod -- ping -c 1 10.200.0.1
+
+step "Identities (same labels share a number)"
+twill identity list
+step "ipcache (eBPF LPM map: IP -> identity)"
+twill bpf ipcache list
+step "Datapath counters"
+twill bpf metrics list
+step "Status"
+twill status

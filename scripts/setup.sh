@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building and running Twill needs on a fresh Debian/Ubuntu
+# machine. Idempotent: installs only missing packages.
+set -euo pipefail
+
+if [[ $EUID -ne 0 ]]; then
+    echo "setup: run as root (Twill loads eBPF programs and creates network namespaces)" >&2
+    exit 1
+fi
+
+packages=(
+    clang llvm libbpf-dev linux-libc-dev  # compiling the eBPF programs
+    iproute2 util-linux                   # ip, nsenter: namespaces and devices
+    iputils-ping socat iperf3             # traffic in the demo, tests and benchmarks
+)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+    echo "setup: cargo not found; install a Rust toolchain (rustup) first" >&2
+    exit 1
+fi

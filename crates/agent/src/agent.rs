@@ -9,7 +9,7 @@ use std::{
     time::Instant,
 };
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 use twill_abi::EndpointInfo;
 use twill_api as api;
 use twill_datapath::{netdev, Datapath, KernelFeatures};
@@ -139,14 +139,25 @@ impl Agent {
     /// written last, so a crash midway leaves only garbage that the next
     /// start collects.
     fn bring_up(&mut self, record: &mut EndpointRecord, ns: &NamespaceRecord, key: &str) -> Result<()> {
+        let started = Instant::now();
         let owner = record.owner(&self.config.node_name);
         let labels = security_labels(&record.labels, &record.namespace, ns);
         record.identity = self.identities.acquire(&labels, &owner)?.id;
+        let identity_done = started.elapsed();
         self.datapath.detach(&record.host_device)?;
         netdev::create_endpoint(&self.plumbing(record))?;
+        let plumbing_done = started.elapsed();
         self.datapath.attach(&record.host_device)?;
+        let attach_done = started.elapsed();
         self.program_maps(record)?;
         self.store.put_json(key, record)?;
+        debug!(
+            identity = ?identity_done,
+            plumbing = ?(plumbing_done - identity_done),
+            attach = ?(attach_done - plumbing_done),
+            maps_and_record = ?(started.elapsed() - attach_done),
+            "endpoint bring-up timings"
+        );
         Ok(())
     }
 

@@ -27,7 +27,7 @@ pub fn ensure_bpffs(root: &Path) -> io::Result<()> {
             )));
         }
     }
-    std::fs::create_dir_all(root.join("links"))?;
+    std::fs::create_dir_all(root)?;
     if !is_bpffs(root) {
         return Err(io::Error::other(format!("{} is not on a bpf filesystem", root.display())));
     }

@@ -1,51 +1,50 @@
-//! What the running kernel offers, for `twill status` and for choosing
-//! attach methods.
+//! What the running kernel offers, probed by asking it (creating a map of
+//! each type, loading a program of each type), for `twill status`.
 
 use std::path::Path;
 
+use aya::{
+    maps::MapType,
+    programs::ProgramType,
+    sys::{is_helper_supported, is_map_supported, is_program_supported, BpfHelper},
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct KernelFeatures {
     pub kernel_release: String,
+    /// Kernel BTF (CO-RE, BTF-defined maps).
     pub btf: bool,
     pub bpffs: bool,
-    /// tcx links (6.6+): attachments that can be pinned and replaced atomically.
-    pub tcx: bool,
+    pub tc_programs: bool,
     pub ring_buffer: bool,
     pub lpm_trie: bool,
+    pub lru_hash: bool,
     pub bpf_redirect_peer: bool,
-}
-
-fn release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string()
-}
-
-fn at_least(release: &str, major: u32, minor: u32) -> bool {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
-    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (a, b) >= (major, minor)
+    pub cgroup_sock_addr: bool,
+    pub xdp: bool,
 }
 
 pub fn probe_features() -> KernelFeatures {
-    let kernel_release = release();
+    let map = |t| is_map_supported(t).unwrap_or(false);
+    let program = |t| is_program_supported(t).unwrap_or(false);
     KernelFeatures {
+        kernel_release: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
         btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
         bpffs: Path::new("/sys/fs/bpf").exists(),
-        tcx: at_least(&kernel_release, 6, 6),
-        ring_buffer: at_least(&kernel_release, 5, 8),
-        lpm_trie: at_least(&kernel_release, 4, 11),
-        bpf_redirect_peer: at_least(&kernel_release, 5, 10),
-        kernel_release,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn version_comparison() {
-        assert!(super::at_least("6.18.44-fc", 6, 6));
-        assert!(!super::at_least("5.15.0-91-generic", 6, 6));
-        assert!(super::at_least("6.6.0", 6, 6));
+        tc_programs: program(ProgramType::SchedClassifier),
+        ring_buffer: map(MapType::RingBuf),
+        lpm_trie: map(MapType::LpmTrie),
+        lru_hash: map(MapType::LruHash),
+        bpf_redirect_peer: is_helper_supported(
+            ProgramType::SchedClassifier,
+            BpfHelper::BPF_FUNC_redirect_peer,
+        )
+        .unwrap_or(false),
+        cgroup_sock_addr: program(ProgramType::CgroupSockAddr),
+        xdp: program(ProgramType::Xdp),
     }
 }

@@ -1,0 +1,793 @@
+//! YAML documents to validated [`Policy`] values, all or nothing: every
+//! problem in every document is reported, by file, document number,
+//! policy and field path.
+
+use std::{fmt, net::Ipv4Addr};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::{
+    k8s::{self, IntOrString},
+    model::*,
+    selector::{Operator, Requirement, Selector, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY},
+};
+
+pub const CILIUM_API_VERSION: &str = "cilium.io/v2";
+pub const NETWORKING_API_VERSION: &str = "networking.k8s.io/v1";
+pub const KIND_CNP: &str = "CiliumNetworkPolicy";
+pub const KIND_CCNP: &str = "CiliumClusterwideNetworkPolicy";
+pub const KIND_NP: &str = "NetworkPolicy";
+
+/// One problem in one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocumentError {
+    pub file: String,
+    /// 1-based; 0 when the file as a whole could not be read.
+    pub document: usize,
+    pub kind: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for DocumentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.document == 0 {
+            return write!(f, "{}: {}", self.file, self.reason);
+        }
+        let kind = self.kind.as_deref().unwrap_or("unknown kind");
+        let name = self.name.as_deref().unwrap_or("<no name>");
+        let who = match &self.namespace {
+            Some(ns) => format!("{kind} {ns}/{name}"),
+            None => format!("{kind} {name}"),
+        };
+        write!(f, "{}: document {} ({who}): ", self.file, self.document)?;
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        write!(f, "{}", self.reason)
+    }
+}
+
+/// Collects (path, reason) pairs while converting one document.
+#[derive(Default)]
+struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.0.push((path.into(), reason.into()));
+    }
+
+    fn unsupported(&mut self, path: &str, field: &str, present: bool) {
+        if present {
+            self.add(format!("{path}.{field}"), "is not supported by Twill yet");
+        }
+    }
+}
+
+/// Parses every document in `text`. Either all are valid and returned, or
+/// every problem found is returned and nothing else.
+pub fn parse_policies(file: &str, text: &str) -> Result<Vec<Policy>, Vec<DocumentError>> {
+    let documents: Vec<Value> = match serde_saphyr::from_multiple(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            return Err(vec![DocumentError {
+                file: file.into(),
+                document: 0,
+                kind: None,
+                namespace: None,
+                name: None,
+                path: String::new(),
+                reason: format!("not valid YAML: {e}"),
+            }])
+        }
+    };
+    let mut policies: Vec<Policy> = Vec::new();
+    let mut errors = Vec::new();
+    let mut seen: Vec<(PolicyKey, usize)> = Vec::new();
+    for (i, doc) in documents.into_iter().enumerate() {
+        let number = i + 1;
+        if doc.is_null() {
+            continue;
+        }
+        let text_of = |v: &Value, ptr: &str| v.pointer(ptr).and_then(Value::as_str).map(str::to_string);
+        let kind = text_of(&doc, "/kind");
+        let name = text_of(&doc, "/metadata/name");
+        let mut namespace = text_of(&doc, "/metadata/namespace");
+        if namespace.is_none() && matches!(kind.as_deref(), Some(KIND_CNP) | Some(KIND_NP)) {
+            namespace = Some("default".into());
+        }
+        let error = |path: String, reason: String| DocumentError {
+            file: file.into(),
+            document: number,
+            kind: kind.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+            path,
+            reason,
+        };
+        match convert_document(doc) {
+            Ok(policy) => {
+                if let Some((_, first)) = seen.iter().find(|(k, _)| *k == policy.key) {
+                    errors.push(error(
+                        "metadata.name".into(),
+                        format!("the same policy is already defined by document {first}"),
+                    ));
+                } else {
+                    seen.push((policy.key.clone(), number));
+                    policies.push(policy);
+                }
+            }
+            Err(problems) => errors.extend(problems.into_iter().map(|(p, r)| error(p, r))),
+        }
+    }
+    if errors.is_empty() {
+        Ok(policies)
+    } else {
+        Err(errors)
+    }
+}
+
+fn typed<T: DeserializeOwned>(doc: Value) -> Result<T, Vec<(String, String)>> {
+    serde_path_to_error::deserialize(doc).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        vec![(path, e.into_inner().to_string())]
+    })
+}
+
+fn convert_document(doc: Value) -> Result<Policy, Vec<(String, String)>> {
+    if !doc.is_object() {
+        return Err(vec![(String::new(), "expected a mapping (a Kubernetes object)".into())]);
+    }
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
+    let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    let expected_version = match kind.as_str() {
+        KIND_CNP | KIND_CCNP => CILIUM_API_VERSION,
+        KIND_NP => NETWORKING_API_VERSION,
+        "" => return Err(vec![("kind".into(), "is required".into())]),
+        other => {
+            return Err(vec![(
+                "kind".into(),
+                format!("{other:?} is not a policy kind Twill reads; expected {KIND_CNP}, {KIND_CCNP} or {KIND_NP}"),
+            )])
+        }
+    };
+    if api_version != expected_version {
+        return Err(vec![(
+            "apiVersion".into(),
+            format!("{api_version:?} is not supported for {kind}; expected {expected_version}"),
+        )]);
+    }
+    let document = doc.clone();
+    let mut problems = Problems::default();
+    let policy = match kind.as_str() {
+        KIND_NP => {
+            let np: k8s::NetworkPolicy = typed(doc)?;
+            convert_network_policy(np, &mut problems, document)
+        }
+        _ => {
+            let cnp: k8s::CiliumPolicy = typed(doc)?;
+            convert_cilium_policy(cnp, &mut problems, document)
+        }
+    };
+    if problems.0.is_empty() {
+        Ok(policy)
+    } else {
+        Err(problems.0)
+    }
+}
+
+fn check_name(meta: &k8s::ObjectMeta, p: &mut Problems) -> String {
+    let Some(name) = meta.name.clone() else {
+        p.add("metadata.name", "is required");
+        return String::new();
+    };
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid {
+        p.add("metadata.name", format!("{name:?} is not a valid name (lowercase letters, digits, '-', '.')"));
+    }
+    name
+}
+
+fn convert_cilium_policy(cnp: k8s::CiliumPolicy, p: &mut Problems, document: Value) -> Policy {
+    let clusterwide = cnp.kind == KIND_CCNP;
+    let name = check_name(&cnp.metadata, p);
+    let namespace = if clusterwide {
+        if cnp.metadata.namespace.is_some() {
+            p.add("metadata.namespace", "cluster-wide policies have no namespace");
+        }
+        None
+    } else {
+        Some(cnp.metadata.namespace.clone().unwrap_or_else(|| "default".into()))
+    };
+    let key = PolicyKey { kind: cnp.kind.clone(), namespace: namespace.clone(), name };
+    let mut specs: Vec<(String, k8s::CiliumRule)> = Vec::new();
+    if let Some(spec) = cnp.spec {
+        specs.push(("spec".into(), spec));
+    }
+    for (i, spec) in cnp.specs.into_iter().flatten().enumerate() {
+        specs.push((format!("specs[{i}]"), spec));
+    }
+    if specs.is_empty() {
+        p.add("spec", "spec or specs is required");
+    }
+    let rules = specs
+        .into_iter()
+        .enumerate()
+        .map(|(index, (path, rule))| convert_cilium_rule(&key, index, &path, rule, namespace.as_deref(), p))
+        .collect();
+    Policy { key, rules, document }
+}
+
+fn convert_cilium_rule(
+    key: &PolicyKey,
+    index: usize,
+    path: &str,
+    rule: k8s::CiliumRule,
+    namespace: Option<&str>,
+    p: &mut Problems,
+) -> Rule {
+    p.unsupported(path, "nodeSelector", rule.node_selector.is_some());
+    let subject = match &rule.endpoint_selector {
+        Some(sel) => selector(sel, &format!("{path}.endpointSelector"), p),
+        None => {
+            p.add(format!("{path}.endpointSelector"), "is required");
+            Selector::default()
+        }
+    };
+    let subject = match namespace {
+        Some(ns) => subject.scoped_to(ns),
+        None => subject,
+    };
+    let scope = |s: Selector| match namespace {
+        Some(ns) => s.scoped_to(ns),
+        None => s,
+    };
+    let defaults = rule.enable_default_deny.clone();
+    let mut ingress = DirectionRules::default();
+    let mut egress = DirectionRules::default();
+    for (i, r) in rule.ingress.iter().flatten().enumerate() {
+        let path = format!("{path}.ingress[{i}]");
+        let (peer_rule, requires) = ingress_rule(r, &path, &scope, p);
+        ingress.allow.extend(peer_rule);
+        ingress.requires.extend(requires);
+    }
+    for (i, r) in rule.ingress_deny.iter().flatten().enumerate() {
+        let path = format!("{path}.ingressDeny[{i}]");
+        if r.from_requires.is_some() {
+            p.add(format!("{path}.fromRequires"), "is not allowed in deny rules");
+        }
+        let (peer_rule, _) = ingress_rule(r, &path, &scope, p);
+        ingress.deny.extend(peer_rule);
+    }
+    for (i, r) in rule.egress.iter().flatten().enumerate() {
+        let path = format!("{path}.egress[{i}]");
+        let (peer_rule, requires) = egress_rule(r, &path, &scope, p);
+        egress.allow.extend(peer_rule);
+        egress.requires.extend(requires);
+    }
+    for (i, r) in rule.egress_deny.iter().flatten().enumerate() {
+        let path = format!("{path}.egressDeny[{i}]");
+        if r.to_requires.is_some() {
+            p.add(format!("{path}.toRequires"), "is not allowed in deny rules");
+        }
+        let (peer_rule, _) = egress_rule(r, &path, &scope, p);
+        egress.deny.extend(peer_rule);
+    }
+    // Cilium: a direction is covered when the rule has (non-empty) allow or
+    // deny rules for it; default deny follows unless disabled.
+    ingress.present = rule.ingress.as_ref().is_some_and(|v| !v.is_empty())
+        || rule.ingress_deny.as_ref().is_some_and(|v| !v.is_empty());
+    egress.present = rule.egress.as_ref().is_some_and(|v| !v.is_empty())
+        || rule.egress_deny.as_ref().is_some_and(|v| !v.is_empty());
+    ingress.default_deny = defaults.as_ref().and_then(|d| d.ingress).unwrap_or(ingress.present);
+    egress.default_deny = defaults.as_ref().and_then(|d| d.egress).unwrap_or(egress.present);
+    Rule { policy: key.clone(), index, subject, ingress, egress }
+}
+
+struct PeerFields<'a> {
+    endpoints: &'a Option<Vec<k8s::LabelSelector>>,
+    requires: &'a Option<Vec<k8s::LabelSelector>>,
+    entities: &'a Option<Vec<String>>,
+    cidr: &'a Option<Vec<String>>,
+    cidr_set: &'a Option<Vec<k8s::CidrRule>>,
+    to_ports: &'a Option<Vec<k8s::PortRule>>,
+    icmps: &'a Option<Vec<k8s::IcmpRule>>,
+    /// "from" or "to", for field names in errors.
+    prefix: &'static str,
+}
+
+fn ingress_rule(
+    r: &k8s::IngressRule,
+    path: &str,
+    scope: &dyn Fn(Selector) -> Selector,
+    p: &mut Problems,
+) -> (Option<PeerRule>, Vec<Selector>) {
+    p.unsupported(path, "fromNodes", r.from_nodes.is_some());
+    p.unsupported(path, "fromGroups", r.from_groups.is_some());
+    p.unsupported(path, "authentication", r.authentication.is_some());
+    peer_rule(
+        PeerFields {
+            endpoints: &r.from_endpoints,
+            requires: &r.from_requires,
+            entities: &r.from_entities,
+            cidr: &r.from_cidr,
+            cidr_set: &r.from_cidr_set,
+            to_ports: &r.to_ports,
+            icmps: &r.icmps,
+            prefix: "from",
+        },
+        path,
+        scope,
+        p,
+    )
+}
+
+fn egress_rule(
+    r: &k8s::EgressRule,
+    path: &str,
+    scope: &dyn Fn(Selector) -> Selector,
+    p: &mut Problems,
+) -> (Option<PeerRule>, Vec<Selector>) {
+    p.unsupported(path, "toFQDNs", r.to_fqdns.is_some());
+    p.unsupported(path, "toServices", r.to_services.is_some());
+    p.unsupported(path, "toNodes", r.to_nodes.is_some());
+    p.unsupported(path, "toGroups", r.to_groups.is_some());
+    p.unsupported(path, "authentication", r.authentication.is_some());
+    peer_rule(
+        PeerFields {
+            endpoints: &r.to_endpoints,
+            requires: &r.to_requires,
+            entities: &r.to_entities,
+            cidr: &r.to_cidr,
+            cidr_set: &r.to_cidr_set,
+            to_ports: &r.to_ports,
+            icmps: &r.icmps,
+            prefix: "to",
+        },
+        path,
+        scope,
+        p,
+    )
+}
+
+fn peer_rule(
+    f: PeerFields,
+    path: &str,
+    scope: &dyn Fn(Selector) -> Selector,
+    p: &mut Problems,
+) -> (Option<PeerRule>, Vec<Selector>) {
+    let pre = f.prefix;
+    let mut peers = Vec::new();
+    for (i, sel) in f.endpoints.iter().flatten().enumerate() {
+        let s = selector(sel, &format!("{path}.{pre}Endpoints[{i}]"), p);
+        peers.push(Peer::Endpoints(scope(s)));
+    }
+    let requires: Vec<Selector> = f
+        .requires
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, sel)| scope(selector(sel, &format!("{path}.{pre}Requires[{i}]"), p)))
+        .collect();
+    for (i, name) in f.entities.iter().flatten().enumerate() {
+        match Entity::parse(name) {
+            Some(e) => peers.push(Peer::Entity(e)),
+            None => {
+                let known: Vec<&str> = Entity::NAMES.iter().map(|(n, _)| *n).collect();
+                p.add(
+                    format!("{path}.{pre}Entities[{i}]"),
+                    format!("unknown entity {name:?}; expected one of {}", known.join(", ")),
+                )
+            }
+        }
+    }
+    for (i, cidr) in f.cidr.iter().flatten().enumerate() {
+        if let Some(prefix) = parse_prefix(cidr, &format!("{path}.{pre}CIDR[{i}]"), p) {
+            peers.push(Peer::Cidr(CidrPeer { cidr: prefix, except: vec![] }));
+        }
+    }
+    for (i, rule) in f.cidr_set.iter().flatten().enumerate() {
+        let rpath = format!("{path}.{pre}CIDRSet[{i}]");
+        p.unsupported(&rpath, "cidrGroupRef", rule.cidr_group_ref.is_some());
+        p.unsupported(&rpath, "cidrGroupSelector", rule.cidr_group_selector.is_some());
+        let Some(cidr) = &rule.cidr else {
+            p.add(format!("{rpath}.cidr"), "is required");
+            continue;
+        };
+        if let Some(peer) = cidr_peer(cidr, rule.except.as_deref().unwrap_or(&[]), &rpath, p) {
+            peers.push(Peer::Cidr(peer));
+        }
+    }
+    let has_ports = f.to_ports.as_ref().is_some_and(|v| !v.is_empty());
+    let has_icmps = f.icmps.as_ref().is_some_and(|v| !v.is_empty());
+    if has_ports && has_icmps {
+        p.add(format!("{path}.icmps"), "toPorts and icmps cannot be combined in one rule; write two rules");
+    }
+    let mut l4 = Vec::new();
+    for (i, port_rule) in f.to_ports.iter().flatten().enumerate() {
+        let ppath = format!("{path}.toPorts[{i}]");
+        p.unsupported(&ppath, "rules", port_rule.rules.is_some());
+        p.unsupported(&ppath, "originatingTLS", port_rule.originating_tls.is_some());
+        p.unsupported(&ppath, "terminatingTLS", port_rule.terminating_tls.is_some());
+        p.unsupported(&ppath, "serverNames", port_rule.server_names.is_some());
+        p.unsupported(&ppath, "listener", port_rule.listener.is_some());
+        match &port_rule.ports {
+            None => l4.push(L4::any()),
+            Some(ports) => {
+                for (j, port) in ports.iter().enumerate() {
+                    let path = format!("{ppath}.ports[{j}]");
+                    let protocol = cilium_protocol(port.protocol.as_deref(), &format!("{path}.protocol"), p);
+                    if let Some(m) = port_match(port.port.as_ref(), port.end_port, &path, p) {
+                        l4.push(L4 { protocol, ports: m });
+                    }
+                }
+            }
+        }
+    }
+    for (i, icmp) in f.icmps.iter().flatten().enumerate() {
+        for (j, field) in icmp.fields.iter().flatten().enumerate() {
+            let path = format!("{path}.icmps[{i}].fields[{j}]");
+            if let Some(entry) = icmp_l4(field, &path, p) {
+                l4.push(entry);
+            }
+        }
+    }
+    let selects_peers = f.endpoints.is_some() || f.entities.is_some() || f.cidr.is_some() || f.cidr_set.is_some();
+    if !selects_peers && (has_ports || has_icmps) {
+        // Only L4 given: the rule applies to every peer.
+        peers.push(Peer::Any);
+    }
+    if !selects_peers && !has_ports && !has_icmps && !requires.is_empty() {
+        // A rule holding only requirements allows nothing by itself.
+        return (None, requires);
+    }
+    let ports_given = has_ports || has_icmps;
+    if ports_given && l4.is_empty() {
+        // e.g. only IPv6 ICMP types: nothing this IPv4 datapath can match.
+        return (None, requires);
+    }
+    (Some(PeerRule { peers, l4 }), requires)
+}
+
+fn selector(sel: &k8s::LabelSelector, path: &str, p: &mut Problems) -> Selector {
+    let mut requirements = Vec::new();
+    for (key, value) in sel.match_labels.iter().flatten() {
+        if key.is_empty() {
+            p.add(format!("{path}.matchLabels"), "label keys must not be empty");
+            continue;
+        }
+        let (source, key) = Requirement::parse_key(key);
+        requirements.push(Requirement { source, key, operator: Operator::In(vec![value.clone()]) });
+    }
+    for (i, expr) in sel.match_expressions.iter().flatten().enumerate() {
+        let epath = format!("{path}.matchExpressions[{i}]");
+        let values = expr.values.clone().unwrap_or_default();
+        let operator = match expr.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => {
+                p.add(format!("{epath}.values"), format!("must not be empty for operator {}", expr.operator));
+                continue;
+            }
+            "Exists" | "DoesNotExist" if !values.is_empty() => {
+                p.add(format!("{epath}.values"), format!("must be empty for operator {}", expr.operator));
+                continue;
+            }
+            "In" => Operator::In(values),
+            "NotIn" => Operator::NotIn(values),
+            "Exists" => Operator::Exists,
+            "DoesNotExist" => Operator::DoesNotExist,
+            other => {
+                p.add(
+                    format!("{epath}.operator"),
+                    format!("{other:?} is not an operator; expected In, NotIn, Exists or DoesNotExist"),
+                );
+                continue;
+            }
+        };
+        if expr.key.is_empty() {
+            p.add(format!("{epath}.key"), "must not be empty");
+            continue;
+        }
+        let (source, key) = Requirement::parse_key(&expr.key);
+        requirements.push(Requirement { source, key, operator });
+    }
+    requirements.sort();
+    requirements.dedup();
+    Selector { requirements }
+}
+
+fn parse_prefix(text: &str, path: &str, p: &mut Problems) -> Option<Prefix> {
+    let (addr, len) = match text.split_once('/') {
+        Some((a, l)) => (a, l.parse::<u8>().ok().filter(|l| *l <= 32)),
+        None => (text, Some(32)),
+    };
+    if addr.contains(':') {
+        p.add(path, format!("{text:?}: IPv6 is not supported by Twill yet"));
+        return None;
+    }
+    match (addr.parse::<Ipv4Addr>(), len) {
+        (Ok(a), Some(len)) => Some(Prefix::new(u32::from(a), len)),
+        _ => {
+            p.add(path, format!("{text:?} is not a CIDR such as 10.0.0.0/8"));
+            None
+        }
+    }
+}
+
+fn cidr_peer(cidr: &str, except: &[String], path: &str, p: &mut Problems) -> Option<CidrPeer> {
+    let prefix = parse_prefix(cidr, &format!("{path}.cidr"), p)?;
+    let mut out = Vec::new();
+    for (i, e) in except.iter().enumerate() {
+        let epath = format!("{path}.except[{i}]");
+        if let Some(ep) = parse_prefix(e, &epath, p) {
+            if !prefix.contains(&ep) {
+                p.add(epath, format!("{ep} is not inside {prefix}"));
+            } else {
+                out.push(ep);
+            }
+        }
+    }
+    Some(CidrPeer { cidr: prefix, except: out })
+}
+
+fn cilium_protocol(protocol: Option<&str>, path: &str, p: &mut Problems) -> u8 {
+    match protocol.unwrap_or("ANY") {
+        "TCP" => PROTO_TCP,
+        "UDP" => PROTO_UDP,
+        "SCTP" => PROTO_SCTP,
+        "ANY" => PROTO_ANY,
+        other => {
+            p.add(path, format!("{other:?} is not a protocol; expected TCP, UDP, SCTP or ANY"));
+            PROTO_ANY
+        }
+    }
+}
+
+/// IANA service names: at most 15 lowercase letters, digits and '-', at
+/// least one letter, as Kubernetes requires of named ports.
+pub fn is_port_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && name.chars().any(|c| c.is_ascii_lowercase())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+}
+
+fn port_match(port: Option<&IntOrString>, end_port: Option<i64>, path: &str, p: &mut Problems) -> Option<PortMatch> {
+    let number = match port {
+        None => None,
+        Some(IntOrString::Int(n)) => Some(*n),
+        Some(IntOrString::String(s)) => match s.parse::<i64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                if end_port.is_some() {
+                    p.add(format!("{path}.endPort"), "cannot be used with a named port");
+                    return None;
+                }
+                if !is_port_name(s) {
+                    p.add(format!("{path}.port"), format!("{s:?} is neither a port number nor a valid port name"));
+                    return None;
+                }
+                return Some(PortMatch::Named(s.clone()));
+            }
+        },
+    };
+    let lo = match number {
+        None | Some(0) => {
+            if end_port.is_some() {
+                p.add(format!("{path}.endPort"), "requires a numeric port");
+                return None;
+            }
+            return Some(PortMatch::Range(0, u16::MAX));
+        }
+        Some(n) if (1..=65535).contains(&n) => n as u16,
+        Some(n) => {
+            p.add(format!("{path}.port"), format!("{n} is out of range 1-65535"));
+            return None;
+        }
+    };
+    let hi = match end_port {
+        None => lo,
+        Some(e) if (lo as i64..=65535).contains(&e) => e as u16,
+        Some(e) => {
+            p.add(format!("{path}.endPort"), format!("{e} must be between port ({lo}) and 65535"));
+            return None;
+        }
+    };
+    Some(PortMatch::Range(lo, hi))
+}
+
+/// ICMPv4 message type names Cilium accepts.
+const ICMPV4_TYPES: &[(&str, u8)] = &[
+    ("EchoReply", 0),
+    ("DestinationUnreachable", 3),
+    ("Redirect", 5),
+    ("Echo", 8),
+    ("EchoRequest", 8),
+    ("RouterAdvertisement", 9),
+    ("RouterSelection", 10),
+    ("TimeExceeded", 11),
+    ("ParameterProblem", 12),
+    ("Timestamp", 13),
+    ("TimestampReply", 14),
+    ("Photuris", 40),
+    ("ExtendedEchoRequest", 42),
+    ("ExtendedEchoReply", 43),
+];
+
+fn icmp_l4(field: &k8s::IcmpField, path: &str, p: &mut Problems) -> Option<L4> {
+    let family = field.family.as_deref().unwrap_or("IPv4");
+    if family != "IPv4" && family != "IPv6" {
+        p.add(format!("{path}.family"), format!("{family:?} must be IPv4 or IPv6"));
+        return None;
+    }
+    let icmp_type = match &field.icmp_type {
+        None => {
+            p.add(format!("{path}.type"), "is required");
+            return None;
+        }
+        Some(IntOrString::Int(n)) if (0..=255).contains(n) => *n as u8,
+        Some(IntOrString::Int(n)) => {
+            p.add(format!("{path}.type"), format!("{n} is out of range 0-255"));
+            return None;
+        }
+        Some(IntOrString::String(s)) => match s.parse::<u8>() {
+            Ok(n) => n,
+            Err(_) if family == "IPv6" => 0,
+            Err(_) => match ICMPV4_TYPES.iter().find(|(n, _)| n == s) {
+                Some((_, t)) => *t,
+                None => {
+                    p.add(format!("{path}.type"), format!("{s:?} is not an ICMPv4 type name or number"));
+                    return None;
+                }
+            },
+        },
+    };
+    // The datapath is IPv4 only: an IPv6 type is valid input that matches
+    // nothing here.
+    (family == "IPv4").then_some(L4 { protocol: PROTO_ICMP, ports: PortMatch::Range(icmp_type as u16, icmp_type as u16) })
+}
+
+// ---- NetworkPolicy ----------------------------------------------------
+
+fn convert_network_policy(np: k8s::NetworkPolicy, p: &mut Problems, document: Value) -> Policy {
+    let name = check_name(&np.metadata, p);
+    let namespace = np.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let key = PolicyKey { kind: KIND_NP.into(), namespace: Some(namespace.clone()), name };
+    let Some(spec) = np.spec else {
+        p.add("spec", "is required");
+        return Policy { key, rules: vec![], document };
+    };
+    let subject = match &spec.pod_selector {
+        Some(sel) => selector(sel, "spec.podSelector", p).scoped_to(&namespace),
+        None => {
+            p.add("spec.podSelector", "is required (use {} to select every pod in the namespace)");
+            Selector::default()
+        }
+    };
+    // Kubernetes' defaults: Ingress always, Egress when egress rules exist.
+    let types: Vec<String> = match &spec.policy_types {
+        Some(t) => t.clone(),
+        None => {
+            let mut t = vec!["Ingress".to_string()];
+            if spec.egress.is_some() {
+                t.push("Egress".into());
+            }
+            t
+        }
+    };
+    for (i, t) in types.iter().enumerate() {
+        if t != "Ingress" && t != "Egress" {
+            p.add(format!("spec.policyTypes[{i}]"), format!("{t:?} must be Ingress or Egress"));
+        }
+    }
+    let mut ingress = DirectionRules::default();
+    let mut egress = DirectionRules::default();
+    if types.iter().any(|t| t == "Ingress") {
+        ingress.present = true;
+        ingress.default_deny = true;
+        for (i, r) in spec.ingress.iter().flatten().enumerate() {
+            let path = format!("spec.ingress[{i}]");
+            ingress.allow.push(np_rule(r.from.as_deref(), r.ports.as_deref(), &path, "from", &namespace, p));
+        }
+    }
+    if types.iter().any(|t| t == "Egress") {
+        egress.present = true;
+        egress.default_deny = true;
+        for (i, r) in spec.egress.iter().flatten().enumerate() {
+            let path = format!("spec.egress[{i}]");
+            egress.allow.push(np_rule(r.to.as_deref(), r.ports.as_deref(), &path, "to", &namespace, p));
+        }
+    }
+    let rules = vec![Rule { policy: key.clone(), index: 0, subject, ingress, egress }];
+    Policy { key, rules, document }
+}
+
+/// A namespaceSelector becomes a selector on the namespace labels Twill
+/// (like Cilium) copies onto every endpoint's identity.
+fn namespace_selector(sel: &k8s::LabelSelector, path: &str, p: &mut Problems) -> Selector {
+    let mut s = selector(sel, path, p);
+    for r in &mut s.requirements {
+        r.key = format!("{NAMESPACE_LABELS_PREFIX}{}", r.key);
+        r.source = Some("k8s".into());
+    }
+    s.requirements.push(Requirement {
+        source: Some("k8s".into()),
+        key: POD_NAMESPACE_KEY.into(),
+        operator: Operator::Exists,
+    });
+    s
+}
+
+fn np_rule(
+    peers: Option<&[k8s::NetworkPolicyPeer]>,
+    ports: Option<&[k8s::NetworkPolicyPort]>,
+    path: &str,
+    field: &str,
+    namespace: &str,
+    p: &mut Problems,
+) -> PeerRule {
+    let mut out_peers = Vec::new();
+    match peers {
+        None | Some([]) => out_peers.push(Peer::Any),
+        Some(list) => {
+            for (i, peer) in list.iter().enumerate() {
+                let ppath = format!("{path}.{field}[{i}]");
+                let given = [peer.pod_selector.is_some(), peer.namespace_selector.is_some(), peer.ip_block.is_some()];
+                if given.iter().all(|g| !g) {
+                    p.add(&ppath, "one of podSelector, namespaceSelector or ipBlock is required");
+                    continue;
+                }
+                if peer.ip_block.is_some() && (given[0] || given[1]) {
+                    p.add(format!("{ppath}.ipBlock"), "cannot be combined with podSelector or namespaceSelector");
+                    continue;
+                }
+                if let Some(block) = &peer.ip_block {
+                    let except = block.except.clone().unwrap_or_default();
+                    if let Some(c) = cidr_peer(&block.cidr, &except, &format!("{ppath}.ipBlock"), p) {
+                        out_peers.push(Peer::Cidr(c));
+                    }
+                    continue;
+                }
+                let pods = peer.pod_selector.as_ref().map(|s| selector(s, &format!("{ppath}.podSelector"), p));
+                let namespaces = peer
+                    .namespace_selector
+                    .as_ref()
+                    .map(|s| namespace_selector(s, &format!("{ppath}.namespaceSelector"), p));
+                let sel = match (pods, namespaces) {
+                    (Some(pods), Some(ns)) => pods.and(&ns),
+                    (Some(pods), None) => pods.scoped_to(namespace),
+                    (None, Some(ns)) => ns,
+                    (None, None) => unreachable!("checked above"),
+                };
+                out_peers.push(Peer::Endpoints(sel));
+            }
+        }
+    }
+    let mut l4 = Vec::new();
+    for (i, port) in ports.unwrap_or_default().iter().enumerate() {
+        let ppath = format!("{path}.ports[{i}]");
+        let protocol = match port.protocol.as_deref().unwrap_or("TCP") {
+            "TCP" => PROTO_TCP,
+            "UDP" => PROTO_UDP,
+            "SCTP" => PROTO_SCTP,
+            other => {
+                p.add(format!("{ppath}.protocol"), format!("{other:?} is not a protocol; expected TCP, UDP or SCTP"));
+                continue;
+            }
+        };
+        if let Some(m) = port_match(port.port.as_ref(), port.end_port, &ppath, p) {
+            l4.push(L4 { protocol, ports: m });
+        }
+    }
+    PeerRule { peers: out_peers, l4 }
+}

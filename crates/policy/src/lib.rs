@@ -1,0 +1,15 @@
+//! Network policy, pure: parsing CiliumNetworkPolicy,
+//! CiliumClusterwideNetworkPolicy and NetworkPolicy YAML into one rule
+//! model, label selectors, and resolution of rules into the per-endpoint
+//! map state the datapath enforces. No I/O: every function here is a
+//! function of its arguments.
+
+pub mod convert;
+pub mod k8s;
+pub mod model;
+pub mod resolve;
+pub mod selector;
+
+pub use convert::{parse_policies, DocumentError};
+pub use model::*;
+pub use selector::Selector;

@@ -1,0 +1,234 @@
+//! The normalized policy model every input format is converted to, and
+//! the resolver consumes. It is Cilium's rule model, with each rule
+//! already scoped (namespaced policies) and validated.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::selector::Selector;
+
+/// Which policy a rule came from, for `policy get`, `policy trace` and
+/// provenance of map entries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PolicyKey {
+    pub kind: String,
+    /// None for cluster-wide policies.
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl fmt::Display for PolicyKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Direction {
+    Ingress,
+    Egress,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+}
+
+/// Cilium's entities: named groups of identities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Entity {
+    All,
+    World,
+    WorldIpv4,
+    WorldIpv6,
+    Cluster,
+    Host,
+    RemoteNode,
+    Health,
+    Init,
+    Unmanaged,
+    KubeApiserver,
+    Ingress,
+}
+
+impl Entity {
+    pub const NAMES: &'static [(&'static str, Entity)] = &[
+        ("all", Entity::All),
+        ("world", Entity::World),
+        ("world-ipv4", Entity::WorldIpv4),
+        ("world-ipv6", Entity::WorldIpv6),
+        ("cluster", Entity::Cluster),
+        ("host", Entity::Host),
+        ("remote-node", Entity::RemoteNode),
+        ("health", Entity::Health),
+        ("init", Entity::Init),
+        ("unmanaged", Entity::Unmanaged),
+        ("kube-apiserver", Entity::KubeApiserver),
+        ("ingress", Entity::Ingress),
+    ];
+
+    pub fn parse(name: &str) -> Option<Entity> {
+        Self::NAMES.iter().find(|(n, _)| *n == name).map(|(_, e)| *e)
+    }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, e)| *e == self).map(|(n, _)| *n).unwrap_or("?")
+    }
+}
+
+/// An IPv4 prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Prefix {
+    pub addr: u32,
+    pub len: u8,
+}
+
+impl Prefix {
+    pub fn mask(len: u8) -> u32 {
+        if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - len)
+        }
+    }
+
+    pub fn new(addr: u32, len: u8) -> Self {
+        Self { addr: addr & Self::mask(len), len }
+    }
+
+    /// Whether `self` contains all of `other`.
+    pub fn contains(&self, other: &Prefix) -> bool {
+        other.len >= self.len && other.addr & Self::mask(self.len) == self.addr
+    }
+
+    pub fn contains_addr(&self, addr: u32) -> bool {
+        addr & Self::mask(self.len) == self.addr
+    }
+}
+
+impl fmt::Display for Prefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", std::net::Ipv4Addr::from(self.addr), self.len)
+    }
+}
+
+/// A CIDR peer with exceptions (`fromCIDRSet`, `ipBlock`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CidrPeer {
+    pub cidr: Prefix,
+    pub except: Vec<Prefix>,
+}
+
+impl CidrPeer {
+    /// Whether a CIDR identity for prefix `p` is selected.
+    pub fn selects(&self, p: &Prefix) -> bool {
+        self.cidr.contains(p) && !self.except.iter().any(|e| e.contains(p))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Peer {
+    /// Any source or destination (no L3 restriction).
+    Any,
+    Endpoints(Selector),
+    Entity(Entity),
+    Cidr(CidrPeer),
+}
+
+pub const PROTO_ANY: u8 = 0;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+pub const PROTO_SCTP: u8 = 132;
+
+pub fn protocol_name(p: u8) -> &'static str {
+    match p {
+        PROTO_ANY => "ANY",
+        PROTO_ICMP => "ICMP",
+        PROTO_TCP => "TCP",
+        PROTO_UDP => "UDP",
+        PROTO_SCTP => "SCTP",
+        _ => "?",
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum PortMatch {
+    /// Inclusive range; a single port is `lo == hi`; all ports is 0..=65535.
+    Range(u16, u16),
+    /// A named port, resolved against endpoints' declared ports.
+    Named(String),
+}
+
+/// One L4 condition: a protocol (PROTO_ANY for any) and ports. For ICMP
+/// the "port" is the ICMP type, as in Cilium's policy maps.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct L4 {
+    pub protocol: u8,
+    pub ports: PortMatch,
+}
+
+impl L4 {
+    pub fn any() -> Self {
+        L4 { protocol: PROTO_ANY, ports: PortMatch::Range(0, u16::MAX) }
+    }
+}
+
+/// Peers and ports of one ingress/egress (deny) rule. The rule applies to
+/// traffic from (to) any of `peers` on any of `l4` (an empty `l4` means
+/// every protocol and port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRule {
+    pub peers: Vec<Peer>,
+    pub l4: Vec<L4>,
+}
+
+/// Everything one rule says about one direction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectionRules {
+    /// The rule has a section for this direction (even an empty one), so
+    /// selected endpoints default to deny, unless `default_deny` is false.
+    pub present: bool,
+    pub default_deny: bool,
+    pub allow: Vec<PeerRule>,
+    pub deny: Vec<PeerRule>,
+    /// fromRequires / toRequires: every endpoint peer must also match all.
+    pub requires: Vec<Selector>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    pub policy: PolicyKey,
+    /// Index of the rule within its policy (the `specs:` list position).
+    pub index: usize,
+    /// Endpoints the rule applies to (already scoped to the namespace).
+    pub subject: Selector,
+    pub ingress: DirectionRules,
+    pub egress: DirectionRules,
+}
+
+impl Rule {
+    pub fn direction(&self, d: Direction) -> &DirectionRules {
+        match d {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+}
+
+/// A validated policy document.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Policy {
+    pub key: PolicyKey,
+    pub rules: Vec<Rule>,
+    /// The document as given, for `policy get`.
+    pub document: serde_json::Value,
+}

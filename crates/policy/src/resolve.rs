@@ -1,0 +1,503 @@
+//! Resolution: from rules and the identities that exist, to the policy
+//! map entries of one endpoint.
+//!
+//! The map is an LPM trie per endpoint and direction, keyed by the peer
+//! identity (0 = any peer), then protocol (0 = any), then destination port
+//! (a range becomes a few port prefixes). The datapath does two longest-
+//! prefix lookups per new connection, one with the peer's identity and one
+//! with identity 0, and combines them: a deny from either wins, else an
+//! allow from either allows, else the packet is dropped by default deny.
+//! [`EndpointPolicy::lookup`] is that same procedure in user space.
+//!
+//! Deny precedence inside one identity key is settled here: an allow
+//! entry covered by a less specific deny is written as a deny, so the
+//! longest-prefix match is always the right answer.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    fmt,
+    sync::Arc,
+};
+
+use serde::{Deserialize, Serialize};
+use twill_identity::LabelSet;
+
+use crate::model::*;
+use crate::selector::Selector;
+
+/// What kind of identity a number stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityKind {
+    Reserved,
+    Endpoint,
+    /// A CIDR identity, for addresses outside the cluster within a prefix
+    /// some policy mentions.
+    Cidr(Prefix),
+}
+
+#[derive(Debug, Clone)]
+pub struct KnownIdentity {
+    pub id: u32,
+    pub labels: LabelSet,
+    pub kind: IdentityKind,
+}
+
+/// Reserved identity numbers (Cilium's).
+pub mod reserved {
+    pub const HOST: u32 = 1;
+    pub const WORLD: u32 = 2;
+    pub const UNMANAGED: u32 = 3;
+    pub const HEALTH: u32 = 4;
+    pub const INIT: u32 = 5;
+    pub const REMOTE_NODE: u32 = 6;
+    pub const KUBE_APISERVER: u32 = 7;
+    pub const INGRESS: u32 = 8;
+    pub const WORLD_IPV4: u32 = 9;
+    pub const WORLD_IPV6: u32 = 10;
+}
+
+/// Every identity policy can refer to, with each selector's matches
+/// cached: with a warm cache, resolving an endpoint costs a pass over the
+/// rules, not over rules times identities.
+pub struct Universe {
+    identities: BTreeMap<u32, KnownIdentity>,
+    cache: std::sync::Mutex<HashMap<Selector, Arc<Vec<u32>>>>,
+}
+
+impl Universe {
+    pub fn new(identities: impl IntoIterator<Item = KnownIdentity>) -> Self {
+        Self {
+            identities: identities.into_iter().map(|i| (i.id, i)).collect(),
+            cache: Default::default(),
+        }
+    }
+
+    pub fn get(&self, id: u32) -> Option<&KnownIdentity> {
+        self.identities.get(&id)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &KnownIdentity> {
+        self.identities.values()
+    }
+
+    /// Identities an endpoint selector picks. Reserved identities are only
+    /// picked by selectors that name a `reserved:` label, CIDR identities
+    /// never (Cilium reaches those through entities and CIDR rules).
+    pub fn select(&self, selector: &Selector) -> Arc<Vec<u32>> {
+        if let Some(hit) = self.cache.lock().expect("cache lock").get(selector) {
+            return hit.clone();
+        }
+        let wants_reserved = selector.requirements.iter().any(|r| r.source.as_deref() == Some("reserved"));
+        let ids: Vec<u32> = self
+            .identities
+            .values()
+            .filter(|i| match i.kind {
+                IdentityKind::Endpoint => true,
+                IdentityKind::Reserved => wants_reserved,
+                IdentityKind::Cidr(_) => false,
+            })
+            .filter(|i| selector.matches(&i.labels))
+            .map(|i| i.id)
+            .collect();
+        let ids = Arc::new(ids);
+        self.cache.lock().expect("cache lock").insert(selector.clone(), ids.clone());
+        ids
+    }
+
+    fn endpoint_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.identities.values().filter(|i| i.kind == IdentityKind::Endpoint).map(|i| i.id)
+    }
+
+    fn cidr_ids(&self) -> impl Iterator<Item = (u32, Prefix)> + '_ {
+        self.identities.values().filter_map(|i| match i.kind {
+            IdentityKind::Cidr(p) => Some((i.id, p)),
+            _ => None,
+        })
+    }
+
+    /// Identities an entity stands for; `None` means any peer.
+    pub fn entity(&self, entity: Entity) -> Option<Vec<u32>> {
+        use reserved::*;
+        let world = || {
+            let mut v = vec![WORLD, WORLD_IPV4];
+            v.extend(self.cidr_ids().map(|(id, _)| id));
+            v
+        };
+        Some(match entity {
+            Entity::All => return None,
+            Entity::World | Entity::WorldIpv4 => world(),
+            Entity::WorldIpv6 => vec![WORLD_IPV6],
+            Entity::Cluster => {
+                let mut v = vec![HOST, UNMANAGED, HEALTH, INIT, REMOTE_NODE, KUBE_APISERVER, INGRESS];
+                v.extend(self.endpoint_ids());
+                v
+            }
+            Entity::Host => vec![HOST],
+            Entity::RemoteNode => vec![REMOTE_NODE],
+            Entity::Health => vec![HEALTH],
+            Entity::Init => vec![INIT],
+            Entity::Unmanaged => vec![UNMANAGED],
+            Entity::KubeApiserver => vec![KUBE_APISERVER],
+            Entity::Ingress => vec![INGRESS],
+        })
+    }
+
+    /// Identities a CIDR peer selects: CIDR identities inside it (and not
+    /// in an exception), plus the world identities if it covers everything.
+    pub fn cidr(&self, peer: &CidrPeer) -> Vec<u32> {
+        let mut v: Vec<u32> = self.cidr_ids().filter(|(_, p)| peer.selects(p)).map(|(id, _)| id).collect();
+        if peer.cidr.len == 0 {
+            v.extend([reserved::WORLD, reserved::WORLD_IPV4]);
+        }
+        v
+    }
+}
+
+/// A port an endpoint declares by name (`--port http=80/tcp`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedPort {
+    pub name: String,
+    pub port: u16,
+    pub protocol: u8,
+}
+
+/// The endpoint whose policy is being resolved.
+pub struct Subject<'a> {
+    pub labels: &'a LabelSet,
+    pub named_ports: &'a [NamedPort],
+}
+
+/// One policy map key. `identity` 0 is any peer; `protocol` 0 is any
+/// protocol (then the port is ignored); `port_prefix` is how many leading
+/// bits of `port` matter (16: one port, 0: all ports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MapKey {
+    pub direction: Direction,
+    pub identity: u32,
+    pub protocol: u8,
+    pub port: u16,
+    pub port_prefix: u8,
+}
+
+impl MapKey {
+    /// Prefix length over the (protocol, port) bits.
+    pub fn l4_prefix_len(&self) -> u8 {
+        if self.protocol == PROTO_ANY {
+            0
+        } else {
+            8 + self.port_prefix
+        }
+    }
+
+    fn l4_bits(&self) -> u32 {
+        ((self.protocol as u32) << 16) | self.port as u32
+    }
+
+    /// Whether this key (same direction and identity) matches every
+    /// packet `other` matches.
+    pub fn covers(&self, other: &MapKey) -> bool {
+        let (a, b) = (self.l4_prefix_len(), other.l4_prefix_len());
+        if self.direction != other.direction || self.identity != other.identity || a > b {
+            return false;
+        }
+        let mask = if a == 0 { 0 } else { u32::MAX << (24 - a as u32) } & 0x00ff_ffff;
+        self.l4_bits() & mask == other.l4_bits() & mask
+    }
+
+    pub fn matches(&self, protocol: u8, port: u16) -> bool {
+        let probe = MapKey { protocol, port, port_prefix: 16, ..*self };
+        self.covers(&probe)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum OriginKind {
+    Allow,
+    Deny,
+    /// No rule enables default deny in this direction: all allowed.
+    NotEnforced,
+}
+
+/// Why an entry exists: which rule of which policy.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    pub kind: OriginKind,
+    pub policy: Option<PolicyKey>,
+    pub rule: usize,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.kind, &self.policy) {
+            (OriginKind::NotEnforced, _) => write!(f, "no policy enforces this direction"),
+            (kind, Some(p)) => {
+                let verb = if *kind == OriginKind::Deny { "deny" } else { "allow" };
+                write!(f, "{verb} rule {} of {p}", self.rule)
+            }
+            (_, None) => write!(f, "?"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MapEntry {
+    pub deny: bool,
+    pub origins: BTreeSet<Origin>,
+}
+
+/// Everything one endpoint's policy map holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EndpointPolicy {
+    pub entries: BTreeMap<MapKey, MapEntry>,
+    pub ingress_enforced: bool,
+    pub egress_enforced: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    Allowed(BTreeSet<Origin>),
+    /// Denied by a deny rule (Cilium drop reason 181).
+    Denied(BTreeSet<Origin>),
+    /// Denied because nothing allows it (Cilium drop reason 133).
+    DefaultDenied,
+}
+
+impl Verdict {
+    pub fn allowed(&self) -> bool {
+        matches!(self, Verdict::Allowed(_))
+    }
+}
+
+impl EndpointPolicy {
+    /// The most specific entry for one identity key, as an LPM trie finds it.
+    fn longest_match(&self, direction: Direction, identity: u32, protocol: u8, port: u16) -> Option<&MapEntry> {
+        let mut candidates = Vec::with_capacity(18);
+        for port_prefix in (0..=16u8).rev() {
+            let mask = if port_prefix == 0 { 0 } else { u16::MAX << (16 - port_prefix) };
+            candidates.push(MapKey { direction, identity, protocol, port: port & mask, port_prefix });
+        }
+        candidates.push(MapKey { direction, identity, protocol: PROTO_ANY, port: 0, port_prefix: 0 });
+        candidates.into_iter().find_map(|k| self.entries.get(&k))
+    }
+
+    /// The verdict for a new connection, exactly as the datapath decides.
+    pub fn lookup(&self, direction: Direction, peer: u32, protocol: u8, port: u16) -> Verdict {
+        let specific = self.longest_match(direction, peer, protocol, port);
+        let any = if peer == 0 { None } else { self.longest_match(direction, 0, protocol, port) };
+        let hits: Vec<&MapEntry> = specific.into_iter().chain(any).collect();
+        let collect = |deny: bool| -> BTreeSet<Origin> {
+            hits.iter().filter(|e| e.deny == deny).flat_map(|e| e.origins.iter().cloned()).collect()
+        };
+        if hits.iter().any(|e| e.deny) {
+            Verdict::Denied(collect(true))
+        } else if !hits.is_empty() {
+            Verdict::Allowed(collect(false))
+        } else {
+            Verdict::DefaultDenied
+        }
+    }
+
+    fn insert(&mut self, key: MapKey, deny: bool, origin: Origin) {
+        let entry = self.entries.entry(key).or_default();
+        if deny && !entry.deny {
+            // Deny wins over an allow with the same key.
+            entry.deny = true;
+            entry.origins.clear();
+        }
+        if deny == entry.deny {
+            entry.origins.insert(origin);
+        }
+    }
+
+    /// Rewrites allows covered by a less specific deny of the same
+    /// identity into denies, so a longest-prefix match never lets a
+    /// denied packet through.
+    fn settle_denies(&mut self) {
+        let denies: Vec<(MapKey, BTreeSet<Origin>)> =
+            self.entries.iter().filter(|(_, e)| e.deny).map(|(k, e)| (*k, e.origins.clone())).collect();
+        if denies.is_empty() {
+            return;
+        }
+        for (key, entry) in self.entries.iter_mut().filter(|(_, e)| !e.deny) {
+            if let Some((_, origins)) = denies.iter().find(|(d, _)| d.covers(key)) {
+                entry.deny = true;
+                entry.origins = origins.clone();
+            }
+        }
+    }
+}
+
+/// Splits an inclusive port range into aligned prefixes.
+pub fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
+    let mut out = Vec::new();
+    let (mut lo, hi) = (lo as u32, hi as u32);
+    while lo <= hi {
+        let mut size_bits = if lo == 0 { 16 } else { lo.trailing_zeros().min(16) };
+        while lo + (1 << size_bits) - 1 > hi {
+            size_bits -= 1;
+        }
+        out.push((lo as u16, 16 - size_bits as u8));
+        lo += 1 << size_bits;
+    }
+    out
+}
+
+/// (protocol, port, prefix) triples for one L4 condition. `named` maps a
+/// port name to the ports it stands for.
+fn l4_keys(l4: &L4, named: &dyn Fn(&str, u8) -> Vec<(u8, u16)>) -> Vec<(u8, u16, u8)> {
+    let ranges: Vec<(u8, u16, u16)> = match &l4.ports {
+        PortMatch::Range(0, u16::MAX) if l4.protocol == PROTO_ANY => return vec![(PROTO_ANY, 0, 0)],
+        PortMatch::Range(lo, hi) => {
+            let protocols = if l4.protocol == PROTO_ANY { vec![PROTO_TCP, PROTO_UDP, PROTO_SCTP] } else { vec![l4.protocol] };
+            protocols.into_iter().map(|p| (p, *lo, *hi)).collect()
+        }
+        PortMatch::Named(name) => named(name, l4.protocol).into_iter().map(|(p, port)| (p, port, port)).collect(),
+    };
+    ranges
+        .into_iter()
+        .flat_map(|(proto, lo, hi)| port_prefixes(lo, hi).into_iter().map(move |(port, len)| (proto, port, len)))
+        .collect()
+}
+
+fn named_lookup(ports: &[NamedPort], name: &str, protocol: u8) -> Vec<(u8, u16)> {
+    ports
+        .iter()
+        .filter(|p| p.name == name && (protocol == PROTO_ANY || protocol == p.protocol))
+        .map(|p| (p.protocol, p.port))
+        .collect()
+}
+
+/// Resolves the policy of one endpoint. `peer_ports` gives the named
+/// ports of peer identities, for egress rules that use port names.
+pub fn resolve(
+    rules: &[Rule],
+    universe: &Universe,
+    subject: &Subject,
+    peer_ports: &dyn Fn(u32) -> Vec<NamedPort>,
+) -> EndpointPolicy {
+    let mut out = EndpointPolicy::default();
+    let selecting: Vec<&Rule> = rules.iter().filter(|r| r.subject.matches(subject.labels)).collect();
+    for direction in [Direction::Ingress, Direction::Egress] {
+        let relevant: Vec<&Rule> = selecting
+            .iter()
+            .copied()
+            .filter(|r| {
+                let d = r.direction(direction);
+                d.present || d.default_deny
+            })
+            .collect();
+        let enforced = relevant.iter().any(|r| r.direction(direction).default_deny);
+        match direction {
+            Direction::Ingress => out.ingress_enforced = enforced,
+            Direction::Egress => out.egress_enforced = enforced,
+        }
+        if !enforced {
+            let origin = Origin { kind: OriginKind::NotEnforced, policy: None, rule: 0 };
+            let key = MapKey { direction, identity: 0, protocol: PROTO_ANY, port: 0, port_prefix: 0 };
+            out.insert(key, false, origin);
+        }
+        let requires: Vec<&Selector> =
+            relevant.iter().flat_map(|r| r.direction(direction).requires.iter()).collect();
+        for rule in &relevant {
+            let d = rule.direction(direction);
+            for (deny, peer_rules) in [(false, &d.allow), (true, &d.deny)] {
+                let kind = if deny { OriginKind::Deny } else { OriginKind::Allow };
+                let origin = Origin { kind, policy: Some(rule.policy.clone()), rule: rule.index };
+                for peer_rule in peer_rules {
+                    add_peer_rule(&mut out, direction, peer_rule, deny, &origin, universe, subject, &requires, peer_ports);
+                }
+            }
+        }
+    }
+    out.settle_denies();
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_peer_rule(
+    out: &mut EndpointPolicy,
+    direction: Direction,
+    rule: &PeerRule,
+    deny: bool,
+    origin: &Origin,
+    universe: &Universe,
+    subject: &Subject,
+    requires: &[&Selector],
+    peer_ports: &dyn Fn(u32) -> Vec<NamedPort>,
+) {
+    // Peer identities; None stands for "any peer" (identity 0).
+    let mut peers: BTreeSet<u32> = BTreeSet::new();
+    for peer in &rule.peers {
+        match peer {
+            Peer::Any => {
+                peers.insert(0);
+            }
+            Peer::Endpoints(selector) => {
+                let selected = universe.select(selector);
+                peers.extend(selected.iter().copied().filter(|id| {
+                    requires.is_empty()
+                        || universe.get(*id).is_some_and(|i| requires.iter().all(|r| r.matches(&i.labels)))
+                }));
+            }
+            Peer::Entity(entity) => match universe.entity(*entity) {
+                None => {
+                    peers.insert(0);
+                }
+                Some(ids) => peers.extend(ids),
+            },
+            Peer::Cidr(cidr) => peers.extend(universe.cidr(cidr)),
+        }
+    }
+    let any_l4 = [L4::any()];
+    let l4s: &[L4] = if rule.l4.is_empty() { &any_l4 } else { &rule.l4 };
+    for peer in peers {
+        // Ingress names the subject's ports; egress the peer's.
+        let peer_named;
+        let names: &[NamedPort] = match direction {
+            Direction::Ingress => subject.named_ports,
+            Direction::Egress => {
+                peer_named = if peer == 0 { Vec::new() } else { peer_ports(peer) };
+                &peer_named
+            }
+        };
+        let named = |name: &str, protocol: u8| named_lookup(names, name, protocol);
+        for l4 in l4s {
+            for (protocol, port, port_prefix) in l4_keys(l4, &named) {
+                let key = MapKey { direction, identity: peer, protocol, port, port_prefix };
+                out.insert(key, deny, origin.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_ranges_become_aligned_prefixes() {
+        assert_eq!(port_prefixes(80, 80), vec![(80, 16)]);
+        assert_eq!(port_prefixes(0, 65535), vec![(0, 0)]);
+        assert_eq!(port_prefixes(8080, 8083), vec![(8080, 14)]);
+        assert_eq!(port_prefixes(79, 81), vec![(79, 16), (80, 15)]);
+        assert_eq!(port_prefixes(65535, 65535), vec![(65535, 16)]);
+        // Every port in a range is covered exactly once.
+        for (lo, hi) in [(1u16, 1000u16), (1023, 1025), (30000, 65535)] {
+            let prefixes = port_prefixes(lo, hi);
+            let covered: u32 = prefixes.iter().map(|(_, len)| 1u32 << (16 - len)).sum();
+            assert_eq!(covered, (hi - lo) as u32 + 1);
+        }
+    }
+
+    #[test]
+    fn covers_follows_prefix_bits() {
+        let any = MapKey { direction: Direction::Ingress, identity: 5, protocol: 0, port: 0, port_prefix: 0 };
+        let tcp = MapKey { protocol: PROTO_TCP, ..any };
+        let tcp80 = MapKey { port: 80, port_prefix: 16, ..tcp };
+        let tcp_80_81 = MapKey { port: 80, port_prefix: 15, ..tcp };
+        assert!(any.covers(&tcp80) && tcp.covers(&tcp80) && tcp_80_81.covers(&tcp80));
+        assert!(!tcp80.covers(&tcp_80_81));
+        assert!(!MapKey { protocol: PROTO_UDP, ..tcp }.covers(&tcp80));
+        assert!(tcp80.matches(PROTO_TCP, 80) && !tcp80.matches(PROTO_TCP, 81));
+    }
+}

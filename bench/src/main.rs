@@ -118,6 +118,7 @@ impl Bench {
             name: name.into(),
             namespace: "default".into(),
             labels: vec![labels.into()],
+            ports: vec![],
         })?)
     }
 
@@ -250,6 +251,7 @@ fn main() -> anyhow::Result<()> {
                         name: format!("par{i}"),
                         namespace: "default".into(),
                         labels: vec![format!("app=p{}", i % 10)],
+                        ports: vec![],
                     })
                     .map(|_| start.elapsed())
             })

@@ -15,8 +15,11 @@
 
 /* Drop reasons, with Cilium's numeric codes (pkg/monitor/api). */
 #define DROP_INVALID_SOURCE_IP 132
+#define DROP_POLICY 133
 #define DROP_INVALID_PACKET 134
+#define DROP_CT_INVALID_HDR 135
 #define DROP_UNSUPPORTED_L3 139
+#define DROP_POLICY_DENY 181
 
 /* Index 0 of the reason space means "forwarded". */
 #define METRIC_FORWARDED 0
@@ -27,6 +30,9 @@
 
 #define MAX_ENDPOINTS 65536
 #define MAX_IPCACHE_ENTRIES 512000
+#define MAX_POLICY_ENTRIES 1048576
+#define MAX_CT_ENTRIES 262144
+#define EVENTS_RING_BYTES (1 << 22)
 
 /* Key of twill_endpoints: an endpoint's IPv4 address, network byte order. */
 struct endpoint_key {
@@ -64,3 +70,106 @@ struct metrics_value {
 
 #define METRICS_INDEX(dir, reason) (((dir) << 8) | (reason))
 #define METRICS_ENTRIES 512
+
+/* Policy directions in policy and conntrack keys, as seen from the
+ * endpoint. */
+#define DIR_INGRESS 0
+#define DIR_EGRESS 1
+
+/* Key of twill_policy, an LPM trie: the endpoint, direction and peer
+ * identity always match in full (64 bits); then protocol and destination
+ * port match as a prefix, so port ranges and "any protocol" are single
+ * entries. Identity 0 stands for any peer. Multi-byte fields are in
+ * network byte order so prefixes compare the most significant bits. */
+struct policy_key {
+	__u32 prefixlen;
+	__u16 endpoint_id;
+	__u8 direction;
+	__u8 pad;
+	__u32 identity;
+	__u8 protocol;
+	__u16 dport;
+} __attribute__((packed));
+
+#define POLICY_FIXED_PREFIX 64
+#define POLICY_FULL_PREFIX 88
+
+#define POLICY_FLAG_DENY 1
+
+struct policy_value {
+	__u32 flags;
+	__u32 reserved;
+};
+
+/* Connection tracking. Entries are kept per endpoint and direction
+ * ("scope"): an egress entry is created when an endpoint opens a
+ * connection, an ingress entry when it accepts one. Replies are matched
+ * against the reversed tuple in the opposite scope. */
+struct ct_key {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 protocol;
+	__u8 scope;
+	__u16 pad;
+};
+
+#define CT_FLAG_CLOSING 1
+
+struct ct_entry {
+	__u64 expires;    /* bpf_ktime_get_ns() deadline */
+	__u64 packets;
+	__u64 bytes;
+	__u8 tcp_flags;   /* every TCP flag seen, ORed */
+	__u8 flags;
+	__u16 pad;
+	__u32 reserved;
+};
+
+/* Connection tracking states reported in events. */
+#define CT_NEW 0
+#define CT_ESTABLISHED 1
+#define CT_REPLY 2
+#define CT_RELATED 3
+
+/* Runtime configuration, index 0 of twill_config. */
+struct datapath_config {
+	__u32 allow_localhost; /* traffic from the host identity always passes ingress */
+	__u32 aggregation;     /* trace event aggregation level (0 none .. 3 maximum) */
+	__u32 events;          /* bit 0: drop, bit 1: trace, bit 2: policy verdict */
+	__u32 reserved;
+};
+
+#define EVENTS_DROP (1 << 0)
+#define EVENTS_TRACE (1 << 1)
+#define EVENTS_POLICY (1 << 2)
+
+/* Event types in struct flow_event. */
+#define EVENT_DROP 1
+#define EVENT_TRACE 2
+#define EVENT_POLICY_VERDICT 3
+
+/* One datapath event, sent through the twill_events ring buffer. */
+struct flow_event {
+	__u64 timestamp;
+	__u8 kind;         /* EVENT_* */
+	__u8 reason;       /* drop reason; for policy verdicts 0 = allowed */
+	__u8 direction;    /* DIR_INGRESS / DIR_EGRESS, endpoint's view */
+	__u8 ct_state;
+	__u32 endpoint_id;
+	__u32 src_identity;
+	__u32 dst_identity;
+	__u32 saddr;       /* network byte order */
+	__u32 daddr;
+	__u16 sport;       /* host byte order */
+	__u16 dport;
+	__u8 protocol;
+	__u8 tcp_flags;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u32 ifindex;
+	__u32 length;
+};
+
+/* Index 0 of twill_event_stats: events lost because the ring was full. */

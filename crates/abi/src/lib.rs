@@ -48,6 +48,135 @@ pub struct MetricsValue {
     pub bytes: u64,
 }
 
+/// Key of `twill_policy` (an LPM trie), packed as in C. Multi-byte
+/// fields are in network byte order.
+#[repr(C, packed)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PolicyKey {
+    pub prefixlen: u32,
+    pub endpoint_id: u16,
+    pub direction: u8,
+    pub pad: u8,
+    pub identity: u32,
+    pub protocol: u8,
+    pub dport: u16,
+}
+
+/// The part of [`PolicyKey`] after the prefix length, as aya's
+/// `lpm_trie::Key<K>` wants it.
+#[repr(C, packed)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PolicyKeyData {
+    pub endpoint_id: u16,
+    pub direction: u8,
+    pub pad: u8,
+    pub identity: u32,
+    pub protocol: u8,
+    pub dport: u16,
+}
+
+/// Prefix bits that always match in full: endpoint, direction, identity.
+pub const POLICY_FIXED_PREFIX: u32 = 64;
+pub const POLICY_FLAG_DENY: u32 = 1;
+
+/// Value of `twill_policy`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyValue {
+    pub flags: u32,
+    pub reserved: u32,
+}
+
+/// Key of `twill_ct`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub protocol: u8,
+    pub scope: u8,
+    pub pad: u16,
+}
+
+/// Value of `twill_ct`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CtEntry {
+    pub expires: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub tcp_flags: u8,
+    pub flags: u8,
+    pub pad: u16,
+    pub reserved: u32,
+}
+
+pub const CT_FLAG_CLOSING: u8 = 1;
+
+/// Index 0 of `twill_config`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DatapathConfig {
+    pub allow_localhost: u32,
+    pub aggregation: u32,
+    pub events: u32,
+    pub reserved: u32,
+}
+
+pub const EVENTS_DROP: u32 = 1;
+pub const EVENTS_TRACE: u32 = 2;
+pub const EVENTS_POLICY: u32 = 4;
+
+/// One record of the `twill_events` ring buffer.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowEvent {
+    pub timestamp: u64,
+    pub kind: u8,
+    pub reason: u8,
+    pub direction: u8,
+    pub ct_state: u8,
+    pub endpoint_id: u32,
+    pub src_identity: u32,
+    pub dst_identity: u32,
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub protocol: u8,
+    pub tcp_flags: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub ifindex: u32,
+    pub length: u32,
+}
+
+pub const EVENT_DROP: u8 = 1;
+pub const EVENT_TRACE: u8 = 2;
+pub const EVENT_POLICY_VERDICT: u8 = 3;
+
+pub const CT_NEW: u8 = 0;
+pub const CT_ESTABLISHED: u8 = 1;
+pub const CT_REPLY: u8 = 2;
+pub const CT_RELATED: u8 = 3;
+
+pub const DIR_INGRESS: u8 = 0;
+pub const DIR_EGRESS: u8 = 1;
+
+impl FlowEvent {
+    /// Decodes a ring buffer record; `None` if it is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < std::mem::size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: FlowEvent is plain integers; the length is checked and
+        // read_unaligned copes with any alignment of the ring's memory.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const Self) })
+    }
+}
+
 // SAFETY: all of these are plain `#[repr(C)]` integers and byte arrays with
 // no padding the kernel could leave uninitialised in a way Rust cares about.
 unsafe impl aya::Pod for EndpointKey {}
@@ -55,6 +184,11 @@ unsafe impl aya::Pod for EndpointInfo {}
 unsafe impl aya::Pod for IpcacheKey {}
 unsafe impl aya::Pod for IpcacheValue {}
 unsafe impl aya::Pod for MetricsValue {}
+unsafe impl aya::Pod for PolicyKeyData {}
+unsafe impl aya::Pod for PolicyValue {}
+unsafe impl aya::Pod for CtKey {}
+unsafe impl aya::Pod for CtEntry {}
+unsafe impl aya::Pod for DatapathConfig {}
 
 /// Metrics directions, as seen from the endpoint.
 pub const METRIC_DIR_INGRESS: u32 = 0;

@@ -14,7 +14,10 @@
 use std::mem::{offset_of, size_of};
 
 use object::{Object, ObjectSection};
-use twill_abi::{EndpointInfo, EndpointKey, IpcacheKey, IpcacheValue, MetricsValue};
+use twill_abi::{
+    CtEntry, CtKey, DatapathConfig, EndpointInfo, EndpointKey, FlowEvent, IpcacheKey, IpcacheValue,
+    MetricsValue, PolicyKey, PolicyValue,
+};
 
 // ---------------------------------------------------------------------------
 // A minimal BTF reader (format: linux/Documentation/bpf/btf.rst).
@@ -285,7 +288,7 @@ fn lxc_btf() -> Btf {
 type RustField = (&'static str, usize, usize);
 
 /// Size of the field that `_get` borrows, without needing a value.
-fn field_size<T, F>(_get: fn(&T) -> &F) -> usize {
+fn field_size<T, F>(_get: fn(*const T) -> *const F) -> usize {
     size_of::<F>()
 }
 
@@ -363,7 +366,11 @@ macro_rules! compare_layout {
             let $ty { $($field: _),+ } = v;
         }
         let fields: Vec<RustField> = vec![$(
-            (stringify!($field), offset_of!($ty, $field), field_size::<$ty, _>(|v| &v.$field)),
+            (stringify!($field), offset_of!($ty, $field), field_size::<$ty, _>(|v| {
+                // Only names the field's type (packed structs forbid references);
+                // never called.
+                unsafe { std::ptr::addr_of!((*v).$field) }
+            })),
         )+];
         compare_layout($btf, $c_name, stringify!($ty), size_of::<$ty>(), fields)
     }};
@@ -382,6 +389,47 @@ fn rust_mirrors_match_btf_of_lxc_object() {
         compare_layout!(&btf, "ipcache_key", IpcacheKey { prefixlen, ip }),
         compare_layout!(&btf, "ipcache_value", IpcacheValue { identity, flags }),
         compare_layout!(&btf, "metrics_value", MetricsValue { packets, bytes }),
+        compare_layout!(
+            &btf,
+            "policy_key",
+            PolicyKey { prefixlen, endpoint_id, direction, pad, identity, protocol, dport }
+        ),
+        compare_layout!(&btf, "policy_value", PolicyValue { flags, reserved }),
+        compare_layout!(&btf, "ct_key", CtKey { saddr, daddr, sport, dport, protocol, scope, pad }),
+        compare_layout!(
+            &btf,
+            "ct_entry",
+            CtEntry { expires, packets, bytes, tcp_flags, flags, pad, reserved }
+        ),
+        compare_layout!(
+            &btf,
+            "datapath_config",
+            DatapathConfig { allow_localhost, aggregation, events, reserved }
+        ),
+        compare_layout!(
+            &btf,
+            "flow_event",
+            FlowEvent {
+                timestamp,
+                kind,
+                reason,
+                direction,
+                ct_state,
+                endpoint_id,
+                src_identity,
+                dst_identity,
+                saddr,
+                daddr,
+                sport,
+                dport,
+                protocol,
+                tcp_flags,
+                icmp_type,
+                icmp_code,
+                ifindex,
+                length
+            }
+        ),
     ]
     .concat();
     assert!(

@@ -31,6 +31,7 @@ pub struct Agent {
     pub(crate) ipam: Ipam,
     pub(crate) datapath: Datapath,
     pub(crate) features: KernelFeatures,
+    pub(crate) policy: crate::policy::PolicyState,
     started: Instant,
 }
 
@@ -52,10 +53,18 @@ impl Agent {
             datapath,
             features,
             config,
+            policy: Default::default(),
             started: Instant::now(),
         };
         let mut agent = agent;
+        agent.datapath.set_config(twill_abi::DatapathConfig {
+            allow_localhost: 1,
+            aggregation: 0,
+            events: twill_abi::EVENTS_DROP | twill_abi::EVENTS_POLICY,
+            reserved: 0,
+        })?;
         agent.ensure_default_namespace()?;
+        agent.load_policies()?;
         agent.restore()?;
         Ok(agent)
     }
@@ -76,14 +85,14 @@ impl Agent {
             .collect())
     }
 
-    fn endpoint_record(&self, namespace: &str, name: &str) -> Result<EndpointRecord> {
+    pub(crate) fn endpoint_record(&self, namespace: &str, name: &str) -> Result<EndpointRecord> {
         self.store
             .get_json::<EndpointRecord>(&endpoint_key(&self.config.node_name, namespace, name))?
             .map(|(r, _)| r)
             .ok_or_else(|| AgentError::NotFound(format!("endpoint {namespace}/{name} does not exist")))
     }
 
-    fn namespace_record(&self, name: &str) -> Result<NamespaceRecord> {
+    pub(crate) fn namespace_record(&self, name: &str) -> Result<NamespaceRecord> {
         self.store.get_json::<NamespaceRecord>(&namespace_key(name))?.map(|(r, _)| r).ok_or_else(|| {
             AgentError::NotFound(format!(
                 "namespace {name} does not exist (create it with `twill namespace create {name}`)"
@@ -98,10 +107,18 @@ impl Agent {
         name: &str,
         namespace: &str,
         labels: &[String],
+        ports: &[String],
     ) -> Result<api::Endpoint> {
         names::check_dns_label("endpoint", name)?;
         names::check_dns_label("namespace", namespace)?;
         let labels = LabelSet::parse_list(labels.iter().map(String::as_str))?;
+        let ports = ports.iter().map(|p| crate::policy::parse_named_port(p)).collect::<Result<Vec<_>>>()?;
+        let mut names_seen = BTreeSet::new();
+        for p in &ports {
+            if !names_seen.insert(&p.name) {
+                return Err(AgentError::Invalid(format!("port name {:?} is given twice", p.name)));
+            }
+        }
         let ns = self.namespace_record(namespace)?;
         let key = endpoint_key(&self.config.node_name, namespace, name);
         if self.store.get(&key)?.is_some() {
@@ -120,6 +137,7 @@ impl Agent {
             host_device: names::host_device(id),
             mac: names::endpoint_mac(ip),
             host_mac: names::host_mac(ip),
+            ports,
         };
         match self.bring_up(&mut record, &ns, &key) {
             Ok(()) => {
@@ -149,8 +167,15 @@ impl Agent {
         let plumbing_done = started.elapsed();
         self.datapath.attach(&record.host_device)?;
         let attach_done = started.elapsed();
+        // Policy before the endpoint map entry: the endpoint is reachable
+        // only once its policy is in place.
+        self.regenerate_endpoint(record)?;
         self.program_maps(record)?;
         self.store.put_json(key, record)?;
+        if self.identities.owners(record.identity)?.len() == 1 {
+            // A new identity: other endpoints' policies may select it.
+            self.regenerate_all()?;
+        }
         debug!(
             identity = ?identity_done,
             plumbing = ?(plumbing_done - identity_done),
@@ -205,6 +230,9 @@ impl Agent {
         if let Err(e) = netdev::delete_endpoint(&r.netns, &r.host_device) {
             warn!("{what}: removing devices: {e}");
         }
+        if let Err(e) = self.forget_endpoint_policy(r.id as u16) {
+            warn!("{what}: removing policy map entries: {e}");
+        }
         if r.identity != 0 {
             if let Err(e) = self.identities.release(r.identity, &r.owner(&self.config.node_name)) {
                 warn!("{what}: releasing identity {}: {e}", r.identity);
@@ -226,6 +254,10 @@ impl Agent {
         self.store.delete(&endpoint_key(&self.config.node_name, namespace, name))?;
         self.tear_down(&record);
         self.ipam.release(record.ip)?;
+        if self.identities.get(record.identity)?.is_none() {
+            // Its identity is gone: drop it from other endpoints' maps.
+            self.regenerate_all()?;
+        }
         info!(endpoint = %format!("{namespace}/{name}"), "endpoint deleted");
         let mut out = self.to_api(&record);
         out.state = "deleted".into();
@@ -294,6 +326,7 @@ impl Agent {
         if new != old {
             self.identities.release(old, &owner)?;
             info!(endpoint = %format!("{}/{}", record.namespace, record.name), old, new, "identity changed");
+            self.regenerate_all()?;
         }
         Ok(record)
     }
@@ -302,6 +335,8 @@ impl Agent {
         let security =
             self.identities.get(r.identity).ok().flatten().map(|i| i.labels.to_strings()).unwrap_or_default();
         let state = if netdev::endpoint_present(&r.netns, &r.host_device) { "ready" } else { "not-ready" };
+        let id = r.id as u16;
+        let (ingress_enforced, egress_enforced) = self.policy.enforced.get(&id).copied().unwrap_or_default();
         api::Endpoint {
             id: r.id,
             name: r.name.clone(),
@@ -310,6 +345,10 @@ impl Agent {
             identity: r.identity,
             labels: plain(&r.labels),
             security_labels: security,
+            ports: r.ports.iter().map(crate::policy::format_named_port).collect(),
+            policy_revision: self.policy.endpoint_revision.get(&id).copied().unwrap_or(0),
+            ingress_enforced,
+            egress_enforced,
             netns: r.netns.clone(),
             host_device: r.host_device.clone(),
             mac: netdev::format_mac(&r.mac),
@@ -536,6 +575,8 @@ impl Agent {
             kernel: serde_json::to_value(&self.features).unwrap_or_default(),
             endpoints: records.len(),
             identities: self.identities.list()?.len(),
+            policy_revision: self.policy.revision,
+            policies: self.policy.policies.len(),
             programs,
             health,
         })

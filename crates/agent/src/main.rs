@@ -4,6 +4,7 @@ mod agent;
 mod config;
 mod error;
 mod names;
+mod policy;
 mod records;
 mod restore;
 mod server;

@@ -25,6 +25,9 @@ pub struct EndpointRecord {
     pub host_device: String,
     pub mac: [u8; 6],
     pub host_mac: [u8; 6],
+    /// Named ports the endpoint declares, for policies that use port names.
+    #[serde(default)]
+    pub ports: Vec<twill_policy::resolve::NamedPort>,
 }
 
 impl EndpointRecord {

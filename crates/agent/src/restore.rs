@@ -55,7 +55,7 @@ impl Agent {
             restored.push(record);
         }
         self.collect_garbage(&restored)?;
-        self.sync_ipcache(&restored)?;
+        self.regenerate_all()?;
         info!(endpoints = restored.len(), "state restored");
         Ok(())
     }
@@ -127,10 +127,17 @@ impl Agent {
 
     /// Makes the ipcache hold exactly the endpoints and host addresses,
     /// touching only entries that differ.
-    pub(crate) fn sync_ipcache(&mut self, endpoints: &[EndpointRecord]) -> Result<()> {
+    pub(crate) fn sync_ipcache(
+        &mut self,
+        endpoints: &[EndpointRecord],
+        cidrs: &[(Ipv4Addr, u8, u32)],
+    ) -> Result<()> {
         let mut desired: BTreeMap<(Ipv4Addr, u8), u32> = BTreeMap::new();
         for ip in crate::agent::host_addresses(self.config.pod_cidr.router()) {
             desired.insert((ip, 32), HOST);
+        }
+        for (ip, len, identity) in cidrs {
+            desired.insert((*ip, *len), *identity);
         }
         for r in endpoints {
             desired.insert((r.ip, 32), r.identity);

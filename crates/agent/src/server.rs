@@ -66,6 +66,9 @@ fn handle(stream: UnixStream, agent: &Mutex<Agent>) -> After {
         return After::Continue;
     }
     let (response, after) = match serde_json::from_str::<Request>(&line) {
+        Ok(Request::PolicyWait { revision, timeout_ms }) => {
+            (wait_for_revision(agent, revision, timeout_ms), After::Continue)
+        }
         Ok(request) => {
             debug!(?request, "API request");
             let mut agent = agent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -89,6 +92,37 @@ fn handle(stream: UnixStream, agent: &Mutex<Agent>) -> After {
     after
 }
 
+/// Polls (with a deadline) until every endpoint enforces `revision`.
+fn wait_for_revision(agent: &Mutex<Agent>, revision: u64, timeout_ms: u64) -> Response {
+    let deadline = crate::policy::wait_deadline(timeout_ms);
+    loop {
+        let (current, realized) = {
+            let agent = agent.lock().unwrap_or_else(|p| p.into_inner());
+            (agent.policy.revision, agent.policy_realized_revision())
+        };
+        let realized = match realized {
+            Ok(r) => r,
+            Err(e) => return Response::Error(e.to_api()),
+        };
+        if revision > current {
+            return Response::Error(ApiError {
+                kind: "invalid".into(),
+                message: format!("policy revision {revision} does not exist yet (current is {current})"),
+            });
+        }
+        if realized >= revision {
+            return Response::Ok(serde_json::json!({ "revision": realized }));
+        }
+        if std::time::Instant::now() >= deadline {
+            return Response::Error(ApiError {
+                kind: "timeout".into(),
+                message: format!("endpoints enforce revision {realized}, not yet {revision}"),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn json<T: serde::Serialize>(value: T) -> Result<serde_json::Value, AgentError> {
     serde_json::to_value(value).map_err(|e| AgentError::Internal(e.to_string()))
 }
@@ -96,8 +130,8 @@ fn json<T: serde::Serialize>(value: T) -> Result<serde_json::Value, AgentError> 
 fn dispatch(agent: &mut Agent, request: Request) -> Result<serde_json::Value, AgentError> {
     match request {
         Request::Status => json(agent.status()?),
-        Request::EndpointCreate { name, namespace, labels } => {
-            json(agent.endpoint_create(&name, &namespace, &labels)?)
+        Request::EndpointCreate { name, namespace, labels, ports } => {
+            json(agent.endpoint_create(&name, &namespace, &labels, &ports)?)
         }
         Request::EndpointList { namespace } => json(agent.endpoint_list(namespace.as_deref())?),
         Request::EndpointGet { name, namespace } => json(agent.endpoint_get(&name, &namespace)?),
@@ -115,6 +149,15 @@ fn dispatch(agent: &mut Agent, request: Request) -> Result<serde_json::Value, Ag
         Request::BpfIpcacheList => json(agent.bpf_ipcache()?),
         Request::BpfEndpointList => json(agent.bpf_endpoints()?),
         Request::BpfMetricsList => json(agent.bpf_metrics()?),
+        Request::PolicyImport { files } => json(agent.policy_import(&files)?),
+        Request::PolicyGet => json(agent.policy_get()),
+        Request::PolicyDelete { name, namespace, kind, all } => {
+            json(agent.policy_delete(name.as_deref(), namespace.as_deref(), kind.as_deref(), all)?)
+        }
+        Request::PolicyWait { .. } => unreachable!("handled without holding the agent lock"),
+        Request::PolicyTrace(req) => json(agent.policy_trace(&req)?),
+        Request::BpfPolicyGet { name, namespace } => json(agent.bpf_policy_get(&name, &namespace)?),
+        Request::BpfCtList => json(agent.bpf_ct_list()?),
         Request::Uninstall => json(agent.uninstall()?),
     }
 }

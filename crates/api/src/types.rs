@@ -6,22 +6,173 @@ use serde::{Deserialize, Serialize};
 #[serde(tag = "op", rename_all = "kebab-case")]
 pub enum Request {
     Status,
-    EndpointCreate { name: String, namespace: String, labels: Vec<String> },
-    EndpointList { namespace: Option<String> },
-    EndpointGet { name: String, namespace: String },
-    EndpointDelete { name: String, namespace: String },
-    EndpointLabel { name: String, namespace: String, set: Vec<String>, remove: Vec<String> },
+    EndpointCreate {
+        name: String,
+        namespace: String,
+        labels: Vec<String>,
+        /// Named ports, NAME=PORT/PROTOCOL (e.g. http=80/tcp).
+        #[serde(default)]
+        ports: Vec<String>,
+    },
+    EndpointList {
+        namespace: Option<String>,
+    },
+    EndpointGet {
+        name: String,
+        namespace: String,
+    },
+    EndpointDelete {
+        name: String,
+        namespace: String,
+    },
+    EndpointLabel {
+        name: String,
+        namespace: String,
+        set: Vec<String>,
+        remove: Vec<String>,
+    },
     IdentityList,
-    IdentityGet { id: u32 },
-    NamespaceCreate { name: String, labels: Vec<String> },
+    IdentityGet {
+        id: u32,
+    },
+    NamespaceCreate {
+        name: String,
+        labels: Vec<String>,
+    },
     NamespaceList,
-    NamespaceGet { name: String },
-    NamespaceLabel { name: String, set: Vec<String>, remove: Vec<String> },
-    NamespaceDelete { name: String },
+    NamespaceGet {
+        name: String,
+    },
+    NamespaceLabel {
+        name: String,
+        set: Vec<String>,
+        remove: Vec<String>,
+    },
+    NamespaceDelete {
+        name: String,
+    },
     BpfIpcacheList,
     BpfEndpointList,
     BpfMetricsList,
+    /// Validate every document, then apply all of them, or none.
+    PolicyImport {
+        files: Vec<PolicyFile>,
+    },
+    PolicyGet,
+    PolicyDelete {
+        name: Option<String>,
+        namespace: Option<String>,
+        kind: Option<String>,
+        all: bool,
+    },
+    PolicyWait {
+        revision: u64,
+        timeout_ms: u64,
+    },
+    PolicyTrace(TraceRequest),
+    BpfPolicyGet {
+        name: String,
+        namespace: String,
+    },
+    BpfCtList,
     Uninstall,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyFile {
+    /// How errors name the input (a path, or "-" for stdin).
+    pub name: String,
+    pub content: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct TraceRequest {
+    pub src_endpoint: Option<String>,
+    pub src_namespace: Option<String>,
+    pub src_labels: Vec<String>,
+    pub dst_endpoint: Option<String>,
+    pub dst_namespace: Option<String>,
+    pub dst_labels: Vec<String>,
+    /// PORT/PROTOCOL, e.g. 80/tcp; ICMP as TYPE/icmp.
+    pub dport: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyImported {
+    pub revision: u64,
+    pub policies: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PolicyInfo {
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub rules: usize,
+    pub document: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PolicyList {
+    pub revision: u64,
+    pub policies: Vec<PolicyInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TraceDirection {
+    pub direction: String,
+    /// The endpoint whose policy decides this direction.
+    pub subject: String,
+    pub enforced: bool,
+    pub verdict: String,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TraceResult {
+    pub src_identity: u32,
+    pub dst_identity: u32,
+    pub src_labels: Vec<String>,
+    pub dst_labels: Vec<String>,
+    pub protocol: String,
+    pub port: u16,
+    pub steps: Vec<TraceDirection>,
+    pub verdict: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BpfPolicyEntry {
+    pub direction: String,
+    pub identity: u32,
+    pub labels: Vec<String>,
+    pub protocol: String,
+    /// A port, a range "lo-hi", or "ANY".
+    pub port: String,
+    pub verdict: String,
+    pub rules: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BpfPolicy {
+    pub endpoint_id: u32,
+    pub identity: u32,
+    pub revision: u64,
+    pub ingress_enforced: bool,
+    pub egress_enforced: bool,
+    pub entries: Vec<BpfPolicyEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CtRow {
+    pub protocol: String,
+    pub source: String,
+    pub destination: String,
+    pub scope: String,
+    pub packets: u64,
+    pub bytes: u64,
+    pub tcp_flags: String,
+    pub closing: bool,
+    pub expires_in_seconds: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -49,6 +200,15 @@ pub struct Endpoint {
     pub labels: BTreeMap<String, String>,
     /// Every label its identity derives from, `source:key=value`.
     pub security_labels: Vec<String>,
+    /// Named ports, NAME=PORT/PROTOCOL.
+    #[serde(default)]
+    pub ports: Vec<String>,
+    #[serde(default)]
+    pub policy_revision: u64,
+    #[serde(default)]
+    pub ingress_enforced: bool,
+    #[serde(default)]
+    pub egress_enforced: bool,
     pub netns: String,
     pub host_device: String,
     pub mac: String,
@@ -123,6 +283,10 @@ pub struct Status {
     pub kernel: serde_json::Value,
     pub endpoints: usize,
     pub identities: usize,
+    #[serde(default)]
+    pub policy_revision: u64,
+    #[serde(default)]
+    pub policies: usize,
     pub programs: Vec<AttachedProgram>,
     pub health: Vec<SubsystemHealth>,
 }

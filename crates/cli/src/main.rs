@@ -7,8 +7,8 @@ use std::{os::unix::process::CommandExt, path::PathBuf, process::Command};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use twill_api::{
-    BpfEndpoint, Client, Endpoint, IdentityInfo, IpcacheEntry, MetricsRow, NamespaceInfo, Request, Status,
-    Uninstalled,
+    BpfEndpoint, BpfPolicy, Client, CtRow, Endpoint, IdentityInfo, IpcacheEntry, MetricsRow, NamespaceInfo,
+    PolicyFile, PolicyImported, PolicyList, Request, Status, TraceRequest, TraceResult, Uninstalled,
 };
 
 use crate::table::Table;
@@ -53,6 +53,9 @@ enum Commands {
     /// Manage namespaces.
     #[command(subcommand)]
     Namespace(NamespaceCmd),
+    /// Import, inspect, trace and delete network policies.
+    #[command(subcommand)]
+    Policy(PolicyCmd),
     /// Inspect the eBPF maps.
     #[command(subcommand)]
     Bpf(BpfCmd),
@@ -70,6 +73,9 @@ enum EndpointCmd {
         /// Labels, KEY=VALUE, comma-separated or repeated.
         #[arg(short, long, allow_hyphen_values = true)]
         labels: Vec<String>,
+        /// Named ports, NAME=PORT/PROTOCOL (e.g. http=80/tcp), repeated.
+        #[arg(short, long = "port")]
+        ports: Vec<String>,
         #[command(flatten)]
         out: OutputArg,
     },
@@ -167,6 +173,68 @@ enum NamespaceCmd {
 }
 
 #[derive(Subcommand)]
+enum PolicyCmd {
+    /// Import CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy and
+    /// NetworkPolicy YAML ("-" reads stdin). All documents apply, or none.
+    Import {
+        #[arg(required = true)]
+        files: Vec<String>,
+    },
+    /// Show imported policies and the policy revision.
+    Get {
+        /// Output format.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = PolicyOutput::Table)]
+        output: PolicyOutput,
+    },
+    /// Delete a policy by name, or all of them.
+    Delete {
+        name: Option<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Only this kind (CiliumNetworkPolicy, NetworkPolicy, ...).
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long, conflicts_with = "name")]
+        all: bool,
+    },
+    /// Wait until every endpoint enforces REVISION.
+    Wait {
+        revision: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Compute the verdict for traffic between two parties, and why.
+    Trace {
+        #[arg(long)]
+        src_endpoint: Option<String>,
+        #[arg(long)]
+        src_namespace: Option<String>,
+        /// Labels of a hypothetical source, KEY=VALUE,...
+        #[arg(long)]
+        src_labels: Vec<String>,
+        #[arg(long)]
+        dst_endpoint: Option<String>,
+        #[arg(long)]
+        dst_namespace: Option<String>,
+        #[arg(long)]
+        dst_labels: Vec<String>,
+        /// PORT/PROTOCOL, e.g. 80/tcp, or TYPE/icmp.
+        #[arg(long)]
+        dport: String,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum PolicyOutput {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand)]
 enum BpfCmd {
     /// The IP-to-identity map the datapath uses.
     #[command(subcommand)]
@@ -177,6 +245,23 @@ enum BpfCmd {
     /// Datapath packet counters (forwarded and drops by reason).
     #[command(subcommand)]
     Metrics(ListOnly),
+    /// An endpoint's policy map.
+    #[command(subcommand)]
+    Policy(BpfPolicyCmd),
+    /// Connection tracking entries.
+    #[command(subcommand)]
+    Ct(ListOnly),
+}
+
+#[derive(Subcommand)]
+enum BpfPolicyCmd {
+    Get {
+        endpoint: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        out: OutputArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -242,6 +327,13 @@ fn endpoint_detail(e: &Endpoint) {
         e.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
     );
     println!("Security labels:  {}", e.security_labels.join(", "));
+    println!("Ports:            {}", if e.ports.is_empty() { "-".into() } else { e.ports.join(", ") });
+    println!(
+        "Policy:           revision {}, ingress {}, egress {}",
+        e.policy_revision,
+        if e.ingress_enforced { "enforced" } else { "not enforced" },
+        if e.egress_enforced { "enforced" } else { "not enforced" }
+    );
     println!("Network ns:       {}", e.netns);
     println!("Host device:      {} ({})", e.host_device, e.host_mac);
     println!("MAC:              {}", e.mac);
@@ -289,6 +381,7 @@ fn status_text(s: &Status) {
         println!("Kernel:       {release} ({})", flags.join(", "));
     }
     println!("Endpoints:    {}", s.endpoints);
+    println!("Policy:       revision {}, {} policies", s.policy_revision, s.policies);
     println!("Identities:   {} allocated (+{} reserved)", s.identities, 10);
     let devices: std::collections::BTreeSet<&str> = s.programs.iter().map(|p| p.device.as_str()).collect();
     println!("Programs:     {} attachments on {} devices", s.programs.len(), devices.len());
@@ -358,6 +451,62 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 t.print();
             });
         }
+        Commands::Policy(cmd) => policy(&client, cmd)?,
+        Commands::Bpf(BpfCmd::Policy(BpfPolicyCmd::Get { endpoint, namespace, out })) => {
+            let p: BpfPolicy = client.call(&Request::BpfPolicyGet { name: endpoint, namespace })?;
+            show(out, &p, |p| {
+                println!(
+                    "Endpoint {} (identity {}), policy revision {}; ingress {}, egress {}",
+                    p.endpoint_id,
+                    p.identity,
+                    p.revision,
+                    if p.ingress_enforced { "enforced" } else { "not enforced" },
+                    if p.egress_enforced { "enforced" } else { "not enforced" }
+                );
+                let mut t =
+                    Table::new(&["DIRECTION", "IDENTITY", "LABELS", "PROTOCOL", "PORT", "VERDICT", "RULES"]);
+                for e in &p.entries {
+                    t.row(vec![
+                        e.direction.clone(),
+                        e.identity.to_string(),
+                        labels_cell(&e.labels),
+                        e.protocol.clone(),
+                        e.port.clone(),
+                        e.verdict.clone(),
+                        labels_cell(&e.rules),
+                    ]);
+                }
+                t.print();
+            });
+        }
+        Commands::Bpf(BpfCmd::Ct(ListOnly::List { out })) => {
+            let rows: Vec<CtRow> = client.call(&Request::BpfCtList)?;
+            show(out, &rows, |rows| {
+                let mut t = Table::new(&[
+                    "PROTO",
+                    "SOURCE",
+                    "DESTINATION",
+                    "SCOPE",
+                    "PACKETS",
+                    "BYTES",
+                    "FLAGS",
+                    "EXPIRES",
+                ]);
+                for r in rows {
+                    t.row(vec![
+                        r.protocol.clone(),
+                        r.source.clone(),
+                        r.destination.clone(),
+                        r.scope.clone(),
+                        r.packets.to_string(),
+                        r.bytes.to_string(),
+                        format!("{}{}", r.tcp_flags, if r.closing { " closing" } else { "" }),
+                        format!("{}s", r.expires_in_seconds),
+                    ]);
+                }
+                t.print();
+            });
+        }
         Commands::Uninstall => {
             let done: Uninstalled = client.call(&Request::Uninstall)?;
             println!("Removed {} endpoint(s) and:", done.endpoints);
@@ -371,8 +520,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
     match cmd {
-        EndpointCmd::Create { name, namespace, labels, out } => {
-            let e: Endpoint = client.call(&Request::EndpointCreate { name, namespace, labels })?;
+        EndpointCmd::Create { name, namespace, labels, ports, out } => {
+            let e: Endpoint = client.call(&Request::EndpointCreate { name, namespace, labels, ports })?;
             show(out, &e, |e| {
                 println!(
                     "Endpoint {}/{} created: ID {}, IPv4 {}, identity {}",
@@ -408,6 +557,112 @@ fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
             // exit status are the command's own.
             let err = Command::new("ip").args(["netns", "exec", &e.netns]).args(&command).exec();
             anyhow::bail!("running {:?} in {}: {err}", command.join(" "), e.netns);
+        }
+    }
+    Ok(())
+}
+
+fn read_input(path: &str) -> anyhow::Result<String> {
+    if path == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{path}: {e}"))
+    }
+}
+
+fn policy(client: &Client, cmd: PolicyCmd) -> anyhow::Result<()> {
+    match cmd {
+        PolicyCmd::Import { files } => {
+            let files = files
+                .iter()
+                .map(|f| Ok(PolicyFile { name: f.clone(), content: read_input(f)? }))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let done: PolicyImported = client.call(&Request::PolicyImport { files })?;
+            for p in &done.policies {
+                println!("Imported {p}");
+            }
+            println!("Revision: {}", done.revision);
+        }
+        PolicyCmd::Get { output } => {
+            let list: PolicyList = client.call(&Request::PolicyGet)?;
+            match output {
+                PolicyOutput::Json => print_json(&list),
+                PolicyOutput::Yaml => {
+                    for p in &list.policies {
+                        println!("---");
+                        print!("{}", serde_saphyr::to_string(&p.document)?);
+                    }
+                }
+                PolicyOutput::Table => {
+                    println!("Revision: {}", list.revision);
+                    let mut t = Table::new(&["KIND", "NAMESPACE", "NAME", "RULES"]);
+                    for p in &list.policies {
+                        t.row(vec![
+                            p.kind.clone(),
+                            p.namespace.clone().unwrap_or_else(|| "-".into()),
+                            p.name.clone(),
+                            p.rules.to_string(),
+                        ]);
+                    }
+                    t.print();
+                }
+            }
+        }
+        PolicyCmd::Delete { name, namespace, kind, all } => {
+            if name.is_none() && !all {
+                anyhow::bail!("give a policy NAME or --all");
+            }
+            let done: PolicyImported = client.call(&Request::PolicyDelete { name, namespace, kind, all })?;
+            for p in &done.policies {
+                println!("Deleted {p}");
+            }
+            println!("Revision: {}", done.revision);
+        }
+        PolicyCmd::Wait { revision, timeout } => {
+            let _: serde_json::Value =
+                client.call(&Request::PolicyWait { revision, timeout_ms: timeout.saturating_mul(1000) })?;
+            println!("All endpoints enforce revision {revision} or later");
+        }
+        PolicyCmd::Trace {
+            src_endpoint,
+            src_namespace,
+            src_labels,
+            dst_endpoint,
+            dst_namespace,
+            dst_labels,
+            dport,
+            out,
+        } => {
+            let req = TraceRequest {
+                src_endpoint,
+                src_namespace,
+                src_labels,
+                dst_endpoint,
+                dst_namespace,
+                dst_labels,
+                dport,
+            };
+            let r: TraceResult = client.call(&Request::PolicyTrace(req))?;
+            show(out, &r, |r| {
+                println!("Source:      identity {} [{}]", r.src_identity, r.src_labels.join(", "));
+                println!("Destination: identity {} [{}]", r.dst_identity, r.dst_labels.join(", "));
+                println!("Traffic:     {}/{}", r.port, r.protocol);
+                for step in &r.steps {
+                    println!(
+                        "{} of {} ({}): {}",
+                        step.direction,
+                        step.subject,
+                        if step.enforced { "enforced" } else { "not enforced" },
+                        step.verdict
+                    );
+                    for reason in &step.reasons {
+                        println!("    {reason}");
+                    }
+                }
+                println!("Final verdict: {}", r.verdict);
+            });
         }
     }
     Ok(())

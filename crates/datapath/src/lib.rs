@@ -9,7 +9,7 @@ pub mod netdev;
 
 pub use bpffs::ensure_bpffs;
 pub use features::{probe_features, KernelFeatures};
-pub use loader::{Datapath, DatapathError, IpcacheEntry, MetricsEntry};
+pub use loader::{Datapath, DatapathError, IpcacheEntry, MetricsEntry, PolicyEntry};
 
 /// The compiled endpoint programs (bpf/lxc.c).
 pub static LXC_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lxc.o"));

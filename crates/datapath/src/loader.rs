@@ -16,14 +16,17 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key as LpmKey, HashMap, LpmTrie, MapData, MapError, PerCpuArray},
+    maps::{lpm_trie::Key as LpmKey, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
         ProgramError, SchedClassifier, TcAttachType,
     },
     Ebpf, EbpfError, EbpfLoader,
 };
-use twill_abi::{EndpointInfo, EndpointKey, IpcacheValue, MetricsValue};
+use twill_abi::{
+    CtEntry, CtKey, DatapathConfig, EndpointInfo, EndpointKey, IpcacheValue, MetricsValue, PolicyKeyData,
+    PolicyValue, POLICY_FIXED_PREFIX, POLICY_FLAG_DENY,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -66,6 +69,11 @@ pub struct Datapath {
     endpoints: HashMap<MapData, EndpointKey, EndpointInfo>,
     ipcache: LpmTrie<MapData, u32, IpcacheValue>,
     metrics: PerCpuArray<MapData, MetricsValue>,
+    policy: LpmTrie<MapData, PolicyKeyData, PolicyValue>,
+    ct: HashMap<MapData, CtKey, CtEntry>,
+    config: Array<MapData, DatapathConfig>,
+    event_stats: PerCpuArray<MapData, u64>,
+    events: Option<RingBuf<MapData>>,
     /// Devices attached by this process (or re-attached on restore).
     attached: BTreeSet<String>,
 }
@@ -106,7 +114,28 @@ impl Datapath {
         let ipcache = LpmTrie::try_from(ipcache).map_err(map_err("twill_ipcache"))?;
         let metrics = take_map(&mut ebpf, "twill_metrics")?;
         let metrics = PerCpuArray::try_from(metrics).map_err(map_err("twill_metrics"))?;
-        Ok(Self { ebpf, root: root.to_path_buf(), endpoints, ipcache, metrics, attached: BTreeSet::new() })
+        let policy =
+            LpmTrie::try_from(take_map(&mut ebpf, "twill_policy")?).map_err(map_err("twill_policy"))?;
+        let ct = HashMap::try_from(take_map(&mut ebpf, "twill_ct")?).map_err(map_err("twill_ct"))?;
+        let config =
+            Array::try_from(take_map(&mut ebpf, "twill_config")?).map_err(map_err("twill_config"))?;
+        let event_stats = PerCpuArray::try_from(take_map(&mut ebpf, "twill_event_stats")?)
+            .map_err(map_err("twill_event_stats"))?;
+        let events =
+            RingBuf::try_from(take_map(&mut ebpf, "twill_events")?).map_err(map_err("twill_events"))?;
+        Ok(Self {
+            ebpf,
+            root: root.to_path_buf(),
+            endpoints,
+            ipcache,
+            metrics,
+            policy,
+            ct,
+            config,
+            event_stats,
+            events: Some(events),
+            attached: BTreeSet::new(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -262,6 +291,95 @@ impl Datapath {
             }
         }
         Ok(out)
+    }
+}
+
+/// One policy map entry, in host terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyEntry {
+    pub endpoint_id: u16,
+    /// 0 ingress, 1 egress.
+    pub direction: u8,
+    /// 0 = any peer.
+    pub identity: u32,
+    /// 0 = any protocol.
+    pub protocol: u8,
+    pub port: u16,
+    /// Prefix bits over (protocol, port): 0 = anything, 8 = the protocol
+    /// with any port, 8 + n = the protocol and the first n port bits.
+    pub l4_prefix: u8,
+}
+
+impl PolicyEntry {
+    fn to_key(self) -> LpmKey<PolicyKeyData> {
+        let data = PolicyKeyData {
+            endpoint_id: self.endpoint_id.to_be(),
+            direction: self.direction,
+            pad: 0,
+            identity: self.identity.to_be(),
+            protocol: self.protocol,
+            dport: self.port.to_be(),
+        };
+        LpmKey::new(POLICY_FIXED_PREFIX + self.l4_prefix as u32, data)
+    }
+
+    fn from_key(key: &LpmKey<PolicyKeyData>) -> Self {
+        let data = key.data();
+        PolicyEntry {
+            endpoint_id: u16::from_be(data.endpoint_id),
+            direction: data.direction,
+            identity: u32::from_be(data.identity),
+            protocol: data.protocol,
+            port: u16::from_be(data.dport),
+            l4_prefix: (key.prefix_len() - POLICY_FIXED_PREFIX) as u8,
+        }
+    }
+}
+
+impl Datapath {
+    pub fn upsert_policy(&mut self, entry: PolicyEntry, deny: bool) -> Result<(), DatapathError> {
+        let value = PolicyValue { flags: if deny { POLICY_FLAG_DENY } else { 0 }, reserved: 0 };
+        self.policy.insert(&entry.to_key(), value, 0).map_err(map_err("twill_policy"))
+    }
+
+    pub fn remove_policy(&mut self, entry: PolicyEntry) -> Result<(), DatapathError> {
+        match self.policy.remove(&entry.to_key()) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err("twill_policy")(e)),
+        }
+    }
+
+    /// Every policy entry with whether it denies (walks the whole map:
+    /// for start-up and inspection, not per change).
+    pub fn policy_entries(&self) -> Result<Vec<(PolicyEntry, bool)>, DatapathError> {
+        self.policy
+            .iter()
+            .map(|r| r.map(|(k, v)| (PolicyEntry::from_key(&k), v.flags & POLICY_FLAG_DENY != 0)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err("twill_policy"))
+    }
+
+    pub fn ct_entries(&self) -> Result<Vec<(CtKey, CtEntry)>, DatapathError> {
+        self.ct.iter().collect::<Result<_, _>>().map_err(map_err("twill_ct"))
+    }
+
+    pub fn set_config(&mut self, config: DatapathConfig) -> Result<(), DatapathError> {
+        self.config.set(0, config, 0).map_err(map_err("twill_config"))
+    }
+
+    pub fn config(&self) -> Result<DatapathConfig, DatapathError> {
+        self.config.get(&0, 0).map_err(map_err("twill_config"))
+    }
+
+    /// Events lost because the ring buffer was full, summed over CPUs.
+    pub fn lost_events(&self) -> Result<u64, DatapathError> {
+        let values = self.event_stats.get(&0, 0).map_err(map_err("twill_event_stats"))?;
+        Ok(values.iter().sum())
+    }
+
+    /// The event ring buffer, for the one reader that consumes it.
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
     }
 }
 

@@ -5,7 +5,7 @@
 use std::{net::Ipv4Addr, process::Command};
 
 use twill_abi::{metrics_index, EndpointInfo, METRIC_DIR_EGRESS};
-use twill_datapath::{netdev, Datapath};
+use twill_datapath::{netdev, Datapath, PolicyEntry};
 
 /// Runs the test body in a thread that has moved into a fresh network
 /// namespace, so devices never touch the host's; cleans up on drop.
@@ -43,6 +43,20 @@ impl Drop for Sandbox {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
         let _ = std::fs::remove_dir_all(&self.bpf_root);
     }
+}
+
+fn allow_all(endpoint_id: u16, direction: u8) -> PolicyEntry {
+    PolicyEntry { endpoint_id, direction, identity: 0, protocol: 0, port: 0, l4_prefix: 0 }
+}
+
+fn drop_count(datapath: &Datapath, direction: u32, reason: u32) -> u64 {
+    datapath
+        .metrics()
+        .unwrap()
+        .iter()
+        .filter(|m| m.direction == direction && m.reason == reason)
+        .map(|m| m.packets)
+        .sum()
 }
 
 fn ping(netns: &str, dst: Ipv4Addr) -> bool {
@@ -85,8 +99,21 @@ fn endpoints_reach_each_other_through_ebpf_and_spoofing_is_dropped() {
                 host_mac: plumbing.host_mac,
             };
             datapath.upsert_endpoint(ip, info).unwrap();
+            datapath.upsert_ipcache(ip, 32, 256).unwrap();
+            // No policy: allow everything both ways (identity 0, any L4).
+            for direction in [0, 1] {
+                datapath.upsert_policy(allow_all(n as u16, direction), false).unwrap();
+            }
             ips.push(ip);
         }
+        datapath
+            .set_config(twill_abi::DatapathConfig {
+                allow_localhost: 1,
+                aggregation: 0,
+                events: 0,
+                reserved: 0,
+            })
+            .unwrap();
         assert!(ping(&sandbox.endpoint_netns(1), ips[1]), "endpoint 1 -> endpoint 2");
         assert!(ping(&sandbox.endpoint_netns(2), router), "endpoint 2 -> host");
 
@@ -126,6 +153,22 @@ fn endpoints_reach_each_other_through_ebpf_and_spoofing_is_dropped() {
             .map(|m| m.packets)
             .sum();
         assert!(drops >= 1, "spoofed packet counted as 'Invalid source ip'");
+
+        // Ingress policy of endpoint 2: only TCP/80 from identity 256. A
+        // new ping is dropped by default deny (133).
+        datapath.remove_policy(allow_all(2, 0)).unwrap();
+        let tcp80 = PolicyEntry { identity: 256, protocol: 6, port: 80, l4_prefix: 24, ..allow_all(2, 0) };
+        datapath.upsert_policy(tcp80, false).unwrap();
+        assert!(!ping(&sandbox.endpoint_netns(1), ips[1]), "ICMP is not allowed into endpoint 2");
+        assert!(drop_count(&datapath, 0, 133) >= 1, "counted as 'Policy denied'");
+
+        // Allow ICMP echo from anyone, but deny it from identity 256: the deny wins (181).
+        let echo = PolicyEntry { protocol: 1, port: 8, l4_prefix: 24, ..allow_all(2, 0) };
+        datapath.upsert_policy(echo, false).unwrap();
+        assert!(ping(&sandbox.endpoint_netns(1), ips[1]), "ICMP echo allowed by the any-peer entry");
+        datapath.upsert_policy(PolicyEntry { identity: 256, ..echo }, true).unwrap();
+        assert!(!ping(&sandbox.endpoint_netns(1), ips[1]), "a deny for the peer's identity wins");
+        assert!(drop_count(&datapath, 0, 181) >= 1, "counted as 'Policy denied by denylist'");
     };
     std::thread::scope(|s| s.spawn(body).join()).unwrap();
 }

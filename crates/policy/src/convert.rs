@@ -148,12 +148,12 @@ fn convert_document(doc: Value) -> Result<Policy, Vec<(String, String)>> {
         KIND_CNP | KIND_CCNP => CILIUM_API_VERSION,
         KIND_NP => NETWORKING_API_VERSION,
         "" => return Err(vec![("kind".into(), "is required".into())]),
-        other => {
-            return Err(vec![(
-                "kind".into(),
-                format!("{other:?} is not a policy kind Twill reads; expected {KIND_CNP}, {KIND_CCNP} or {KIND_NP}"),
-            )])
-        }
+        other => return Err(vec![(
+            "kind".into(),
+            format!(
+                "{other:?} is not a policy kind Twill reads; expected {KIND_CNP}, {KIND_CCNP} or {KIND_NP}"
+            ),
+        )]),
     };
     if api_version != expected_version {
         return Err(vec![(
@@ -440,7 +440,8 @@ fn peer_rule(
             }
         }
     }
-    let selects_peers = f.endpoints.is_some() || f.entities.is_some() || f.cidr.is_some() || f.cidr_set.is_some();
+    let selects_peers =
+        f.endpoints.is_some() || f.entities.is_some() || f.cidr.is_some() || f.cidr_set.is_some();
     if !selects_peers && (has_ports || has_icmps) {
         // Only L4 given: the rule applies to every peer.
         peers.push(Peer::Any);
@@ -562,7 +563,12 @@ pub fn is_port_name(name: &str) -> bool {
         && !name.contains("--")
 }
 
-fn port_match(port: Option<&IntOrString>, end_port: Option<i64>, path: &str, p: &mut Problems) -> Option<PortMatch> {
+fn port_match(
+    port: Option<&IntOrString>,
+    end_port: Option<i64>,
+    path: &str,
+    p: &mut Problems,
+) -> Option<PortMatch> {
     let number = match port {
         None => None,
         Some(IntOrString::Int(n)) => Some(*n),
@@ -574,7 +580,10 @@ fn port_match(port: Option<&IntOrString>, end_port: Option<i64>, path: &str, p: 
                     return None;
                 }
                 if !is_port_name(s) {
-                    p.add(format!("{path}.port"), format!("{s:?} is neither a port number nor a valid port name"));
+                    p.add(
+                        format!("{path}.port"),
+                        format!("{s:?} is neither a port number nor a valid port name"),
+                    );
                     return None;
                 }
                 return Some(PortMatch::Named(s.clone()));
@@ -654,7 +663,8 @@ fn icmp_l4(field: &k8s::IcmpField, path: &str, p: &mut Problems) -> Option<L4> {
     };
     // The datapath is IPv4 only: an IPv6 type is valid input that matches
     // nothing here.
-    (family == "IPv4").then_some(L4 { protocol: PROTO_ICMP, ports: PortMatch::Range(icmp_type as u16, icmp_type as u16) })
+    (family == "IPv4")
+        .then_some(L4 { protocol: PROTO_ICMP, ports: PortMatch::Range(icmp_type as u16, icmp_type as u16) })
 }
 
 // ---- NetworkPolicy ----------------------------------------------------
@@ -742,13 +752,17 @@ fn np_rule(
         Some(list) => {
             for (i, peer) in list.iter().enumerate() {
                 let ppath = format!("{path}.{field}[{i}]");
-                let given = [peer.pod_selector.is_some(), peer.namespace_selector.is_some(), peer.ip_block.is_some()];
+                let given =
+                    [peer.pod_selector.is_some(), peer.namespace_selector.is_some(), peer.ip_block.is_some()];
                 if given.iter().all(|g| !g) {
                     p.add(&ppath, "one of podSelector, namespaceSelector or ipBlock is required");
                     continue;
                 }
                 if peer.ip_block.is_some() && (given[0] || given[1]) {
-                    p.add(format!("{ppath}.ipBlock"), "cannot be combined with podSelector or namespaceSelector");
+                    p.add(
+                        format!("{ppath}.ipBlock"),
+                        "cannot be combined with podSelector or namespaceSelector",
+                    );
                     continue;
                 }
                 if let Some(block) = &peer.ip_block {
@@ -758,7 +772,8 @@ fn np_rule(
                     }
                     continue;
                 }
-                let pods = peer.pod_selector.as_ref().map(|s| selector(s, &format!("{ppath}.podSelector"), p));
+                let pods =
+                    peer.pod_selector.as_ref().map(|s| selector(s, &format!("{ppath}.podSelector"), p));
                 let namespaces = peer
                     .namespace_selector
                     .as_ref()
@@ -781,7 +796,10 @@ fn np_rule(
             "UDP" => PROTO_UDP,
             "SCTP" => PROTO_SCTP,
             other => {
-                p.add(format!("{ppath}.protocol"), format!("{other:?} is not a protocol; expected TCP, UDP or SCTP"));
+                p.add(
+                    format!("{ppath}.protocol"),
+                    format!("{other:?} is not a protocol; expected TCP, UDP or SCTP"),
+                );
                 continue;
             }
         };

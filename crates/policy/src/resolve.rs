@@ -66,10 +66,7 @@ pub struct Universe {
 
 impl Universe {
     pub fn new(identities: impl IntoIterator<Item = KnownIdentity>) -> Self {
-        Self {
-            identities: identities.into_iter().map(|i| (i.id, i)).collect(),
-            cache: Default::default(),
-        }
+        Self { identities: identities.into_iter().map(|i| (i.id, i)).collect(), cache: Default::default() }
     }
 
     pub fn get(&self, id: u32) -> Option<&KnownIdentity> {
@@ -270,7 +267,13 @@ impl Verdict {
 
 impl EndpointPolicy {
     /// The most specific entry for one identity key, as an LPM trie finds it.
-    fn longest_match(&self, direction: Direction, identity: u32, protocol: u8, port: u16) -> Option<&MapEntry> {
+    fn longest_match(
+        &self,
+        direction: Direction,
+        identity: u32,
+        protocol: u8,
+        port: u16,
+    ) -> Option<&MapEntry> {
         let mut candidates = Vec::with_capacity(18);
         for port_prefix in (0..=16u8).rev() {
             let mask = if port_prefix == 0 { 0 } else { u16::MAX << (16 - port_prefix) };
@@ -348,14 +351,22 @@ fn l4_keys(l4: &L4, named: &dyn Fn(&str, u8) -> Vec<(u8, u16)>) -> Vec<(u8, u16,
     let ranges: Vec<(u8, u16, u16)> = match &l4.ports {
         PortMatch::Range(0, u16::MAX) if l4.protocol == PROTO_ANY => return vec![(PROTO_ANY, 0, 0)],
         PortMatch::Range(lo, hi) => {
-            let protocols = if l4.protocol == PROTO_ANY { vec![PROTO_TCP, PROTO_UDP, PROTO_SCTP] } else { vec![l4.protocol] };
+            let protocols = if l4.protocol == PROTO_ANY {
+                vec![PROTO_TCP, PROTO_UDP, PROTO_SCTP]
+            } else {
+                vec![l4.protocol]
+            };
             protocols.into_iter().map(|p| (p, *lo, *hi)).collect()
         }
-        PortMatch::Named(name) => named(name, l4.protocol).into_iter().map(|(p, port)| (p, port, port)).collect(),
+        PortMatch::Named(name) => {
+            named(name, l4.protocol).into_iter().map(|(p, port)| (p, port, port)).collect()
+        }
     };
     ranges
         .into_iter()
-        .flat_map(|(proto, lo, hi)| port_prefixes(lo, hi).into_iter().map(move |(port, len)| (proto, port, len)))
+        .flat_map(|(proto, lo, hi)| {
+            port_prefixes(lo, hi).into_iter().map(move |(port, len)| (proto, port, len))
+        })
         .collect()
 }
 
@@ -404,7 +415,10 @@ pub fn resolve(
                 let kind = if deny { OriginKind::Deny } else { OriginKind::Allow };
                 let origin = Origin { kind, policy: Some(rule.policy.clone()), rule: rule.index };
                 for peer_rule in peer_rules {
-                    add_peer_rule(&mut out, direction, peer_rule, deny, &origin, universe, subject, &requires, peer_ports);
+                    add_peer_rule(
+                        &mut out, direction, peer_rule, deny, &origin, universe, subject, &requires,
+                        peer_ports,
+                    );
                 }
             }
         }

@@ -201,8 +201,14 @@ pub fn metrics_index(direction: u32, reason: u32) -> u32 {
 }
 
 /// Drop reasons the datapath emits, with Cilium's codes and texts.
-pub const DROP_REASONS: &[(u32, &str)] =
-    &[(132, "Invalid source ip"), (134, "Invalid packet"), (139, "Unsupported L3 protocol")];
+pub const DROP_REASONS: &[(u32, &str)] = &[
+    (132, "Invalid source ip"),
+    (133, "Policy denied"),
+    (134, "Invalid packet"),
+    (135, "CT: Truncated or invalid header"),
+    (139, "Unsupported L3 protocol"),
+    (181, "Policy denied by denylist"),
+];
 
 pub fn drop_reason_text(code: u32) -> &'static str {
     DROP_REASONS.iter().find(|(c, _)| *c == code).map(|(_, t)| *t).unwrap_or("Unknown reason")

@@ -3,6 +3,7 @@
 mod agent;
 mod config;
 mod error;
+mod events;
 mod names;
 mod policy;
 mod records;
@@ -105,13 +106,17 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     spawn_signal_thread(config.api_socket.clone());
     let listener = server::bind(&config.api_socket)?;
-    let agent = Agent::start(config.clone())?;
+    let mut agent = Agent::start(config.clone())?;
+    let hub = Arc::new(events::EventHub::default());
+    if let Some(ring) = agent.datapath.take_events() {
+        events::spawn_reader(ring, hub.clone());
+    }
     info!(
         node = %config.node_name,
         pod_cidr = %config.pod_cidr,
         socket = %config.api_socket.display(),
         "twill-agent ready"
     );
-    server::serve(listener, Arc::new(Mutex::new(agent)));
+    server::serve(listener, Arc::new(Mutex::new(agent)), hub);
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! agent lock; each is short (milliseconds).
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead, BufReader, Read, Write},
     os::unix::{
         fs::PermissionsExt,
         net::{UnixListener, UnixStream},
@@ -16,7 +16,7 @@ use std::{
 use tracing::{debug, warn};
 use twill_api::{ApiError, Request, Response};
 
-use crate::{agent::Agent, error::AgentError};
+use crate::{agent::Agent, error::AgentError, events::EventHub};
 
 pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
     if let Some(dir) = path.parent() {
@@ -41,13 +41,14 @@ enum After {
     Exit,
 }
 
-pub fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>) {
+pub fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>, hub: Arc<EventHub>) {
     for stream in listener.incoming() {
         match stream {
             Ok(stream) => {
                 let agent = agent.clone();
+                let hub = hub.clone();
                 std::thread::spawn(move || {
-                    if let After::Exit = handle(stream, &agent) {
+                    if let After::Exit = handle(stream, &agent, &hub) {
                         std::process::exit(0);
                     }
                 });
@@ -57,7 +58,7 @@ pub fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>) {
     }
 }
 
-fn handle(stream: UnixStream, agent: &Mutex<Agent>) -> After {
+fn handle(stream: UnixStream, agent: &Mutex<Agent>, hub: &EventHub) -> After {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut line = String::new();
     let mut reader = BufReader::new(&stream);
@@ -68,6 +69,10 @@ fn handle(stream: UnixStream, agent: &Mutex<Agent>) -> After {
     let (response, after) = match serde_json::from_str::<Request>(&line) {
         Ok(Request::PolicyWait { revision, timeout_ms }) => {
             (wait_for_revision(agent, revision, timeout_ms), After::Continue)
+        }
+        Ok(Request::Monitor { types }) => {
+            stream_events(&stream, hub, &types);
+            return After::Continue;
         }
         Ok(request) => {
             debug!(?request, "API request");
@@ -90,6 +95,38 @@ fn handle(stream: UnixStream, agent: &Mutex<Agent>) -> After {
     out.push(b'\n');
     let _ = (&stream).write_all(&out);
     after
+}
+
+/// Writes events as JSON lines until the client goes away.
+fn stream_events(stream: &UnixStream, hub: &EventHub, types: &[String]) {
+    let _ = stream.set_read_timeout(None);
+    let events = hub.subscribe();
+    loop {
+        match events.recv_timeout(Duration::from_millis(500)) {
+            Ok(event) => {
+                let event = crate::events::to_monitor_event(&event);
+                if !types.is_empty() && !types.iter().any(|t| *t == event.kind) {
+                    continue;
+                }
+                let mut line = serde_json::to_vec(&event).expect("events serialize");
+                line.push(b'\n');
+                if (&*stream).write_all(&line).is_err() {
+                    return;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                // Notice clients that left while nothing happened.
+                let mut probe = [0u8; 1];
+                let _ = stream.set_nonblocking(true);
+                let gone = matches!((&*stream).read(&mut probe), Ok(0));
+                let _ = stream.set_nonblocking(false);
+                if gone {
+                    return;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
 }
 
 /// Polls (with a deadline) until every endpoint enforces `revision`.
@@ -154,7 +191,9 @@ fn dispatch(agent: &mut Agent, request: Request) -> Result<serde_json::Value, Ag
         Request::PolicyDelete { name, namespace, kind, all } => {
             json(agent.policy_delete(name.as_deref(), namespace.as_deref(), kind.as_deref(), all)?)
         }
-        Request::PolicyWait { .. } => unreachable!("handled without holding the agent lock"),
+        Request::PolicyWait { .. } | Request::Monitor { .. } => {
+            unreachable!("handled without holding the agent lock")
+        }
         Request::PolicyTrace(req) => json(agent.policy_trace(&req)?),
         Request::BpfPolicyGet { name, namespace } => json(agent.bpf_policy_get(&name, &namespace)?),
         Request::BpfCtList => json(agent.bpf_ct_list()?),

@@ -54,6 +54,37 @@ impl Client {
         }
     }
 
+    /// Sends a streaming request and calls `each` for every line the agent
+    /// sends, until the agent closes the stream or `each` returns false.
+    pub fn stream<T: DeserializeOwned>(
+        &self,
+        request: &Request,
+        mut each: impl FnMut(T) -> bool,
+    ) -> Result<(), ClientError> {
+        let path = self.socket.display().to_string();
+        let mut stream = UnixStream::connect(&self.socket)
+            .map_err(|e| ClientError::Unreachable { path: path.clone(), reason: e.to_string() })?;
+        let mut line = serde_json::to_vec(request).expect("requests serialize");
+        line.push(b'\n');
+        stream.write_all(&line).map_err(|e| self.protocol(e))?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).map_err(|e| self.protocol(e))? == 0 {
+                return Ok(());
+            }
+            // An error instead of a stream arrives as a Response.
+            if let Ok(Response::Error(e)) = serde_json::from_str::<Response>(&line) {
+                return Err(ClientError::Agent(e));
+            }
+            let item: T = serde_json::from_str(&line).map_err(|e| self.protocol(e))?;
+            if !each(item) {
+                return Ok(());
+            }
+        }
+    }
+
     fn protocol(&self, reason: impl ToString) -> ClientError {
         ClientError::Protocol { path: self.socket.display().to_string(), reason: reason.to_string() }
     }

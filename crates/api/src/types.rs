@@ -75,7 +75,39 @@ pub enum Request {
         namespace: String,
     },
     BpfCtList,
+    /// Streams datapath events, one JSON [`MonitorEvent`] per line, until
+    /// the client disconnects. Empty `types` means every type.
+    Monitor {
+        types: Vec<String>,
+    },
     Uninstall,
+}
+
+/// One datapath event as `twill monitor` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MonitorEvent {
+    /// Nanoseconds since boot (the kernel's monotonic clock).
+    pub timestamp_ns: u64,
+    /// drop, trace or policy-verdict.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Drop reason code (Cilium's numbering), 0 otherwise.
+    pub reason: u32,
+    pub description: String,
+    /// ingress or egress, from the endpoint's point of view.
+    pub direction: String,
+    pub ct_state: String,
+    pub endpoint_id: u32,
+    pub src_identity: u32,
+    pub dst_identity: u32,
+    pub source: String,
+    pub destination: String,
+    pub protocol: String,
+    pub tcp_flags: String,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub ifindex: u32,
+    pub length: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

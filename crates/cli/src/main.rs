@@ -7,8 +7,9 @@ use std::{os::unix::process::CommandExt, path::PathBuf, process::Command};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use twill_api::{
-    BpfEndpoint, BpfPolicy, Client, CtRow, Endpoint, IdentityInfo, IpcacheEntry, MetricsRow, NamespaceInfo,
-    PolicyFile, PolicyImported, PolicyList, Request, Status, TraceRequest, TraceResult, Uninstalled,
+    BpfEndpoint, BpfPolicy, Client, CtRow, Endpoint, IdentityInfo, IpcacheEntry, MetricsRow, MonitorEvent,
+    NamespaceInfo, PolicyFile, PolicyImported, PolicyList, Request, Status, TraceRequest, TraceResult,
+    Uninstalled,
 };
 
 use crate::table::Table;
@@ -59,6 +60,15 @@ enum Commands {
     /// Inspect the eBPF maps.
     #[command(subcommand)]
     Bpf(BpfCmd),
+    /// Stream datapath events live, one line each (cilium monitor style).
+    Monitor {
+        /// Event types to show (default: all).
+        #[arg(short = 't', long = "type", value_parser = ["drop", "trace", "policy-verdict"])]
+        types: Vec<String>,
+        /// Output format: text lines or one JSON object per line.
+        #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
     /// Remove everything Twill created on this node and stop the agent.
     Uninstall,
 }
@@ -507,6 +517,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 t.print();
             });
         }
+        Commands::Monitor { types, output } => {
+            if output == Output::Table {
+                eprintln!("Listening for events (Ctrl-C to stop)...");
+            }
+            client.stream(&Request::Monitor { types }, |e: MonitorEvent| {
+                let line = match output {
+                    Output::Json => serde_json::to_string(&e).expect("serializes"),
+                    Output::Table => monitor_line(&e),
+                };
+                use std::io::Write;
+                // A closed pipe (e.g. `| head`) ends the stream quietly.
+                writeln!(std::io::stdout(), "{line}").is_ok() && std::io::stdout().flush().is_ok()
+            })?;
+        }
         Commands::Uninstall => {
             let done: Uninstalled = client.call(&Request::Uninstall)?;
             println!("Removed {} endpoint(s) and:", done.endpoints);
@@ -560,6 +584,43 @@ fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// One event in the shape `cilium monitor` prints.
+fn monitor_line(e: &MonitorEvent) -> String {
+    let l4 = match e.protocol.as_str() {
+        "TCP" => format!("tcp {}", e.tcp_flags.replace(',', ", ")),
+        "UDP" => "udp".into(),
+        "ICMP" => format!("icmp type {} code {}", e.icmp_type, e.icmp_code),
+        other => other.to_ascii_lowercase(),
+    };
+    let tuple = format!("{} -> {} {}", e.source, e.destination, l4.trim_end());
+    match e.kind.as_str() {
+        "drop" => format!(
+            "xx drop ({}) {} endpoint {}, ifindex {}, identity {}->{}: {tuple}",
+            e.description,
+            if e.direction == "ingress" { "to" } else { "from" },
+            e.endpoint_id,
+            e.ifindex,
+            e.src_identity,
+            e.dst_identity
+        ),
+        "policy-verdict" => {
+            let remote = if e.direction == "ingress" { e.src_identity } else { e.dst_identity };
+            format!(
+                "Policy verdict log: local EP ID {}, remote ID {remote}, proto {}, {}, action {}: {tuple}",
+                e.endpoint_id, e.protocol, e.direction, e.description
+            )
+        }
+        _ => format!(
+            "-> {} endpoint {} state {} identity {}->{}: {tuple}",
+            if e.direction == "ingress" { "to" } else { "from" },
+            e.endpoint_id,
+            e.ct_state,
+            e.src_identity,
+            e.dst_identity
+        ),
+    }
 }
 
 fn read_input(path: &str) -> anyhow::Result<String> {

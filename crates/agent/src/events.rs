@@ -1,0 +1,152 @@
+//! Reading datapath events from the ring buffer and handing them to
+//! subscribers (`twill monitor`), each through a bounded queue: a slow
+//! subscriber loses events (counted), it never slows the reader.
+
+use std::{
+    os::fd::AsRawFd,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc::{sync_channel, Receiver, SyncSender, TrySendError},
+        Arc, Mutex,
+    },
+};
+
+use aya::maps::{MapData, RingBuf};
+use tracing::warn;
+use twill_abi::FlowEvent;
+
+/// Events a subscriber may have queued before it starts losing them.
+const SUBSCRIBER_QUEUE: usize = 4096;
+
+#[derive(Default)]
+pub struct EventHub {
+    subscribers: Mutex<Vec<SyncSender<FlowEvent>>>,
+    /// Events read from the ring since start.
+    pub received: AtomicU64,
+    /// Events dropped because a subscriber's queue was full.
+    pub subscriber_lost: AtomicU64,
+}
+
+impl EventHub {
+    pub fn subscribe(&self) -> Receiver<FlowEvent> {
+        let (tx, rx) = sync_channel(SUBSCRIBER_QUEUE);
+        self.subscribers.lock().expect("hub lock").push(tx);
+        rx
+    }
+
+    fn publish(&self, event: FlowEvent) {
+        self.received.fetch_add(1, Ordering::Relaxed);
+        let mut subscribers = self.subscribers.lock().expect("hub lock");
+        subscribers.retain(|tx| match tx.try_send(event) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                self.subscriber_lost.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+    }
+}
+
+/// Drains the ring buffer on a dedicated thread, waking on its fd.
+pub fn spawn_reader(mut ring: RingBuf<MapData>, hub: Arc<EventHub>) {
+    std::thread::Builder::new()
+        .name("events".into())
+        .spawn(move || loop {
+            let mut pollfd = libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: poll on one valid fd we own, bounded wait.
+            let rc = unsafe { libc::poll(&mut pollfd, 1, 200) };
+            if rc < 0 {
+                let err = std::io::Error::last_os_error();
+                if err.kind() != std::io::ErrorKind::Interrupted {
+                    warn!("polling the event ring: {err}");
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                continue;
+            }
+            while let Some(item) = ring.next() {
+                if let Some(event) = FlowEvent::from_bytes(&item) {
+                    hub.publish(event);
+                }
+            }
+        })
+        .expect("spawning the event reader");
+}
+
+fn protocol_name(p: u8) -> String {
+    match p {
+        1 => "ICMP".into(),
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        132 => "SCTP".into(),
+        n => format!("proto-{n}"),
+    }
+}
+
+/// TCP flags in the order and spelling Hubble uses.
+pub fn tcp_flag_names(flags: u8) -> Vec<&'static str> {
+    [
+        (0x02, "SYN"),
+        (0x10, "ACK"),
+        (0x01, "FIN"),
+        (0x04, "RST"),
+        (0x08, "PSH"),
+        (0x20, "URG"),
+        (0x40, "ECE"),
+        (0x80, "CWR"),
+    ]
+    .iter()
+    .filter(|(bit, _)| flags & bit != 0)
+    .map(|(_, name)| *name)
+    .collect()
+}
+
+pub fn event_type_name(kind: u8) -> &'static str {
+    match kind {
+        twill_abi::EVENT_DROP => "drop",
+        twill_abi::EVENT_TRACE => "trace",
+        twill_abi::EVENT_POLICY_VERDICT => "policy-verdict",
+        _ => "unknown",
+    }
+}
+
+pub fn to_monitor_event(e: &FlowEvent) -> twill_api::MonitorEvent {
+    let addr = |a: u32| std::net::Ipv4Addr::from(u32::from_be(a));
+    let with_port = |a: u32, p: u16| {
+        if matches!(e.protocol, 6 | 17 | 132) {
+            format!("{}:{p}", addr(a))
+        } else {
+            addr(a).to_string()
+        }
+    };
+    let description = match e.kind {
+        twill_abi::EVENT_DROP => twill_abi::drop_reason_text(e.reason as u32).to_string(),
+        twill_abi::EVENT_POLICY_VERDICT => if e.reason == 0 { "allow" } else { "deny" }.to_string(),
+        _ => "forwarded".to_string(),
+    };
+    twill_api::MonitorEvent {
+        timestamp_ns: e.timestamp,
+        kind: event_type_name(e.kind).into(),
+        reason: e.reason as u32,
+        description,
+        direction: if e.direction == twill_abi::DIR_INGRESS { "ingress" } else { "egress" }.into(),
+        ct_state: match e.ct_state {
+            twill_abi::CT_NEW => "new",
+            twill_abi::CT_ESTABLISHED => "established",
+            twill_abi::CT_REPLY => "reply",
+            _ => "related",
+        }
+        .into(),
+        endpoint_id: e.endpoint_id,
+        src_identity: e.src_identity,
+        dst_identity: e.dst_identity,
+        source: with_port(e.saddr, e.sport),
+        destination: with_port(e.daddr, e.dport),
+        protocol: protocol_name(e.protocol),
+        tcp_flags: tcp_flag_names(e.tcp_flags).join(","),
+        icmp_type: e.icmp_type,
+        icmp_code: e.icmp_code,
+        ifindex: e.ifindex,
+        length: e.length,
+    }
+}

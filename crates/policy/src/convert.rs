@@ -148,12 +148,14 @@ fn convert_document(doc: Value) -> Result<Policy, Vec<(String, String)>> {
         KIND_CNP | KIND_CCNP => CILIUM_API_VERSION,
         KIND_NP => NETWORKING_API_VERSION,
         "" => return Err(vec![("kind".into(), "is required".into())]),
-        other => return Err(vec![(
-            "kind".into(),
-            format!(
+        other => {
+            return Err(vec![(
+                "kind".into(),
+                format!(
                 "{other:?} is not a policy kind Twill reads; expected {KIND_CNP}, {KIND_CCNP} or {KIND_NP}"
             ),
-        )]),
+            )])
+        }
     };
     if api_version != expected_version {
         return Err(vec![(

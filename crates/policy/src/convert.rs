@@ -811,3 +811,7 @@ fn np_rule(
     }
     PeerRule { peers: out_peers, l4 }
 }
+
+#[cfg(test)]
+#[path = "convert_tests.rs"]
+mod tests;

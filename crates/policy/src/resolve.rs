@@ -515,3 +515,7 @@ mod tests {
         assert!(tcp80.matches(PROTO_TCP, 80) && !tcp80.matches(PROTO_TCP, 81));
     }
 }
+
+#[cfg(test)]
+#[path = "resolve_tests.rs"]
+mod behaviour_tests;

@@ -1,0 +1,182 @@
+//! Resolver behaviour on small, hand-checked universes.
+
+use super::*;
+use crate::convert::parse_policies;
+use twill_identity::Label;
+
+const NS: &str = "io.kubernetes.pod.namespace";
+
+fn endpoint(id: u32, app: &str) -> KnownIdentity {
+    KnownIdentity {
+        id,
+        labels: LabelSet::from_labels([Label::new("k8s", "app", app), Label::new("k8s", NS, "default")]),
+        kind: IdentityKind::Endpoint,
+    }
+}
+
+fn universe() -> Universe {
+    let mut all = vec![endpoint(256, "web"), endpoint(257, "client"), endpoint(258, "db")];
+    for (id, name) in [(1, "host"), (2, "world"), (9, "world-ipv4")] {
+        all.push(KnownIdentity {
+            id,
+            labels: LabelSet::from_labels([Label::new("reserved", name, "")]),
+            kind: IdentityKind::Reserved,
+        });
+    }
+    all.push(KnownIdentity {
+        id: 16777217,
+        labels: LabelSet::from_labels([Label::new("cidr", "192.0.2.0/24", "")]),
+        kind: IdentityKind::Cidr(Prefix::new(0xc000_0200, 24)),
+    });
+    all.push(KnownIdentity {
+        id: 16777218,
+        labels: LabelSet::from_labels([Label::new("cidr", "192.0.2.2/32", "")]),
+        kind: IdentityKind::Cidr(Prefix::new(0xc000_0202, 32)),
+    });
+    Universe::new(all)
+}
+
+fn rules(yaml: &str) -> Vec<Rule> {
+    parse_policies("t.yaml", yaml).expect("valid").into_iter().flat_map(|p| p.rules).collect()
+}
+
+fn resolve_web(yaml: &str, ports: &[NamedPort]) -> EndpointPolicy {
+    let u = universe();
+    let labels = u.get(256).unwrap().labels.clone();
+    resolve(&rules(yaml), &u, &Subject { labels: &labels, named_ports: ports }, &|_| vec![])
+}
+
+const HEADER: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: t}\n";
+
+#[test]
+fn no_policy_allows_everything_with_one_entry_per_direction() {
+    let p = resolve_web(
+        &format!("{HEADER}spec:\n  endpointSelector: {{matchLabels: {{app: db}}}}\n  ingress: [{{}}]\n"),
+        &[],
+    );
+    assert_eq!(p.entries.len(), 2);
+    assert!(!p.ingress_enforced && !p.egress_enforced);
+    assert!(p.lookup(Direction::Ingress, 257, PROTO_TCP, 5).allowed());
+    assert!(p.lookup(Direction::Egress, 2, PROTO_UDP, 53).allowed());
+}
+
+#[test]
+fn a_broad_deny_beats_a_narrow_allow() {
+    let yaml = format!(
+        "{HEADER}spec:
+  endpointSelector: {{matchLabels: {{app: web}}}}
+  ingress:
+  - fromEndpoints: [{{matchLabels: {{app: client}}}}]
+    toPorts: [{{ports: [{{port: '80', protocol: TCP}}]}}]
+  ingressDeny:
+  - fromEndpoints: [{{matchLabels: {{app: client}}}}]
+"
+    );
+    let p = resolve_web(&yaml, &[]);
+    assert!(p.ingress_enforced);
+    assert!(matches!(p.lookup(Direction::Ingress, 257, PROTO_TCP, 80), Verdict::Denied(_)));
+    // The allow entry itself was rewritten to deny, so an LPM lookup that
+    // finds it (the most specific) still drops.
+    let allow_key = MapKey {
+        direction: Direction::Ingress,
+        identity: 257,
+        protocol: PROTO_TCP,
+        port: 80,
+        port_prefix: 16,
+    };
+    assert!(p.entries[&allow_key].deny);
+    assert!(matches!(p.lookup(Direction::Ingress, 258, PROTO_TCP, 80), Verdict::DefaultDenied));
+}
+
+#[test]
+fn a_narrow_deny_inside_a_broad_allow() {
+    let yaml = format!(
+        "{HEADER}spec:
+  endpointSelector: {{matchLabels: {{app: web}}}}
+  ingress:
+  - toPorts: [{{ports: [{{port: '80', endPort: 90, protocol: TCP}}]}}]
+  ingressDeny:
+  - fromEndpoints: [{{matchLabels: {{app: db}}}}]
+    toPorts: [{{ports: [{{port: '85', protocol: TCP}}]}}]
+"
+    );
+    let p = resolve_web(&yaml, &[]);
+    assert!(p.lookup(Direction::Ingress, 258, PROTO_TCP, 84).allowed());
+    assert!(matches!(p.lookup(Direction::Ingress, 258, PROTO_TCP, 85), Verdict::Denied(_)));
+    assert!(p.lookup(Direction::Ingress, 257, PROTO_TCP, 85).allowed());
+    assert!(matches!(p.lookup(Direction::Ingress, 257, PROTO_TCP, 91), Verdict::DefaultDenied));
+}
+
+#[test]
+fn requires_narrow_every_endpoint_peer() {
+    let yaml = format!(
+        "{HEADER}specs:
+- endpointSelector: {{matchLabels: {{app: web}}}}
+  ingress:
+  - fromEndpoints: [{{}}]
+- endpointSelector: {{matchLabels: {{app: web}}}}
+  ingress:
+  - fromRequires: [{{matchLabels: {{app: client}}}}]
+"
+    );
+    let p = resolve_web(&yaml, &[]);
+    assert!(p.lookup(Direction::Ingress, 257, PROTO_TCP, 1).allowed());
+    assert!(!p.lookup(Direction::Ingress, 258, PROTO_TCP, 1).allowed());
+}
+
+#[test]
+fn cidr_rules_select_cidr_identities_and_honour_exceptions() {
+    let yaml = format!(
+        "{HEADER}spec:
+  endpointSelector: {{matchLabels: {{app: web}}}}
+  ingress:
+  - fromCIDRSet: [{{cidr: 192.0.2.0/24, except: [192.0.2.2/32]}}]
+  egress:
+  - toEntities: [world]
+"
+    );
+    let p = resolve_web(&yaml, &[]);
+    assert!(p.lookup(Direction::Ingress, 16777217, PROTO_TCP, 1).allowed());
+    assert!(!p.lookup(Direction::Ingress, 16777218, PROTO_TCP, 1).allowed(), "the exception");
+    assert!(!p.lookup(Direction::Ingress, 2, PROTO_TCP, 1).allowed(), "other world addresses");
+    for world in [2, 9, 16777217, 16777218] {
+        assert!(p.lookup(Direction::Egress, world, PROTO_UDP, 53).allowed(), "world includes {world}");
+    }
+    assert!(!p.lookup(Direction::Egress, 257, PROTO_UDP, 53).allowed(), "endpoints are not world");
+}
+
+#[test]
+fn named_ports_resolve_against_the_subject_on_ingress() {
+    let yaml = format!(
+        "{HEADER}spec:
+  endpointSelector: {{matchLabels: {{app: web}}}}
+  ingress:
+  - toPorts: [{{ports: [{{port: http}}]}}]
+"
+    );
+    let ports = [NamedPort { name: "http".into(), port: 8080, protocol: PROTO_TCP }];
+    let p = resolve_web(&yaml, &ports);
+    assert!(p.lookup(Direction::Ingress, 257, PROTO_TCP, 8080).allowed());
+    assert!(!p.lookup(Direction::Ingress, 257, PROTO_UDP, 8080).allowed());
+    let unnamed = resolve_web(&yaml, &[]);
+    assert!(
+        !unnamed.lookup(Direction::Ingress, 257, PROTO_TCP, 8080).allowed(),
+        "unknown names allow nothing"
+    );
+}
+
+#[test]
+fn any_protocol_with_ports_means_tcp_udp_and_sctp() {
+    let yaml = format!(
+        "{HEADER}spec:
+  endpointSelector: {{matchLabels: {{app: web}}}}
+  ingress:
+  - toPorts: [{{ports: [{{port: '53'}}]}}]
+"
+    );
+    let p = resolve_web(&yaml, &[]);
+    for proto in [PROTO_TCP, PROTO_UDP, PROTO_SCTP] {
+        assert!(p.lookup(Direction::Ingress, 257, proto, 53).allowed());
+    }
+    assert!(!p.lookup(Direction::Ingress, 257, PROTO_ICMP, 53).allowed());
+}

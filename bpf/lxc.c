@@ -316,7 +316,7 @@ static __always_inline __u64 ct_lifetime(const struct ct_entry *e)
 }
 
 /* Finds a live entry and accounts the packet to it. */
-static __always_inline int ct_touch(struct ct_key *key, const struct flow *f, __u32 len)
+static __always_inline struct ct_entry *ct_touch(struct ct_key *key, const struct flow *f, __u32 len)
 {
 	struct ct_entry *e = bpf_map_lookup_elem(&twill_ct, key);
 	__u64 now = bpf_ktime_get_ns();
@@ -329,14 +329,23 @@ static __always_inline int ct_touch(struct ct_key *key, const struct flow *f, __
 	if (f->tcp_flags & (TCP_FIN | TCP_RST))
 		e->flags |= CT_FLAG_CLOSING;
 	e->expires = now + ct_lifetime(e);
-	return 1;
+	return e;
 }
+
+/* The outcome of a conntrack lookup: the state, the entry (if any) and
+ * whether the packet travels against the entry's direction. */
+struct ct_result {
+	struct ct_entry *entry;
+	int state;
+	int reverse;
+};
 
 /* Classifies a packet against conntrack from the point of view of one
  * endpoint's direction: `scope` is where a new connection would be
  * recorded, replies are looked up in the other scope. */
-static __always_inline int ct_lookup(const struct flow *f, __u8 scope, __u32 len)
+static __always_inline struct ct_result ct_lookup(const struct flow *f, __u8 scope, __u32 len)
 {
+	struct ct_result r = { .state = CT_NEW };
 	struct ct_key key = {};
 	__u8 other = scope == DIR_INGRESS ? DIR_EGRESS : DIR_INGRESS;
 
@@ -346,8 +355,12 @@ static __always_inline int ct_lookup(const struct flow *f, __u8 scope, __u32 len
 		key = f->inner;
 		key.scope = other;
 		key.pad = 0;
-		if (ct_touch(&key, f, len))
-			return CT_RELATED;
+		r.entry = ct_touch(&key, f, len);
+		if (r.entry) {
+			r.state = CT_RELATED;
+			r.reverse = 1;
+			return r;
+		}
 	}
 	key.saddr = f->saddr;
 	key.daddr = f->daddr;
@@ -356,16 +369,54 @@ static __always_inline int ct_lookup(const struct flow *f, __u8 scope, __u32 len
 	key.protocol = f->protocol;
 	key.scope = scope;
 	key.pad = 0;
-	if (ct_touch(&key, f, len))
-		return CT_ESTABLISHED;
+	r.entry = ct_touch(&key, f, len);
+	if (r.entry) {
+		r.state = CT_ESTABLISHED;
+		return r;
+	}
 	key.saddr = f->daddr;
 	key.daddr = f->saddr;
 	key.sport = f->dport;
 	key.dport = f->sport;
 	key.scope = other;
-	if (ct_touch(&key, f, len))
-		return CT_REPLY;
-	return CT_NEW;
+	r.entry = ct_touch(&key, f, len);
+	if (r.entry) {
+		r.state = CT_REPLY;
+		r.reverse = 1;
+	}
+	return r;
+}
+
+/* Whether this packet earns a trace event at the configured aggregation
+ * level. Connections are reported when they start, when a direction
+ * shows TCP flags not reported before and, at medium, every few seconds
+ * while they carry traffic, so a bulk stream costs a handful of events. */
+static __always_inline int should_trace(struct datapath_config *cfg, const struct ct_result *ct,
+					const struct flow *f)
+{
+	__u32 level = cfg->aggregation;
+	struct ct_entry *e = ct->entry;
+
+	if (level <= AGGREGATION_LOW || !e)
+		return 1;
+	int dir = ct->reverse ? 1 : 0;
+	__u8 *reported = &e->reported_flags[dir & 1];
+	__u16 *last = &e->last_report[dir & 1];
+	__u16 now = (__u16)(bpf_ktime_get_ns() / SECONDS);
+	__u8 flags = f->tcp_flags;
+
+	if (level >= AGGREGATION_MAXIMUM)
+		flags &= TCP_SYN | TCP_FIN | TCP_RST;
+	if (flags & ~*reported) {
+		*reported |= flags;
+		*last = now;
+		return 1;
+	}
+	if (level == AGGREGATION_MEDIUM && (__u16)(now - *last) >= AGGREGATION_INTERVAL_SECONDS) {
+		*last = now;
+		return 1;
+	}
+	return 0;
 }
 
 static __always_inline void ct_create(const struct flow *f, __u8 scope, __u32 len)
@@ -383,11 +434,24 @@ static __always_inline void ct_create(const struct flow *f, __u8 scope, __u32 le
 		.bytes = len,
 		.tcp_flags = f->tcp_flags,
 	};
+	__u64 now = bpf_ktime_get_ns();
 
 	if (f->tcp_flags & (TCP_FIN | TCP_RST))
 		e.flags |= CT_FLAG_CLOSING;
-	e.expires = bpf_ktime_get_ns() + ct_lifetime(&e);
+	/* The first packet is always reported: record it as such. */
+	e.reported_flags[0] = f->tcp_flags;
+	e.last_report[0] = (__u16)(now / SECONDS);
+	e.expires = now + ct_lifetime(&e);
 	bpf_map_update_elem(&twill_ct, &key, &e, BPF_ANY);
+}
+
+static __always_inline void trace(struct __sk_buff *skb, struct datapath_config *cfg,
+				  const struct ct_result *ct, __u8 point, __u8 dir, __u32 endpoint_id,
+				  __u32 src_identity, __u32 dst_identity, const struct flow *f)
+{
+	if (!cfg || !(cfg->events & EVENTS_TRACE) || !should_trace(cfg, ct, f))
+		return;
+	emit(skb, EVENT_TRACE, point, dir, ct->state, endpoint_id, src_identity, dst_identity, f);
 }
 
 /* The identity of a peer address: a local endpoint, else the ipcache,
@@ -487,8 +551,9 @@ int from_endpoint(struct __sk_buff *skb)
 	dst = bpf_map_lookup_elem(&twill_endpoints, &key);
 	dst_identity = dst ? dst->identity : identity_of(f.daddr);
 
-	int ct_state = ct_lookup(&f, DIR_EGRESS, skb->len);
-	if (ct_state == CT_NEW) {
+	struct datapath_config *cfg = config();
+	struct ct_result ct = ct_lookup(&f, DIR_EGRESS, skb->len);
+	if (ct.state == CT_NEW) {
 		int verdict = policy_check(src->endpoint_id, DIR_EGRESS, dst_identity, &f);
 		if (verdict)
 			return drop(skb, DIR_EGRESS, verdict, src->endpoint_id, src->identity, dst_identity, &f);
@@ -497,10 +562,15 @@ int from_endpoint(struct __sk_buff *skb)
 		     dst_identity, &f);
 	}
 
+	if (cfg && cfg->aggregation == AGGREGATION_NONE)
+		trace(skb, cfg, &ct, TRACE_FROM_ENDPOINT, DIR_EGRESS, src->endpoint_id, src->identity,
+		      dst_identity, &f);
+	/* A local destination reports the packet when it delivers it. */
 	if (dst)
 		return redirect_to_endpoint(skb, dst, src->endpoint_id, &f);
 
 	/* Not a local endpoint: the host stack routes it. */
+	trace(skb, cfg, &ct, TRACE_TO_STACK, DIR_EGRESS, src->endpoint_id, src->identity, dst_identity, &f);
 	count(DIR_EGRESS, METRIC_FORWARDED, skb->len);
 	return TC_ACT_OK;
 }
@@ -533,9 +603,9 @@ int to_endpoint(struct __sk_buff *skb)
 		return drop(skb, DIR_INGRESS, DROP_INVALID_PACKET, 0, 0, 0, &f);
 	src_identity = identity_of(f.saddr);
 
-	int ct_state = ct_lookup(&f, DIR_INGRESS, skb->len);
-	if (ct_state == CT_NEW) {
-		struct datapath_config *cfg = config();
+	struct datapath_config *cfg = config();
+	struct ct_result ct = ct_lookup(&f, DIR_INGRESS, skb->len);
+	if (ct.state == CT_NEW) {
 		int from_host = src_identity == IDENTITY_HOST && cfg && cfg->allow_localhost;
 		int verdict = from_host ? 0 : policy_check(ep->endpoint_id, DIR_INGRESS, src_identity, &f);
 		if (verdict)
@@ -544,6 +614,7 @@ int to_endpoint(struct __sk_buff *skb)
 		emit(skb, EVENT_POLICY_VERDICT, 0, DIR_INGRESS, CT_NEW, ep->endpoint_id, src_identity,
 		     ep->identity, &f);
 	}
+	trace(skb, cfg, &ct, TRACE_TO_ENDPOINT, DIR_INGRESS, ep->endpoint_id, src_identity, ep->identity, &f);
 	count(DIR_INGRESS, METRIC_FORWARDED, skb->len);
 	return TC_ACT_OK;
 }

@@ -123,8 +123,10 @@ struct ct_entry {
 	__u64 bytes;
 	__u8 tcp_flags;   /* every TCP flag seen, ORed */
 	__u8 flags;
-	__u16 pad;
-	__u32 reserved;
+	/* Trace aggregation: TCP flags already reported, and when the last
+	 * report was (seconds, wrapping), per direction of the connection. */
+	__u8 reported_flags[2];
+	__u16 last_report[2];
 };
 
 /* Connection tracking states reported in events. */
@@ -136,10 +138,22 @@ struct ct_entry {
 /* Runtime configuration, index 0 of twill_config. */
 struct datapath_config {
 	__u32 allow_localhost; /* traffic from the host identity always passes ingress */
-	__u32 aggregation;     /* trace event aggregation level (0 none .. 3 maximum) */
+	__u32 aggregation;     /* AGGREGATION_*: how many trace events to emit */
 	__u32 events;          /* bit 0: drop, bit 1: trace, bit 2: policy verdict */
 	__u32 reserved;
 };
+
+/* Trace aggregation levels (Cilium's names). */
+#define AGGREGATION_NONE 0    /* every packet, at every observation point */
+#define AGGREGATION_LOW 1     /* every packet, once, where it is delivered */
+#define AGGREGATION_MEDIUM 2  /* per connection direction: first packet, new TCP flags, every 5 s */
+#define AGGREGATION_MAXIMUM 3 /* per connection direction: first packet, first SYN/FIN/RST */
+#define AGGREGATION_INTERVAL_SECONDS 5
+
+/* Observation points in trace events, with Hubble's numbers. */
+#define TRACE_TO_STACK 3
+#define TRACE_FROM_ENDPOINT 5
+#define TRACE_TO_ENDPOINT 101
 
 #define EVENTS_DROP (1 << 0)
 #define EVENTS_TRACE (1 << 1)
@@ -154,7 +168,7 @@ struct datapath_config {
 struct flow_event {
 	__u64 timestamp;
 	__u8 kind;         /* EVENT_* */
-	__u8 reason;       /* drop reason; for policy verdicts 0 = allowed */
+	__u8 reason;       /* drop: reason; trace: TRACE_* point; policy verdict: 0 allowed */
 	__u8 direction;    /* DIR_INGRESS / DIR_EGRESS, endpoint's view */
 	__u8 ct_state;
 	__u32 endpoint_id;

@@ -109,11 +109,22 @@ pub struct CtEntry {
     pub bytes: u64,
     pub tcp_flags: u8,
     pub flags: u8,
-    pub pad: u16,
-    pub reserved: u32,
+    pub reported_flags: [u8; 2],
+    pub last_report: [u16; 2],
 }
 
 pub const CT_FLAG_CLOSING: u8 = 1;
+
+/// Trace aggregation levels (`DatapathConfig::aggregation`).
+pub const AGGREGATION_NONE: u32 = 0;
+pub const AGGREGATION_LOW: u32 = 1;
+pub const AGGREGATION_MEDIUM: u32 = 2;
+pub const AGGREGATION_MAXIMUM: u32 = 3;
+
+/// Observation points of trace events (`FlowEvent::reason`), Hubble's numbers.
+pub const TRACE_TO_STACK: u8 = 3;
+pub const TRACE_FROM_ENDPOINT: u8 = 5;
+pub const TRACE_TO_ENDPOINT: u8 = 101;
 
 /// Index 0 of `twill_config`.
 #[repr(C)]

@@ -399,7 +399,7 @@ fn rust_mirrors_match_btf_of_lxc_object() {
         compare_layout!(
             &btf,
             "ct_entry",
-            CtEntry { expires, packets, bytes, tcp_flags, flags, pad, reserved }
+            CtEntry { expires, packets, bytes, tcp_flags, flags, reported_flags, last_report }
         ),
         compare_layout!(
             &btf,

@@ -57,10 +57,15 @@ impl Agent {
             started: Instant::now(),
         };
         let mut agent = agent;
+        let events = if agent.config.flows {
+            twill_abi::EVENTS_DROP | twill_abi::EVENTS_POLICY | twill_abi::EVENTS_TRACE
+        } else {
+            0
+        };
         agent.datapath.set_config(twill_abi::DatapathConfig {
             allow_localhost: 1,
-            aggregation: 0,
-            events: twill_abi::EVENTS_DROP | twill_abi::EVENTS_POLICY,
+            aggregation: agent.config.aggregation,
+            events,
             reserved: 0,
         })?;
         agent.ensure_default_namespace()?;

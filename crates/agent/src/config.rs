@@ -10,4 +10,8 @@ pub struct Config {
     pub bpf_root: PathBuf,
     pub pod_cidr: Cidr,
     pub node_name: String,
+    /// Trace event aggregation level (twill_abi::AGGREGATION_*).
+    pub aggregation: u32,
+    /// Whether the datapath emits events (drops, traces, verdicts) at all.
+    pub flows: bool,
 }

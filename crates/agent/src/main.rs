@@ -42,6 +42,14 @@ struct Args {
     /// Name of this node (default: the hostname).
     #[arg(long)]
     node_name: Option<String>,
+    /// How many trace events the datapath emits: none (every packet at
+    /// every point), low (every packet once), medium (per connection: new,
+    /// TCP flag changes, every 5 s) or maximum (new, SYN/FIN/RST only).
+    #[arg(long, default_value = "medium", value_parser = ["none", "low", "medium", "maximum"])]
+    monitor_aggregation: String,
+    /// Turn datapath events off entirely (no flows, no monitor output).
+    #[arg(long)]
+    disable_flows: bool,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -99,6 +107,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         bpf_root: args.bpf_root,
         pod_cidr,
         node_name: args.node_name.unwrap_or_else(hostname),
+        aggregation: match args.monitor_aggregation.as_str() {
+            "none" => twill_abi::AGGREGATION_NONE,
+            "low" => twill_abi::AGGREGATION_LOW,
+            "maximum" => twill_abi::AGGREGATION_MAXIMUM,
+            _ => twill_abi::AGGREGATION_MEDIUM,
+        },
+        flows: !args.disable_flows,
     };
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

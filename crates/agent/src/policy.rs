@@ -386,6 +386,10 @@ impl Agent {
         }
         let doomed: Vec<PolicyKey> =
             self.policy.policies.iter().filter(|p| matches(p)).map(|p| p.key.clone()).collect();
+        if doomed.is_empty() && all {
+            // Nothing to delete is not an error for --all: the goal holds.
+            return Ok(api::PolicyImported { revision: self.policy.revision, policies: vec![] });
+        }
         if doomed.is_empty() {
             return Err(AgentError::NotFound(format!(
                 "no policy named {} in namespace {}",

@@ -12,6 +12,7 @@ packages=(
     clang llvm libbpf-dev linux-libc-dev  # compiling the eBPF programs
     iproute2 util-linux                   # ip, nsenter: namespaces and devices
     iputils-ping socat iperf3             # traffic in the demo, tests and benchmarks
+    protobuf-compiler libprotobuf-dev     # the Hubble-compatible gRPC API
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -162,9 +162,9 @@ static __always_inline void count(__u32 dir, __u32 reason, __u32 bytes)
 	}
 }
 
-static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u8 reason, __u8 dir, __u8 ct_state,
-				 __u32 endpoint_id, __u32 src_identity, __u32 dst_identity,
-				 const struct flow *f)
+static __always_inline void emit_match(struct __sk_buff *skb, __u8 type, __u8 reason, __u8 dir, __u8 ct_state,
+				       __u32 endpoint_id, __u32 src_identity, __u32 dst_identity,
+				       const struct flow *f, __u32 policy_match)
 {
 	struct datapath_config *cfg = config();
 	__u32 wanted = type == EVENT_DROP ? EVENTS_DROP : type == EVENT_TRACE ? EVENTS_TRACE : EVENTS_POLICY;
@@ -198,7 +198,15 @@ static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u8 reason, 
 	e->icmp_code = f ? f->icmp_code : 0;
 	e->ifindex = skb->ifindex;
 	e->length = skb->len;
+	e->policy_match = policy_match;
 	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u8 reason, __u8 dir, __u8 ct_state,
+				 __u32 endpoint_id, __u32 src_identity, __u32 dst_identity,
+				 const struct flow *f)
+{
+	emit_match(skb, type, reason, dir, ct_state, endpoint_id, src_identity, dst_identity, f, 0);
 }
 
 static __always_inline int drop(struct __sk_buff *skb, __u32 dir, __u32 reason, __u32 endpoint_id,
@@ -467,7 +475,8 @@ static __always_inline __u32 identity_of(__u32 addr)
 /* Two longest-prefix lookups: the peer's identity and "any peer". A deny
  * from either wins; otherwise an allow from either allows; otherwise the
  * default deny drops. Returns 0 or the drop reason. */
-static __always_inline int policy_check(__u32 endpoint_id, __u8 dir, __u32 peer, const struct flow *f)
+static __always_inline int policy_check(__u32 endpoint_id, __u8 dir, __u32 peer, const struct flow *f,
+					__u32 *match)
 {
 	struct policy_key key = {
 		.prefixlen = POLICY_FULL_PREFIX,
@@ -484,8 +493,14 @@ static __always_inline int policy_check(__u32 endpoint_id, __u8 dir, __u32 peer,
 	any = bpf_map_lookup_elem(&twill_policy, &key);
 	if ((specific && (specific->flags & POLICY_FLAG_DENY)) || (any && (any->flags & POLICY_FLAG_DENY)))
 		return DROP_POLICY_DENY;
-	if (specific || any)
+	if (specific) {
+		*match = specific->match_type;
 		return 0;
+	}
+	if (any) {
+		*match = any->match_type;
+		return 0;
+	}
 	return DROP_POLICY;
 }
 
@@ -554,12 +569,16 @@ int from_endpoint(struct __sk_buff *skb)
 	struct datapath_config *cfg = config();
 	struct ct_result ct = ct_lookup(&f, DIR_EGRESS, skb->len);
 	if (ct.state == CT_NEW) {
-		int verdict = policy_check(src->endpoint_id, DIR_EGRESS, dst_identity, &f);
-		if (verdict)
+		__u32 match = 0;
+		int verdict = policy_check(src->endpoint_id, DIR_EGRESS, dst_identity, &f, &match);
+		if (verdict) {
+			emit(skb, EVENT_POLICY_VERDICT, verdict, DIR_EGRESS, CT_NEW, src->endpoint_id, src->identity,
+			     dst_identity, &f);
 			return drop(skb, DIR_EGRESS, verdict, src->endpoint_id, src->identity, dst_identity, &f);
+		}
 		ct_create(&f, DIR_EGRESS, skb->len);
-		emit(skb, EVENT_POLICY_VERDICT, 0, DIR_EGRESS, CT_NEW, src->endpoint_id, src->identity,
-		     dst_identity, &f);
+		emit_match(skb, EVENT_POLICY_VERDICT, 0, DIR_EGRESS, CT_NEW, src->endpoint_id, src->identity,
+			   dst_identity, &f, match);
 	}
 
 	if (cfg && cfg->aggregation == AGGREGATION_NONE)
@@ -606,13 +625,17 @@ int to_endpoint(struct __sk_buff *skb)
 	struct datapath_config *cfg = config();
 	struct ct_result ct = ct_lookup(&f, DIR_INGRESS, skb->len);
 	if (ct.state == CT_NEW) {
+		__u32 match = POLICY_MATCH_ALL;
 		int from_host = src_identity == IDENTITY_HOST && cfg && cfg->allow_localhost;
-		int verdict = from_host ? 0 : policy_check(ep->endpoint_id, DIR_INGRESS, src_identity, &f);
-		if (verdict)
+		int verdict = from_host ? 0 : policy_check(ep->endpoint_id, DIR_INGRESS, src_identity, &f, &match);
+		if (verdict) {
+			emit(skb, EVENT_POLICY_VERDICT, verdict, DIR_INGRESS, CT_NEW, ep->endpoint_id, src_identity,
+			     ep->identity, &f);
 			return drop(skb, DIR_INGRESS, verdict, ep->endpoint_id, src_identity, ep->identity, &f);
+		}
 		ct_create(&f, DIR_INGRESS, skb->len);
-		emit(skb, EVENT_POLICY_VERDICT, 0, DIR_INGRESS, CT_NEW, ep->endpoint_id, src_identity,
-		     ep->identity, &f);
+		emit_match(skb, EVENT_POLICY_VERDICT, 0, DIR_INGRESS, CT_NEW, ep->endpoint_id, src_identity,
+			   ep->identity, &f, match);
 	}
 	trace(skb, cfg, &ct, TRACE_TO_ENDPOINT, DIR_INGRESS, ep->endpoint_id, src_identity, ep->identity, &f);
 	count(DIR_INGRESS, METRIC_FORWARDED, skb->len);

@@ -96,9 +96,18 @@ struct policy_key {
 
 #define POLICY_FLAG_DENY 1
 
+/* How an allow matched, for policy verdict events (Cilium's values). */
+#define POLICY_MATCH_NONE 0
+#define POLICY_MATCH_L3_ONLY 1
+#define POLICY_MATCH_L3_L4 2
+#define POLICY_MATCH_L4_ONLY 3
+#define POLICY_MATCH_ALL 4
+#define POLICY_MATCH_L3_PROTO 5
+#define POLICY_MATCH_PROTO_ONLY 6
+
 struct policy_value {
 	__u32 flags;
-	__u32 reserved;
+	__u32 match_type; /* POLICY_MATCH_*, set by the agent from the key */
 };
 
 /* Connection tracking. Entries are kept per endpoint and direction
@@ -184,6 +193,7 @@ struct flow_event {
 	__u8 icmp_code;
 	__u32 ifindex;
 	__u32 length;
+	__u32 policy_match; /* policy verdicts: POLICY_MATCH_* of the allowing entry */
 };
 
 /* Index 0 of twill_event_stats: events lost because the ring was full. */

@@ -48,8 +48,26 @@ impl EventHub {
     }
 }
 
-/// Drains the ring buffer on a dedicated thread, waking on its fd.
-pub fn spawn_reader(mut ring: RingBuf<MapData>, hub: Arc<EventHub>) {
+/// Where decoded flows go.
+pub struct FlowSink {
+    pub ring: Arc<twill_observe::FlowRing>,
+    pub directory: Arc<std::sync::RwLock<twill_observe::Directory>>,
+    pub clock: twill_observe::Clock,
+}
+
+impl FlowSink {
+    fn take(&self, event: &FlowEvent) {
+        let flow = {
+            let dir = self.directory.read().expect("directory lock");
+            twill_observe::decode(event, &dir, &self.clock)
+        };
+        self.ring.push(flow);
+    }
+}
+
+/// Drains the ring buffer on a dedicated thread, waking on its fd: raw
+/// events go to monitor subscribers, decoded flows to the flow ring.
+pub fn spawn_reader(mut ring: RingBuf<MapData>, hub: Arc<EventHub>, sink: FlowSink) {
     std::thread::Builder::new()
         .name("events".into())
         .spawn(move || loop {
@@ -67,6 +85,7 @@ pub fn spawn_reader(mut ring: RingBuf<MapData>, hub: Arc<EventHub>) {
             while let Some(item) = ring.next() {
                 if let Some(event) = FlowEvent::from_bytes(&item) {
                     hub.publish(event);
+                    sink.take(&event);
                 }
             }
         })

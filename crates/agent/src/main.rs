@@ -4,6 +4,7 @@ mod agent;
 mod config;
 mod error;
 mod events;
+mod hubble;
 mod names;
 mod policy;
 mod records;
@@ -50,6 +51,16 @@ struct Args {
     /// Turn datapath events off entirely (no flows, no monitor output).
     #[arg(long)]
     disable_flows: bool,
+    /// Unix socket of the Hubble-compatible observer API ("" to disable).
+    #[arg(long, default_value = "/run/twill/hubble.sock")]
+    hubble_socket: String,
+    /// TCP address of the observer API ("" to disable). Only loopback
+    /// unless you ask otherwise.
+    #[arg(long, default_value = "127.0.0.1:4244")]
+    hubble_listen: String,
+    /// Flows kept in memory for `twill observe` and Hubble clients.
+    #[arg(long, default_value_t = twill_observe::DEFAULT_CAPACITY)]
+    flow_buffer_size: usize,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     log_level: tracing::Level,
@@ -121,17 +132,37 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     spawn_signal_thread(config.api_socket.clone());
     let listener = server::bind(&config.api_socket)?;
+    let hubble_listen = match args.hubble_listen.as_str() {
+        "" => None,
+        addr => Some(addr.parse().map_err(|e| anyhow::anyhow!("--hubble-listen {addr:?}: {e}"))?),
+    };
+    if args.flow_buffer_size == 0 {
+        anyhow::bail!("--flow-buffer-size must be at least 1");
+    }
     let mut agent = Agent::start(config.clone())?;
     let hub = Arc::new(events::EventHub::default());
-    if let Some(ring) = agent.datapath.take_events() {
-        events::spawn_reader(ring, hub.clone());
+    let ring = Arc::new(twill_observe::FlowRing::new(args.flow_buffer_size));
+    let directory = Arc::new(std::sync::RwLock::new(agent.directory()?));
+    if let Some(events) = agent.datapath.take_events() {
+        let sink = events::FlowSink {
+            ring: ring.clone(),
+            directory: directory.clone(),
+            clock: twill_observe::Clock::now(),
+        };
+        events::spawn_reader(events, hub.clone(), sink);
     }
+    let hubble_socket = (!args.hubble_socket.is_empty()).then(|| PathBuf::from(&args.hubble_socket));
+    hubble::spawn(
+        hubble::HubbleConfig { socket: hubble_socket, listen: hubble_listen },
+        ring,
+        directory.clone(),
+    )?;
     info!(
         node = %config.node_name,
         pod_cidr = %config.pod_cidr,
         socket = %config.api_socket.display(),
         "twill-agent ready"
     );
-    server::serve(listener, Arc::new(Mutex::new(agent)), hub);
+    server::serve(listener, Arc::new(Mutex::new(agent)), hub, directory);
     Ok(())
 }

@@ -600,3 +600,31 @@ fn monotonic_ns() -> u64 {
 pub fn wait_deadline(timeout_ms: u64) -> Instant {
     Instant::now() + Duration::from_millis(timeout_ms)
 }
+
+impl Agent {
+    /// The snapshot flows are decoded with: endpoints, identity labels,
+    /// namespaces.
+    pub fn directory(&self) -> Result<twill_observe::Directory> {
+        let mut dir = twill_observe::Directory::new(&self.config.node_name);
+        for known in self.universe()?.iter() {
+            let mut labels = known.labels.to_strings();
+            labels.sort();
+            dir.identities.insert(known.id, labels);
+        }
+        for r in self.endpoint_records()? {
+            dir.add_endpoint(twill_observe::EndpointMeta {
+                id: r.id,
+                name: r.name.clone(),
+                namespace: r.namespace.clone(),
+                ip: r.ip,
+                identity: r.identity,
+                host_device: r.host_device.clone(),
+                ifindex: twill_datapath::netdev::ifindex(&r.host_device).unwrap_or(0),
+            });
+        }
+        for ns in self.namespace_list()? {
+            dir.namespaces.insert(ns.name);
+        }
+        Ok(dir)
+    }
+}

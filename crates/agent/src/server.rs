@@ -9,7 +9,7 @@ use std::{
         net::{UnixListener, UnixStream},
     },
     path::Path,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, RwLock},
     time::Duration,
 };
 
@@ -41,14 +41,20 @@ enum After {
     Exit,
 }
 
-pub fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>, hub: Arc<EventHub>) {
+pub fn serve(
+    listener: UnixListener,
+    agent: Arc<Mutex<Agent>>,
+    hub: Arc<EventHub>,
+    directory: Arc<RwLock<twill_observe::Directory>>,
+) {
     for stream in listener.incoming() {
         match stream {
             Ok(stream) => {
                 let agent = agent.clone();
                 let hub = hub.clone();
+                let directory = directory.clone();
                 std::thread::spawn(move || {
-                    if let After::Exit = handle(stream, &agent, &hub) {
+                    if let After::Exit = handle(stream, &agent, &hub, &directory) {
                         std::process::exit(0);
                     }
                 });
@@ -58,7 +64,12 @@ pub fn serve(listener: UnixListener, agent: Arc<Mutex<Agent>>, hub: Arc<EventHub
     }
 }
 
-fn handle(stream: UnixStream, agent: &Mutex<Agent>, hub: &EventHub) -> After {
+fn handle(
+    stream: UnixStream,
+    agent: &Mutex<Agent>,
+    hub: &EventHub,
+    directory: &RwLock<twill_observe::Directory>,
+) -> After {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut line = String::new();
     let mut reader = BufReader::new(&stream);
@@ -78,7 +89,15 @@ fn handle(stream: UnixStream, agent: &Mutex<Agent>, hub: &EventHub) -> After {
             debug!(?request, "API request");
             let mut agent = agent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let exit = matches!(request, Request::Uninstall);
-            match dispatch(&mut agent, request) {
+            let result = dispatch(&mut agent, request);
+            // Flows name endpoints from this snapshot: keep it current.
+            if !exit {
+                match agent.directory() {
+                    Ok(d) => *directory.write().unwrap_or_else(|p| p.into_inner()) = d,
+                    Err(e) => warn!("refreshing the flow directory: {e}"),
+                }
+            }
+            match result {
                 Ok(value) => (Response::Ok(value), if exit { After::Exit } else { After::Continue }),
                 Err(e) => (Response::Error(e.to_api()), After::Continue),
             }

@@ -465,20 +465,31 @@ fn add_peer_rule(
     let any_l4 = [L4::any()];
     let l4s: &[L4] = if rule.l4.is_empty() { &any_l4 } else { &rule.l4 };
     for peer in peers {
-        // Ingress names the subject's ports; egress the peer's.
-        let peer_named;
-        let names: &[NamedPort] = match direction {
-            Direction::Ingress => subject.named_ports,
-            Direction::Egress => {
-                peer_named = if peer == 0 { Vec::new() } else { peer_ports(peer) };
-                &peer_named
-            }
-        };
-        let named = |name: &str, protocol: u8| named_lookup(names, name, protocol);
         for l4 in l4s {
-            for (protocol, port, port_prefix) in l4_keys(l4, &named) {
-                let key = MapKey { direction, identity: peer, protocol, port, port_prefix };
-                out.insert(key, deny, origin.clone());
+            // Egress port names are the peer's. "Any peer" (identity 0) has
+            // none, so a named port towards any peer is written per identity,
+            // for every identity that declares the name.
+            let identities: Vec<u32> =
+                if direction == Direction::Egress && peer == 0 && matches!(l4.ports, PortMatch::Named(_)) {
+                    universe.iter().map(|i| i.id).collect()
+                } else {
+                    vec![peer]
+                };
+            for identity in identities {
+                // Ingress names the subject's ports; egress the peer's.
+                let peer_named;
+                let names: &[NamedPort] = match direction {
+                    Direction::Ingress => subject.named_ports,
+                    Direction::Egress => {
+                        peer_named = if identity == 0 { Vec::new() } else { peer_ports(identity) };
+                        &peer_named
+                    }
+                };
+                let named = |name: &str, protocol: u8| named_lookup(names, name, protocol);
+                for (protocol, port, port_prefix) in l4_keys(l4, &named) {
+                    let key = MapKey { direction, identity, protocol, port, port_prefix };
+                    out.insert(key, deny, origin.clone());
+                }
             }
         }
     }

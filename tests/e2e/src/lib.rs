@@ -97,6 +97,8 @@ impl Node {
             .arg(&self.socket)
             .arg("--bpf-root")
             .arg(&self.bpf_root)
+            .arg("--hubble-socket")
+            .arg(self.hubble_socket())
             .args(["--pod-cidr", &self.pod_cidr, "--node-name", &self.name, "--log-level", "debug"])
             .stdout(Stdio::null())
             .stderr(log)
@@ -106,6 +108,11 @@ impl Node {
         let ready =
             wait_until(Duration::from_secs(30), || self.twill(&["status", "-o", "json"]).status.success());
         assert!(ready, "agent did not become ready; log:\n{}", self.agent_log());
+    }
+
+    /// The agent's Hubble-compatible observer socket.
+    pub fn hubble_socket(&self) -> PathBuf {
+        self.state_dir.parent().expect("base dir").join("hubble.sock")
     }
 
     pub fn agent_log(&self) -> String {

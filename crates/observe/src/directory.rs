@@ -1,0 +1,74 @@
+//! What the agent knows about endpoints and identities, as flows need it:
+//! a snapshot the agent replaces after every change, read by the decoder.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::Ipv4Addr,
+};
+
+use twill_observe_proto::flow;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointMeta {
+    pub id: u32,
+    pub name: String,
+    pub namespace: String,
+    pub ip: Ipv4Addr,
+    pub identity: u32,
+    /// The host-side device, for the flow's interface.
+    pub host_device: String,
+    pub ifindex: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Directory {
+    pub node_name: String,
+    pub endpoints: HashMap<u32, EndpointMeta>,
+    by_ip: HashMap<Ipv4Addr, u32>,
+    by_ifindex: HashMap<u32, u32>,
+    /// Labels of every identity, `source:key=value`, sorted.
+    pub identities: HashMap<u32, Vec<String>>,
+    pub namespaces: BTreeSet<String>,
+}
+
+impl Directory {
+    pub fn new(node_name: &str) -> Self {
+        Self { node_name: node_name.into(), ..Default::default() }
+    }
+
+    pub fn add_endpoint(&mut self, meta: EndpointMeta) {
+        self.by_ip.insert(meta.ip, meta.id);
+        if meta.ifindex != 0 {
+            self.by_ifindex.insert(meta.ifindex, meta.id);
+        }
+        self.namespaces.insert(meta.namespace.clone());
+        self.endpoints.insert(meta.id, meta);
+    }
+
+    pub fn endpoint_by_ip(&self, ip: Ipv4Addr) -> Option<&EndpointMeta> {
+        self.by_ip.get(&ip).and_then(|id| self.endpoints.get(id))
+    }
+
+    pub fn interface(&self, ifindex: u32) -> Option<flow::NetworkInterface> {
+        let ep = self.by_ifindex.get(&ifindex).and_then(|id| self.endpoints.get(id))?;
+        Some(flow::NetworkInterface { index: ifindex, name: ep.host_device.clone() })
+    }
+
+    /// The flow endpoint for an address seen with `identity`: a local
+    /// endpoint gets its ID, namespace and pod name; anything else its
+    /// identity's labels.
+    pub fn flow_endpoint(&self, ip: Ipv4Addr, identity: u32) -> flow::Endpoint {
+        let labels = self.identities.get(&identity).cloned().unwrap_or_default();
+        match self.endpoint_by_ip(ip) {
+            Some(ep) => flow::Endpoint {
+                id: ep.id,
+                identity: ep.identity,
+                namespace: ep.namespace.clone(),
+                labels: self.identities.get(&ep.identity).cloned().unwrap_or(labels),
+                pod_name: ep.name.clone(),
+                ..Default::default()
+            },
+            None => flow::Endpoint { identity, labels, ..Default::default() },
+        }
+    }
+}

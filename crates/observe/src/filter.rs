@@ -1,0 +1,291 @@
+//! Hubble's flow filters, evaluated in the server: a flow passes if it
+//! matches any whitelist filter (or there are none) and no blacklist
+//! filter. Within one filter every field that is set must match; within a
+//! field, any of its values.
+
+use std::net::Ipv4Addr;
+
+use twill_observe_proto::flow::{self, layer4::Protocol, Flow, FlowFilter};
+
+pub fn passes(flow: &Flow, whitelist: &[FlowFilter], blacklist: &[FlowFilter]) -> bool {
+    (whitelist.is_empty() || whitelist.iter().any(|f| matches(flow, f)))
+        && !blacklist.iter().any(|f| matches(flow, f))
+}
+
+/// Checks one field: unset (empty) matches everything.
+fn any_of<T>(values: &[T], check: impl Fn(&T) -> bool) -> bool {
+    values.is_empty() || values.iter().any(check)
+}
+
+pub fn matches(flow: &Flow, f: &FlowFilter) -> bool {
+    let src = flow.source.clone().unwrap_or_default();
+    let dst = flow.destination.clone().unwrap_or_default();
+    let ip = flow.ip.clone().unwrap_or_default();
+    let (sport, dport) = ports(flow);
+    any_of(&f.uuid, |u| *u == flow.uuid)
+        && any_of(&f.source_ip, |c| ip_matches(c, &ip.source))
+        && any_of(&f.destination_ip, |c| ip_matches(c, &ip.destination))
+        && any_of(&f.source_pod, |p| pod_matches(p, &src))
+        && any_of(&f.destination_pod, |p| pod_matches(p, &dst))
+        && any_of(&f.source_label, |s| selector_matches(s, &src.labels))
+        && any_of(&f.destination_label, |s| selector_matches(s, &dst.labels))
+        && any_of(&f.source_identity, |i| *i == src.identity)
+        && any_of(&f.destination_identity, |i| *i == dst.identity)
+        // Twill has no services or FQDNs yet: such filters match nothing.
+        && f.source_service.is_empty()
+        && f.destination_service.is_empty()
+        && f.source_fqdn.is_empty()
+        && f.destination_fqdn.is_empty()
+        && f.source_workload.is_empty()
+        && f.destination_workload.is_empty()
+        && any_of(&f.source_cluster_name, |c| *c == src.cluster_name)
+        && any_of(&f.destination_cluster_name, |c| *c == dst.cluster_name)
+        && any_of(&f.traffic_direction, |d| *d == flow.traffic_direction)
+        && any_of(&f.verdict, |v| *v == flow.verdict)
+        && any_of(&f.drop_reason_desc, |d| *d == flow.drop_reason_desc)
+        && any_of(&f.event_type, |e| event_type_matches(e, flow))
+        && any_of(&f.protocol, |p| protocol_matches(p, flow))
+        && any_of(&f.source_port, |p| port_matches(p, sport))
+        && any_of(&f.destination_port, |p| port_matches(p, dport))
+        && any_of(&f.reply, |r| Some(*r) == flow.is_reply)
+        && any_of(&f.tcp_flags, |t| tcp_flags_match(t, flow))
+        && any_of(&f.node_name, |n| glob(n, &flow.node_name))
+        && any_of(&f.ip_version, |v| *v == ip.ip_version)
+        && any_of(&f.interface, |i| {
+            let have = flow.interface.clone().unwrap_or_default();
+            (i.index == 0 || i.index == have.index) && (i.name.is_empty() || i.name == have.name)
+        })
+        && any_of(&f.encrypted, |e| *e == ip.encrypted)
+        // L7 filters: flows here are L3/L4 only.
+        && f.http_status_code.is_empty()
+        && f.http_method.is_empty()
+        && f.http_path.is_empty()
+        && f.http_url.is_empty()
+        && f.http_header.is_empty()
+        && f.dns_query.is_empty()
+}
+
+fn ports(flow: &Flow) -> (Option<u32>, Option<u32>) {
+    match flow.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
+        Some(Protocol::Tcp(t)) => (Some(t.source_port), Some(t.destination_port)),
+        Some(Protocol::Udp(u)) => (Some(u.source_port), Some(u.destination_port)),
+        Some(Protocol::Sctp(s)) => (Some(s.source_port), Some(s.destination_port)),
+        _ => (None, None),
+    }
+}
+
+fn port_matches(filter: &str, port: Option<u32>) -> bool {
+    port.is_some_and(|p| filter.parse::<u32>().ok() == Some(p))
+}
+
+/// An address or a CIDR.
+fn ip_matches(filter: &str, ip: &str) -> bool {
+    let Ok(ip) = ip.parse::<Ipv4Addr>() else { return false };
+    match filter.split_once('/') {
+        None => filter.parse::<Ipv4Addr>().ok() == Some(ip),
+        Some((net, len)) => match (net.parse::<Ipv4Addr>(), len.parse::<u32>()) {
+            (Ok(net), Ok(len)) if len <= 32 => {
+                let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+                u32::from(ip) & mask == u32::from(net) & mask
+            }
+            _ => false,
+        },
+    }
+}
+
+/// `namespace/pod-name-prefix`; a value without '/' is a pod name prefix
+/// in any namespace.
+fn pod_matches(filter: &str, ep: &flow::Endpoint) -> bool {
+    if ep.pod_name.is_empty() {
+        return false;
+    }
+    match filter.split_once('/') {
+        Some((ns, prefix)) => ep.namespace == ns && ep.pod_name.starts_with(prefix),
+        None => ep.pod_name.starts_with(filter),
+    }
+}
+
+fn event_type_matches(filter: &flow::EventTypeFilter, flow: &Flow) -> bool {
+    let Some(e) = &flow.event_type else { return false };
+    filter.r#type == e.r#type && (!filter.match_sub_type || filter.sub_type == e.sub_type)
+}
+
+fn protocol_matches(filter: &str, flow: &Flow) -> bool {
+    let name = match flow.l4.as_ref().and_then(|l| l.protocol.as_ref()) {
+        Some(Protocol::Tcp(_)) => "tcp",
+        Some(Protocol::Udp(_)) => "udp",
+        Some(Protocol::Sctp(_)) => "sctp",
+        Some(Protocol::IcmPv4(_)) => "icmpv4",
+        Some(Protocol::IcmPv6(_)) => "icmpv6",
+        _ => return false,
+    };
+    let filter = filter.to_ascii_lowercase();
+    filter == name || (filter == "icmp" && name.starts_with("icmp"))
+}
+
+/// A flow matches a TCPFlags filter if it has every flag the filter sets.
+fn tcp_flags_match(filter: &flow::TcpFlags, flow: &Flow) -> bool {
+    let Some(Protocol::Tcp(tcp)) = flow.l4.as_ref().and_then(|l| l.protocol.as_ref()) else { return false };
+    let have = tcp.flags.unwrap_or_default();
+    let pairs = [
+        (filter.fin, have.fin),
+        (filter.syn, have.syn),
+        (filter.rst, have.rst),
+        (filter.psh, have.psh),
+        (filter.ack, have.ack),
+        (filter.urg, have.urg),
+        (filter.ece, have.ece),
+        (filter.cwr, have.cwr),
+        (filter.ns, have.ns),
+    ];
+    pairs.iter().all(|(want, has)| !want || *has)
+}
+
+/// `*` matches any run of characters; the rest literally.
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            text.starts_with(head) && {
+                let text = &text[head.len()..];
+                (0..=text.len()).any(|i| text.is_char_boundary(i) && glob(rest, &text[i..]))
+            }
+        }
+    }
+}
+
+/// A label selector as Hubble accepts it: comma-separated requirements,
+/// each `key`, `!key`, `key=value`, `key==value`, `key!=value`,
+/// `key in (a,b)` or `key notin (a,b)`; keys may carry a source prefix
+/// (`k8s:app`), `any:` or none matches any source.
+pub fn selector_matches(selector: &str, labels: &[String]) -> bool {
+    let parsed: Vec<(&str, String, &str)> = labels
+        .iter()
+        .map(|l| {
+            let (lhs, value) = l.split_once('=').unwrap_or((l.as_str(), ""));
+            let (source, key) = lhs.split_once(':').unwrap_or(("", lhs));
+            (source, key.to_string(), value)
+        })
+        .collect();
+    split_requirements(selector).iter().all(|req| requirement_matches(req.trim(), &parsed))
+}
+
+fn split_requirements(selector: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (i, c) in selector.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(&selector[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&selector[start..]);
+    out.into_iter().filter(|s| !s.trim().is_empty()).collect()
+}
+
+fn requirement_matches(req: &str, labels: &[(&str, String, &str)]) -> bool {
+    let values_of = |key: &str| -> Vec<&str> {
+        let (source, key) = match key.split_once(':') {
+            Some(("any", k)) => (None, k),
+            Some((s, k)) => (Some(s), k),
+            None => (None, key),
+        };
+        labels
+            .iter()
+            .filter(|(s, k, _)| k == key && source.is_none_or(|want| want == *s))
+            .map(|(_, _, v)| *v)
+            .collect()
+    };
+    let set = |list: &str| -> Vec<String> {
+        list.trim()
+            .trim_start_matches('(')
+            .trim_end_matches(')')
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .collect()
+    };
+    if let Some(key) = req.strip_prefix('!') {
+        return values_of(key.trim()).is_empty();
+    }
+    if let Some((key, value)) = req.split_once("!=") {
+        return !values_of(key.trim()).contains(&value.trim());
+    }
+    if let Some((key, value)) = req.split_once("==").or_else(|| req.split_once('=')) {
+        return values_of(key.trim()).contains(&value.trim());
+    }
+    if let Some((key, list)) = req.split_once(" notin ") {
+        let wanted = set(list);
+        return !values_of(key.trim()).iter().any(|v| wanted.iter().any(|w| w == v));
+    }
+    if let Some((key, list)) = req.split_once(" in ") {
+        let wanted = set(list);
+        return values_of(key.trim()).iter().any(|v| wanted.iter().any(|w| w == v));
+    }
+    !values_of(req).is_empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn selectors() {
+        let l = labels(&["k8s:app=web", "k8s:io.kubernetes.pod.namespace=prod", "reserved:host"]);
+        for (sel, want) in [
+            ("app=web", true),
+            ("k8s:app=web", true),
+            ("any:app=web", true),
+            ("container:app=web", false),
+            ("app!=web", false),
+            ("app in (db, web)", true),
+            ("app notin (db,web)", false),
+            ("app", true),
+            ("!app", false),
+            ("!tier", true),
+            ("app=web,io.kubernetes.pod.namespace=prod", true),
+            ("app=web,io.kubernetes.pod.namespace=dev", false),
+            ("reserved:host", true),
+        ] {
+            assert_eq!(selector_matches(sel, &l), want, "{sel}");
+        }
+    }
+
+    #[test]
+    fn globs_ips_and_pods() {
+        assert!(glob("node-*", "node-1") && glob("*", "x") && !glob("node-*", "other"));
+        assert!(ip_matches("10.0.0.0/8", "10.1.2.3") && !ip_matches("10.0.0.0/8", "11.1.2.3"));
+        assert!(ip_matches("10.1.2.3", "10.1.2.3"));
+        let ep = flow::Endpoint { namespace: "prod".into(), pod_name: "web-1".into(), ..Default::default() };
+        assert!(pod_matches("prod/web", &ep) && pod_matches("prod/", &ep) && pod_matches("web", &ep));
+        assert!(!pod_matches("dev/web", &ep));
+    }
+
+    #[test]
+    fn whitelist_ors_blacklist_excludes() {
+        let flow = Flow {
+            verdict: flow::Verdict::Dropped as i32,
+            ip: Some(flow::Ip {
+                source: "10.0.0.1".into(),
+                destination: "10.0.0.2".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let by_src = FlowFilter { source_ip: vec!["10.0.0.1".into()], ..Default::default() };
+        let by_dst = FlowFilter { destination_ip: vec!["10.0.0.9".into()], ..Default::default() };
+        let dropped = FlowFilter { verdict: vec![flow::Verdict::Dropped as i32], ..Default::default() };
+        assert!(passes(&flow, &[by_dst.clone(), by_src.clone()], &[]));
+        assert!(!passes(&flow, &[by_dst], &[]));
+        assert!(!passes(&flow, &[by_src], &[dropped]));
+        assert!(passes(&flow, &[], &[]));
+    }
+}

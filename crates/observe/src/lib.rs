@@ -1,0 +1,15 @@
+//! Flows: decoding datapath events into Hubble's flow records, filtering
+//! them as Hubble does, keeping the last N in a ring, and serving them
+//! through the Hubble-compatible `observer.Observer` gRPC service.
+
+pub mod decode;
+mod directory;
+pub mod filter;
+mod ring;
+pub mod server;
+
+pub use decode::{decode, Clock};
+pub use directory::{Directory, EndpointMeta};
+pub use ring::{FlowRing, Stored, DEFAULT_CAPACITY};
+pub use server::ObserverService;
+pub use twill_observe_proto as proto;

@@ -84,8 +84,17 @@ pub const POLICY_FLAG_DENY: u32 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PolicyValue {
     pub flags: u32,
-    pub reserved: u32,
+    pub match_type: u32,
 }
+
+/// How an allowing entry matched (Cilium's policy match types).
+pub const POLICY_MATCH_NONE: u32 = 0;
+pub const POLICY_MATCH_L3_ONLY: u32 = 1;
+pub const POLICY_MATCH_L3_L4: u32 = 2;
+pub const POLICY_MATCH_L4_ONLY: u32 = 3;
+pub const POLICY_MATCH_ALL: u32 = 4;
+pub const POLICY_MATCH_L3_PROTO: u32 = 5;
+pub const POLICY_MATCH_PROTO_ONLY: u32 = 6;
 
 /// Key of `twill_ct`.
 #[repr(C)]
@@ -162,6 +171,7 @@ pub struct FlowEvent {
     pub icmp_code: u8,
     pub ifindex: u32,
     pub length: u32,
+    pub policy_match: u32,
 }
 
 pub const EVENT_DROP: u8 = 1;

@@ -394,7 +394,7 @@ fn rust_mirrors_match_btf_of_lxc_object() {
             "policy_key",
             PolicyKey { prefixlen, endpoint_id, direction, pad, identity, protocol, dport }
         ),
-        compare_layout!(&btf, "policy_value", PolicyValue { flags, reserved }),
+        compare_layout!(&btf, "policy_value", PolicyValue { flags, match_type }),
         compare_layout!(&btf, "ct_key", CtKey { saddr, daddr, sport, dport, protocol, scope, pad }),
         compare_layout!(
             &btf,
@@ -427,7 +427,8 @@ fn rust_mirrors_match_btf_of_lxc_object() {
                 icmp_type,
                 icmp_code,
                 ifindex,
-                length
+                length,
+                policy_match
             }
         ),
     ]

@@ -311,6 +311,20 @@ pub struct PolicyEntry {
 }
 
 impl PolicyEntry {
+    /// Cilium's name for what this entry matches on, reported with
+    /// policy verdicts.
+    pub fn match_type(&self) -> u32 {
+        use twill_abi::*;
+        match (self.identity != 0, self.l4_prefix) {
+            (true, 0) => POLICY_MATCH_L3_ONLY,
+            (true, 8) => POLICY_MATCH_L3_PROTO,
+            (true, _) => POLICY_MATCH_L3_L4,
+            (false, 0) => POLICY_MATCH_ALL,
+            (false, 8) => POLICY_MATCH_PROTO_ONLY,
+            (false, _) => POLICY_MATCH_L4_ONLY,
+        }
+    }
+
     fn to_key(self) -> LpmKey<PolicyKeyData> {
         let data = PolicyKeyData {
             endpoint_id: self.endpoint_id.to_be(),
@@ -338,7 +352,8 @@ impl PolicyEntry {
 
 impl Datapath {
     pub fn upsert_policy(&mut self, entry: PolicyEntry, deny: bool) -> Result<(), DatapathError> {
-        let value = PolicyValue { flags: if deny { POLICY_FLAG_DENY } else { 0 }, reserved: 0 };
+        let value =
+            PolicyValue { flags: if deny { POLICY_FLAG_DENY } else { 0 }, match_type: entry.match_type() };
         self.policy.insert(&entry.to_key(), value, 0).map_err(map_err("twill_policy"))
     }
 

@@ -13,6 +13,7 @@ packages=(
     iproute2 util-linux                   # ip, nsenter: namespaces and devices
     iputils-ping socat iperf3             # traffic in the demo, tests and benchmarks
     protobuf-compiler libprotobuf-dev     # the Hubble-compatible gRPC API
+    prometheus                            # promtool, to check the metrics output in tests
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -21,7 +22,7 @@ done
 if ((${#missing[@]})); then
     echo "setup: installing ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 if ! command -v cargo >/dev/null; then

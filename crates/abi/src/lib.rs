@@ -211,6 +211,12 @@ unsafe impl aya::Pod for CtKey {}
 unsafe impl aya::Pod for CtEntry {}
 unsafe impl aya::Pod for DatapathConfig {}
 
+/// Map sizes, as declared in bpf/include/twill.h.
+pub const MAX_ENDPOINTS: usize = 65536;
+pub const MAX_IPCACHE_ENTRIES: usize = 512000;
+pub const MAX_POLICY_ENTRIES: usize = 1048576;
+pub const MAX_CT_ENTRIES: usize = 262144;
+
 /// Metrics directions, as seen from the endpoint.
 pub const METRIC_DIR_INGRESS: u32 = 0;
 pub const METRIC_DIR_EGRESS: u32 = 1;

@@ -53,6 +53,7 @@ pub struct FlowSink {
     pub ring: Arc<twill_observe::FlowRing>,
     pub directory: Arc<std::sync::RwLock<twill_observe::Directory>>,
     pub clock: twill_observe::Clock,
+    pub metrics: twill_metrics::HubbleMetrics,
 }
 
 impl FlowSink {
@@ -61,6 +62,7 @@ impl FlowSink {
             let dir = self.directory.read().expect("directory lock");
             twill_observe::decode(event, &dir, &self.clock)
         };
+        self.metrics.observe(&flow);
         self.ring.push(flow);
     }
 }

@@ -5,6 +5,7 @@ mod config;
 mod error;
 mod events;
 mod hubble;
+mod metrics;
 mod names;
 mod policy;
 mod records;
@@ -58,6 +59,9 @@ struct Args {
     /// unless you ask otherwise.
     #[arg(long, default_value = "127.0.0.1:4244")]
     hubble_listen: String,
+    /// Address of the Prometheus metrics endpoint ("" to disable).
+    #[arg(long, default_value = "127.0.0.1:9962")]
+    prometheus_listen: String,
     /// Flows kept in memory for `twill observe` and Hubble clients.
     #[arg(long, default_value_t = twill_observe::DEFAULT_CAPACITY)]
     flow_buffer_size: usize,
@@ -139,7 +143,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.flow_buffer_size == 0 {
         anyhow::bail!("--flow-buffer-size must be at least 1");
     }
+    let prometheus_listen: Option<std::net::SocketAddr> = match args.prometheus_listen.as_str() {
+        "" => None,
+        addr => Some(addr.parse().map_err(|e| anyhow::anyhow!("--prometheus-listen {addr:?}: {e}"))?),
+    };
     let mut agent = Agent::start(config.clone())?;
+    let agent_metrics = metrics::AgentMetrics::new();
     let hub = Arc::new(events::EventHub::default());
     let ring = Arc::new(twill_observe::FlowRing::new(args.flow_buffer_size));
     let directory = Arc::new(std::sync::RwLock::new(agent.directory()?));
@@ -148,21 +157,31 @@ fn run(args: Args) -> anyhow::Result<()> {
             ring: ring.clone(),
             directory: directory.clone(),
             clock: twill_observe::Clock::now(),
+            metrics: agent_metrics.hubble.clone(),
         };
         events::spawn_reader(events, hub.clone(), sink);
     }
     let hubble_socket = (!args.hubble_socket.is_empty()).then(|| PathBuf::from(&args.hubble_socket));
     hubble::spawn(
         hubble::HubbleConfig { socket: hubble_socket, listen: hubble_listen },
-        ring,
+        ring.clone(),
         directory.clone(),
     )?;
+    let agent = Arc::new(Mutex::new(agent));
+    // Kept alive for the agent's lifetime: dropping it stops the server.
+    let _metrics_server = match prometheus_listen {
+        Some(addr) => Some(
+            metrics::serve(addr, &agent_metrics, agent.clone(), hub.clone(), ring)
+                .map_err(|e| anyhow::anyhow!("binding --prometheus-listen {addr}: {e}"))?,
+        ),
+        None => None,
+    };
     info!(
         node = %config.node_name,
         pod_cidr = %config.pod_cidr,
         socket = %config.api_socket.display(),
         "twill-agent ready"
     );
-    server::serve(listener, Arc::new(Mutex::new(agent)), hub, directory);
+    server::serve(listener, agent, hub, directory, agent_metrics.api.clone());
     Ok(())
 }

@@ -46,6 +46,7 @@ pub fn serve(
     agent: Arc<Mutex<Agent>>,
     hub: Arc<EventHub>,
     directory: Arc<RwLock<twill_observe::Directory>>,
+    api_metrics: crate::metrics::ApiMetrics,
 ) {
     for stream in listener.incoming() {
         match stream {
@@ -53,8 +54,9 @@ pub fn serve(
                 let agent = agent.clone();
                 let hub = hub.clone();
                 let directory = directory.clone();
+                let api_metrics = api_metrics.clone();
                 std::thread::spawn(move || {
-                    if let After::Exit = handle(stream, &agent, &hub, &directory) {
+                    if let After::Exit = handle(stream, &agent, &hub, &directory, &api_metrics) {
                         std::process::exit(0);
                     }
                 });
@@ -69,6 +71,7 @@ fn handle(
     agent: &Mutex<Agent>,
     hub: &EventHub,
     directory: &RwLock<twill_observe::Directory>,
+    api_metrics: &crate::metrics::ApiMetrics,
 ) -> After {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut line = String::new();
@@ -89,7 +92,13 @@ fn handle(
             debug!(?request, "API request");
             let mut agent = agent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let exit = matches!(request, Request::Uninstall);
+            let operation = serde_json::to_value(&request)
+                .ok()
+                .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_string))
+                .unwrap_or_default();
+            let started = std::time::Instant::now();
             let result = dispatch(&mut agent, request);
+            api_metrics.duration.observe(&[&operation], started.elapsed().as_secs_f64());
             // Flows name endpoints from this snapshot: keep it current.
             if !exit {
                 match agent.directory() {

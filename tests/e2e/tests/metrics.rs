@@ -1,0 +1,93 @@
+//! The Prometheus endpoint: Hubble's flow metrics and Twill's own move
+//! with real traffic, and promtool accepts the output.
+
+use std::{io::Write, process::Stdio, time::Duration};
+
+use twill_e2e::{wait_until, Node};
+
+fn scrape(node: &Node) -> String {
+    let script = "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9962/metrics',timeout=5).read().decode(),end='')";
+    let out = node.host_cmd(&["python3", "-c", script]);
+    assert!(out.status.success(), "scrape failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The value of the sample whose line starts with `series` (name and labels).
+fn value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_move_with_traffic_and_pass_promtool() {
+    let node = Node::start("metrics");
+    node.endpoint("a", "default", "app=a");
+    let b = node.endpoint("b", "default", "app=b");
+    let b_ip = b["ipv4"].as_str().unwrap().to_string();
+    let before = scrape(&node);
+    assert_eq!(value(&before, "twill_endpoints "), 2.0);
+
+    // Allowed traffic, then a drop by policy.
+    assert!(node.ping("a", "default", &b_ip));
+    let policy = node.state_dir.parent().unwrap().join("deny.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: deny-b}\nspec:\n  endpointSelector: {matchLabels: {app: b}}\n  ingress: [{}]\n",
+    )
+    .unwrap();
+    node.twill_ok(&["policy", "import", policy.to_str().unwrap()]);
+    assert!(!node.ping("a", "default", &b_ip));
+
+    let moved = wait_until(Duration::from_secs(10), || {
+        let now = scrape(&node);
+        value(&now, "hubble_drop_total{reason=\"POLICY_DENIED\",protocol=\"ICMPv4\"}") >= 1.0
+            && value(&now, "hubble_icmp_total{family=\"IPv4\",type=\"EchoRequest\"}") >= 1.0
+    });
+    let after = scrape(&node);
+    assert!(moved, "hubble metrics did not move:\n{after}");
+    assert!(
+        value(
+            &after,
+            "hubble_flows_processed_total{type=\"Trace\",subtype=\"to-endpoint\",verdict=\"FORWARDED\"}"
+        ) >= 1.0,
+        "{after}"
+    );
+    assert!(
+        value(&after, "twill_drop_count_total{reason=\"Policy denied\",direction=\"ingress\"}") >= 1.0,
+        "{after}"
+    );
+    assert!(value(&after, "twill_forward_count_total{direction=\"egress\"}") >= 1.0);
+    assert_eq!(value(&after, "twill_policy_revision "), 1.0);
+    assert!(value(&after, "twill_bpf_map_entries{map=\"twill_policy\"}") >= 1.0);
+    assert!(
+        after.contains("twill_api_request_duration_seconds_bucket{operation=\"policy-import\""),
+        "{after}"
+    );
+    for family in [
+        "hubble_flows_processed_total",
+        "hubble_drop_total",
+        "hubble_tcp_flags_total",
+        "hubble_port_distribution_total",
+        "hubble_icmp_total",
+        "hubble_policy_verdicts_total",
+        "hubble_lost_events_total",
+    ] {
+        assert!(after.contains(&format!("# TYPE {family} counter")), "{family} missing");
+    }
+
+    // promtool (Debian's prometheus package) must accept it as is.
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by scripts/setup.sh (package prometheus)");
+    promtool.stdin.take().unwrap().write_all(after.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "promtool: {report}");
+}

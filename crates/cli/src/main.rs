@@ -1,5 +1,6 @@
 //! twill: the command-line client of the Twill agent.
 
+mod observe;
 mod table;
 
 use std::{os::unix::process::CommandExt, path::PathBuf, process::Command};
@@ -69,6 +70,8 @@ enum Commands {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
         output: Output,
     },
+    /// Observe flows from the agent's Hubble-compatible API (like `hubble observe`).
+    Observe(observe::ObserveArgs),
     /// Remove everything Twill created on this node and stop the agent.
     Uninstall,
 }
@@ -404,6 +407,7 @@ fn status_text(s: &Status) {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.socket);
     match cli.command {
+        Commands::Observe(args) => observe::run(args)?,
         Commands::Status { out } => {
             let status: Status = client.call(&Request::Status)?;
             show(out, &status, status_text);

@@ -26,9 +26,9 @@ pub mod event_type {
     pub const DROP: i32 = 1;
     pub const CAPTURE: i32 = 3;
     pub const TRACE: i32 = 4;
+    pub const POLICY_VERDICT: i32 = 5;
     /// L7 proxy access log.
-    pub const ACCESS_LOG: i32 = 5;
-    pub const POLICY_VERDICT: i32 = 9;
+    pub const ACCESS_LOG: i32 = 129;
 }
 
 /// `source` values of `hubble_lost_events_total` (Hubble's

@@ -11,8 +11,8 @@ use crate::Directory;
 /// `event_type.type`.
 pub const MESSAGE_TYPE_DROP: i32 = 1;
 pub const MESSAGE_TYPE_TRACE: i32 = 4;
-pub const MESSAGE_TYPE_ACCESS_LOG: i32 = 5;
-pub const MESSAGE_TYPE_POLICY_VERDICT: i32 = 9;
+pub const MESSAGE_TYPE_POLICY_VERDICT: i32 = 5;
+pub const MESSAGE_TYPE_ACCESS_LOG: i32 = 129;
 
 /// Cilium's trace sub-types (`event_type.sub_type` of traces).
 pub const TRACE_TO_LXC: i32 = 0;

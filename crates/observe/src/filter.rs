@@ -93,16 +93,14 @@ fn ip_matches(filter: &str, ip: &str) -> bool {
     }
 }
 
-/// `namespace/pod-name-prefix`; a value without '/' is a pod name prefix
-/// in any namespace.
+/// `namespace/pod-name-prefix`; without a namespace, Hubble's default:
+/// the "default" namespace.
 fn pod_matches(filter: &str, ep: &flow::Endpoint) -> bool {
     if ep.pod_name.is_empty() {
         return false;
     }
-    match filter.split_once('/') {
-        Some((ns, prefix)) => ep.namespace == ns && ep.pod_name.starts_with(prefix),
-        None => ep.pod_name.starts_with(filter),
-    }
+    let (ns, prefix) = filter.split_once('/').unwrap_or(("default", filter));
+    ep.namespace == ns && ep.pod_name.starts_with(prefix)
 }
 
 fn event_type_matches(filter: &flow::EventTypeFilter, flow: &Flow) -> bool {
@@ -265,8 +263,8 @@ mod tests {
         assert!(ip_matches("10.0.0.0/8", "10.1.2.3") && !ip_matches("10.0.0.0/8", "11.1.2.3"));
         assert!(ip_matches("10.1.2.3", "10.1.2.3"));
         let ep = flow::Endpoint { namespace: "prod".into(), pod_name: "web-1".into(), ..Default::default() };
-        assert!(pod_matches("prod/web", &ep) && pod_matches("prod/", &ep) && pod_matches("web", &ep));
-        assert!(!pod_matches("dev/web", &ep));
+        assert!(pod_matches("prod/web", &ep) && pod_matches("prod/", &ep));
+        assert!(!pod_matches("dev/web", &ep) && !pod_matches("web", &ep), "bare names mean namespace default");
     }
 
     #[test]

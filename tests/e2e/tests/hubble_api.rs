@@ -159,7 +159,7 @@ fn flows_show_labels_verdicts_reasons_and_directions() {
             observer::GetFlowsRequest {
                 number: 100,
                 whitelist: vec![FlowFilter {
-                    event_type: vec![flow::EventTypeFilter { r#type: 9, ..Default::default() }],
+                    event_type: vec![flow::EventTypeFilter { r#type: 5, ..Default::default() }],
                     destination_port: vec!["80".into()],
                     ..Default::default()
                 }],

@@ -1,7 +1,12 @@
-//! twill-bench: endpoint creation latency, agent memory and same-host TCP
-//! throughput, with their references (a bare veth pair between two
-//! namespaces) measured in the same run. Everything runs in namespaces the
-//! benchmark creates and removes; traffic never leaves them.
+//! twill-bench: endpoint creation latency, agent memory, policy
+//! resolution, and same-host TCP stream, request/response and connection
+//! rates with and without a 10,000-entry policy, each with its reference
+//! (published figure, bare veth pair, iptables rule set) measured in the
+//! same run. Everything runs in namespaces the benchmark creates and
+//! removes; traffic never leaves them.
+//!
+//! `twill-bench [--only SECTION[,SECTION]]`, sections: resolver, endpoints,
+//! datapath (`policy` = resolver,datapath). The default runs them all.
 
 use std::{
     path::{Path, PathBuf},
@@ -13,22 +18,36 @@ use std::{
 use anyhow::{bail, Context};
 use twill_api::{Client, Endpoint, Request};
 
+mod datapath;
+mod pingpong;
+mod resolver;
+
 const NODE_NETNS: &str = "twbench-node";
-const BARE_A: &str = "twbench-bare-a";
-const BARE_B: &str = "twbench-bare-b";
 const BPF_ROOT: &str = "/sys/fs/bpf/twill-bench";
 const ENDPOINTS: usize = 100;
-const IPERF_SECONDS: &str = "4";
-const IPERF_ROUNDS: usize = 3;
+/// Namespaces the benchmark itself creates (Twill's endpoints are
+/// `twill_bench_*`).
+const OWN_NETNS_PREFIX: &str = "twbench-";
 
-struct Row {
+pub struct Row {
     metric: String,
     twill: String,
     reference: String,
     ratio: String,
 }
 
-fn sh(args: &[&str]) -> anyhow::Result<String> {
+impl Row {
+    pub fn new(
+        metric: impl Into<String>,
+        twill: impl Into<String>,
+        reference: impl Into<String>,
+        ratio: impl Into<String>,
+    ) -> Self {
+        Self { metric: metric.into(), twill: twill.into(), reference: reference.into(), ratio: ratio.into() }
+    }
+}
+
+pub fn sh(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("running {args:?}"))?;
     if !out.status.success() {
         bail!("{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -45,7 +64,35 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn rss_kib(pid: u32) -> u64 {
+/// Milliseconds with three significant decimals below 1 ms.
+pub fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 1.0 {
+        format!("{ms:.3} ms")
+    } else {
+        format!("{ms:.2} ms")
+    }
+}
+
+/// 12345 -> "12,345".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+pub fn median_duration(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
         .lines()
@@ -55,7 +102,7 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-struct Bench {
+pub struct Bench {
     dir: PathBuf,
     agent: Option<Child>,
     client: Arc<Client>,
@@ -80,6 +127,10 @@ impl Bench {
             .arg("--api-socket")
             .arg(&socket)
             .args(["--bpf-root", BPF_ROOT, "--pod-cidr", "10.210.0.0/24", "--node-name", "bench"])
+            // Its own observer socket, not the host agent's; the agent's
+            // TCP listeners are on loopback inside NODE_NETNS.
+            .arg("--hubble-socket")
+            .arg(dir.join("hubble.sock"))
             .stderr(log)
             .stdout(Stdio::null())
             .spawn()?;
@@ -94,26 +145,32 @@ impl Bench {
         Ok(Self { dir, agent: Some(agent), client })
     }
 
-    fn agent_pid(&self) -> u32 {
+    pub fn agent_pid(&self) -> u32 {
         self.agent.as_ref().unwrap().id()
     }
 
+    /// Removes what an interrupted run may have left: the benchmark's own
+    /// namespaces (bare veth pairs, iptables pairs, the node) and Twill's
+    /// endpoint namespaces for node "bench", and the bpffs pins.
     fn cleanup_leftovers() {
-        for ns in [NODE_NETNS, BARE_A, BARE_B] {
-            if Path::new("/run/netns").join(ns).exists() {
-                let _ = Command::new("ip").args(["netns", "del", ns]).status();
-            }
-        }
         for entry in std::fs::read_dir("/run/netns").into_iter().flatten().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("twill_bench_") {
+            if name.starts_with(OWN_NETNS_PREFIX) || name.starts_with("twill_bench_") {
                 let _ = Command::new("ip").args(["netns", "del", &name]).status();
             }
         }
         let _ = std::fs::remove_dir_all(BPF_ROOT);
     }
 
-    fn create(&self, name: &str, labels: &str) -> anyhow::Result<Endpoint> {
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("twill.sock")
+    }
+
+    pub fn create(&self, name: &str, labels: &str) -> anyhow::Result<Endpoint> {
         Ok(self.client.call(&Request::EndpointCreate {
             name: name.into(),
             namespace: "default".into(),
@@ -122,7 +179,7 @@ impl Bench {
         })?)
     }
 
-    fn delete(&self, name: &str) -> anyhow::Result<()> {
+    pub fn delete(&self, name: &str) -> anyhow::Result<()> {
         self.client
             .call_value(&Request::EndpointDelete { name: name.into(), namespace: "default".into() })?;
         Ok(())
@@ -141,56 +198,13 @@ impl Drop for Bench {
     }
 }
 
-/// iperf3 TCP throughput in Gbit/s from `client_ns` to `server_ip` served in `server_ns`.
-fn iperf(server_ns: &str, client_ns: &str, server_ip: &str) -> anyhow::Result<f64> {
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", server_ns, "iperf3", "-s", "-1"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut result = None;
-    while Instant::now() < deadline {
-        let out = Command::new("ip")
-            .args(["netns", "exec", client_ns, "iperf3", "-c", server_ip, "-t", IPERF_SECONDS, "-J"])
-            .output()?;
-        if out.status.success() {
-            let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-            result = report["end"]["sum_received"]["bits_per_second"].as_f64();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = server.kill();
-    let _ = server.wait();
-    result.map(|bps| bps / 1e9).context("iperf3 did not complete")
-}
-
-fn bare_veth() -> anyhow::Result<()> {
-    sh(&["ip", "netns", "add", BARE_A])?;
-    sh(&["ip", "netns", "add", BARE_B])?;
-    sh(&[
-        "ip", "-n", BARE_A, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", BARE_B,
-    ])?;
-    for (ns, ip) in [(BARE_A, "10.251.0.1/24"), (BARE_B, "10.251.0.2/24")] {
-        sh(&["ip", "-n", ns, "addr", "add", ip, "dev", "eth0"])?;
-        sh(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
-        sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-    }
-    Ok(())
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
 }
 
-fn main() -> anyhow::Result<()> {
-    if Path::new("/proc/self").exists() && unsafe_geteuid() != 0 {
-        bail!("twill-bench must run as root");
-    }
-    let bench = Bench::start()?;
-    let mut rows = Vec::new();
+/// Endpoint create/delete latency and agent memory.
+fn endpoints(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = rss_kib(bench.agent_pid());
 
@@ -278,27 +292,88 @@ fn main() -> anyhow::Result<()> {
     for i in 0..ENDPOINTS {
         bench.delete(&format!("par{i}"))?;
     }
+    Ok(())
+}
 
-    // Same-host TCP throughput: Twill endpoints vs a bare veth pair.
-    let _a = bench.create("iperf-client", "app=client")?;
-    let b = bench.create("iperf-server", "app=server")?;
-    let client_ns = "twill_bench_default_iperf-client";
-    let server_ns = "twill_bench_default_iperf-server";
-    bare_veth()?;
-    let (mut twill_runs, mut bare_runs) = (Vec::new(), Vec::new());
-    for _ in 0..IPERF_ROUNDS {
-        twill_runs.push(iperf(server_ns, client_ns, &b.ipv4)?);
-        bare_runs.push(iperf(BARE_B, BARE_A, "10.251.0.2")?);
+const SECTIONS: &[&str] = &["resolver", "endpoints", "datapath"];
+
+fn usage() -> String {
+    format!(
+        "usage: twill-bench [--only SECTION[,SECTION...]]\n\
+         sections: {} (\"policy\" = resolver,datapath); default: all\n\
+         Prints one table; every reference is measured in the same run or published.",
+        SECTIONS.join(", ")
+    )
+}
+
+fn sections(args: &[String]) -> anyhow::Result<Vec<&'static str>> {
+    let mut chosen: Vec<&'static str> = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let list = match a.as_str() {
+            "--only" => it.next().with_context(usage)?.clone(),
+            s if s.starts_with("--only=") => s["--only=".len()..].to_string(),
+            "-h" | "--help" => {
+                println!("{}", usage());
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other:?}\n{}", usage()),
+        };
+        for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let names: &[&'static str] = match name {
+                "policy" => &["resolver", "datapath"],
+                n => match SECTIONS.iter().find(|s| **s == n) {
+                    Some(s) => std::slice::from_ref(s),
+                    None => bail!("unknown section {n:?}\n{}", usage()),
+                },
+            };
+            chosen.extend(names.iter().copied());
+        }
     }
-    let (twill_gbps, bare_gbps) = (median(twill_runs), median(bare_runs));
-    rows.push(Row {
-        metric: format!("TCP throughput, iperf3 {IPERF_SECONDS}s x{IPERF_ROUNDS}, median"),
-        twill: format!("{twill_gbps:.2} Gbit/s"),
-        reference: format!("bare veth {bare_gbps:.2} Gbit/s"),
-        ratio: format!("{:.3}", twill_gbps / bare_gbps),
-    });
+    if chosen.is_empty() {
+        return Ok(SECTIONS.to_vec());
+    }
+    // Always in the default order.
+    Ok(SECTIONS.iter().copied().filter(|s| chosen.contains(s)).collect())
+}
 
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // Hidden helpers the benchmark runs inside namespaces.
+    match args.first().map(String::as_str) {
+        Some("__tcp-server") => return pingpong::server(&args[1..]),
+        Some("__tcp-client") => return pingpong::client(&args[1..]),
+        Some("__tcp-probe") => return pingpong::probe(&args[1..]),
+        _ => {}
+    }
+    let sections = sections(&args)?;
+    if Path::new("/proc/self").exists() && unsafe_geteuid() != 0 {
+        bail!("twill-bench must run as root");
+    }
+    let started = Instant::now();
+    let mut rows = Vec::new();
+    if sections.contains(&"resolver") {
+        eprintln!("twill-bench: policy resolution, in-process");
+        resolver::run(&mut rows)?;
+    }
+    if sections.contains(&"endpoints") || sections.contains(&"datapath") {
+        let bench = Bench::start()?;
+        if sections.contains(&"endpoints") {
+            eprintln!("twill-bench: endpoint create/delete and agent memory");
+            endpoints(&bench, &mut rows)?;
+        }
+        if sections.contains(&"datapath") {
+            eprintln!("twill-bench: same-host datapath: bare veth, iptables, Twill without and with policy");
+            datapath::run(&bench, &mut rows)?;
+        }
+    }
     print_table(&rows);
+    println!(
+        "(values are medians; ±: half the range over the rounds; ratio: Twill / reference; sections: {}; \
+         {:.0} s)",
+        sections.join(", "),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

@@ -1,0 +1,618 @@
+//! Same-host datapath: TCP stream (iperf3), request/response rate and
+//! connection rate between two namespaces, four ways, in interleaved
+//! rounds of one run:
+//!
+//! * bare veth: a veth pair between two namespaces, nothing else;
+//! * iptables: the same, with the policy below as an iptables-based CNI
+//!   (Calico, kube-router style) writes it when it does not use ipsets:
+//!   conntrack first, then a per-pod chain of one
+//!   `-s CIDR -p tcp --dport N -j ACCEPT` line per (peer, port), the rule
+//!   that admits the client last, then DROP; loaded with iptables-restore
+//!   into the server's namespace (whichever backend `iptables` is here);
+//! * Twill without policy: two Twill endpoints;
+//! * Twill with policy: the same endpoints, with a CiliumNetworkPolicy
+//!   that puts about 10,000 entries in the server's policy map (the
+//!   client on the test ports, 50 other endpoint identities on 40 ports,
+//!   1,000 CIDRs on 8 ports including a range).
+//!
+//! Every measurement uses a fresh server port, so no connection ever
+//! finds conntrack state from an earlier one. The request/response client
+//! and server run pinned to the same CPU: the rates then measure the CPU
+//! cost of a transaction through each datapath, not the cross-CPU wakeup
+//! latency of the machine (on a VM, that latency is most of an unpinned
+//! TCP_RR and varies from run to run with where the scheduler puts the two
+//! processes). iperf3 runs unpinned.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    io::Write as _,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use twill_api::{BpfPolicy, PolicyFile, PolicyImported, Request};
+
+use crate::{median, rss_kib, sh, thousands, Bench, Row, OWN_NETNS_PREFIX};
+
+const ROUNDS: usize = 5;
+const IPERF_SECONDS: u64 = 4;
+const RR_SECONDS: f64 = 3.0;
+const RR_MAX: u64 = 3_000_000;
+const CRR_SECONDS: f64 = 3.0;
+/// Below the 32,256 even ephemeral ports connect() takes first: no
+/// 4-tuple is reused within a run (see pingpong.rs).
+const CRR_MAX: u64 = 30_000;
+/// Ports the policy and the iptables rules allow from the client.
+const FIRST_PORT: u16 = 40_000;
+const LAST_PORT: u16 = 40_127;
+/// A port both deny; a server listens there to prove it.
+const DENIED_PORT: u16 = 39_999;
+/// Server processes exit by themselves after this long.
+const SERVER_MAX_SECONDS: u64 = 60;
+
+const PEERS: usize = 50;
+const PEERS_PER_RULE: usize = 10;
+const PEER_PORTS: usize = 40;
+const CIDRS: usize = 1_000;
+const CIDRS_PER_RULE: usize = 10;
+/// Ports allowed from each CIDR; (lo, hi) with lo == hi for one port.
+const CIDR_PORTS: [(u16, u16); 8] = [
+    (80, 80),
+    (443, 443),
+    (8080, 8080),
+    (8443, 8443),
+    (9090, 9090),
+    (5432, 5432),
+    (6379, 6379),
+    (8000, 8015),
+];
+const POLICY_NAME: &str = "bench-10k";
+
+const BARE_A: &str = "twbench-bare-a";
+const BARE_B: &str = "twbench-bare-b";
+const IPT_A: &str = "twbench-ipt-a";
+const IPT_B: &str = "twbench-ipt-b";
+const IPT_CHAIN: &str = "twbench-pod-ingress";
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Config {
+    Bare,
+    Iptables,
+    TwillNoPolicy,
+    TwillPolicy,
+}
+
+const CONFIGS: [Config; 4] = [Config::Bare, Config::Iptables, Config::TwillNoPolicy, Config::TwillPolicy];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+enum Workload {
+    Stream,
+    Rr,
+    Crr,
+}
+
+const WORKLOADS: [Workload; 3] = [Workload::Stream, Workload::Rr, Workload::Crr];
+
+/// Deletes namespaces the benchmark created, however it ends.
+struct Netns(Vec<String>);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Kills a server process, however the benchmark ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Pair {
+    client_ns: String,
+    server_ns: String,
+    server_ip: String,
+}
+
+/// Two namespaces joined by a veth pair, client .1 and server .2 of `net`.
+fn veth_pair(client_ns: &str, server_ns: &str, net: &str) -> anyhow::Result<(Netns, Pair)> {
+    assert!(client_ns.starts_with(OWN_NETNS_PREFIX) && server_ns.starts_with(OWN_NETNS_PREFIX));
+    let mut guard = Netns(Vec::new());
+    for ns in [client_ns, server_ns] {
+        sh(&["ip", "netns", "add", ns])?;
+        guard.0.push(ns.to_string());
+    }
+    sh(&[
+        "ip", "-n", client_ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
+        server_ns,
+    ])?;
+    for (ns, host) in [(client_ns, 1), (server_ns, 2)] {
+        sh(&["ip", "-n", ns, "addr", "add", &format!("{net}.{host}/24"), "dev", "eth0"])?;
+        sh(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+    }
+    let pair =
+        Pair { client_ns: client_ns.into(), server_ns: server_ns.into(), server_ip: format!("{net}.2") };
+    Ok((guard, pair))
+}
+
+fn cidr(i: usize) -> String {
+    format!("172.{}.{}.0/24", 16 + i / 256, i % 256)
+}
+
+fn peer_port(j: usize) -> u16 {
+    2_000 + 7 * j as u16
+}
+
+/// The CiliumNetworkPolicy for the server endpoint.
+fn policy_yaml() -> String {
+    let mut y = format!(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: {POLICY_NAME}\n  namespace: \
+         default\nspec:\n  endpointSelector:\n    matchLabels:\n      app: bench-server\n  ingress:\n  - \
+         fromEndpoints:\n    - matchLabels:\n        app: bench-client\n    toPorts:\n    - ports:\n      - \
+         port: \"{FIRST_PORT}\"\n        endPort: {LAST_PORT}\n        protocol: TCP\n"
+    );
+    for group in 0..PEERS / PEERS_PER_RULE {
+        let names: Vec<String> =
+            (0..PEERS_PER_RULE).map(|i| format!("peer-{}", group * PEERS_PER_RULE + i)).collect();
+        let _ = write!(
+            y,
+            "  - fromEndpoints:\n    - matchExpressions:\n      - key: app\n        operator: In\n        \
+             values: [{}]\n    toPorts:\n    - ports:\n",
+            names.join(", ")
+        );
+        for j in 0..PEER_PORTS {
+            let _ = writeln!(y, "      - port: \"{}\"\n        protocol: TCP", peer_port(j));
+        }
+    }
+    for group in 0..CIDRS / CIDRS_PER_RULE {
+        y.push_str("  - fromCIDR:\n");
+        for i in 0..CIDRS_PER_RULE {
+            let _ = writeln!(y, "    - {}", cidr(group * CIDRS_PER_RULE + i));
+        }
+        y.push_str("    toPorts:\n    - ports:\n");
+        for (lo, hi) in CIDR_PORTS {
+            let _ = writeln!(y, "      - port: \"{lo}\"\n        protocol: TCP");
+            if hi != lo {
+                let _ = writeln!(y, "        endPort: {hi}");
+            }
+        }
+    }
+    y
+}
+
+/// The same policy as iptables-restore input for the server namespace.
+/// Peer endpoints are /32 addresses, as a CNI without ipsets writes them.
+fn iptables_rules(client_ip: &str) -> String {
+    let mut r = format!(
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:{IPT_CHAIN} - [0:0]\n\
+         -A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n-A INPUT -i eth0 -j {IPT_CHAIN}\n"
+    );
+    let dport = |lo: u16, hi: u16| if lo == hi { lo.to_string() } else { format!("{lo}:{hi}") };
+    for i in 0..CIDRS {
+        for (lo, hi) in CIDR_PORTS {
+            let _ = writeln!(
+                r,
+                "-A {IPT_CHAIN} -s {} -p tcp -m tcp --dport {} -j ACCEPT",
+                cidr(i),
+                dport(lo, hi)
+            );
+        }
+    }
+    for p in 0..PEERS {
+        for j in 0..PEER_PORTS {
+            let _ = writeln!(
+                r,
+                "-A {IPT_CHAIN} -s 10.254.{}.{}/32 -p tcp -m tcp --dport {} -j ACCEPT",
+                p / 200,
+                1 + p % 200,
+                peer_port(j)
+            );
+        }
+    }
+    let _ = writeln!(
+        r,
+        "-A {IPT_CHAIN} -s {client_ip}/32 -p tcp -m tcp --dport {} -j ACCEPT\n-A {IPT_CHAIN} -j DROP\nCOMMIT",
+        dport(FIRST_PORT, LAST_PORT)
+    );
+    r
+}
+
+fn iptables_restore(ns: &str, rules: &str) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "iptables-restore"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running iptables-restore (is iptables installed?)")?;
+    child.stdin.take().context("stdin")?.write_all(rules.as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("iptables-restore failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(start.elapsed())
+}
+
+/// Runs a command, killed after `limit` if it has not finished.
+fn bounded(limit: Duration, args: &[&str]) -> anyhow::Result<std::process::Output> {
+    let secs = limit.as_secs().max(1).to_string();
+    let out = Command::new("timeout")
+        .args(["-k", "2", &secs])
+        .args(args)
+        .output()
+        .with_context(|| format!("running {args:?}"))?;
+    Ok(out)
+}
+
+fn exe() -> anyhow::Result<String> {
+    Ok(std::env::current_exe()?.display().to_string())
+}
+
+/// The CPU request/response clients and servers run on, both of them:
+/// the last one.
+fn bench_cpu() -> String {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (cpus - 1).to_string()
+}
+
+fn start_server(ns: &str, port: u16) -> anyhow::Result<Running> {
+    let child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            &exe()?,
+            "__tcp-server",
+            &port.to_string(),
+            &SERVER_MAX_SECONDS.to_string(),
+            &bench_cpu(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    Ok(Running(child))
+}
+
+/// iperf3 TCP stream, Gbit/s received.
+fn stream(pair: &Pair, port: u16) -> anyhow::Result<f64> {
+    let port = port.to_string();
+    let _server = Running(
+        Command::new("ip")
+            .args(["netns", "exec", &pair.server_ns, "iperf3", "-s", "-1", "-p", &port])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    for attempt in 1.. {
+        let out = bounded(
+            Duration::from_secs(IPERF_SECONDS + 10),
+            &[
+                "ip",
+                "netns",
+                "exec",
+                &pair.client_ns,
+                "iperf3",
+                "-c",
+                &pair.server_ip,
+                "-p",
+                &port,
+                "-t",
+                &IPERF_SECONDS.to_string(),
+                "--connect-timeout",
+                "2000",
+                "-J",
+            ],
+        )?;
+        // iperf3 -J exits 0 even when it could not connect: read the report.
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let bps = report["end"]["sum_received"]["bits_per_second"].as_f64();
+        match bps {
+            Some(bps) if report["error"].is_null() => return Ok(bps / 1e9),
+            _ if Instant::now() < deadline && attempt < 50 => std::thread::sleep(Duration::from_millis(100)),
+            _ => bail!(
+                "iperf3 from {} to {}:{port} did not complete: {}",
+                pair.client_ns,
+                pair.server_ip,
+                report["error"].as_str().unwrap_or(&String::from_utf8_lossy(&out.stderr))
+            ),
+        }
+    }
+    unreachable!("the loop returns or fails")
+}
+
+/// Transactions (rr) or connections (crr) per second.
+fn pingpong(pair: &Pair, port: u16, mode: &str) -> anyhow::Result<f64> {
+    let (seconds, max) = if mode == "rr" { (RR_SECONDS, RR_MAX) } else { (CRR_SECONDS, CRR_MAX) };
+    let _server = start_server(&pair.server_ns, port)?;
+    let out = bounded(
+        Duration::from_secs_f64(seconds + 20.0),
+        &[
+            "ip",
+            "netns",
+            "exec",
+            &pair.client_ns,
+            &exe()?,
+            "__tcp-client",
+            &format!("{}:{port}", pair.server_ip),
+            mode,
+            &seconds.to_string(),
+            &max.to_string(),
+            &bench_cpu(),
+        ],
+    )?;
+    if !out.status.success() {
+        bail!(
+            "{mode} client in {} to {}:{port} failed: {}",
+            pair.client_ns,
+            pair.server_ip,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("client report")?;
+    let count = report["count"].as_f64().context("count")?;
+    let secs = report["seconds"].as_f64().context("seconds")?;
+    Ok(count / secs)
+}
+
+/// Whether a new connection to a listening server on DENIED_PORT opens.
+fn opens(pair: &Pair) -> anyhow::Result<bool> {
+    let _server = start_server(&pair.server_ns, DENIED_PORT)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let out = bounded(
+        Duration::from_secs(5),
+        &[
+            "ip",
+            "netns",
+            "exec",
+            &pair.client_ns,
+            &exe()?,
+            "__tcp-probe",
+            &format!("{}:{DENIED_PORT}", pair.server_ip),
+            "700",
+        ],
+    )?;
+    Ok(out.status.success())
+}
+
+struct Ports(u16);
+
+impl Ports {
+    fn next(&mut self) -> anyhow::Result<u16> {
+        if self.0 > LAST_PORT {
+            bail!("out of test ports");
+        }
+        self.0 += 1;
+        Ok(self.0 - 1)
+    }
+}
+
+fn gbps(v: f64) -> String {
+    format!("{v:.2} Gbit/s")
+}
+
+fn rate(v: f64) -> String {
+    format!("{}/s", thousands(v.round() as u64))
+}
+
+fn count(n: usize) -> String {
+    thousands(n as u64)
+}
+
+/// The entry count as `twill bpf policy get ENDPOINT -o json` prints it.
+fn cli_entry_count(bench: &Bench, endpoint: &str) -> anyhow::Result<usize> {
+    let cli = std::env::current_exe()?.with_file_name("twill");
+    let socket = bench.socket();
+    let out = sh(&[
+        &cli.display().to_string(),
+        "--socket",
+        &socket.display().to_string(),
+        "bpf",
+        "policy",
+        "get",
+        endpoint,
+        "-o",
+        "json",
+    ])?;
+    let report: serde_json::Value = serde_json::from_str(&out).context("twill bpf policy get -o json")?;
+    report["entries"].as_array().map(Vec::len).context("no entries in twill bpf policy get output")
+}
+
+pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let (_bare_ns, bare) = veth_pair(BARE_A, BARE_B, "10.251.0")?;
+    let (_ipt_ns, ipt) = veth_pair(IPT_A, IPT_B, "10.253.0")?;
+    let rules = iptables_rules("10.253.0.1");
+    let restore_time = iptables_restore(IPT_B, &rules)?;
+    let ipt_rules = sh(&["ip", "netns", "exec", IPT_B, "iptables-save"])?
+        .lines()
+        .filter(|l| l.starts_with("-A "))
+        .count();
+    let ipt_variant = sh(&["iptables", "-V"])?;
+    let ipt_variant = if ipt_variant.contains("nf_tables") { "iptables-nft" } else { "iptables-legacy" };
+
+    for i in 0..PEERS {
+        bench.create(&format!("peer-{i}"), &format!("app=peer-{i}"))?;
+    }
+    let client = bench.create("tp-client", "app=bench-client")?;
+    let server = bench.create("tp-server", "app=bench-server")?;
+    let twill =
+        Pair { client_ns: client.netns.clone(), server_ns: server.netns.clone(), server_ip: server.ipv4 };
+    let policy = policy_yaml();
+    let import = || -> anyhow::Result<Duration> {
+        let start = Instant::now();
+        let _: PolicyImported = bench.client().call(&Request::PolicyImport {
+            files: vec![PolicyFile { name: format!("{POLICY_NAME}.yaml"), content: policy.clone() }],
+        })?;
+        Ok(start.elapsed())
+    };
+    let remove = || -> anyhow::Result<()> {
+        bench.client().call_value(&Request::PolicyDelete {
+            name: Some(POLICY_NAME.into()),
+            namespace: Some("default".into()),
+            kind: None,
+            all: false,
+        })?;
+        Ok(())
+    };
+    let map = || -> anyhow::Result<BpfPolicy> {
+        Ok(bench
+            .client()
+            .call(&Request::BpfPolicyGet { name: "tp-server".into(), namespace: "default".into() })?)
+    };
+
+    let mut results: BTreeMap<(Workload, Config), Vec<f64>> = BTreeMap::new();
+    let mut import_times = Vec::new();
+    let mut entries = 0;
+    let mut ingress_entries = 0;
+    let mut policy_rss = 0;
+    let mut ports = Ports(FIRST_PORT);
+    for round in 0..ROUNDS {
+        // Rotate the order, so no configuration always runs first.
+        for k in 0..CONFIGS.len() {
+            let config = CONFIGS[(k + round) % CONFIGS.len()];
+            let pair = match config {
+                Config::Bare => &bare,
+                Config::Iptables => &ipt,
+                Config::TwillNoPolicy | Config::TwillPolicy => &twill,
+            };
+            if config == Config::TwillPolicy {
+                import_times.push(import()?);
+                let m = map()?;
+                entries = m.entries.len();
+                ingress_entries = m.entries.iter().filter(|e| e.direction == "ingress").count();
+                if !m.ingress_enforced || ingress_entries < 10_000 {
+                    bail!(
+                        "policy not in force: ingress enforced {}, {ingress_entries} ingress entries",
+                        m.ingress_enforced
+                    );
+                }
+                policy_rss = rss_kib(bench.agent_pid());
+                if round == 0 && cli_entry_count(bench, "tp-server")? != entries {
+                    bail!("twill bpf policy get disagrees with the API on the entry count");
+                }
+            }
+            if round == 0 {
+                // The rules must be in force where they should be, and only there.
+                let denies = matches!(config, Config::Iptables | Config::TwillPolicy);
+                if opens(pair)? == denies {
+                    bail!(
+                        "{config:?}: a connection to port {DENIED_PORT} {}",
+                        if denies { "opened" } else { "did not open" }
+                    );
+                }
+            }
+            for workload in WORKLOADS {
+                let port = ports.next()?;
+                let value = match workload {
+                    Workload::Stream => stream(pair, port)?,
+                    Workload::Rr => pingpong(pair, port, "rr")?,
+                    Workload::Crr => pingpong(pair, port, "crr")?,
+                };
+                results.entry((workload, config)).or_default().push(value);
+            }
+            if config == Config::TwillPolicy {
+                remove()?;
+            }
+        }
+    }
+
+    let get = |w: Workload, c: Config| median(results[&(w, c)].clone());
+    // Half the range of the rounds, relative to the median.
+    let spread = |w: Workload, c: Config| {
+        let v = &results[&(w, c)];
+        let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        format!("±{:.0}%", (hi - lo) / 2.0 / get(w, c) * 100.0)
+    };
+    let ratio = |a: f64, b: f64| format!("{:.3}", a / b);
+    let policy_label = format!("{} policy entries", count(entries));
+    let ipt_label = format!("{ipt_variant}, {} rules", count(ipt_rules));
+
+    // The original throughput row: Twill endpoints vs a bare veth pair.
+    let (t, b) = (get(Workload::Stream, Config::TwillNoPolicy), get(Workload::Stream, Config::Bare));
+    rows.push(Row::new(
+        format!("TCP throughput, iperf3 {IPERF_SECONDS}s x{ROUNDS}, median"),
+        format!("{} {}", gbps(t), spread(Workload::Stream, Config::TwillNoPolicy)),
+        format!("bare veth {} {}", gbps(b), spread(Workload::Stream, Config::Bare)),
+        ratio(t, b),
+    ));
+    for workload in WORKLOADS {
+        let (name, fmt): (String, fn(f64) -> String) = match workload {
+            Workload::Stream => (format!("TCP stream (iperf3 {IPERF_SECONDS}s x{ROUNDS})"), gbps),
+            Workload::Rr => (
+                format!("TCP_RR {}B, 1 conn, 1 CPU ({RR_SECONDS}s x{ROUNDS})", crate::pingpong::MSG_BYTES),
+                rate,
+            ),
+            Workload::Crr => (
+                format!(
+                    "TCP_CRR {}B, 1 CPU ({CRR_SECONDS}s or {} conns x{ROUNDS})",
+                    crate::pingpong::MSG_BYTES,
+                    count(CRR_MAX as usize)
+                ),
+                rate,
+            ),
+        };
+        let v = |c| get(workload, c);
+        let cell = |c| format!("{} {}", fmt(get(workload, c)), spread(workload, c));
+        let (bare, ipt, none, with) =
+            (v(Config::Bare), v(Config::Iptables), v(Config::TwillNoPolicy), v(Config::TwillPolicy));
+        if workload != Workload::Stream {
+            rows.push(Row::new(
+                format!("{name}, Twill no policy"),
+                cell(Config::TwillNoPolicy),
+                format!("bare veth {}", cell(Config::Bare)),
+                ratio(none, bare),
+            ));
+        }
+        rows.push(Row::new(
+            format!("{name}, Twill + {policy_label}"),
+            cell(Config::TwillPolicy),
+            format!("Twill no policy {}", cell(Config::TwillNoPolicy)),
+            ratio(with, none),
+        ));
+        rows.push(Row::new(
+            "  same, vs bare veth",
+            "",
+            format!("bare veth {}", cell(Config::Bare)),
+            ratio(with, bare),
+        ));
+        rows.push(Row::new(
+            "  same, vs iptables rule set in the server netns",
+            "",
+            format!("{ipt_label} {}", cell(Config::Iptables)),
+            ratio(with, ipt),
+        ));
+    }
+    import_times.sort();
+    let import_median = import_times[import_times.len() / 2];
+    rows.push(Row::new(
+        format!(
+            "policy import to {policy_label} in the map ({} ingress), median of {ROUNDS}",
+            count(ingress_entries)
+        ),
+        crate::fmt_duration(import_median),
+        format!("iptables-restore {} rules {}", count(ipt_rules), crate::fmt_duration(restore_time)),
+        ratio(import_median.as_secs_f64(), restore_time.as_secs_f64()),
+    ));
+    rows.push(Row::new(
+        format!("agent RSS with {} endpoints and the policy", PEERS + 2),
+        format!("{:.1} MiB", policy_rss as f64 / 1024.0),
+        "",
+        "",
+    ));
+    for i in 0..PEERS {
+        bench.delete(&format!("peer-{i}"))?;
+    }
+    bench.delete("tp-client")?;
+    bench.delete("tp-server")?;
+    Ok(())
+}

@@ -199,7 +199,11 @@ static __always_inline void emit_match(struct __sk_buff *skb, __u8 type, __u8 re
 	e->ifindex = skb->ifindex;
 	e->length = skb->len;
 	e->policy_match = policy_match;
-	bpf_ringbuf_submit(e, 0);
+	/* Waking the reader for every event costs more than the event (an
+	 * interrupt per packet on a new connection): wake it only once a
+	 * batch is waiting; it also polls on a short timer. */
+	__u64 queued = bpf_ringbuf_query(&twill_events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, queued >= EVENTS_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u8 reason, __u8 dir, __u8 ct_state,
@@ -330,6 +334,10 @@ static __always_inline struct ct_entry *ct_touch(struct ct_key *key, const struc
 	__u64 now = bpf_ktime_get_ns();
 
 	if (!e || e->expires < now)
+		return 0;
+	/* A new SYN on a closing connection's tuple opens a new connection:
+	 * it must pass policy again, not ride on the old entry. */
+	if ((e->flags & CT_FLAG_CLOSING) && (f->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
 		return 0;
 	e->packets += 1;
 	e->bytes += len;

@@ -616,3 +616,48 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     bench.delete("tp-server")?;
     Ok(())
 }
+
+/// The cost of flows: the same Twill endpoints with the agent's default
+/// event aggregation, and with `--disable-flows`, alternating.
+pub fn flows_overhead(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let client = bench.create("fl-client", "app=flows-client")?;
+    let server = bench.create("fl-server", "app=flows-server")?;
+    let pair =
+        Pair { client_ns: client.netns.clone(), server_ns: server.netns.clone(), server_ip: server.ipv4 };
+    let rounds = 3;
+    let mut results: BTreeMap<(Workload, bool), Vec<f64>> = BTreeMap::new();
+    // Ports past the policy section's range, on a fresh server each time.
+    let mut port = LAST_PORT + 100;
+    for round in 0..rounds {
+        for k in 0..2 {
+            let flows_on = (k + round) % 2 == 0;
+            bench.restart_agent(if flows_on { &[] } else { &["--disable-flows"] })?;
+            for workload in WORKLOADS {
+                port += 1;
+                let value = match workload {
+                    Workload::Stream => stream(&pair, port)?,
+                    Workload::Rr => pingpong(&pair, port, "rr")?,
+                    Workload::Crr => pingpong(&pair, port, "crr")?,
+                };
+                results.entry((workload, flows_on)).or_default().push(value);
+            }
+        }
+    }
+    bench.restart_agent(&[])?;
+    for workload in WORKLOADS {
+        let on = median(results[&(workload, true)].clone());
+        let off = median(results[&(workload, false)].clone());
+        let (name, fmt): (&str, fn(f64) -> String) = match workload {
+            Workload::Stream => ("TCP stream (iperf3)", gbps),
+            Workload::Rr => ("TCP_RR 64B", rate),
+            Workload::Crr => ("TCP_CRR 64B", rate),
+        };
+        rows.push(Row {
+            metric: format!("{name}, flows on (medium aggregation), median of {rounds}"),
+            twill: fmt(on),
+            reference: format!("flows off {}", fmt(off)),
+            ratio: format!("{:.3}", on / off),
+        });
+    }
+    Ok(())
+}

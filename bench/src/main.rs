@@ -19,6 +19,7 @@ use anyhow::{bail, Context};
 use twill_api::{Client, Endpoint, Request};
 
 mod datapath;
+mod observer;
 mod pingpong;
 mod resolver;
 
@@ -117,8 +118,40 @@ impl Bench {
         sh(&["ip", "netns", "add", NODE_NETNS])?;
         sh(&["ip", "-n", NODE_NETNS, "link", "set", "lo", "up"])?;
         let socket = dir.join("twill.sock");
+        let agent = Self::spawn_agent(&dir, &[])?;
+        let client = Arc::new(Client::new(&socket));
+        let bench = Self { dir, agent: Some(agent), client };
+        bench.wait_ready()?;
+        Ok(bench)
+    }
+
+    /// Stops the agent (SIGTERM: the datapath keeps running) and starts it
+    /// again with `extra` flags, as an operator would to change them.
+    pub fn restart_agent(&mut self, extra: &[&str]) -> anyhow::Result<()> {
+        if let Some(mut agent) = self.agent.take() {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
+            agent.wait()?;
+        }
+        self.agent = Some(Self::spawn_agent(&self.dir, extra)?);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.client.call_value(&Request::Status).is_err() {
+            if Instant::now() > deadline {
+                bail!("agent did not start; see {}", self.dir.join("agent.log").display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    fn spawn_agent(dir: &Path, extra: &[&str]) -> anyhow::Result<Child> {
+        let socket = dir.join("twill.sock");
         let bin = std::env::current_exe()?.parent().unwrap().join("twill-agent");
-        let log = std::fs::File::create(dir.join("agent.log"))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("agent.log"))?;
         let agent = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{NODE_NETNS}"))
             .arg(bin)
@@ -131,18 +164,11 @@ impl Bench {
             // TCP listeners are on loopback inside NODE_NETNS.
             .arg("--hubble-socket")
             .arg(dir.join("hubble.sock"))
+            .args(extra)
             .stderr(log)
             .stdout(Stdio::null())
             .spawn()?;
-        let client = Arc::new(Client::new(&socket));
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client.call_value(&Request::Status).is_err() {
-            if Instant::now() > deadline {
-                bail!("agent did not start; see {}", dir.join("agent.log").display());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(Self { dir, agent: Some(agent), client })
+        Ok(agent)
     }
 
     pub fn agent_pid(&self) -> u32 {
@@ -295,7 +321,7 @@ fn endpoints(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     Ok(())
 }
 
-const SECTIONS: &[&str] = &["resolver", "endpoints", "datapath"];
+const SECTIONS: &[&str] = &["resolver", "observer", "endpoints", "datapath", "flows"];
 
 fn usage() -> String {
     format!(
@@ -356,8 +382,31 @@ fn main() -> anyhow::Result<()> {
         eprintln!("twill-bench: policy resolution, in-process");
         resolver::run(&mut rows)?;
     }
-    if sections.contains(&"endpoints") || sections.contains(&"datapath") {
-        let bench = Bench::start()?;
+    if sections.contains(&"observer") {
+        eprintln!("twill-bench: observer ingest, filter and memory, in-process");
+        let r = observer::run();
+        rows.push(Row {
+            metric: "observer ingest (decode + store), 1 core".into(),
+            twill: format!("{} flows/s", thousands(r.ingest_per_second as u64)),
+            reference: String::new(),
+            ratio: String::new(),
+        });
+        rows.push(Row {
+            metric: "observer filter (label + verdict) over the ring, 1 core".into(),
+            twill: format!("{} flows/s", thousands(r.filter_per_second as u64)),
+            reference: String::new(),
+            ratio: String::new(),
+        });
+        rows.push(Row {
+            metric: "memory per stored flow (RSS, 100,000 flows)".into(),
+            twill: format!("{:.0} bytes", r.bytes_per_flow),
+            reference: String::new(),
+            ratio: String::new(),
+        });
+    }
+    if sections.iter().any(|s| ["endpoints", "datapath", "flows"].contains(s)) {
+        #[allow(unused_mut)]
+        let mut bench = Bench::start()?;
         if sections.contains(&"endpoints") {
             eprintln!("twill-bench: endpoint create/delete and agent memory");
             endpoints(&bench, &mut rows)?;
@@ -365,6 +414,10 @@ fn main() -> anyhow::Result<()> {
         if sections.contains(&"datapath") {
             eprintln!("twill-bench: same-host datapath: bare veth, iptables, Twill without and with policy");
             datapath::run(&bench, &mut rows)?;
+        }
+        if sections.contains(&"flows") {
+            eprintln!("twill-bench: flows on (default aggregation) against flows off");
+            datapath::flows_overhead(&mut bench, &mut rows)?;
         }
     }
     print_table(&rows);

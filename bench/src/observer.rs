@@ -5,7 +5,9 @@
 use std::{net::Ipv4Addr, time::Instant};
 
 use twill_abi::FlowEvent;
-use twill_observe::{decode, proto::flow, proto::observer::GetFlowsRequest, Clock, Directory, EndpointMeta, FlowRing};
+use twill_observe::{
+    decode, proto::flow, proto::observer::GetFlowsRequest, Clock, Directory, EndpointMeta, FlowRing,
+};
 
 pub struct ObserverResults {
     pub ingest_per_second: f64,
@@ -64,7 +66,9 @@ fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok()))
+        .find_map(|l| {
+            l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<u64>().ok())
+        })
         .unwrap_or(0)
         * 1024
 }
@@ -82,12 +86,12 @@ pub fn run() -> ObserverResults {
     }
     let ingest_per_second = n as f64 / start.elapsed().as_secs_f64();
 
-    // Filter: what a `--from-label app=app3 --verdict DROPPED` query costs,
+    // Filter: what a `--from-label app=app1 --verdict DROPPED` query costs,
     // in flows scanned per second over a full ring.
     let req = GetFlowsRequest {
         number: u64::MAX,
         whitelist: vec![flow::FlowFilter {
-            source_label: vec!["app=app3".into()],
+            source_label: vec!["app=app1".into()],
             verdict: vec![flow::Verdict::Dropped as i32],
             ..Default::default()
         }],

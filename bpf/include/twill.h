@@ -33,6 +33,8 @@
 #define MAX_POLICY_ENTRIES 1048576
 #define MAX_CT_ENTRIES 262144
 #define EVENTS_RING_BYTES (1 << 22)
+/* Wake the event reader once this much is queued (it also polls). */
+#define EVENTS_WAKEUP_BYTES (1 << 16)
 
 /* Key of twill_endpoints: an endpoint's IPv4 address, network byte order. */
 struct endpoint_key {

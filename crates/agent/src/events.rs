@@ -15,6 +15,9 @@ use aya::maps::{MapData, RingBuf};
 use tracing::warn;
 use twill_abi::FlowEvent;
 
+/// How often the reader looks at the ring when nothing woke it.
+const POLL_INTERVAL_MS: i32 = 50;
+
 /// Events a subscriber may have queued before it starts losing them.
 const SUBSCRIBER_QUEUE: usize = 4096;
 
@@ -74,8 +77,10 @@ pub fn spawn_reader(mut ring: RingBuf<MapData>, hub: Arc<EventHub>, sink: FlowSi
         .name("events".into())
         .spawn(move || loop {
             let mut pollfd = libc::pollfd { fd: ring.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-            // SAFETY: poll on one valid fd we own, bounded wait.
-            let rc = unsafe { libc::poll(&mut pollfd, 1, 200) };
+            // SAFETY: poll on one valid fd we own, bounded wait. The
+            // datapath wakes us only for batches, so the timeout bounds
+            // how late a lone event is seen.
+            let rc = unsafe { libc::poll(&mut pollfd, 1, POLL_INTERVAL_MS) };
             if rc < 0 {
                 let err = std::io::Error::last_os_error();
                 if err.kind() != std::io::ErrorKind::Interrupted {

@@ -264,7 +264,10 @@ mod tests {
         assert!(ip_matches("10.1.2.3", "10.1.2.3"));
         let ep = flow::Endpoint { namespace: "prod".into(), pod_name: "web-1".into(), ..Default::default() };
         assert!(pod_matches("prod/web", &ep) && pod_matches("prod/", &ep));
-        assert!(!pod_matches("dev/web", &ep) && !pod_matches("web", &ep), "bare names mean namespace default");
+        assert!(
+            !pod_matches("dev/web", &ep) && !pod_matches("web", &ep),
+            "bare names mean namespace default"
+        );
     }
 
     #[test]

@@ -82,6 +82,24 @@ fn flows_show_labels_verdicts_reasons_and_directions() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let mut c = client(&node).await;
+        // Flows reach the ring asynchronously: wait for the last one sent.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let drops = flows(
+                &mut c,
+                observer::GetFlowsRequest {
+                    number: 100,
+                    whitelist: vec![FlowFilter { destination_port: vec!["81".into()], ..Default::default() }],
+                    ..Default::default()
+                },
+            )
+            .await;
+            if drops.iter().any(|f| f.verdict() == flow::Verdict::Dropped) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the drop to port 81 never showed up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
 
         // Everything about the allowed connection's first packet.
         let forwarded = flows(

@@ -61,8 +61,12 @@ fn traffic_node() -> (Node, String, String) {
     assert!(!node.ping("a", "default", &c_ip));
     // Traffic that does not involve a: b to the node itself.
     assert!(node.ping("b", "default", "10.200.0.1"));
-    // Flows arrive asynchronously: wait for the drop to be in the ring.
-    assert!(wait_until(Duration::from_secs(10), || !observe(&node, &["--verdict", "DROPPED"]).is_empty()));
+    // Flows reach the ring asynchronously (the reader drains the kernel
+    // ring in batches): wait for the last traffic's flows.
+    assert!(wait_until(Duration::from_secs(10), || {
+        !observe(&node, &["--verdict", "DROPPED"]).is_empty()
+            && !observe(&node, &["--from-pod", "default/b", "--to-ip", "10.200.0.1"]).is_empty()
+    }));
     (node, b_ip, c_ip)
 }
 
@@ -224,4 +228,61 @@ fn follow_streams_new_flows_as_they_happen() {
     let _ = follower.wait();
     let line = seen.expect("a followed flow");
     assert!(line.contains("default/a") && line.contains("default/b") && line.contains("ICMPv4"), "{line}");
+}
+
+#[test]
+fn monitor_streams_drops_with_cilium_reasons() {
+    let node = Node::start("monitor");
+    node.endpoint("a", "default", "app=a");
+    let b = node.endpoint("b", "default", "app=b");
+    let b_ip = b["ipv4"].as_str().unwrap().to_string();
+    let policy = node.state_dir.parent().unwrap().join("deny.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: deny-b}\nspec:\n  endpointSelector: {matchLabels: {app: b}}\n  ingress: [{}]\n",
+    )
+    .unwrap();
+    node.twill_ok(&["policy", "import", policy.to_str().unwrap()]);
+    let spawn = |args: &[&str]| {
+        let mut child = Command::new(twill_e2e::bin_dir().join("twill"))
+            .arg("--socket")
+            .arg(&node.socket)
+            .arg("monitor")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        (child, rx)
+    };
+    let (mut json_child, json) = spawn(&["--type", "drop", "-o", "json"]);
+    let (mut text_child, text) = spawn(&["--type", "drop"]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut event, mut line) = (None, None);
+    while (event.is_none() || line.is_none()) && Instant::now() < deadline {
+        assert!(!node.ping("a", "default", &b_ip), "b denies all ingress");
+        event = event.or_else(|| json.recv_timeout(Duration::from_millis(300)).ok());
+        line = line.or_else(|| text.recv_timeout(Duration::from_millis(300)).ok());
+    }
+    for child in [&mut json_child, &mut text_child] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let event: Value = serde_json::from_str(&event.expect("a drop event")).unwrap();
+    assert_eq!(event["type"], "drop");
+    assert_eq!(event["reason"], 133);
+    assert_eq!(event["description"], "Policy denied");
+    assert_eq!(event["direction"], "ingress");
+    assert_eq!(event["destination"], b_ip.as_str());
+    let line = line.expect("a drop line");
+    assert!(line.starts_with("xx drop (Policy denied)") && line.contains(&b_ip), "{line}");
 }

@@ -61,12 +61,58 @@ pub mod reserved {
 /// rules, not over rules times identities.
 pub struct Universe {
     identities: BTreeMap<u32, KnownIdentity>,
+    /// Endpoint and reserved identities by the hash of one of their labels
+    /// (key and value, any source), so a selector with an `In` requirement
+    /// looks at a handful of candidates instead of every identity.
+    by_label: HashMap<u64, Vec<u32>>,
     cache: std::sync::Mutex<HashMap<Selector, Arc<Vec<u32>>>>,
+}
+
+fn label_hash(key: &str, value: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    value.hash(&mut h);
+    h.finish()
 }
 
 impl Universe {
     pub fn new(identities: impl IntoIterator<Item = KnownIdentity>) -> Self {
-        Self { identities: identities.into_iter().map(|i| (i.id, i)).collect(), cache: Default::default() }
+        let identities: BTreeMap<u32, KnownIdentity> = identities.into_iter().map(|i| (i.id, i)).collect();
+        let mut by_label: HashMap<u64, Vec<u32>> = HashMap::new();
+        for i in identities.values().filter(|i| !matches!(i.kind, IdentityKind::Cidr(_))) {
+            for label in i.labels.iter() {
+                by_label.entry(label_hash(&label.key, &label.value)).or_default().push(i.id);
+            }
+        }
+        Self { identities, by_label, cache: Default::default() }
+    }
+
+    /// Identities that may match `selector`: those carrying the values of
+    /// its most selective `In` requirement, or every identity if it has
+    /// none. Hash collisions only add candidates; the full match decides.
+    fn candidates(&self, selector: &Selector) -> Vec<u32> {
+        let narrowest = selector
+            .requirements
+            .iter()
+            .filter_map(|r| match &r.operator {
+                crate::selector::Operator::In(values) => {
+                    let lists: Vec<&Vec<u32>> =
+                        values.iter().filter_map(|v| self.by_label.get(&label_hash(&r.key, v))).collect();
+                    Some((lists.iter().map(|l| l.len()).sum::<usize>(), lists))
+                }
+                _ => None,
+            })
+            .min_by_key(|(n, _)| *n);
+        match narrowest {
+            Some((_, lists)) => {
+                let mut ids: Vec<u32> = lists.into_iter().flatten().copied().collect();
+                ids.sort_unstable();
+                ids.dedup();
+                ids
+            }
+            None => self.identities.keys().copied().collect(),
+        }
     }
 
     pub fn get(&self, id: u32) -> Option<&KnownIdentity> {
@@ -86,8 +132,9 @@ impl Universe {
         }
         let wants_reserved = selector.requirements.iter().any(|r| r.source.as_deref() == Some("reserved"));
         let ids: Vec<u32> = self
-            .identities
-            .values()
+            .candidates(selector)
+            .into_iter()
+            .filter_map(|id| self.identities.get(&id))
             .filter(|i| match i.kind {
                 IdentityKind::Endpoint => true,
                 IdentityKind::Reserved => wants_reserved,

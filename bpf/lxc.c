@@ -143,6 +143,8 @@ struct flow {
 	__u8 related;    /* ICMP error: inner tuple below is the original */
 	__u8 pad;
 	struct ct_key inner;
+	__u8 src_mac[6];
+	__u8 dst_mac[6];
 };
 
 static __always_inline struct datapath_config *config(void)
@@ -199,6 +201,13 @@ static __always_inline void emit_match(struct __sk_buff *skb, __u8 type, __u8 re
 	e->ifindex = skb->ifindex;
 	e->length = skb->len;
 	e->policy_match = policy_match;
+	if (f) {
+		__builtin_memcpy(e->src_mac, f->src_mac, 6);
+		__builtin_memcpy(e->dst_mac, f->dst_mac, 6);
+	} else {
+		__builtin_memset(e->src_mac, 0, 6);
+		__builtin_memset(e->dst_mac, 0, 6);
+	}
 	/* Waking the reader for every event costs more than the event (an
 	 * interrupt per packet on a new connection): wake it only once a
 	 * batch is waiting; it also polls on a short timer. */
@@ -269,6 +278,8 @@ static __always_inline int parse(struct __sk_buff *skb, struct flow *f, __u16 *e
 		return -DROP_INVALID_PACKET;
 	if (ip->version != 4 || ip->ihl < 5)
 		return -DROP_INVALID_PACKET;
+	__builtin_memcpy(f->src_mac, eth->h_source, 6);
+	__builtin_memcpy(f->dst_mac, eth->h_dest, 6);
 	f->saddr = ip->saddr;
 	f->daddr = ip->daddr;
 	f->protocol = ip->protocol;

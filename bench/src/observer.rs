@@ -59,6 +59,8 @@ fn event(i: u32) -> FlowEvent {
         ifindex: 100 + dst,
         length: 1500,
         policy_match: 0,
+        src_mac: [2, 0x74, 10, 210, 0, src as u8],
+        dst_mac: [2, 0x77, 10, 210, 0, dst as u8],
     }
 }
 

@@ -196,6 +196,8 @@ struct flow_event {
 	__u32 ifindex;
 	__u32 length;
 	__u32 policy_match; /* policy verdicts: POLICY_MATCH_* of the allowing entry */
+	__u8 src_mac[6];
+	__u8 dst_mac[6];
 };
 
 /* Index 0 of twill_event_stats: events lost because the ring was full. */

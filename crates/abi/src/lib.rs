@@ -172,6 +172,8 @@ pub struct FlowEvent {
     pub ifindex: u32,
     pub length: u32,
     pub policy_match: u32,
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
 }
 
 pub const EVENT_DROP: u8 = 1;

@@ -428,7 +428,9 @@ fn rust_mirrors_match_btf_of_lxc_object() {
                 icmp_code,
                 ifindex,
                 length,
-                policy_match
+                policy_match,
+                src_mac,
+                dst_mac
             }
         ),
     ]

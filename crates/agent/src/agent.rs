@@ -606,8 +606,11 @@ impl Agent {
                 Err(e) => return Err(AgentError::Internal(format!("removing {}: {e}", path.display()))),
             }
         }
-        let _ = std::fs::remove_file(&self.config.api_socket);
-        removed.push(self.config.api_socket.display().to_string());
+        for socket in std::iter::once(&self.config.api_socket).chain(self.config.hubble_socket.as_ref()) {
+            if std::fs::remove_file(socket).is_ok() {
+                removed.push(socket.display().to_string());
+            }
+        }
         Ok(api::Uninstalled { endpoints: records.len(), removed })
     }
 }

@@ -14,4 +14,6 @@ pub struct Config {
     pub aggregation: u32,
     /// Whether the datapath emits events (drops, traces, verdicts) at all.
     pub flows: bool,
+    /// The observer API socket, removed by `twill uninstall`.
+    pub hubble_socket: Option<PathBuf>,
 }

@@ -79,7 +79,7 @@ fn hostname() -> String {
 /// Blocks SIGTERM and SIGINT in every thread and waits for them in one:
 /// on either, the agent exits and leaves the datapath running (programs
 /// and maps are pinned), as an upgrade or restart needs.
-fn spawn_signal_thread(socket: PathBuf) {
+fn spawn_signal_thread(sockets: Vec<PathBuf>) {
     // SAFETY: plain sigset manipulation before any other thread exists.
     let set = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -94,7 +94,9 @@ fn spawn_signal_thread(socket: PathBuf) {
         // SAFETY: sigwait on the set blocked above.
         unsafe { libc::sigwait(&set, &mut signal) };
         info!(signal, "stopping; the datapath keeps forwarding until the next agent takes over");
-        let _ = std::fs::remove_file(&socket);
+        for socket in &sockets {
+            let _ = std::fs::remove_file(socket);
+        }
         std::process::exit(0);
     });
 }
@@ -129,12 +131,15 @@ fn run(args: Args) -> anyhow::Result<()> {
             _ => twill_abi::AGGREGATION_MEDIUM,
         },
         flows: !args.disable_flows,
+        hubble_socket: (!args.hubble_socket.is_empty()).then(|| PathBuf::from(&args.hubble_socket)),
     };
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("twill-agent must run as root (it loads eBPF programs and creates network namespaces)");
     }
-    spawn_signal_thread(config.api_socket.clone());
+    spawn_signal_thread(
+        std::iter::once(config.api_socket.clone()).chain(config.hubble_socket.clone()).collect(),
+    );
     let listener = server::bind(&config.api_socket)?;
     let hubble_listen = match args.hubble_listen.as_str() {
         "" => None,
@@ -161,7 +166,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         };
         events::spawn_reader(events, hub.clone(), sink);
     }
-    let hubble_socket = (!args.hubble_socket.is_empty()).then(|| PathBuf::from(&args.hubble_socket));
+    let hubble_socket = config.hubble_socket.clone();
     hubble::spawn(
         hubble::HubbleConfig { socket: hubble_socket, listen: hubble_listen },
         ring.clone(),

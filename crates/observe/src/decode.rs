@@ -51,6 +51,10 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+fn mac(bytes: &[u8; 6]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
 pub fn tcp_flags(bits: u8) -> flow::TcpFlags {
     flow::TcpFlags {
         fin: bits & 0x01 != 0,
@@ -146,6 +150,8 @@ pub fn decode(e: &FlowEvent, dir: &Directory, clock: &Clock) -> flow::Flow {
     #[allow(deprecated)]
     let mut f = flow::Flow {
         time: Some(clock.timestamp(e.timestamp)),
+        ethernet: (e.src_mac != [0; 6])
+            .then(|| flow::Ethernet { source: mac(&e.src_mac), destination: mac(&e.dst_mac) }),
         ip: Some(flow::Ip {
             source: src_ip.to_string(),
             destination: dst_ip.to_string(),

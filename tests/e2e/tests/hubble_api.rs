@@ -133,6 +133,9 @@ fn flows_show_labels_verdicts_reasons_and_directions() {
         assert!(src.identity >= 256 && src.id > 0);
         assert_eq!(syn.ip.as_ref().unwrap().destination, server_ip);
         assert_eq!(syn.node_name, node.name);
+        // Delivered to the server's eth0, whose MAC Twill derives from its address.
+        let eth = syn.ethernet.as_ref().expect("ethernet addresses");
+        assert!(eth.destination.starts_with("02:74:") && eth.source.starts_with("02:77:"), "{eth:?}");
         assert_eq!(syn.event_type.unwrap().r#type, 4);
 
         // The reply half: from the server, is_reply, seen as egress.

@@ -82,6 +82,7 @@ fn sigterm_leaves_the_datapath_running_and_uninstall_removes_everything() {
     assert!(!Path::new(&node.bpf_root).exists(), "pins removed");
     assert!(!node.state_dir.exists(), "state removed");
     assert!(!node.socket.exists(), "socket removed");
+    assert!(!node.hubble_socket().exists(), "observer socket removed");
     let devices = host_devices(&node);
     assert_eq!(devices, vec!["lo".to_string()], "only loopback is left on the node");
 }

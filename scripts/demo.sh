@@ -55,6 +55,42 @@ kill "$server" 2>/dev/null || true
 step "Endpoint -> host (router 10.200.0.1)"
 twill endpoint exec db --namespace prod -- ping -c 1 10.200.0.1
 
+step "Network policy: only frontend may reach db, on TCP 5432"
+cat > /tmp/twill-demo-policy.yaml <<'YAML'
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: db-from-frontend
+  namespace: prod
+spec:
+  endpointSelector:
+    matchLabels:
+      app: db
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        app: frontend
+        k8s:io.kubernetes.pod.namespace: default
+    toPorts:
+    - ports:
+      - port: "5432"
+        protocol: TCP
+YAML
+twill policy import /tmp/twill-demo-policy.yaml
+twill policy trace --src-endpoint backend --dst-endpoint db --dst-namespace prod --dport 5432/tcp
+if twill endpoint exec backend -- ping -c 1 -W 1 "$db" >/dev/null; then
+    echo "unexpected: backend reached db"
+else
+    echo "backend -> db ping: dropped by policy, as expected"
+fi
+twill bpf policy get db --namespace prod
+
+step "Flows (Hubble-compatible API): the last drops"
+sleep 0.2
+twill observe --verdict DROPPED --last 5
+step "Flows from frontend"
+twill observe --from-pod default/frontend --last 5
+
 step "Identities (same labels share a number)"
 twill identity list
 step "ipcache (eBPF LPM map: IP -> identity)"

@@ -41,8 +41,8 @@ fn event(i: u32) -> FlowEvent {
     let dst = 1 + (i / 7) % 100;
     FlowEvent {
         timestamp: i as u64 * 1000,
-        kind: if i % 10 == 0 { twill_abi::EVENT_DROP } else { twill_abi::EVENT_TRACE },
-        reason: if i % 10 == 0 { 133 } else { twill_abi::TRACE_TO_ENDPOINT },
+        kind: if i.is_multiple_of(10) { twill_abi::EVENT_DROP } else { twill_abi::EVENT_TRACE },
+        reason: if i.is_multiple_of(10) { 133 } else { twill_abi::TRACE_TO_ENDPOINT },
         direction: twill_abi::DIR_INGRESS,
         ct_state: (i % 3) as u8,
         endpoint_id: dst,

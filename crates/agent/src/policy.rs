@@ -269,9 +269,8 @@ impl Agent {
         let records = self.endpoint_records()?;
         let mut by_identity: BTreeMap<u32, LabelSet> = BTreeMap::new();
         for r in &records {
-            if !by_identity.contains_key(&r.identity) {
-                let labels = self.identities.get(r.identity)?.map(|i| i.labels).unwrap_or_default();
-                by_identity.insert(r.identity, labels);
+            if let std::collections::btree_map::Entry::Vacant(slot) = by_identity.entry(r.identity) {
+                slot.insert(self.identities.get(r.identity)?.map(|i| i.labels).unwrap_or_default());
             }
         }
         for r in &records {

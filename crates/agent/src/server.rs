@@ -133,7 +133,7 @@ fn stream_events(stream: &UnixStream, hub: &EventHub, types: &[String]) {
         match events.recv_timeout(Duration::from_millis(500)) {
             Ok(event) => {
                 let event = crate::events::to_monitor_event(&event);
-                if !types.is_empty() && !types.iter().any(|t| *t == event.kind) {
+                if !types.is_empty() && !types.contains(&event.kind) {
                     continue;
                 }
                 let mut line = serde_json::to_vec(&event).expect("events serialize");

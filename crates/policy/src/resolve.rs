@@ -394,7 +394,10 @@ pub fn port_prefixes(lo: u16, hi: u16) -> Vec<(u16, u8)> {
 
 /// (protocol, port, prefix) triples for one L4 condition. `named` maps a
 /// port name to the ports it stands for.
-fn l4_keys(l4: &L4, named: &dyn Fn(&str, u8) -> Vec<(u8, u16)>) -> Vec<(u8, u16, u8)> {
+/// Ports a port name stands for, as (protocol, port) pairs.
+type NamedPorts<'a> = dyn Fn(&str, u8) -> Vec<(u8, u16)> + 'a;
+
+fn l4_keys(l4: &L4, named: &NamedPorts) -> Vec<(u8, u16, u8)> {
     let ranges: Vec<(u8, u16, u16)> = match &l4.ports {
         PortMatch::Range(0, u16::MAX) if l4.protocol == PROTO_ANY => return vec![(PROTO_ANY, 0, 0)],
         PortMatch::Range(lo, hi) => {

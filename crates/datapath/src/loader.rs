@@ -392,6 +392,25 @@ impl Datapath {
         Ok(values.iter().sum())
     }
 
+    /// Runs one of the endpoint programs once on `packet` (an Ethernet
+    /// frame) in the kernel, without attaching it anywhere
+    /// (BPF_PROG_TEST_RUN), and returns its verdict (TC_ACT_*). For
+    /// testing the datapath with crafted packets.
+    pub fn test_run(&self, program: &str, packet: &[u8]) -> Result<u32, DatapathError> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let name: &'static str =
+            HOOKS.iter().map(|(n, _, _)| *n).find(|n| *n == program).unwrap_or("unknown");
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(program)
+            .ok_or(DatapathError::Program { name, source: ProgramError::NotLoaded })?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        let opts = TestRunOptions { data_in: Some(packet), repeat: 1, ..Default::default() };
+        let result = prog.test_run(opts).map_err(|source| DatapathError::Program { name, source })?;
+        Ok(result.return_value)
+    }
+
     /// The event ring buffer, for the one reader that consumes it.
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()

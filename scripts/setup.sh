@@ -11,7 +11,7 @@ fi
 packages=(
     clang llvm libbpf-dev linux-libc-dev  # compiling the eBPF programs
     iproute2 util-linux                   # ip, nsenter: namespaces and devices
-    iputils-ping socat iperf3             # traffic in the demo, tests and benchmarks
+    iputils-ping socat iperf3 python3     # traffic in the demo, tests and benchmarks
     protobuf-compiler libprotobuf-dev     # the Hubble-compatible gRPC API
     prometheus                            # promtool, to check the metrics output in tests
 )

@@ -92,6 +92,7 @@ fn handle(
             debug!(?request, "API request");
             let mut agent = agent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let exit = matches!(request, Request::Uninstall);
+            let changes_state = changes_state(&request);
             let operation = serde_json::to_value(&request)
                 .ok()
                 .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_string))
@@ -99,8 +100,9 @@ fn handle(
             let started = std::time::Instant::now();
             let result = dispatch(&mut agent, request);
             api_metrics.duration.observe(&[&operation], started.elapsed().as_secs_f64());
-            // Flows name endpoints from this snapshot: keep it current.
-            if !exit {
+            // Flows name endpoints from this snapshot: rebuild it after
+            // anything that can change endpoints, identities or namespaces.
+            if changes_state && !exit {
                 match agent.directory() {
                     Ok(d) => *directory.write().unwrap_or_else(|p| p.into_inner()) = d,
                     Err(e) => warn!("refreshing the flow directory: {e}"),
@@ -123,6 +125,27 @@ fn handle(
     out.push(b'\n');
     let _ = (&stream).write_all(&out);
     after
+}
+
+/// Whether a request can change what flows are decoded with; reads don't.
+fn changes_state(request: &Request) -> bool {
+    !matches!(
+        request,
+        Request::Status
+            | Request::EndpointList { .. }
+            | Request::EndpointGet { .. }
+            | Request::IdentityList
+            | Request::IdentityGet { .. }
+            | Request::NamespaceList
+            | Request::NamespaceGet { .. }
+            | Request::BpfIpcacheList
+            | Request::BpfEndpointList
+            | Request::BpfMetricsList
+            | Request::PolicyGet
+            | Request::PolicyTrace(_)
+            | Request::BpfPolicyGet { .. }
+            | Request::BpfCtList
+    )
 }
 
 /// Writes events as JSON lines until the client goes away.

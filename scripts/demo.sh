@@ -19,7 +19,9 @@ fi
 step "Starting twill-agent (log: /tmp/twill-demo-agent.log)"
 "$bin/twill-agent" >/tmp/twill-demo-agent.log 2>&1 &
 agent=$!
+server=
 cleanup() {
+    if [[ -n "$server" ]]; then kill "$server" 2>/dev/null || true; fi
     if [[ "${KEEP:-0}" != 1 ]]; then
         step "Uninstalling (set KEEP=1 to keep the demo running)"
         twill uninstall || kill "$agent" 2>/dev/null || true
@@ -44,13 +46,17 @@ twill endpoint exec frontend -- ping -c 3 -i 0.2 "$backend"
 twill endpoint exec frontend -- ping -c 1 "$db"
 
 step "TCP frontend -> backend:8080"
-twill endpoint exec backend -- socat TCP-LISTEN:8080,reuseaddr,fork SYSTEM:'echo hello from backend' &
+# Not through the twill() function: a backgrounded function is a subshell,
+# and killing it would leave socat running. The CLI execs the command, so
+# $! is socat itself.
+"$bin/twill" endpoint exec backend -- socat TCP-LISTEN:8080,reuseaddr,fork SYSTEM:'echo hello from backend' &
 server=$!
 for _ in $(seq 50); do
     twill endpoint exec frontend -- socat -T2 - "TCP:$backend:8080" 2>/dev/null && break
     sleep 0.1
 done
 kill "$server" 2>/dev/null || true
+wait "$server" 2>/dev/null || true
 
 step "Endpoint -> host (router 10.200.0.1)"
 twill endpoint exec db --namespace prod -- ping -c 1 10.200.0.1

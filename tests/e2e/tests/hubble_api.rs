@@ -7,6 +7,7 @@ use twill_e2e::{wait_until, Node};
 use twill_observe_proto::{
     flow::{self, layer4::Protocol, FlowFilter},
     observer::{self, get_flows_response::ResponseTypes, observer_client::ObserverClient},
+    prost_types,
     tonic::transport::{Channel, Endpoint},
 };
 
@@ -214,22 +215,34 @@ fn flows_show_labels_verdicts_reasons_and_directions() {
         let first2 =
             flows(&mut c, observer::GetFlowsRequest { number: 2, first: true, ..Default::default() }).await;
         assert_eq!(first2, all[..2].to_vec());
-        let last2 = flows(&mut c, observer::GetFlowsRequest { number: 2, ..Default::default() }).await;
+        // Flows may still arrive after `all` was taken (conntrack reports,
+        // teardown traces), so every check below is bounded by the times
+        // in `all` rather than assuming the ring stopped growing.
+        let newest = all.last().unwrap().time;
+        let last2 =
+            flows(&mut c, observer::GetFlowsRequest { number: 2, until: newest, ..Default::default() }).await;
         assert_eq!(last2, all[all.len() - 2..].to_vec());
-        let after_last = all.last().unwrap().time;
-        let later = flows(
+        let after = |t: Option<prost_types::Timestamp>| {
+            t.map(|mut t| {
+                t.nanos += 1;
+                t
+            })
+        };
+        // Since just after the third newest: exactly the two newest of
+        // `all`, then only flows newer than all of `all`.
+        let since_third = all[all.len() - 3].time;
+        let tail = flows(
             &mut c,
-            observer::GetFlowsRequest {
-                number: 100,
-                since: after_last.map(|mut t| {
-                    t.nanos += 1;
-                    t
-                }),
-                ..Default::default()
-            },
+            observer::GetFlowsRequest { number: 1000, since: after(since_third), ..Default::default() },
         )
         .await;
-        assert!(later.is_empty(), "nothing after the newest flow");
+        assert_eq!(tail[..2].to_vec(), all[all.len() - 2..].to_vec(), "the two newest flows, in order");
+        let nanos = |t: &Option<prost_types::Timestamp>| {
+            let t = t.as_ref().unwrap();
+            t.seconds as i128 * 1_000_000_000 + t.nanos as i128
+        };
+        assert!(tail[2..].iter().all(|f| nanos(&f.time) > nanos(&newest)), "nothing older after `since`");
+        assert!(tail.iter().all(|f| nanos(&f.time) > nanos(&since_third)));
 
         // Status, nodes and namespaces.
         let status = c.server_status(observer::ServerStatusRequest {}).await.unwrap().into_inner();

@@ -1,37 +1,87 @@
-//! The agent's core: endpoints, namespaces and identities on top of the
-//! store and the datapath. Every public method is one API operation and
-//! either completes or leaves nothing behind.
+//! The agent: every concern's owner, and the one entry point through
+//! which every change, from any source (the API today; CNI, etcd and
+//! Kubernetes next), is applied together with everything that follows
+//! from it: policy regeneration, the ipcache, the flow directory.
+//!
+//! Owners do not know each other; this module sequences them. Each
+//! change either completes or leaves nothing that the next start would
+//! not collect.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
-    sync::Arc,
+    sync::{Arc, RwLock},
     time::Instant,
 };
 
 use tracing::{debug, info, warn};
 use twill_abi::EndpointInfo;
 use twill_api as api;
-use twill_datapath::{netdev, Datapath, KernelFeatures};
-use twill_identity::{IdentityAllocator, LabelSet};
-use twill_ipam::Ipam;
-use twill_store::{FileStore, Store, StoreExt};
+use twill_datapath::{netdev, Datapath, KernelFeatures, PolicyEntry};
+use twill_identity::LabelSet;
+use twill_store::{FileStore, Store};
 
 use crate::{
     config::Config,
+    directory::FlowDirectory,
+    endpoints::{named_ports_by_identity, Endpoints},
     error::{AgentError, Result},
+    identities::Identities,
+    inspect,
+    ipcache::{self, DesiredIpcache},
     names,
+    namespaces::Namespaces,
+    policy::{
+        ports::{format_named_port, parse_dport},
+        realize::{to_entry, PolicyRealizer},
+        resolve_for,
+        trace::{trace, Party},
+        PolicyRepository, PolicySelection,
+    },
     records::*,
+    restore::{self, Observed},
 };
 
+/// A change to desired state, from whatever source.
+#[derive(Debug, Clone)]
+pub enum Change {
+    EndpointCreate { name: String, namespace: String, labels: Vec<String>, ports: Vec<String> },
+    EndpointDelete { name: String, namespace: String },
+    EndpointLabel { name: String, namespace: String, set: Vec<String>, remove: Vec<String> },
+    NamespaceCreate { name: String, labels: Vec<String> },
+    NamespaceLabel { name: String, set: Vec<String>, remove: Vec<String> },
+    NamespaceDelete { name: String },
+    PolicyImport { files: Vec<api::PolicyFile> },
+    PolicyDelete { name: Option<String>, namespace: Option<String>, kind: Option<String>, all: bool },
+}
+
+/// What a change produced, for the caller to report.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Endpoint(Box<api::Endpoint>),
+    Namespace(api::NamespaceInfo),
+    Policy(api::PolicyImported),
+}
+
+/// What follows from a change beyond the change itself.
+#[derive(Debug, Default, Clone, Copy)]
+struct Effects {
+    /// Identities, policies or their inputs changed: every endpoint's
+    /// policy and the ipcache must be recomputed.
+    regenerate: bool,
+}
+
 pub struct Agent {
-    pub(crate) config: Config,
-    pub(crate) store: Arc<dyn Store>,
-    pub(crate) identities: IdentityAllocator,
-    pub(crate) ipam: Ipam,
-    pub(crate) datapath: Datapath,
-    pub(crate) features: KernelFeatures,
-    pub(crate) policy: crate::policy::PolicyState,
+    config: Config,
+    store: Arc<dyn Store>,
+    datapath: Datapath,
+    features: KernelFeatures,
+    namespaces: Namespaces,
+    endpoints: Endpoints,
+    identities: Identities,
+    policies: PolicyRepository,
+    realizer: PolicyRealizer,
+    directory: FlowDirectory,
     started: Instant,
 }
 
@@ -39,120 +89,159 @@ impl Agent {
     /// Opens the store, loads the datapath and brings kernel state in line
     /// with the store: restored endpoints keep their IPs, identities and
     /// devices; leftovers of interrupted operations are removed.
-    pub fn start(config: Config) -> anyhow::Result<Self> {
+    pub fn start(config: Config) -> Result<Self> {
         names::check_node_name(&config.node_name)?;
         let store: Arc<dyn Store> = Arc::new(FileStore::open(&config.state_dir)?);
         check_pod_cidr(store.as_ref(), &config)?;
         let features = twill_datapath::probe_features();
-        let datapath = Datapath::load(&config.bpf_root)?;
+        let mut datapath = Datapath::load(&config.bpf_root)?;
         netdev::ensure_host_device(config.pod_cidr.router())?;
-        let agent = Self {
-            identities: IdentityAllocator::new(store.clone()),
-            ipam: Ipam::new(store.clone(), &config.node_name, config.pod_cidr),
-            store,
-            datapath,
-            features,
-            config,
-            policy: Default::default(),
-            started: Instant::now(),
-        };
-        let mut agent = agent;
-        let events = if agent.config.flows {
+        let events = if config.flows {
             twill_abi::EVENTS_DROP | twill_abi::EVENTS_POLICY | twill_abi::EVENTS_TRACE
         } else {
             0
         };
-        agent.datapath.set_config(twill_abi::DatapathConfig {
+        datapath.set_config(twill_abi::DatapathConfig {
             allow_localhost: 1,
-            aggregation: agent.config.aggregation,
+            aggregation: config.aggregation,
             events,
             reserved: 0,
         })?;
-        agent.ensure_default_namespace()?;
-        agent.load_policies()?;
+        let realizer = PolicyRealizer::from_map(datapath.policy_map())?;
+        let mut agent = Self {
+            namespaces: Namespaces::new(store.clone()),
+            endpoints: Endpoints::new(store.clone(), &config.node_name, config.pod_cidr),
+            identities: Identities::new(store.clone()),
+            policies: PolicyRepository::load(store.clone())?,
+            realizer,
+            directory: FlowDirectory::new(&config.node_name),
+            store,
+            datapath,
+            features,
+            config,
+            started: Instant::now(),
+        };
+        agent.namespaces.ensure_default()?;
         agent.restore()?;
+        agent.follow_up(Effects { regenerate: true })?;
         Ok(agent)
     }
 
-    fn ensure_default_namespace(&mut self) -> Result<()> {
-        if self.store.get(&namespace_key(DEFAULT_NAMESPACE))?.is_none() {
-            self.namespace_create(DEFAULT_NAMESPACE, &[])?;
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The flow directory, for the event reader and the observer.
+    pub fn directory(&self) -> Arc<RwLock<twill_observe::Directory>> {
+        self.directory.handle()
+    }
+
+    /// The event ring buffer, for its one reader.
+    pub fn take_events(&mut self) -> Option<aya::maps::RingBuf<aya::maps::MapData>> {
+        self.datapath.take_events()
+    }
+
+    // ---- the entry point -------------------------------------------------
+
+    /// Applies one change and everything that follows from it. A change
+    /// that fails midway still gets its follow-up, so whatever part of it
+    /// took effect is reflected everywhere.
+    pub fn apply(&mut self, change: Change) -> Result<Outcome> {
+        let started = Instant::now();
+        let mut effects = Effects::default();
+        let result = self.change(change, &mut effects);
+        if result.is_err() {
+            effects.regenerate = true;
         }
-        Ok(())
+        let follow_up = self.follow_up(effects);
+        debug!(elapsed = ?started.elapsed(), regenerate = effects.regenerate, "change applied");
+        match (result, follow_up) {
+            (Err(e), Err(f)) => {
+                warn!("after a failed change, bringing the datapath in line failed too: {}", f.chain());
+                Err(e)
+            }
+            (Err(e), Ok(())) => Err(e),
+            (Ok(_), Err(f)) => Err(f),
+            (Ok(outcome), Ok(())) => Ok(outcome),
+        }
     }
 
-    pub(crate) fn endpoint_records(&self) -> Result<Vec<EndpointRecord>> {
-        Ok(self
-            .store
-            .list_json::<EndpointRecord>(&endpoints_prefix(&self.config.node_name))?
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect())
-    }
-
-    pub(crate) fn endpoint_record(&self, namespace: &str, name: &str) -> Result<EndpointRecord> {
-        self.store
-            .get_json::<EndpointRecord>(&endpoint_key(&self.config.node_name, namespace, name))?
-            .map(|(r, _)| r)
-            .ok_or_else(|| AgentError::NotFound(format!("endpoint {namespace}/{name} does not exist")))
-    }
-
-    pub(crate) fn namespace_record(&self, name: &str) -> Result<NamespaceRecord> {
-        self.store.get_json::<NamespaceRecord>(&namespace_key(name))?.map(|(r, _)| r).ok_or_else(|| {
-            AgentError::NotFound(format!(
-                "namespace {name} does not exist (create it with `twill namespace create {name}`)"
-            ))
+    fn change(&mut self, change: Change, effects: &mut Effects) -> Result<Outcome> {
+        Ok(match change {
+            Change::EndpointCreate { name, namespace, labels, ports } => Outcome::Endpoint(Box::new(
+                self.endpoint_create(&name, &namespace, &labels, &ports, effects)?,
+            )),
+            Change::EndpointDelete { name, namespace } => {
+                Outcome::Endpoint(Box::new(self.endpoint_delete(&name, &namespace, effects)?))
+            }
+            Change::EndpointLabel { name, namespace, set, remove } => {
+                Outcome::Endpoint(Box::new(self.endpoint_label(&name, &namespace, &set, &remove, effects)?))
+            }
+            Change::NamespaceCreate { name, labels } => {
+                self.namespaces.create(&name, &labels)?;
+                Outcome::Namespace(self.namespace_get(&name)?)
+            }
+            Change::NamespaceLabel { name, set, remove } => {
+                let record = self.namespaces.relabel(&name, &set, &remove)?;
+                // Namespace labels are part of every member's identity.
+                for endpoint in self.endpoints.records()?.into_iter().filter(|r| r.namespace == name) {
+                    self.apply_identity(endpoint, &record, effects)?;
+                }
+                Outcome::Namespace(self.namespace_get(&name)?)
+            }
+            Change::NamespaceDelete { name } => {
+                let info = self.namespace_get(&name)?;
+                self.namespaces.delete(&name, info.endpoints)?;
+                Outcome::Namespace(info)
+            }
+            Change::PolicyImport { files } => {
+                let (revision, policies) = self.policies.import(&files)?;
+                effects.regenerate = true;
+                Outcome::Policy(api::PolicyImported { revision, policies })
+            }
+            Change::PolicyDelete { name, namespace, kind, all } => {
+                let selection = PolicySelection {
+                    name: name.as_deref(),
+                    namespace: namespace.as_deref(),
+                    kind: kind.as_deref(),
+                    all,
+                };
+                let before = self.policies.revision();
+                let (revision, policies) = self.policies.delete(&selection)?;
+                effects.regenerate = revision != before;
+                Outcome::Policy(api::PolicyImported { revision, policies })
+            }
         })
+    }
+
+    fn follow_up(&mut self, effects: Effects) -> Result<()> {
+        if effects.regenerate {
+            self.regenerate_all()?;
+        }
+        self.rebuild_directory()
     }
 
     // ---- endpoints -------------------------------------------------------
 
-    pub fn endpoint_create(
+    fn endpoint_create(
         &mut self,
         name: &str,
         namespace: &str,
         labels: &[String],
         ports: &[String],
+        effects: &mut Effects,
     ) -> Result<api::Endpoint> {
-        names::check_dns_label("endpoint", name)?;
-        names::check_dns_label("namespace", namespace)?;
-        let labels = LabelSet::parse_list(labels.iter().map(String::as_str))?;
-        let ports = ports.iter().map(|p| crate::policy::parse_named_port(p)).collect::<Result<Vec<_>>>()?;
-        let mut names_seen = BTreeSet::new();
-        for p in &ports {
-            if !names_seen.insert(&p.name) {
-                return Err(AgentError::Invalid(format!("port name {:?} is given twice", p.name)));
-            }
-        }
-        let ns = self.namespace_record(namespace)?;
-        let key = endpoint_key(&self.config.node_name, namespace, name);
-        if self.store.get(&key)?.is_some() {
-            return Err(AgentError::AlreadyExists(format!("endpoint {namespace}/{name} already exists")));
-        }
-        let id = self.free_endpoint_id()?;
-        let ip = self.ipam.allocate(&format!("{}/{id}", self.config.node_name))?;
-        let mut record = EndpointRecord {
-            id,
-            name: name.into(),
-            namespace: namespace.into(),
-            labels,
-            ip,
-            identity: 0,
-            netns: names::netns_name(&self.config.node_name, namespace, name),
-            host_device: names::host_device(id),
-            mac: names::endpoint_mac(ip),
-            host_mac: names::host_mac(ip),
-            ports,
-        };
-        match self.bring_up(&mut record, &ns, &key) {
+        let ns = self.namespaces.get(namespace)?;
+        let mut record = self.endpoints.prepare(name, namespace, labels, ports)?;
+        match self.bring_up(&mut record, &ns, effects) {
             Ok(()) => {
-                info!(endpoint = %format!("{namespace}/{name}"), id, %ip, identity = record.identity, "endpoint created");
+                info!(endpoint = %format!("{namespace}/{name}"), id = record.id, ip = %record.ip, identity = record.identity, "endpoint created");
                 Ok(self.to_api(&record))
             }
             Err(e) => {
-                warn!("creating endpoint {namespace}/{name} failed, rolling back: {e}");
+                warn!("creating endpoint {namespace}/{name} failed, rolling back: {}", e.chain());
                 self.tear_down(&record);
-                let _ = self.ipam.release(ip);
+                let _ = self.endpoints.release_address(record.ip);
                 Err(e)
             }
         }
@@ -161,14 +250,19 @@ impl Agent {
     /// Identity, devices, programs, maps, then the record: the record is
     /// written last, so a crash midway leaves only garbage that the next
     /// start collects.
-    fn bring_up(&mut self, record: &mut EndpointRecord, ns: &NamespaceRecord, key: &str) -> Result<()> {
+    fn bring_up(
+        &mut self,
+        record: &mut EndpointRecord,
+        ns: &NamespaceRecord,
+        effects: &mut Effects,
+    ) -> Result<()> {
         let started = Instant::now();
-        let owner = record.owner(&self.config.node_name);
-        let labels = security_labels(&record.labels, &record.namespace, ns);
-        record.identity = self.identities.acquire(&labels, &owner)?.id;
+        let owner = record.owner(self.endpoints.node());
+        record.identity =
+            self.identities.acquire(&security_labels(&record.labels, &record.namespace, ns), &owner)?;
         let identity_done = started.elapsed();
         self.datapath.detach(&record.host_device)?;
-        netdev::create_endpoint(&self.plumbing(record))?;
+        self.endpoints.plumb(record)?;
         let plumbing_done = started.elapsed();
         self.datapath.attach(&record.host_device)?;
         let attach_done = started.elapsed();
@@ -176,10 +270,10 @@ impl Agent {
         // only once its policy is in place.
         self.regenerate_endpoint(record)?;
         self.program_maps(record)?;
-        self.store.put_json(key, record)?;
+        self.endpoints.save(record)?;
         if self.identities.owners(record.identity)?.len() == 1 {
             // A new identity: other endpoints' policies may select it.
-            self.regenerate_all()?;
+            effects.regenerate = true;
         }
         debug!(
             identity = ?identity_done,
@@ -191,30 +285,17 @@ impl Agent {
         Ok(())
     }
 
-    fn plumbing<'a>(&self, r: &'a EndpointRecord) -> netdev::EndpointPlumbing<'a> {
-        netdev::EndpointPlumbing {
-            netns: &r.netns,
-            host_device: &r.host_device,
-            host_mac: r.host_mac,
-            endpoint_mac: r.mac,
-            ip: r.ip,
-            router: self.config.pod_cidr.router(),
-        }
-    }
-
-    pub(crate) fn program_maps(&mut self, r: &EndpointRecord) -> Result<()> {
-        let ifindex = netdev::ifindex(&r.host_device)
-            .ok_or_else(|| AgentError::Internal(format!("device {} vanished", r.host_device)))?;
+    fn program_maps(&mut self, r: &EndpointRecord) -> Result<()> {
         let info = EndpointInfo {
-            ifindex,
+            ifindex: self.endpoints.ifindex(r)?,
             endpoint_id: r.id,
             identity: r.identity,
             flags: 0,
             mac: r.mac,
             host_mac: r.host_mac,
         };
-        self.datapath.upsert_endpoint(r.ip, info)?;
-        self.datapath.upsert_ipcache(r.ip, 32, r.identity)?;
+        self.datapath.endpoint_map().upsert(r.ip, info)?;
+        self.datapath.ipcache_map().upsert(r.ip, 32, r.identity)?;
         Ok(())
     }
 
@@ -223,78 +304,56 @@ impl Agent {
     /// runs on paths that are already failing or must finish.
     fn tear_down(&mut self, r: &EndpointRecord) {
         let what = format!("{}/{}", r.namespace, r.name);
-        if let Err(e) = self.datapath.remove_endpoint(r.ip) {
-            warn!("{what}: removing endpoint map entry: {e}");
+        let log = |step: &str, e: AgentError| warn!("{what}: {step}: {}", e.chain());
+        if let Err(e) = self.datapath.endpoint_map().remove(r.ip) {
+            log("removing endpoint map entry", e.into());
         }
-        if let Err(e) = self.datapath.remove_ipcache(r.ip, 32) {
-            warn!("{what}: removing ipcache entry: {e}");
+        if let Err(e) = self.datapath.ipcache_map().remove(r.ip, 32) {
+            log("removing ipcache entry", e.into());
         }
         if let Err(e) = self.datapath.detach(&r.host_device) {
-            warn!("{what}: detaching programs: {e}");
+            log("detaching programs", e.into());
         }
-        if let Err(e) = netdev::delete_endpoint(&r.netns, &r.host_device) {
-            warn!("{what}: removing devices: {e}");
+        if let Err(e) = self.endpoints.unplumb(r) {
+            log("removing devices", e);
         }
-        if let Err(e) = self.forget_endpoint_policy(r.id as u16) {
-            warn!("{what}: removing policy map entries: {e}");
+        if let Err(e) = self.realizer.forget(self.datapath.policy_map(), r.id as u16) {
+            log("removing policy map entries", e);
         }
         if r.identity != 0 {
-            if let Err(e) = self.identities.release(r.identity, &r.owner(&self.config.node_name)) {
-                warn!("{what}: releasing identity {}: {e}", r.identity);
+            if let Err(e) = self.identities.release(r.identity, &r.owner(self.endpoints.node())) {
+                log("releasing identity", e);
             }
         }
     }
 
-    fn free_endpoint_id(&self) -> Result<u32> {
-        let used: BTreeSet<u32> = self.endpoint_records()?.iter().map(|r| r.id).collect();
-        (1..=65535u32)
-            .find(|id| !used.contains(id))
-            .ok_or_else(|| AgentError::Exhausted("all 65535 endpoint IDs are in use".into()))
-    }
-
-    pub fn endpoint_delete(&mut self, name: &str, namespace: &str) -> Result<api::Endpoint> {
-        let record = self.endpoint_record(namespace, name)?;
-        // Record first: if we crash below, the next start collects the
-        // rest instead of resurrecting a deleted endpoint.
-        self.store.delete(&endpoint_key(&self.config.node_name, namespace, name))?;
+    fn endpoint_delete(
+        &mut self,
+        name: &str,
+        namespace: &str,
+        effects: &mut Effects,
+    ) -> Result<api::Endpoint> {
+        let record = self.endpoints.get(namespace, name)?;
+        self.endpoints.forget(&record)?;
         self.tear_down(&record);
-        self.ipam.release(record.ip)?;
-        if self.identities.get(record.identity)?.is_none() {
-            // Its identity is gone: drop it from other endpoints' maps.
-            self.regenerate_all()?;
-        }
+        self.endpoints.release_address(record.ip)?;
+        // Its identity is gone: drop it from other endpoints' maps.
+        effects.regenerate = !self.identities.exists(record.identity)?;
         info!(endpoint = %format!("{namespace}/{name}"), "endpoint deleted");
         let mut out = self.to_api(&record);
         out.state = "deleted".into();
         Ok(out)
     }
 
-    pub fn endpoint_get(&self, name: &str, namespace: &str) -> Result<api::Endpoint> {
-        Ok(self.to_api(&self.endpoint_record(namespace, name)?))
-    }
-
-    pub fn endpoint_list(&self, namespace: Option<&str>) -> Result<Vec<api::Endpoint>> {
-        if let Some(ns) = namespace {
-            self.namespace_record(ns)?;
-        }
-        let mut out: Vec<api::Endpoint> = self
-            .endpoint_records()?
-            .iter()
-            .filter(|r| namespace.is_none_or(|ns| r.namespace == ns))
-            .map(|r| self.to_api(r))
-            .collect();
-        out.sort_by_key(|e| e.id);
-        Ok(out)
-    }
-
-    pub fn endpoint_label(
+    fn endpoint_label(
         &mut self,
         name: &str,
         namespace: &str,
         set: &[String],
         remove: &[String],
+        effects: &mut Effects,
     ) -> Result<api::Endpoint> {
-        let mut record = self.endpoint_record(namespace, name)?;
+        let mut record = self.endpoints.get(namespace, name)?;
         let additions = LabelSet::parse_list(set.iter().map(String::as_str))?;
         for key in remove {
             if record.labels.get(key).is_none() {
@@ -307,18 +366,23 @@ impl Agent {
             record.labels.remove(key);
         }
         record.labels.extend(&additions);
-        let ns = self.namespace_record(namespace)?;
-        self.apply_identity(record, &ns).map(|r| self.to_api(&r))
+        let ns = self.namespaces.get(namespace)?;
+        let record = self.apply_identity(record, &ns, effects)?;
+        Ok(self.to_api(&record))
     }
 
     /// Moves an endpoint to the identity its (possibly changed) labels
     /// imply: new identity first, then the maps, then release the old one,
     /// so the endpoint is never without a valid identity.
-    fn apply_identity(&mut self, mut record: EndpointRecord, ns: &NamespaceRecord) -> Result<EndpointRecord> {
-        let owner = record.owner(&self.config.node_name);
-        let labels = security_labels(&record.labels, &record.namespace, ns);
+    fn apply_identity(
+        &mut self,
+        mut record: EndpointRecord,
+        ns: &NamespaceRecord,
+        effects: &mut Effects,
+    ) -> Result<EndpointRecord> {
+        let owner = record.owner(self.endpoints.node());
         let old = record.identity;
-        let new = self.identities.acquire(&labels, &owner)?.id;
+        let new = self.identities.acquire(&security_labels(&record.labels, &record.namespace, ns), &owner)?;
         record.identity = new;
         if let Err(e) = self.program_maps(&record) {
             if new != old {
@@ -326,22 +390,20 @@ impl Agent {
             }
             return Err(e);
         }
-        self.store
-            .put_json(&endpoint_key(&self.config.node_name, &record.namespace, &record.name), &record)?;
+        self.endpoints.save(&record)?;
         if new != old {
             self.identities.release(old, &owner)?;
             info!(endpoint = %format!("{}/{}", record.namespace, record.name), old, new, "identity changed");
-            self.regenerate_all()?;
+            effects.regenerate = true;
         }
         Ok(record)
     }
 
-    pub(crate) fn to_api(&self, r: &EndpointRecord) -> api::Endpoint {
-        let security =
-            self.identities.get(r.identity).ok().flatten().map(|i| i.labels.to_strings()).unwrap_or_default();
-        let state = if netdev::endpoint_present(&r.netns, &r.host_device) { "ready" } else { "not-ready" };
+    fn to_api(&self, r: &EndpointRecord) -> api::Endpoint {
+        let security = self.identities.labels(r.identity).map(|l| l.to_strings()).unwrap_or_default();
+        let state = if self.endpoints.present(r) { "ready" } else { "not-ready" };
         let id = r.id as u16;
-        let (ingress_enforced, egress_enforced) = self.policy.enforced.get(&id).copied().unwrap_or_default();
+        let (ingress_enforced, egress_enforced) = self.realizer.enforced(id);
         api::Endpoint {
             id: r.id,
             name: r.name.clone(),
@@ -350,8 +412,8 @@ impl Agent {
             identity: r.identity,
             labels: plain(&r.labels),
             security_labels: security,
-            ports: r.ports.iter().map(crate::policy::format_named_port).collect(),
-            policy_revision: self.policy.endpoint_revision.get(&id).copied().unwrap_or(0),
+            ports: r.ports.iter().map(format_named_port).collect(),
+            policy_revision: self.realizer.revision(id),
             ingress_enforced,
             egress_enforced,
             netns: r.netns.clone(),
@@ -362,90 +424,44 @@ impl Agent {
         }
     }
 
-    // ---- namespaces ------------------------------------------------------
-
-    pub fn namespace_create(&mut self, name: &str, labels: &[String]) -> Result<api::NamespaceInfo> {
-        names::check_dns_label("namespace", name)?;
-        let mut set = LabelSet::parse_list(labels.iter().map(String::as_str))?;
-        set.set(twill_identity::Label::new("k8s", NAMESPACE_NAME_LABEL, name));
-        if !self.store.create_json(&namespace_key(name), &NamespaceRecord { labels: set })? {
-            return Err(AgentError::AlreadyExists(format!("namespace {name} already exists")));
-        }
-        self.namespace_get(name)
+    pub fn endpoint_get(&self, name: &str, namespace: &str) -> Result<api::Endpoint> {
+        Ok(self.to_api(&self.endpoints.get(namespace, name)?))
     }
 
+    pub fn endpoint_list(&self, namespace: Option<&str>) -> Result<Vec<api::Endpoint>> {
+        if let Some(ns) = namespace {
+            self.namespaces.get(ns)?;
+        }
+        let mut out: Vec<api::Endpoint> = self
+            .endpoints
+            .records()?
+            .iter()
+            .filter(|r| namespace.is_none_or(|ns| r.namespace == ns))
+            .map(|r| self.to_api(r))
+            .collect();
+        out.sort_by_key(|e| e.id);
+        Ok(out)
+    }
+
+    // ---- namespaces ------------------------------------------------------
+
     pub fn namespace_get(&self, name: &str) -> Result<api::NamespaceInfo> {
-        let record = self.namespace_record(name)?;
-        let endpoints = self.endpoint_records()?.iter().filter(|r| r.namespace == name).count();
+        let record = self.namespaces.get(name)?;
+        let endpoints = self.endpoints.records()?.iter().filter(|r| r.namespace == name).count();
         Ok(api::NamespaceInfo { name: name.into(), labels: plain(&record.labels), endpoints })
     }
 
     pub fn namespace_list(&self) -> Result<Vec<api::NamespaceInfo>> {
-        let names: Vec<String> = self
-            .store
-            .list(NAMESPACES_PREFIX)?
-            .into_iter()
-            .map(|(k, _)| k[NAMESPACES_PREFIX.len()..].to_string())
-            .collect();
-        names.iter().map(|n| self.namespace_get(n)).collect()
-    }
-
-    pub fn namespace_label(
-        &mut self,
-        name: &str,
-        set: &[String],
-        remove: &[String],
-    ) -> Result<api::NamespaceInfo> {
-        let mut record = self.namespace_record(name)?;
-        let additions = LabelSet::parse_list(set.iter().map(String::as_str))?;
-        for key in remove.iter().chain(additions.iter().map(|l| &l.key)) {
-            if key == NAMESPACE_NAME_LABEL {
-                return Err(AgentError::Invalid(format!(
-                    "label {NAMESPACE_NAME_LABEL} is set by Twill and cannot be changed"
-                )));
-            }
-        }
-        for key in remove {
-            if !record.labels.remove(key) {
-                return Err(AgentError::Invalid(format!("namespace {name} has no label {key:?} to remove")));
-            }
-        }
-        record.labels.extend(&additions);
-        self.store.put_json(&namespace_key(name), &record)?;
-        // Namespace labels are part of every member's identity.
-        for endpoint in self.endpoint_records()?.into_iter().filter(|r| r.namespace == name) {
-            self.apply_identity(endpoint, &record)?;
-        }
-        self.namespace_get(name)
-    }
-
-    pub fn namespace_delete(&mut self, name: &str) -> Result<api::NamespaceInfo> {
-        let info = self.namespace_get(name)?;
-        if name == DEFAULT_NAMESPACE {
-            return Err(AgentError::Invalid("namespace default always exists and cannot be deleted".into()));
-        }
-        if info.endpoints > 0 {
-            return Err(AgentError::Invalid(format!(
-                "namespace {name} still has {} endpoint(s); delete them first",
-                info.endpoints
-            )));
-        }
-        self.store.delete(&namespace_key(name))?;
-        Ok(info)
+        self.namespaces.names()?.iter().map(|n| self.namespace_get(n)).collect()
     }
 
     // ---- identities ------------------------------------------------------
 
-    fn local_users(&self) -> Result<BTreeMap<u32, usize>> {
-        let mut users = BTreeMap::new();
-        for r in self.endpoint_records()? {
+    pub fn identity_list(&self) -> Result<Vec<api::IdentityInfo>> {
+        let mut users: BTreeMap<u32, usize> = BTreeMap::new();
+        for r in self.endpoints.records()? {
             *users.entry(r.identity).or_insert(0) += 1;
         }
-        Ok(users)
-    }
-
-    pub fn identity_list(&self) -> Result<Vec<api::IdentityInfo>> {
-        let users = self.local_users()?;
         let mut out: Vec<api::IdentityInfo> = twill_identity::RESERVED
             .iter()
             .map(|(id, name)| api::IdentityInfo {
@@ -455,7 +471,7 @@ impl Agent {
                 endpoints: 0,
             })
             .collect();
-        for (identity, _) in self.identities.list()? {
+        for identity in self.identities.allocated()? {
             out.push(api::IdentityInfo {
                 id: identity.id,
                 labels: identity.labels.to_strings(),
@@ -473,54 +489,178 @@ impl Agent {
             .ok_or_else(|| AgentError::NotFound(format!("identity {id} does not exist")))
     }
 
+    // ---- policy ----------------------------------------------------------
+
+    /// Resolves and realizes the policy of one endpoint that may not be in
+    /// the store yet (during creation).
+    fn regenerate_endpoint(&mut self, record: &EndpointRecord) -> Result<()> {
+        let universe = self.identities.universe()?;
+        let mut peer_ports = named_ports_by_identity(&self.endpoints.records()?);
+        peer_ports.entry(record.identity).or_default().extend(record.ports.iter().cloned());
+        let labels = self.identities.labels(record.identity)?;
+        let resolved = resolve_for(&labels, &record.ports, &universe, self.policies.rules(), &peer_ports);
+        self.realizer.realize(
+            self.datapath.policy_map(),
+            record.id as u16,
+            &resolved,
+            self.policies.revision(),
+        )?;
+        Ok(())
+    }
+
+    /// Recomputes every local endpoint's policy and the ipcache, and
+    /// removes map state of endpoints that are gone.
+    fn regenerate_all(&mut self) -> Result<()> {
+        let started = Instant::now();
+        self.identities.sync_cidrs(self.policies.cidr_prefixes());
+        let universe = self.identities.universe()?;
+        let records = self.endpoints.records()?;
+        let peer_ports = named_ports_by_identity(&records);
+        let mut by_identity: BTreeMap<u32, LabelSet> = BTreeMap::new();
+        for r in &records {
+            if let std::collections::btree_map::Entry::Vacant(slot) = by_identity.entry(r.identity) {
+                slot.insert(self.identities.labels(r.identity)?);
+            }
+        }
+        let revision = self.policies.revision();
+        for r in &records {
+            let resolved = resolve_for(
+                &by_identity[&r.identity],
+                &r.ports,
+                &universe,
+                self.policies.rules(),
+                &peer_ports,
+            );
+            self.realizer.realize(self.datapath.policy_map(), r.id as u16, &resolved, revision)?;
+        }
+        let live: BTreeSet<u16> = records.iter().map(|r| r.id as u16).collect();
+        for id in self.realizer.endpoints().into_iter().filter(|id| !live.contains(id)) {
+            self.realizer.forget(self.datapath.policy_map(), id)?;
+        }
+        self.sync_ipcache(&records)?;
+        debug!(endpoints = records.len(), elapsed = ?started.elapsed(), "policy regenerated");
+        Ok(())
+    }
+
+    fn sync_ipcache(&mut self, records: &[EndpointRecord]) -> Result<()> {
+        let cidrs: Vec<(Ipv4Addr, u8, u32)> =
+            self.identities.cidr_entries().map(|(p, id)| (Ipv4Addr::from(p.addr), p.len, id)).collect();
+        let desired = DesiredIpcache::new(
+            host_addresses(self.config.pod_cidr.router()),
+            cidrs,
+            records.iter().map(|r| (r.ip, r.identity)),
+        );
+        ipcache::sync(self.datapath.ipcache_map(), &desired)?;
+        Ok(())
+    }
+
+    pub fn policy_get(&self) -> api::PolicyList {
+        self.policies.list()
+    }
+
+    pub fn policy_revision(&self) -> u64 {
+        self.policies.revision()
+    }
+
+    /// The oldest revision any endpoint enforces (the current one if there
+    /// are no endpoints).
+    pub fn policy_realized_revision(&self) -> Result<u64> {
+        Ok(self
+            .endpoints
+            .records()?
+            .iter()
+            .map(|r| self.realizer.revision(r.id as u16))
+            .min()
+            .unwrap_or(self.policies.revision()))
+    }
+
+    fn trace_party(
+        &self,
+        endpoint: &Option<String>,
+        namespace: &Option<String>,
+        labels: &[String],
+        side: &str,
+    ) -> Result<Party> {
+        match (endpoint, labels.is_empty()) {
+            (Some(name), true) => {
+                let ns = namespace.clone().unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+                let r = self.endpoints.get(&ns, name)?;
+                Ok(Party {
+                    identity: r.identity,
+                    labels: self.identities.labels(r.identity)?,
+                    ports: r.ports.clone(),
+                    name: format!("endpoint {ns}/{name}"),
+                })
+            }
+            (None, false) => {
+                let mut set = LabelSet::parse_list(labels.iter().map(String::as_str))?;
+                if let Some(ns) = namespace {
+                    set = security_labels(&set, ns, &self.namespaces.get(ns)?);
+                }
+                // Labels nobody holds get a number no identity has.
+                let identity = self.identities.lookup(&set)?.unwrap_or(u32::MAX - 1);
+                Ok(Party {
+                    identity,
+                    labels: set,
+                    ports: vec![],
+                    name: format!("labels {}", labels.join(",")),
+                })
+            }
+            _ => Err(AgentError::Invalid(format!("give either --{side}-endpoint or --{side}-labels"))),
+        }
+    }
+
+    pub fn policy_trace(&self, req: &api::TraceRequest) -> Result<api::TraceResult> {
+        let (protocol, port) = parse_dport(&req.dport)?;
+        let src = self.trace_party(&req.src_endpoint, &req.src_namespace, &req.src_labels, "src")?;
+        let dst = self.trace_party(&req.dst_endpoint, &req.dst_namespace, &req.dst_labels, "dst")?;
+        let peer_ports = named_ports_by_identity(&self.endpoints.records()?);
+        Ok(trace(&self.identities.universe()?, self.policies.rules(), peer_ports, &src, &dst, protocol, port))
+    }
+
     // ---- datapath views --------------------------------------------------
 
     pub fn bpf_ipcache(&self) -> Result<Vec<api::IpcacheEntry>> {
-        Ok(self
-            .datapath
-            .ipcache_entries()?
-            .into_iter()
-            .map(|e| api::IpcacheEntry { cidr: format!("{}/{}", e.ip, e.prefix_len), identity: e.identity })
-            .collect())
+        inspect::ipcache(&self.datapath)
     }
 
     pub fn bpf_endpoints(&self) -> Result<Vec<api::BpfEndpoint>> {
-        let mut out: Vec<api::BpfEndpoint> = self
-            .datapath
-            .endpoint_entries()?
-            .into_iter()
-            .map(|(ip, info)| api::BpfEndpoint {
-                ipv4: ip.to_string(),
-                endpoint_id: info.endpoint_id,
-                identity: info.identity,
-                ifindex: info.ifindex,
-                mac: netdev::format_mac(&info.mac),
-                host_mac: netdev::format_mac(&info.host_mac),
-            })
-            .collect();
-        out.sort_by_key(|e| e.endpoint_id);
-        Ok(out)
+        inspect::endpoints(&self.datapath)
     }
 
     pub fn bpf_metrics(&self) -> Result<Vec<api::MetricsRow>> {
-        Ok(self
-            .datapath
-            .metrics()?
-            .into_iter()
-            .map(|m| api::MetricsRow {
-                direction: if m.direction == twill_abi::METRIC_DIR_INGRESS { "ingress" } else { "egress" }
-                    .into(),
-                reason: m.reason,
-                description: if m.reason == 0 {
-                    "Forwarded".into()
-                } else {
-                    twill_abi::drop_reason_text(m.reason).into()
-                },
-                packets: m.packets,
-                bytes: m.bytes,
-            })
-            .collect())
+        inspect::metrics(&self.datapath)
     }
+
+    pub fn bpf_ct_list(&self) -> Result<Vec<api::CtRow>> {
+        inspect::conntrack(&self.datapath)
+    }
+
+    pub fn bpf_policy_get(&self, name: &str, namespace: &str) -> Result<api::BpfPolicy> {
+        let r = self.endpoints.get(namespace, name)?;
+        let id = r.id as u16;
+        // Provenance comes from the resolver; verdicts from the kernel map.
+        let universe = self.identities.universe()?;
+        let labels = self.identities.labels(r.identity)?;
+        let peer_ports = named_ports_by_identity(&self.endpoints.records()?);
+        let resolved = resolve_for(&labels, &r.ports, &universe, self.policies.rules(), &peer_ports);
+        let origins: BTreeMap<PolicyEntry, Vec<String>> = resolved
+            .entries
+            .iter()
+            .map(|(k, e)| (to_entry(id, k), e.origins.iter().map(|o| o.to_string()).collect()))
+            .collect();
+        let (ingress_enforced, egress_enforced) = self.realizer.enforced(id);
+        Ok(api::BpfPolicy {
+            endpoint_id: r.id,
+            identity: r.identity,
+            revision: self.realizer.revision(id),
+            ingress_enforced,
+            egress_enforced,
+            entries: inspect::policy_entries(&self.datapath, id, &universe, &origins)?,
+        })
+    }
+
+    // ---- status and metrics ---------------------------------------------
 
     pub fn status(&self) -> Result<api::Status> {
         let mut health = Vec::new();
@@ -542,10 +682,10 @@ impl Agent {
                 Err(e) => e.to_string(),
             },
         });
-        let records = self.endpoint_records()?;
+        let records = self.endpoints.records()?;
         let not_ready: Vec<String> = records
             .iter()
-            .filter(|r| !netdev::endpoint_present(&r.netns, &r.host_device))
+            .filter(|r| !self.endpoints.present(r))
             .map(|r| format!("{}/{}", r.namespace, r.name))
             .collect();
         health.push(api::SubsystemHealth {
@@ -577,20 +717,142 @@ impl Agent {
             router_ipv4: self.config.pod_cidr.router().to_string(),
             state_dir: self.config.state_dir.display().to_string(),
             bpf_root: self.config.bpf_root.display().to_string(),
+            hubble_socket: self.config.hubble_socket.as_ref().map(|p| p.display().to_string()),
+            hubble_listen: self.config.hubble_listen.map(|a| a.to_string()),
             kernel: serde_json::to_value(&self.features).unwrap_or_default(),
             endpoints: records.len(),
-            identities: self.identities.list()?.len(),
-            policy_revision: self.policy.revision,
-            policies: self.policy.policies.len(),
+            identities: self.identities.allocated()?.len(),
+            policy_revision: self.policies.revision(),
+            policies: self.policies.len(),
             programs,
             health,
         })
     }
 
+    pub fn metrics_sample(&self) -> Result<crate::metrics::Sample> {
+        Ok(crate::metrics::Sample {
+            endpoints: self.endpoints.records()?.len(),
+            identities: self.identities.allocated()?.len(),
+            policies: self.policies.len(),
+            policy_revision: self.policies.revision(),
+            maps: vec![
+                ("twill_endpoints", self.datapath.endpoint_entries()?.len(), twill_abi::MAX_ENDPOINTS),
+                ("twill_ipcache", self.datapath.ipcache_entries()?.len(), twill_abi::MAX_IPCACHE_ENTRIES),
+                ("twill_policy", self.realizer.entry_count(), twill_abi::MAX_POLICY_ENTRIES),
+                ("twill_ct", self.datapath.ct_entries()?.len(), twill_abi::MAX_CT_ENTRIES),
+            ],
+            datapath: self.datapath.metrics()?,
+            lost_events: self.datapath.lost_events()?,
+        })
+    }
+
+    fn rebuild_directory(&mut self) -> Result<()> {
+        let universe = self.identities.universe()?;
+        let endpoints: Vec<(EndpointRecord, u32)> = self
+            .endpoints
+            .records()?
+            .into_iter()
+            .map(|r| {
+                let ifindex = self.endpoints.ifindex(&r).unwrap_or(0);
+                (r, ifindex)
+            })
+            .collect();
+        self.directory.rebuild(&universe, &endpoints, self.namespaces.names()?);
+        Ok(())
+    }
+
+    // ---- restore, garbage, uninstall ---------------------------------------
+
+    /// Brings every stored endpoint back: same IP, same identity, same
+    /// devices. Existing devices and filters are reused; the freshly
+    /// loaded programs are swapped into them atomically.
+    fn restore(&mut self) -> Result<()> {
+        let node = self.endpoints.node().to_string();
+        let mut restored = Vec::new();
+        for mut record in self.endpoints.records()? {
+            let what = format!("{}/{}", record.namespace, record.name);
+            self.endpoints.keep_address(&record);
+            let ns = self.namespaces.get_or_default(&record.namespace)?;
+            let identity = self
+                .identities
+                .acquire(&security_labels(&record.labels, &record.namespace, &ns), &record.owner(&node))?;
+            if identity != record.identity {
+                warn!(
+                    "{what}: identity {} -> {identity} (store changed while the agent was down)",
+                    record.identity
+                );
+                record.identity = identity;
+                self.endpoints.save(&record)?;
+            }
+            if !self.endpoints.present(&record) {
+                info!("{what}: devices missing, recreating them");
+                self.endpoints.unplumb(&record)?;
+                self.datapath.detach(&record.host_device)?;
+                self.endpoints.plumb(&record)?;
+            }
+            self.datapath.attach(&record.host_device)?;
+            self.program_maps(&record)?;
+            restored.push(record);
+        }
+        self.collect_garbage(&restored)?;
+        info!(endpoints = restored.len(), "state restored");
+        Ok(())
+    }
+
+    /// Removes kernel objects, addresses and identity references of this
+    /// node that no endpoint in `keep` accounts for.
+    fn collect_garbage(&mut self, keep: &[EndpointRecord]) -> Result<()> {
+        let mut identity_refs = Vec::new();
+        for identity in self.identities.allocated()? {
+            for owner in self.identities.owners(identity.id)? {
+                identity_refs.push((identity.id, owner));
+            }
+        }
+        let observed = Observed {
+            netns: netdev::list_netns(),
+            devices: netdev::list_devices()?,
+            attached: self
+                .datapath
+                .attached_devices()
+                .into_iter()
+                .map(|(d, _)| d)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            endpoint_map: self.datapath.endpoint_entries()?.into_iter().map(|(ip, _)| ip).collect(),
+            addresses: self.endpoints.allocations()?,
+            identity_refs,
+        };
+        let garbage = restore::garbage(self.endpoints.node(), keep, &observed);
+        for ns in &garbage.netns {
+            info!("removing leftover namespace {ns}");
+            netdev::delete_netns(ns)?;
+        }
+        for device in &garbage.devices {
+            info!("removing leftover device {device}");
+            netdev::delete_link(device)?;
+        }
+        for device in &garbage.detach {
+            self.datapath.detach(device)?;
+        }
+        for ip in &garbage.endpoint_map {
+            self.datapath.endpoint_map().remove(*ip)?;
+        }
+        for (ip, owner) in &garbage.addresses {
+            info!("releasing leftover address {ip} of {owner}");
+            self.endpoints.release_address(*ip)?;
+        }
+        for (identity, owner) in &garbage.identity_refs {
+            info!("releasing leftover reference of {owner} to identity {identity}");
+            self.identities.release(*identity, owner)?;
+        }
+        Ok(())
+    }
+
     /// Removes every endpoint and everything Twill made on this node:
-    /// devices, namespaces, pinned programs and maps, state and socket.
+    /// devices, namespaces, pinned programs and maps, state and sockets.
     pub fn uninstall(&mut self) -> Result<api::Uninstalled> {
-        let records = self.endpoint_records()?;
+        let records = self.endpoints.records()?;
         for r in &records {
             self.tear_down(r);
         }
@@ -603,7 +865,9 @@ impl Agent {
             match std::fs::remove_dir_all(path) {
                 Ok(()) => removed.push(path.display().to_string()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(AgentError::Internal(format!("removing {}: {e}", path.display()))),
+                Err(source) => {
+                    return Err(AgentError::Io { what: format!("removing {}", path.display()), source })
+                }
             }
         }
         for socket in std::iter::once(&self.config.api_socket).chain(self.config.hubble_socket.as_ref()) {
@@ -615,18 +879,17 @@ impl Agent {
     }
 }
 
-fn check_pod_cidr(store: &dyn Store, config: &Config) -> anyhow::Result<()> {
+fn check_pod_cidr(store: &dyn Store, config: &Config) -> Result<()> {
     let key = pod_cidr_key(&config.node_name);
     let wanted = config.pod_cidr.to_string();
     if let Some(entry) = store.get(&key)? {
         if entry.value != wanted {
             let in_use = store.list(&endpoints_prefix(&config.node_name))?.len();
             if in_use > 0 {
-                anyhow::bail!(
+                return Err(AgentError::Invalid(format!(
                     "--pod-cidr {wanted} differs from {} used by {in_use} existing endpoint(s); start with --pod-cidr {} or delete them first",
-                    entry.value,
-                    entry.value
-                );
+                    entry.value, entry.value
+                )));
             }
         }
     }
@@ -635,7 +898,7 @@ fn check_pod_cidr(store: &dyn Store, config: &Config) -> anyhow::Result<()> {
 }
 
 /// Host addresses that belong in the ipcache as the host identity.
-pub(crate) fn host_addresses(router: Ipv4Addr) -> Vec<Ipv4Addr> {
+fn host_addresses(router: Ipv4Addr) -> Vec<Ipv4Addr> {
     let mut out = netdev::local_ipv4_addresses().unwrap_or_default();
     if !out.contains(&router) {
         out.push(router);

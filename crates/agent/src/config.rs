@@ -1,8 +1,66 @@
-use std::path::PathBuf;
+//! The agent's flags and the configuration derived from them.
 
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::Parser;
 use twill_ipam::Cidr;
 
-/// Everything an agent instance is told at start.
+/// Where runtime files (sockets) go unless a flag names them. Every path
+/// an agent serves on derives from its API socket's directory, so two
+/// agents with different `--api-socket` never share a file.
+pub const DEFAULT_RUN_DIR: &str = "/run/twill";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "twill-agent",
+    version,
+    about = "Twill host agent: eBPF networking, policy and observability"
+)]
+pub struct Args {
+    /// Directory of the embedded state store.
+    #[arg(long, default_value = "/var/lib/twill")]
+    pub state_dir: PathBuf,
+    /// Unix socket of the agent API (root only). Its directory is the
+    /// agent's run directory: other sockets default to it.
+    #[arg(long, default_value = twill_api::DEFAULT_SOCKET)]
+    pub api_socket: PathBuf,
+    /// bpffs directory for pinned maps and links.
+    #[arg(long, default_value = "/sys/fs/bpf/twill")]
+    pub bpf_root: PathBuf,
+    /// IPv4 CIDR endpoints on this node get addresses from.
+    #[arg(long, default_value = "10.200.0.0/24")]
+    pub pod_cidr: String,
+    /// Name of this node (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// How many trace events the datapath emits: none (every packet at
+    /// every point), low (every packet once), medium (per connection: new,
+    /// TCP flag changes, every 5 s) or maximum (new, SYN/FIN/RST only).
+    #[arg(long, default_value = "medium", value_parser = ["none", "low", "medium", "maximum"])]
+    pub monitor_aggregation: String,
+    /// Turn datapath events off entirely (no flows, no monitor output).
+    #[arg(long)]
+    pub disable_flows: bool,
+    /// Unix socket of the Hubble-compatible observer API ("" to disable;
+    /// default: hubble.sock beside the API socket).
+    #[arg(long)]
+    pub hubble_socket: Option<String>,
+    /// TCP address of the observer API ("" to disable). Only loopback
+    /// unless you ask otherwise.
+    #[arg(long, default_value = "127.0.0.1:4244")]
+    pub hubble_listen: String,
+    /// Address of the Prometheus metrics endpoint ("" to disable).
+    #[arg(long, default_value = "127.0.0.1:9962")]
+    pub prometheus_listen: String,
+    /// Flows kept in memory for `twill observe` and Hubble clients.
+    #[arg(long, default_value_t = twill_observe::DEFAULT_CAPACITY)]
+    pub flow_buffer_size: usize,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, default_value = "info")]
+    pub log_level: tracing::Level,
+}
+
+/// Everything an agent instance is told at start, checked.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub state_dir: PathBuf,
@@ -16,4 +74,111 @@ pub struct Config {
     pub flows: bool,
     /// The observer API socket, removed by `twill uninstall`.
     pub hubble_socket: Option<PathBuf>,
+    pub hubble_listen: Option<SocketAddr>,
+    pub prometheus_listen: Option<SocketAddr>,
+    pub flow_buffer_size: usize,
+}
+
+/// A flag whose value is wrong: names the flag, the value and the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("--{flag}: {value:?}: {reason}")]
+pub struct FlagError {
+    pub flag: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+fn optional_addr(flag: &'static str, value: &str) -> Result<Option<SocketAddr>, FlagError> {
+    match value {
+        "" => Ok(None),
+        addr => addr.parse().map(Some).map_err(|e: std::net::AddrParseError| FlagError {
+            flag,
+            value: addr.into(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+impl Config {
+    pub fn from_args(args: Args) -> Result<Self, FlagError> {
+        // CidrError's text already quotes the value.
+        let pod_cidr = args.pod_cidr.parse().map_err(|e: twill_ipam::CidrError| FlagError {
+            flag: "pod-cidr",
+            value: args.pod_cidr.clone(),
+            reason: e.to_string().trim_start_matches(&format!("{:?}: ", args.pod_cidr)).to_string(),
+        })?;
+        if args.flow_buffer_size == 0 {
+            return Err(FlagError {
+                flag: "flow-buffer-size",
+                value: "0".into(),
+                reason: "must be at least 1".into(),
+            });
+        }
+        let run_dir = args.api_socket.parent().map(PathBuf::from).unwrap_or_else(|| DEFAULT_RUN_DIR.into());
+        let hubble_socket = match args.hubble_socket.as_deref() {
+            Some("") => None,
+            Some(path) => Some(PathBuf::from(path)),
+            None => Some(run_dir.join("hubble.sock")),
+        };
+        Ok(Config {
+            state_dir: args.state_dir,
+            api_socket: args.api_socket,
+            bpf_root: args.bpf_root,
+            pod_cidr,
+            node_name: args.node_name.unwrap_or_else(hostname),
+            aggregation: match args.monitor_aggregation.as_str() {
+                "none" => twill_abi::AGGREGATION_NONE,
+                "low" => twill_abi::AGGREGATION_LOW,
+                "maximum" => twill_abi::AGGREGATION_MAXIMUM,
+                _ => twill_abi::AGGREGATION_MEDIUM,
+            },
+            flows: !args.disable_flows,
+            hubble_socket,
+            hubble_listen: optional_addr("hubble-listen", &args.hubble_listen)?,
+            prometheus_listen: optional_addr("prometheus-listen", &args.prometheus_listen)?,
+            flow_buffer_size: args.flow_buffer_size,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(argv: &[&str]) -> Result<Config, FlagError> {
+        Config::from_args(
+            Args::try_parse_from(std::iter::once("twill-agent").chain(argv.iter().copied())).unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_hubble_socket_follows_the_api_socket() {
+        let c = config(&["--api-socket", "/run/node1/twill.sock"]).unwrap();
+        assert_eq!(c.hubble_socket, Some(PathBuf::from("/run/node1/hubble.sock")));
+        let c = config(&[]).unwrap();
+        assert_eq!(c.hubble_socket, Some(PathBuf::from("/run/twill/hubble.sock")));
+        let c = config(&["--hubble-socket", ""]).unwrap();
+        assert_eq!(c.hubble_socket, None);
+        let c = config(&["--api-socket", "/a/t.sock", "--hubble-socket", "/b/h.sock"]).unwrap();
+        assert_eq!(c.hubble_socket, Some(PathBuf::from("/b/h.sock")));
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        let e = config(&["--pod-cidr", "10.0.0.1/24"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--pod-cidr: \"10.0.0.1/24\": host bits are set; did you mean 10.0.0.0/24?"
+        );
+        let e = config(&["--hubble-listen", "nowhere"]).unwrap_err();
+        assert!(e.to_string().starts_with("--hubble-listen: \"nowhere\": "), "{e}");
+        let e = config(&["--flow-buffer-size", "0"]).unwrap_err();
+        assert_eq!(e.flag, "flow-buffer-size");
+    }
 }

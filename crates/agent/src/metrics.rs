@@ -9,7 +9,7 @@ use std::{
 
 use twill_metrics::{Counter, Gauge, Histogram, HubbleMetrics, MetricsServer, Registry};
 
-use crate::{agent::Agent, events::EventHub};
+use crate::events::EventHub;
 
 /// Metrics the API server records as it serves.
 #[derive(Clone)]
@@ -65,10 +65,12 @@ struct AgentGauges {
     flows_in_ring: Gauge,
 }
 
+/// Serves the registry; `sample` reads the agent's state on each scrape
+/// (None if it could not), so this module needs no view of the agent.
 pub fn serve(
     addr: SocketAddr,
     metrics: &AgentMetrics,
-    agent: Arc<Mutex<Agent>>,
+    sample: impl Fn() -> Option<Sample> + Send + Sync + 'static,
     hub: Arc<EventHub>,
     ring: Arc<twill_observe::FlowRing>,
 ) -> std::io::Result<MetricsServer> {
@@ -114,8 +116,7 @@ pub fn serve(
             twill_metrics::LOST_OBSERVER_EVENTS_QUEUE,
             hub.subscriber_lost.load(Ordering::Relaxed),
         );
-        let agent = agent.lock().unwrap_or_else(|p| p.into_inner());
-        let Ok(sample) = agent.metrics_sample() else { return };
+        let Some(sample) = sample() else { return };
         g.endpoints.set(&[], sample.endpoints as f64);
         g.identities.set(&[], sample.identities as f64);
         g.policies.set(&[], sample.policies as f64);
@@ -161,24 +162,4 @@ pub struct Sample {
     pub maps: Vec<(&'static str, usize, usize)>,
     pub datapath: Vec<twill_datapath::MetricsEntry>,
     pub lost_events: u64,
-}
-
-impl Agent {
-    pub fn metrics_sample(&self) -> crate::error::Result<Sample> {
-        let policy_entries: usize = self.policy.realized.values().map(|m| m.len()).sum();
-        Ok(Sample {
-            endpoints: self.endpoint_records()?.len(),
-            identities: self.identities.list()?.len(),
-            policies: self.policy.policies.len(),
-            policy_revision: self.policy.revision,
-            maps: vec![
-                ("twill_endpoints", self.datapath.endpoint_entries()?.len(), twill_abi::MAX_ENDPOINTS),
-                ("twill_ipcache", self.datapath.ipcache_entries()?.len(), twill_abi::MAX_IPCACHE_ENTRIES),
-                ("twill_policy", policy_entries, twill_abi::MAX_POLICY_ENTRIES),
-                ("twill_ct", self.datapath.ct_entries()?.len(), twill_abi::MAX_CT_ENTRIES),
-            ],
-            datapath: self.datapath.metrics()?,
-            lost_events: self.datapath.lost_events()?,
-        })
-    }
 }

@@ -1,6 +1,7 @@
 //! The API server: a Unix socket, one thread per connection, one JSON
-//! request and one JSON response each. Operations are serialised by the
-//! agent lock; each is short (milliseconds).
+//! request and one JSON response each. It only translates: reads go to
+//! the agent's queries, writes become a `Change` for the agent's one entry
+//! point. Operations are serialised by the agent lock; each is short.
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -9,143 +10,121 @@ use std::{
         net::{UnixListener, UnixStream},
     },
     path::Path,
-    sync::{Arc, Mutex, RwLock},
-    time::Duration,
+    sync::{mpsc::Sender, Arc, Mutex},
+    time::{Duration, Instant},
 };
 
 use tracing::{debug, warn};
 use twill_api::{ApiError, Request, Response};
 
-use crate::{agent::Agent, error::AgentError, events::EventHub};
+use crate::{
+    agent::{Agent, Change, Outcome},
+    error::{AgentError, Result},
+    events::EventHub,
+    lifecycle::Shutdown,
+    metrics::ApiMetrics,
+};
 
-pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("another agent is already serving on {0}")]
+    InUse(String),
+    #[error("preparing API socket {path}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    let io = |source| BindError::Io { path: path.display().to_string(), source };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).map_err(io)?;
     }
     if path.exists() {
         if UnixStream::connect(path).is_ok() {
-            anyhow::bail!("another agent is already serving on {}", path.display());
+            return Err(BindError::InUse(path.display().to_string()));
         }
-        std::fs::remove_file(path)?;
+        std::fs::remove_file(path).map_err(io)?;
     }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| anyhow::anyhow!("binding API socket {}: {e}", path.display()))?;
+    let listener = UnixListener::bind(path).map_err(io)?;
     // The API can create namespaces and devices: root only.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
     Ok(listener)
 }
 
-/// What the serving loop should do after a request.
-enum After {
-    Continue,
-    Exit,
+/// Everything a connection handler needs.
+#[derive(Clone)]
+pub struct Context {
+    pub agent: Arc<Mutex<Agent>>,
+    pub hub: Arc<EventHub>,
+    pub metrics: ApiMetrics,
+    pub shutdown: Sender<Shutdown>,
 }
 
-pub fn serve(
-    listener: UnixListener,
-    agent: Arc<Mutex<Agent>>,
-    hub: Arc<EventHub>,
-    directory: Arc<RwLock<twill_observe::Directory>>,
-    api_metrics: crate::metrics::ApiMetrics,
-) {
+/// Accepts connections until the process ends.
+pub fn serve(listener: UnixListener, context: Context) {
     for stream in listener.incoming() {
         match stream {
             Ok(stream) => {
-                let agent = agent.clone();
-                let hub = hub.clone();
-                let directory = directory.clone();
-                let api_metrics = api_metrics.clone();
-                std::thread::spawn(move || {
-                    if let After::Exit = handle(stream, &agent, &hub, &directory, &api_metrics) {
-                        std::process::exit(0);
-                    }
-                });
+                let context = context.clone();
+                std::thread::spawn(move || handle(stream, &context));
             }
             Err(e) => warn!("accepting API connection: {e}"),
         }
     }
 }
 
-fn handle(
-    stream: UnixStream,
-    agent: &Mutex<Agent>,
-    hub: &EventHub,
-    directory: &RwLock<twill_observe::Directory>,
-    api_metrics: &crate::metrics::ApiMetrics,
-) -> After {
+fn handle(stream: UnixStream, context: &Context) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut line = String::new();
-    let mut reader = BufReader::new(&stream);
-    if let Err(e) = reader.read_line(&mut line) {
+    if let Err(e) = BufReader::new(&stream).read_line(&mut line) {
         debug!("reading API request: {e}");
-        return After::Continue;
+        return;
     }
-    let (response, after) = match serde_json::from_str::<Request>(&line) {
-        Ok(Request::PolicyWait { revision, timeout_ms }) => {
-            (wait_for_revision(agent, revision, timeout_ms), After::Continue)
+    let request = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => request,
+        Err(e) => {
+            let error = ApiError { kind: "invalid".into(), message: format!("malformed API request: {e}") };
+            return respond(&stream, &Response::Error(error));
         }
-        Ok(Request::Monitor { types }) => {
-            stream_events(&stream, hub, &types);
-            return After::Continue;
+    };
+    let uninstall = matches!(request, Request::Uninstall);
+    let response = match request {
+        Request::PolicyWait { revision, timeout_ms } => {
+            wait_for_revision(&context.agent, revision, timeout_ms)
         }
-        Ok(request) => {
+        Request::Monitor { types } => return stream_events(&stream, &context.hub, &types),
+        request => {
             debug!(?request, "API request");
-            let mut agent = agent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let exit = matches!(request, Request::Uninstall);
-            let changes_state = changes_state(&request);
             let operation = serde_json::to_value(&request)
                 .ok()
                 .and_then(|v| v.get("op").and_then(|o| o.as_str()).map(str::to_string))
                 .unwrap_or_default();
-            let started = std::time::Instant::now();
-            let result = dispatch(&mut agent, request);
-            api_metrics.duration.observe(&[&operation], started.elapsed().as_secs_f64());
-            // Flows name endpoints from this snapshot: rebuild it after
-            // anything that can change endpoints, identities or namespaces.
-            if changes_state && !exit {
-                match agent.directory() {
-                    Ok(d) => *directory.write().unwrap_or_else(|p| p.into_inner()) = d,
-                    Err(e) => warn!("refreshing the flow directory: {e}"),
-                }
-            }
+            let started = Instant::now();
+            let result = {
+                let mut agent = context.agent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                dispatch(&mut agent, request)
+            };
+            context.metrics.duration.observe(&[&operation], started.elapsed().as_secs_f64());
             match result {
-                Ok(value) => (Response::Ok(value), if exit { After::Exit } else { After::Continue }),
-                Err(e) => (Response::Error(e.to_api()), After::Continue),
+                Ok(value) => Response::Ok(value),
+                Err(e) => Response::Error(e.to_api()),
             }
         }
-        Err(e) => (
-            Response::Error(ApiError {
-                kind: "invalid".into(),
-                message: format!("malformed API request: {e}"),
-            }),
-            After::Continue,
-        ),
     };
-    let mut out = serde_json::to_vec(&response).expect("responses serialize");
-    out.push(b'\n');
-    let _ = (&stream).write_all(&out);
-    after
+    respond(&stream, &response);
+    if uninstall && matches!(response, Response::Ok(_)) {
+        // Answered: now the agent may go.
+        let _ = context.shutdown.send(Shutdown::Uninstalled);
+    }
 }
 
-/// Whether a request can change what flows are decoded with; reads don't.
-fn changes_state(request: &Request) -> bool {
-    !matches!(
-        request,
-        Request::Status
-            | Request::EndpointList { .. }
-            | Request::EndpointGet { .. }
-            | Request::IdentityList
-            | Request::IdentityGet { .. }
-            | Request::NamespaceList
-            | Request::NamespaceGet { .. }
-            | Request::BpfIpcacheList
-            | Request::BpfEndpointList
-            | Request::BpfMetricsList
-            | Request::PolicyGet
-            | Request::PolicyTrace(_)
-            | Request::BpfPolicyGet { .. }
-            | Request::BpfCtList
-    )
+fn respond(stream: &UnixStream, response: &Response) {
+    let mut out = serde_json::to_vec(response).expect("responses serialize");
+    out.push(b'\n');
+    let _ = (&*stream).write_all(&out);
 }
 
 /// Writes events as JSON lines until the client goes away.
@@ -182,11 +161,11 @@ fn stream_events(stream: &UnixStream, hub: &EventHub, types: &[String]) {
 
 /// Polls (with a deadline) until every endpoint enforces `revision`.
 fn wait_for_revision(agent: &Mutex<Agent>, revision: u64, timeout_ms: u64) -> Response {
-    let deadline = crate::policy::wait_deadline(timeout_ms);
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     loop {
         let (current, realized) = {
             let agent = agent.lock().unwrap_or_else(|p| p.into_inner());
-            (agent.policy.revision, agent.policy_realized_revision())
+            (agent.policy_revision(), agent.policy_realized_revision())
         };
         let realized = match realized {
             Ok(r) => r,
@@ -201,7 +180,7 @@ fn wait_for_revision(agent: &Mutex<Agent>, revision: u64, timeout_ms: u64) -> Re
         if realized >= revision {
             return Response::Ok(serde_json::json!({ "revision": realized }));
         }
-        if std::time::Instant::now() >= deadline {
+        if Instant::now() >= deadline {
             return Response::Error(ApiError {
                 kind: "timeout".into(),
                 message: format!("endpoints enforce revision {realized}, not yet {revision}"),
@@ -211,39 +190,51 @@ fn wait_for_revision(agent: &Mutex<Agent>, revision: u64, timeout_ms: u64) -> Re
     }
 }
 
-fn json<T: serde::Serialize>(value: T) -> Result<serde_json::Value, AgentError> {
-    serde_json::to_value(value).map_err(|e| AgentError::Internal(e.to_string()))
+fn json<T: serde::Serialize>(value: T) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| AgentError::Internal(format!("encoding the response: {e}")))
 }
 
-fn dispatch(agent: &mut Agent, request: Request) -> Result<serde_json::Value, AgentError> {
+fn apply(agent: &mut Agent, change: Change) -> Result<serde_json::Value> {
+    match agent.apply(change)? {
+        Outcome::Endpoint(e) => json(e),
+        Outcome::Namespace(n) => json(n),
+        Outcome::Policy(p) => json(p),
+    }
+}
+
+fn dispatch(agent: &mut Agent, request: Request) -> Result<serde_json::Value> {
     match request {
         Request::Status => json(agent.status()?),
         Request::EndpointCreate { name, namespace, labels, ports } => {
-            json(agent.endpoint_create(&name, &namespace, &labels, &ports)?)
+            apply(agent, Change::EndpointCreate { name, namespace, labels, ports })
         }
         Request::EndpointList { namespace } => json(agent.endpoint_list(namespace.as_deref())?),
         Request::EndpointGet { name, namespace } => json(agent.endpoint_get(&name, &namespace)?),
-        Request::EndpointDelete { name, namespace } => json(agent.endpoint_delete(&name, &namespace)?),
+        Request::EndpointDelete { name, namespace } => {
+            apply(agent, Change::EndpointDelete { name, namespace })
+        }
         Request::EndpointLabel { name, namespace, set, remove } => {
-            json(agent.endpoint_label(&name, &namespace, &set, &remove)?)
+            apply(agent, Change::EndpointLabel { name, namespace, set, remove })
         }
         Request::IdentityList => json(agent.identity_list()?),
         Request::IdentityGet { id } => json(agent.identity_get(id)?),
-        Request::NamespaceCreate { name, labels } => json(agent.namespace_create(&name, &labels)?),
+        Request::NamespaceCreate { name, labels } => apply(agent, Change::NamespaceCreate { name, labels }),
         Request::NamespaceList => json(agent.namespace_list()?),
         Request::NamespaceGet { name } => json(agent.namespace_get(&name)?),
-        Request::NamespaceLabel { name, set, remove } => json(agent.namespace_label(&name, &set, &remove)?),
-        Request::NamespaceDelete { name } => json(agent.namespace_delete(&name)?),
+        Request::NamespaceLabel { name, set, remove } => {
+            apply(agent, Change::NamespaceLabel { name, set, remove })
+        }
+        Request::NamespaceDelete { name } => apply(agent, Change::NamespaceDelete { name }),
         Request::BpfIpcacheList => json(agent.bpf_ipcache()?),
         Request::BpfEndpointList => json(agent.bpf_endpoints()?),
         Request::BpfMetricsList => json(agent.bpf_metrics()?),
-        Request::PolicyImport { files } => json(agent.policy_import(&files)?),
+        Request::PolicyImport { files } => apply(agent, Change::PolicyImport { files }),
         Request::PolicyGet => json(agent.policy_get()),
         Request::PolicyDelete { name, namespace, kind, all } => {
-            json(agent.policy_delete(name.as_deref(), namespace.as_deref(), kind.as_deref(), all)?)
+            apply(agent, Change::PolicyDelete { name, namespace, kind, all })
         }
         Request::PolicyWait { .. } | Request::Monitor { .. } => {
-            unreachable!("handled without holding the agent lock")
+            Err(AgentError::Internal("streaming requests are served without the agent lock".into()))
         }
         Request::PolicyTrace(req) => json(agent.policy_trace(&req)?),
         Request::BpfPolicyGet { name, namespace } => json(agent.bpf_policy_get(&name, &namespace)?),

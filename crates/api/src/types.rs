@@ -312,6 +312,12 @@ pub struct Status {
     pub router_ipv4: String,
     pub state_dir: String,
     pub bpf_root: String,
+    /// The agent's Hubble observer socket, for clients that read flows.
+    #[serde(default)]
+    pub hubble_socket: Option<String>,
+    /// The agent's Hubble observer TCP address.
+    #[serde(default)]
+    pub hubble_listen: Option<String>,
     pub kernel: serde_json::Value,
     pub endpoints: usize,
     pub identities: usize,

@@ -404,10 +404,29 @@ fn status_text(s: &Status) {
     }
 }
 
+/// The Hubble server of the agent at `socket`: the socket it says it
+/// serves on, else (agent unreachable, so the dial error says where we
+/// looked) hubble.sock beside its API socket, where agents put it.
+fn hubble_server(client: &Client, socket: &std::path::Path) -> String {
+    match client.call::<Status>(&Request::Status) {
+        Ok(Status { hubble_socket: Some(path), .. }) => format!("unix://{path}"),
+        Ok(Status { hubble_listen: Some(addr), .. }) => addr,
+        _ => {
+            let dir = socket.parent().unwrap_or(std::path::Path::new("/run/twill"));
+            format!("unix://{}", dir.join("hubble.sock").display())
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let client = Client::new(&cli.socket);
     match cli.command {
-        Commands::Observe(args) => observe::run(args)?,
+        Commands::Observe(mut args) => {
+            if args.opts.server.is_none() {
+                args.opts.server = Some(hubble_server(&client, &cli.socket));
+            }
+            observe::run(args)?
+        }
         Commands::Status { out } => {
             let status: Status = client.call(&Request::Status)?;
             show(out, &status, status_text);

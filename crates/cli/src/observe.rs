@@ -21,7 +21,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use anyhow::{anyhow, bail};
+use anyhow::{anyhow, bail, Context as _};
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
 use twill_observe_proto::{
     observer::{observer_client::ObserverClient, GetFlowsRequest},
@@ -37,8 +37,7 @@ use self::{
 };
 
 /// Where the agent serves the Hubble-compatible API unless told otherwise.
-pub const DEFAULT_SERVER: &str = "unix:///run/twill/hubble.sock";
-/// Environment variable that overrides [`DEFAULT_SERVER`].
+/// Environment variable naming the server when `--server` is not given.
 pub const SERVER_ENV: &str = "TWILL_HUBBLE_SERVER";
 /// Flows printed by a plain `twill observe` (Hubble's default).
 const DEFAULT_FLOW_COUNT: u64 = 20;
@@ -47,9 +46,10 @@ const DEFAULT_FLOW_COUNT: u64 = 20;
 #[derive(clap::Args, Debug, Clone)]
 pub struct Options {
     /// Address of the Hubble-compatible API: unix:///path, unix:/path,
-    /// host:port or http://host:port.
-    #[arg(long, env = SERVER_ENV, default_value = DEFAULT_SERVER, help_heading = "Server")]
-    pub server: String,
+    /// host:port or http://host:port. Default: the Hubble socket of the
+    /// agent that --socket names.
+    #[arg(long, env = SERVER_ENV, help_heading = "Server")]
+    pub server: Option<String>,
     /// Dialing timeout for the server (Go duration, e.g. 5s).
     #[arg(long, default_value = "5s", value_parser = parse_timeout, help_heading = "Server")]
     pub timeout: Duration,
@@ -352,7 +352,8 @@ pub async fn observe<W: Write, E: Write>(
     request: GetFlowsRequest,
     printer: &mut Printer<W, E>,
 ) -> anyhow::Result<()> {
-    let mut client = connect(&opts.server, opts.timeout).await?;
+    let server = opts.server.as_deref().context("no --server given and no agent to ask for one")?;
+    let mut client = connect(server, opts.timeout).await?;
     tokio::select! {
         r = stream_flows(&mut client, request, printer) => r,
         _ = tokio::signal::ctrl_c() => write_result(printer.finish()).map(|_| ()),

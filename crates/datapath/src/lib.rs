@@ -5,11 +5,13 @@
 mod bpffs;
 mod features;
 mod loader;
+pub mod maps;
 pub mod netdev;
 
 pub use bpffs::ensure_bpffs;
 pub use features::{probe_features, KernelFeatures};
-pub use loader::{Datapath, DatapathError, IpcacheEntry, MetricsEntry, PolicyEntry};
+pub use loader::{Datapath, DatapathError, MetricsEntry};
+pub use maps::{EndpointMap, IpcacheEntry, IpcacheMap, PolicyEntry, PolicyMap};
 
 /// The compiled endpoint programs (bpf/lxc.c).
 pub static LXC_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lxc.o"));

@@ -16,16 +16,18 @@ use std::{
 };
 
 use aya::{
-    maps::{lpm_trie::Key as LpmKey, Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
         ProgramError, SchedClassifier, TcAttachType,
     },
     Ebpf, EbpfError, EbpfLoader,
 };
-use twill_abi::{
-    CtEntry, CtKey, DatapathConfig, EndpointInfo, EndpointKey, IpcacheValue, MetricsValue, PolicyKeyData,
-    PolicyValue, POLICY_FIXED_PREFIX, POLICY_FLAG_DENY,
+use twill_abi::{CtEntry, CtKey, DatapathConfig, EndpointInfo, MetricsValue};
+
+use crate::maps::{
+    map_err, EndpointMap, IpcacheEntry, IpcacheMap, KernelEndpointMap, KernelIpcacheMap, KernelPolicyMap,
+    PolicyEntry, PolicyMap,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -49,13 +51,6 @@ const HOOKS: [(&str, TcAttachType, &str); 2] =
     [("from_endpoint", TcAttachType::Ingress, "ingress"), ("to_endpoint", TcAttachType::Egress, "egress")];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IpcacheEntry {
-    pub ip: Ipv4Addr,
-    pub prefix_len: u8,
-    pub identity: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsEntry {
     pub direction: u32,
     pub reason: u32,
@@ -66,10 +61,10 @@ pub struct MetricsEntry {
 pub struct Datapath {
     ebpf: Ebpf,
     root: PathBuf,
-    endpoints: HashMap<MapData, EndpointKey, EndpointInfo>,
-    ipcache: LpmTrie<MapData, u32, IpcacheValue>,
+    endpoints: KernelEndpointMap,
+    ipcache: KernelIpcacheMap,
     metrics: PerCpuArray<MapData, MetricsValue>,
-    policy: LpmTrie<MapData, PolicyKeyData, PolicyValue>,
+    policy: KernelPolicyMap,
     ct: HashMap<MapData, CtKey, CtEntry>,
     config: Array<MapData, DatapathConfig>,
     event_stats: PerCpuArray<MapData, u64>,
@@ -87,10 +82,6 @@ fn filter_handle() -> TcHandle {
 
 fn attach_error(device: &str, direction: &'static str, reason: String) -> DatapathError {
     DatapathError::Attach { device: device.into(), direction, reason }
-}
-
-fn map_err(name: &'static str) -> impl Fn(MapError) -> DatapathError {
-    move |source| DatapathError::Map { name, source }
 }
 
 impl Datapath {
@@ -126,10 +117,10 @@ impl Datapath {
         Ok(Self {
             ebpf,
             root: root.to_path_buf(),
-            endpoints,
-            ipcache,
+            endpoints: KernelEndpointMap(endpoints),
+            ipcache: KernelIpcacheMap(ipcache),
             metrics,
-            policy,
+            policy: KernelPolicyMap(policy),
             ct,
             config,
             event_stats,
@@ -226,23 +217,31 @@ impl Datapath {
         out
     }
 
+    /// The endpoint map, for the one owner that writes it.
+    pub fn endpoint_map(&mut self) -> &mut dyn EndpointMap {
+        &mut self.endpoints
+    }
+
+    /// The ipcache, for the one owner that writes it.
+    pub fn ipcache_map(&mut self) -> &mut dyn IpcacheMap {
+        &mut self.ipcache
+    }
+
+    /// The policy map, for the one owner that writes it.
+    pub fn policy_map(&mut self) -> &mut dyn PolicyMap {
+        &mut self.policy
+    }
+
     pub fn upsert_endpoint(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError> {
-        self.endpoints.insert(key_of(ip), info, 0).map_err(map_err("twill_endpoints"))
+        self.endpoints.upsert(ip, info)
     }
 
     pub fn remove_endpoint(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
-        match self.endpoints.remove(&key_of(ip)) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("twill_endpoints")(e)),
-        }
+        self.endpoints.remove(ip)
     }
 
     pub fn endpoint_entries(&self) -> Result<Vec<(Ipv4Addr, EndpointInfo)>, DatapathError> {
-        self.endpoints
-            .iter()
-            .map(|r| r.map(|(k, v)| (Ipv4Addr::from(u32::from_be(k.ip)), v)))
-            .collect::<Result<_, _>>()
-            .map_err(map_err("twill_endpoints"))
+        self.endpoints.entries()
     }
 
     pub fn upsert_ipcache(
@@ -251,33 +250,15 @@ impl Datapath {
         prefix_len: u8,
         identity: u32,
     ) -> Result<(), DatapathError> {
-        let key = LpmKey::new(prefix_len as u32, u32::from(ip).to_be());
-        self.ipcache.insert(&key, IpcacheValue { identity, flags: 0 }, 0).map_err(map_err("twill_ipcache"))
+        self.ipcache.upsert(ip, prefix_len, identity)
     }
 
     pub fn remove_ipcache(&mut self, ip: Ipv4Addr, prefix_len: u8) -> Result<(), DatapathError> {
-        let key = LpmKey::new(prefix_len as u32, u32::from(ip).to_be());
-        match self.ipcache.remove(&key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("twill_ipcache")(e)),
-        }
+        self.ipcache.remove(ip, prefix_len)
     }
 
     pub fn ipcache_entries(&self) -> Result<Vec<IpcacheEntry>, DatapathError> {
-        let mut out = self
-            .ipcache
-            .iter()
-            .map(|r| {
-                r.map(|(k, v)| IpcacheEntry {
-                    ip: Ipv4Addr::from(u32::from_be(k.data())),
-                    prefix_len: k.prefix_len() as u8,
-                    identity: v.identity,
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_err("twill_ipcache"))?;
-        out.sort_by_key(|e| (u32::from(e.ip), e.prefix_len));
-        Ok(out)
+        self.ipcache.entries()
     }
 
     /// Non-zero counters, summed over CPUs.
@@ -294,84 +275,17 @@ impl Datapath {
     }
 }
 
-/// One policy map entry, in host terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct PolicyEntry {
-    pub endpoint_id: u16,
-    /// 0 ingress, 1 egress.
-    pub direction: u8,
-    /// 0 = any peer.
-    pub identity: u32,
-    /// 0 = any protocol.
-    pub protocol: u8,
-    pub port: u16,
-    /// Prefix bits over (protocol, port): 0 = anything, 8 = the protocol
-    /// with any port, 8 + n = the protocol and the first n port bits.
-    pub l4_prefix: u8,
-}
-
-impl PolicyEntry {
-    /// Cilium's name for what this entry matches on, reported with
-    /// policy verdicts.
-    pub fn match_type(&self) -> u32 {
-        use twill_abi::*;
-        match (self.identity != 0, self.l4_prefix) {
-            (true, 0) => POLICY_MATCH_L3_ONLY,
-            (true, 8) => POLICY_MATCH_L3_PROTO,
-            (true, _) => POLICY_MATCH_L3_L4,
-            (false, 0) => POLICY_MATCH_ALL,
-            (false, 8) => POLICY_MATCH_PROTO_ONLY,
-            (false, _) => POLICY_MATCH_L4_ONLY,
-        }
-    }
-
-    fn to_key(self) -> LpmKey<PolicyKeyData> {
-        let data = PolicyKeyData {
-            endpoint_id: self.endpoint_id.to_be(),
-            direction: self.direction,
-            pad: 0,
-            identity: self.identity.to_be(),
-            protocol: self.protocol,
-            dport: self.port.to_be(),
-        };
-        LpmKey::new(POLICY_FIXED_PREFIX + self.l4_prefix as u32, data)
-    }
-
-    fn from_key(key: &LpmKey<PolicyKeyData>) -> Self {
-        let data = key.data();
-        PolicyEntry {
-            endpoint_id: u16::from_be(data.endpoint_id),
-            direction: data.direction,
-            identity: u32::from_be(data.identity),
-            protocol: data.protocol,
-            port: u16::from_be(data.dport),
-            l4_prefix: (key.prefix_len() - POLICY_FIXED_PREFIX) as u8,
-        }
-    }
-}
-
 impl Datapath {
     pub fn upsert_policy(&mut self, entry: PolicyEntry, deny: bool) -> Result<(), DatapathError> {
-        let value =
-            PolicyValue { flags: if deny { POLICY_FLAG_DENY } else { 0 }, match_type: entry.match_type() };
-        self.policy.insert(&entry.to_key(), value, 0).map_err(map_err("twill_policy"))
+        self.policy.upsert(entry, deny)
     }
 
     pub fn remove_policy(&mut self, entry: PolicyEntry) -> Result<(), DatapathError> {
-        match self.policy.remove(&entry.to_key()) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(map_err("twill_policy")(e)),
-        }
+        self.policy.remove(entry)
     }
 
-    /// Every policy entry with whether it denies (walks the whole map:
-    /// for start-up and inspection, not per change).
     pub fn policy_entries(&self) -> Result<Vec<(PolicyEntry, bool)>, DatapathError> {
-        self.policy
-            .iter()
-            .map(|r| r.map(|(k, v)| (PolicyEntry::from_key(&k), v.flags & POLICY_FLAG_DENY != 0)))
-            .collect::<Result<_, _>>()
-            .map_err(map_err("twill_policy"))
+        self.policy.entries()
     }
 
     pub fn ct_entries(&self) -> Result<Vec<(CtKey, CtEntry)>, DatapathError> {
@@ -415,10 +329,6 @@ impl Datapath {
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
     }
-}
-
-fn key_of(ip: Ipv4Addr) -> EndpointKey {
-    EndpointKey { ip: u32::from(ip).to_be() }
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DatapathError> {

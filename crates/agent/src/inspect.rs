@@ -1,0 +1,163 @@
+//! Read-only views of the kernel maps for `twill bpf ...`: what the
+//! datapath holds right now, in the API's terms.
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use twill_api as api;
+use twill_datapath::{netdev, Datapath, PolicyEntry};
+use twill_policy::{model::protocol_name, resolve::Universe};
+
+use crate::error::Result;
+
+fn direction_name(direction: u8) -> &'static str {
+    if direction == twill_abi::DIR_INGRESS {
+        "ingress"
+    } else {
+        "egress"
+    }
+}
+
+pub fn ipcache(datapath: &Datapath) -> Result<Vec<api::IpcacheEntry>> {
+    Ok(datapath
+        .ipcache_entries()?
+        .into_iter()
+        .map(|e| api::IpcacheEntry { cidr: format!("{}/{}", e.ip, e.prefix_len), identity: e.identity })
+        .collect())
+}
+
+pub fn endpoints(datapath: &Datapath) -> Result<Vec<api::BpfEndpoint>> {
+    let mut out: Vec<api::BpfEndpoint> = datapath
+        .endpoint_entries()?
+        .into_iter()
+        .map(|(ip, info)| api::BpfEndpoint {
+            ipv4: ip.to_string(),
+            endpoint_id: info.endpoint_id,
+            identity: info.identity,
+            ifindex: info.ifindex,
+            mac: netdev::format_mac(&info.mac),
+            host_mac: netdev::format_mac(&info.host_mac),
+        })
+        .collect();
+    out.sort_by_key(|e| e.endpoint_id);
+    Ok(out)
+}
+
+pub fn metrics(datapath: &Datapath) -> Result<Vec<api::MetricsRow>> {
+    Ok(datapath
+        .metrics()?
+        .into_iter()
+        .map(|m| api::MetricsRow {
+            direction: if m.direction == twill_abi::METRIC_DIR_INGRESS { "ingress" } else { "egress" }.into(),
+            reason: m.reason,
+            description: if m.reason == 0 {
+                "Forwarded".into()
+            } else {
+                twill_abi::drop_reason_text(m.reason).into()
+            },
+            packets: m.packets,
+            bytes: m.bytes,
+        })
+        .collect())
+}
+
+/// The clock bpf_ktime_get_ns() reads, to turn expiry times into ages.
+fn monotonic_ns() -> u64 {
+    // SAFETY: clock_gettime into a zeroed timespec we own.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// TCP flags seen on a connection, one letter each, as `cilium bpf ct list`.
+fn tcp_flag_letters(flags: u8) -> String {
+    [(0x02, 'S'), (0x10, 'A'), (0x01, 'F'), (0x04, 'R'), (0x08, 'P')]
+        .iter()
+        .filter(|(bit, _)| flags & bit != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
+pub fn conntrack(datapath: &Datapath) -> Result<Vec<api::CtRow>> {
+    let now = monotonic_ns();
+    let addr = |a: u32| Ipv4Addr::from(u32::from_be(a));
+    let mut rows: Vec<api::CtRow> = datapath
+        .ct_entries()?
+        .into_iter()
+        .filter(|(_, e)| e.expires > now)
+        .map(|(k, e)| api::CtRow {
+            protocol: protocol_name(k.protocol).into(),
+            source: format!("{}:{}", addr(k.saddr), k.sport),
+            destination: format!("{}:{}", addr(k.daddr), k.dport),
+            scope: direction_name(k.scope).into(),
+            packets: e.packets,
+            bytes: e.bytes,
+            tcp_flags: tcp_flag_letters(e.tcp_flags),
+            closing: e.flags & twill_abi::CT_FLAG_CLOSING != 0,
+            expires_in_seconds: (e.expires - now) / 1_000_000_000,
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.source, &a.destination).cmp(&(&b.source, &b.destination)));
+    Ok(rows)
+}
+
+/// The port column of a policy entry: ANY, a port, or a range.
+fn port_text(entry: &PolicyEntry) -> String {
+    if entry.l4_prefix <= 8 {
+        return "ANY".to_string();
+    }
+    let width = 1u32 << (24 - entry.l4_prefix as u32);
+    if width == 1 {
+        entry.port.to_string()
+    } else {
+        format!("{}-{}", entry.port, entry.port as u32 + width - 1)
+    }
+}
+
+/// One endpoint's policy map entries, verdicts from the kernel, the rules
+/// behind each from the resolver (`origins`).
+pub fn policy_entries(
+    datapath: &Datapath,
+    endpoint_id: u16,
+    universe: &Universe,
+    origins: &BTreeMap<PolicyEntry, Vec<String>>,
+) -> Result<Vec<api::BpfPolicyEntry>> {
+    let mut entries = Vec::new();
+    for (entry, deny) in datapath.policy_entries()?.into_iter().filter(|(e, _)| e.endpoint_id == endpoint_id)
+    {
+        let labels = match entry.identity {
+            0 => vec!["(any)".to_string()],
+            n => universe.get(n).map(|k| k.labels.to_strings()).unwrap_or_else(|| vec!["(unknown)".into()]),
+        };
+        entries.push(api::BpfPolicyEntry {
+            direction: direction_name(entry.direction).into(),
+            identity: entry.identity,
+            labels,
+            protocol: protocol_name(entry.protocol).into(),
+            port: port_text(&entry),
+            verdict: if deny { "deny" } else { "allow" }.into(),
+            rules: origins.get(&entry).cloned().unwrap_or_default(),
+        });
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_column_shows_any_single_ports_and_ranges() {
+        let e = |port, l4_prefix| PolicyEntry {
+            endpoint_id: 1,
+            direction: 0,
+            identity: 0,
+            protocol: 6,
+            port,
+            l4_prefix,
+        };
+        assert_eq!(port_text(&e(0, 8)), "ANY");
+        assert_eq!(port_text(&e(80, 24)), "80");
+        assert_eq!(port_text(&e(8080, 21)), "8080-8087");
+        assert_eq!(tcp_flag_letters(0x12), "SA");
+    }
+}

@@ -1,0 +1,96 @@
+//! twill-agent as a library: one module per concern, each owning its
+//! state behind its methods, wired together by [`agent::Agent`], whose
+//! `apply` is the one entry point for changes from any source. The
+//! `twill-agent` binary is a thin `main` over [`run`].
+
+pub mod agent;
+pub mod config;
+mod directory;
+mod endpoints;
+pub mod error;
+mod events;
+mod hubble;
+mod identities;
+mod inspect;
+mod ipcache;
+mod lifecycle;
+mod metrics;
+mod names;
+mod namespaces;
+mod policy;
+mod records;
+mod restore;
+mod server;
+
+use std::sync::{mpsc, Arc, Mutex};
+
+use tracing::info;
+
+use crate::lifecycle::spawn_signal_thread;
+pub use crate::{
+    agent::{Agent, Change, Outcome},
+    config::{Args, Config},
+    error::AgentError,
+    lifecycle::Shutdown,
+};
+
+/// Reads the agent's metrics sample under its lock, for each scrape.
+fn sampler(agent: Arc<Mutex<Agent>>) -> impl Fn() -> Option<metrics::Sample> + Send + Sync + 'static {
+    move || agent.lock().unwrap_or_else(|p| p.into_inner()).metrics_sample().ok()
+}
+
+/// Runs the agent until a signal or `twill uninstall`; returns why it
+/// stopped. Errors at start name the flag or subsystem that failed.
+pub fn run(config: Config) -> anyhow::Result<Shutdown> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("twill-agent must run as root (it loads eBPF programs and creates network namespaces)");
+    }
+    let (shutdown_tx, shutdown_rx) = mpsc::channel();
+    spawn_signal_thread(shutdown_tx.clone())?;
+    let listener = server::bind(&config.api_socket)?;
+    let mut agent = Agent::start(config.clone()).map_err(|e| anyhow::anyhow!("{}", e.chain()))?;
+    let agent_metrics = metrics::AgentMetrics::new();
+    let hub = Arc::new(events::EventHub::default());
+    let ring = Arc::new(twill_observe::FlowRing::new(config.flow_buffer_size));
+    let directory = agent.directory();
+    if let Some(events) = agent.take_events() {
+        let sink = events::FlowSink {
+            ring: ring.clone(),
+            directory: directory.clone(),
+            clock: twill_observe::Clock::now(),
+            metrics: agent_metrics.hubble.clone(),
+        };
+        events::spawn_reader(events, hub.clone(), sink);
+    }
+    hubble::spawn(
+        hubble::HubbleConfig { socket: config.hubble_socket.clone(), listen: config.hubble_listen },
+        ring.clone(),
+        directory,
+    )?;
+    let agent = Arc::new(Mutex::new(agent));
+    // Kept alive for the agent's lifetime: dropping it stops the server.
+    let _metrics_server = match config.prometheus_listen {
+        Some(addr) => Some(
+            metrics::serve(addr, &agent_metrics, sampler(agent.clone()), hub.clone(), ring)
+                .map_err(|e| anyhow::anyhow!("binding --prometheus-listen {addr}: {e}"))?,
+        ),
+        None => None,
+    };
+    info!(
+        node = %config.node_name,
+        pod_cidr = %config.pod_cidr,
+        socket = %config.api_socket.display(),
+        "twill-agent ready"
+    );
+    let context = server::Context { agent, hub, metrics: agent_metrics.api.clone(), shutdown: shutdown_tx };
+    std::thread::Builder::new().name("api".into()).spawn(move || server::serve(listener, context))?;
+    let reason = shutdown_rx.recv().unwrap_or(Shutdown::Signal(0));
+    if let Shutdown::Signal(signal) = reason {
+        info!(signal, "stopping; the datapath keeps forwarding until the next agent takes over");
+        for socket in std::iter::once(&config.api_socket).chain(config.hubble_socket.as_ref()) {
+            let _ = std::fs::remove_file(socket);
+        }
+    }
+    Ok(reason)
+}

@@ -1,0 +1,311 @@
+//! One typed handle per map the agent writes, each behind a small trait so
+//! the diff-and-apply logic above it runs against an in-memory fake in unit
+//! tests (the shape of Cilium's `pkg/maps/policymap` and its `fake`).
+
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use aya::maps::{lpm_trie::Key as LpmKey, HashMap, LpmTrie, MapData, MapError};
+use twill_abi::{
+    EndpointInfo, EndpointKey, IpcacheValue, PolicyKeyData, PolicyValue, POLICY_FIXED_PREFIX,
+    POLICY_FLAG_DENY,
+};
+
+use crate::DatapathError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpcacheEntry {
+    pub ip: Ipv4Addr,
+    pub prefix_len: u8,
+    pub identity: u32,
+}
+
+/// One policy map entry, in host terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PolicyEntry {
+    pub endpoint_id: u16,
+    /// 0 ingress, 1 egress.
+    pub direction: u8,
+    /// 0 = any peer.
+    pub identity: u32,
+    /// 0 = any protocol.
+    pub protocol: u8,
+    pub port: u16,
+    /// Prefix bits over (protocol, port): 0 = anything, 8 = the protocol
+    /// with any port, 8 + n = the protocol and the first n port bits.
+    pub l4_prefix: u8,
+}
+
+impl PolicyEntry {
+    /// Cilium's name for what this entry matches on, reported with
+    /// policy verdicts.
+    pub fn match_type(&self) -> u32 {
+        use twill_abi::*;
+        match (self.identity != 0, self.l4_prefix) {
+            (true, 0) => POLICY_MATCH_L3_ONLY,
+            (true, 8) => POLICY_MATCH_L3_PROTO,
+            (true, _) => POLICY_MATCH_L3_L4,
+            (false, 0) => POLICY_MATCH_ALL,
+            (false, 8) => POLICY_MATCH_PROTO_ONLY,
+            (false, _) => POLICY_MATCH_L4_ONLY,
+        }
+    }
+
+    fn to_key(self) -> LpmKey<PolicyKeyData> {
+        let data = PolicyKeyData {
+            endpoint_id: self.endpoint_id.to_be(),
+            direction: self.direction,
+            pad: 0,
+            identity: self.identity.to_be(),
+            protocol: self.protocol,
+            dport: self.port.to_be(),
+        };
+        LpmKey::new(POLICY_FIXED_PREFIX + self.l4_prefix as u32, data)
+    }
+
+    fn from_key(key: &LpmKey<PolicyKeyData>) -> Self {
+        let data = key.data();
+        PolicyEntry {
+            endpoint_id: u16::from_be(data.endpoint_id),
+            direction: data.direction,
+            identity: u32::from_be(data.identity),
+            protocol: data.protocol,
+            port: u16::from_be(data.dport),
+            l4_prefix: (key.prefix_len() - POLICY_FIXED_PREFIX) as u8,
+        }
+    }
+}
+
+/// The policy map (`twill_policy`): per endpoint, direction, peer identity
+/// and L4 prefix, allow or deny.
+pub trait PolicyMap: Send {
+    fn upsert(&mut self, entry: PolicyEntry, deny: bool) -> Result<(), DatapathError>;
+    /// Removing an absent entry is not an error.
+    fn remove(&mut self, entry: PolicyEntry) -> Result<(), DatapathError>;
+    /// Every entry with whether it denies. Walks the whole map: for
+    /// start-up and inspection, not per change.
+    fn entries(&self) -> Result<Vec<(PolicyEntry, bool)>, DatapathError>;
+}
+
+/// The ipcache (`twill_ipcache`): address prefix to identity.
+pub trait IpcacheMap: Send {
+    fn upsert(&mut self, ip: Ipv4Addr, prefix_len: u8, identity: u32) -> Result<(), DatapathError>;
+    /// Removing an absent entry is not an error.
+    fn remove(&mut self, ip: Ipv4Addr, prefix_len: u8) -> Result<(), DatapathError>;
+    /// Sorted by address, then prefix length.
+    fn entries(&self) -> Result<Vec<IpcacheEntry>, DatapathError>;
+}
+
+/// The endpoint map (`twill_endpoints`): local endpoint address to where
+/// and how to deliver.
+pub trait EndpointMap: Send {
+    fn upsert(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError>;
+    /// Removing an absent entry is not an error.
+    fn remove(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError>;
+    fn entries(&self) -> Result<Vec<(Ipv4Addr, EndpointInfo)>, DatapathError>;
+}
+
+pub(crate) fn map_err(name: &'static str) -> impl Fn(MapError) -> DatapathError {
+    move |source| DatapathError::Map { name, source }
+}
+
+fn absent_ok(name: &'static str, result: Result<(), MapError>) -> Result<(), DatapathError> {
+    match result {
+        Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        Err(e) => Err(map_err(name)(e)),
+    }
+}
+
+pub struct KernelPolicyMap(pub(crate) LpmTrie<MapData, PolicyKeyData, PolicyValue>);
+
+impl PolicyMap for KernelPolicyMap {
+    fn upsert(&mut self, entry: PolicyEntry, deny: bool) -> Result<(), DatapathError> {
+        let value =
+            PolicyValue { flags: if deny { POLICY_FLAG_DENY } else { 0 }, match_type: entry.match_type() };
+        self.0.insert(&entry.to_key(), value, 0).map_err(map_err("twill_policy"))
+    }
+
+    fn remove(&mut self, entry: PolicyEntry) -> Result<(), DatapathError> {
+        absent_ok("twill_policy", self.0.remove(&entry.to_key()))
+    }
+
+    fn entries(&self) -> Result<Vec<(PolicyEntry, bool)>, DatapathError> {
+        self.0
+            .iter()
+            .map(|r| r.map(|(k, v)| (PolicyEntry::from_key(&k), v.flags & POLICY_FLAG_DENY != 0)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err("twill_policy"))
+    }
+}
+
+pub struct KernelIpcacheMap(pub(crate) LpmTrie<MapData, u32, IpcacheValue>);
+
+impl IpcacheMap for KernelIpcacheMap {
+    fn upsert(&mut self, ip: Ipv4Addr, prefix_len: u8, identity: u32) -> Result<(), DatapathError> {
+        let key = LpmKey::new(prefix_len as u32, u32::from(ip).to_be());
+        self.0.insert(&key, IpcacheValue { identity, flags: 0 }, 0).map_err(map_err("twill_ipcache"))
+    }
+
+    fn remove(&mut self, ip: Ipv4Addr, prefix_len: u8) -> Result<(), DatapathError> {
+        let key = LpmKey::new(prefix_len as u32, u32::from(ip).to_be());
+        absent_ok("twill_ipcache", self.0.remove(&key))
+    }
+
+    fn entries(&self) -> Result<Vec<IpcacheEntry>, DatapathError> {
+        let mut out = self
+            .0
+            .iter()
+            .map(|r| {
+                r.map(|(k, v)| IpcacheEntry {
+                    ip: Ipv4Addr::from(u32::from_be(k.data())),
+                    prefix_len: k.prefix_len() as u8,
+                    identity: v.identity,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(map_err("twill_ipcache"))?;
+        out.sort_by_key(|e| (u32::from(e.ip), e.prefix_len));
+        Ok(out)
+    }
+}
+
+pub struct KernelEndpointMap(pub(crate) HashMap<MapData, EndpointKey, EndpointInfo>);
+
+fn endpoint_key(ip: Ipv4Addr) -> EndpointKey {
+    EndpointKey { ip: u32::from(ip).to_be() }
+}
+
+impl EndpointMap for KernelEndpointMap {
+    fn upsert(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError> {
+        self.0.insert(endpoint_key(ip), info, 0).map_err(map_err("twill_endpoints"))
+    }
+
+    fn remove(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
+        absent_ok("twill_endpoints", self.0.remove(&endpoint_key(ip)))
+    }
+
+    fn entries(&self) -> Result<Vec<(Ipv4Addr, EndpointInfo)>, DatapathError> {
+        self.0
+            .iter()
+            .map(|r| r.map(|(k, v)| (Ipv4Addr::from(u32::from_be(k.ip)), v)))
+            .collect::<Result<_, _>>()
+            .map_err(map_err("twill_endpoints"))
+    }
+}
+
+/// In-memory maps with the kernel maps' semantics, for unit tests of the
+/// logic that writes them. Each counts its writes, so a test can check
+/// that a diff touched only what changed.
+pub mod fake {
+    use super::*;
+
+    #[derive(Debug, Default)]
+    pub struct FakePolicyMap {
+        entries: BTreeMap<PolicyEntry, bool>,
+        writes: usize,
+        /// Fail every write once this many have succeeded (None: never).
+        fail_after: Option<usize>,
+    }
+
+    impl FakePolicyMap {
+        pub fn with_entries(entries: impl IntoIterator<Item = (PolicyEntry, bool)>) -> Self {
+            Self { entries: entries.into_iter().collect(), ..Default::default() }
+        }
+        pub fn fail_after(&mut self, writes: usize) {
+            self.fail_after = Some(self.writes + writes);
+        }
+        pub fn writes(&self) -> usize {
+            self.writes
+        }
+        pub fn get(&self, entry: &PolicyEntry) -> Option<bool> {
+            self.entries.get(entry).copied()
+        }
+        pub fn len(&self) -> usize {
+            self.entries.len()
+        }
+        pub fn is_empty(&self) -> bool {
+            self.entries.is_empty()
+        }
+        fn write(&mut self) -> Result<(), DatapathError> {
+            if self.fail_after.is_some_and(|n| self.writes >= n) {
+                // What a full kernel map answers.
+                let io_error = std::io::Error::from_raw_os_error(libc::E2BIG);
+                let source =
+                    MapError::SyscallError(aya::sys::SyscallError { call: "bpf_map_update_elem", io_error });
+                return Err(DatapathError::Map { name: "twill_policy", source });
+            }
+            self.writes += 1;
+            Ok(())
+        }
+    }
+
+    impl PolicyMap for FakePolicyMap {
+        fn upsert(&mut self, entry: PolicyEntry, deny: bool) -> Result<(), DatapathError> {
+            self.write()?;
+            self.entries.insert(entry, deny);
+            Ok(())
+        }
+        fn remove(&mut self, entry: PolicyEntry) -> Result<(), DatapathError> {
+            self.write()?;
+            self.entries.remove(&entry);
+            Ok(())
+        }
+        fn entries(&self) -> Result<Vec<(PolicyEntry, bool)>, DatapathError> {
+            Ok(self.entries.iter().map(|(e, d)| (*e, *d)).collect())
+        }
+    }
+
+    #[derive(Debug, Default, Clone)]
+    pub struct FakeIpcacheMap {
+        entries: BTreeMap<(u32, u8), u32>,
+        writes: usize,
+    }
+
+    impl FakeIpcacheMap {
+        pub fn writes(&self) -> usize {
+            self.writes
+        }
+    }
+
+    impl IpcacheMap for FakeIpcacheMap {
+        fn upsert(&mut self, ip: Ipv4Addr, prefix_len: u8, identity: u32) -> Result<(), DatapathError> {
+            self.writes += 1;
+            self.entries.insert((u32::from(ip), prefix_len), identity);
+            Ok(())
+        }
+        fn remove(&mut self, ip: Ipv4Addr, prefix_len: u8) -> Result<(), DatapathError> {
+            self.writes += 1;
+            self.entries.remove(&(u32::from(ip), prefix_len));
+            Ok(())
+        }
+        fn entries(&self) -> Result<Vec<IpcacheEntry>, DatapathError> {
+            Ok(self
+                .entries
+                .iter()
+                .map(|((ip, len), id)| IpcacheEntry {
+                    ip: Ipv4Addr::from(*ip),
+                    prefix_len: *len,
+                    identity: *id,
+                })
+                .collect())
+        }
+    }
+
+    #[derive(Debug, Default, Clone)]
+    pub struct FakeEndpointMap {
+        entries: BTreeMap<Ipv4Addr, EndpointInfo>,
+    }
+
+    impl EndpointMap for FakeEndpointMap {
+        fn upsert(&mut self, ip: Ipv4Addr, info: EndpointInfo) -> Result<(), DatapathError> {
+            self.entries.insert(ip, info);
+            Ok(())
+        }
+        fn remove(&mut self, ip: Ipv4Addr) -> Result<(), DatapathError> {
+            self.entries.remove(&ip);
+            Ok(())
+        }
+        fn entries(&self) -> Result<Vec<(Ipv4Addr, EndpointInfo)>, DatapathError> {
+            Ok(self.entries.iter().map(|(ip, i)| (*ip, *i)).collect())
+        }
+    }
+}

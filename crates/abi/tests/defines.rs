@@ -315,16 +315,12 @@ fn compare_values(macros: &BTreeMap<String, String>, mirrors: &[(&str, i128)]) -
 
 /// Names `#define`d (object-like) in a header's source text.
 fn defined_names(source: &str) -> BTreeSet<String> {
-    parse_defines(
-        &source
-            .lines()
-            .filter_map(|l| l.trim_start().strip_prefix('#'))
-            .map(|l| format!("#define {}", l.trim_start().strip_prefix("define").unwrap_or("").trim_start()))
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
-    .into_keys()
-    .collect()
+    let defines: String = source
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix('#')?.trim_start().strip_prefix("define"))
+        .map(|rest| format!("#define {}\n", rest.trim_start()))
+        .collect();
+    parse_defines(&defines).into_keys().collect()
 }
 
 #[test]

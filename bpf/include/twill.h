@@ -8,6 +8,9 @@
 
 #include <linux/types.h>
 
+/* Every number here has a mirror of the same name in crates/abi too;
+ * crates/abi/tests/defines.rs compares them. */
+
 /* Reserved identities, with Cilium's numbers so flow logs read the same. */
 #define IDENTITY_UNKNOWN 0
 #define IDENTITY_HOST 1
@@ -64,13 +67,15 @@ struct ipcache_value {
 };
 
 /* Per-CPU packet and byte counters, indexed by
- * (direction << 8) | reason, where reason 0 is "forwarded". */
+ * (direction << METRICS_DIR_SHIFT) | reason, where reason 0 is
+ * "forwarded": a reason is a u8, so each direction has 256 slots. */
 struct metrics_value {
 	__u64 packets;
 	__u64 bytes;
 };
 
-#define METRICS_INDEX(dir, reason) (((dir) << 8) | (reason))
+#define METRICS_DIR_SHIFT 8
+#define METRICS_INDEX(dir, reason) (((dir) << METRICS_DIR_SHIFT) | (reason))
 #define METRICS_ENTRIES 512
 
 /* Policy directions in policy and conntrack keys, as seen from the

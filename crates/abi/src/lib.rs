@@ -242,3 +242,35 @@ pub const DROP_REASONS: &[(u32, &str)] = &[
 pub fn drop_reason_text(code: u32) -> &'static str {
     DROP_REASONS.iter().find(|(c, _)| *c == code).map(|(_, t)| *t).unwrap_or("Unknown reason")
 }
+
+// Mirrors of the remaining `#define`s in bpf/include/twill.h, with the C
+// names; tests/defines.rs compares every one with the header.
+
+/// Reserved identities the datapath itself relies on (Cilium's numbers).
+pub const IDENTITY_UNKNOWN: u32 = 0;
+pub const IDENTITY_HOST: u32 = 1;
+pub const IDENTITY_WORLD: u32 = 2;
+
+/// Drop reasons the datapath emits (Cilium's codes); texts in [`DROP_REASONS`].
+pub const DROP_INVALID_SOURCE_IP: u32 = 132;
+pub const DROP_POLICY: u32 = 133;
+pub const DROP_INVALID_PACKET: u32 = 134;
+pub const DROP_CT_INVALID_HDR: u32 = 135;
+pub const DROP_UNSUPPORTED_L3: u32 = 139;
+pub const DROP_POLICY_DENY: u32 = 181;
+
+/// The reason slot of forwarded packets in `twill_metrics`.
+pub const METRIC_FORWARDED: u32 = 0;
+/// [`metrics_index`] puts the direction above this many bits of reason.
+pub const METRICS_DIR_SHIFT: u32 = 8;
+
+/// Prefix bits of a [`PolicyKey`] that match protocol and port exactly.
+pub const POLICY_FULL_PREFIX: u32 = 88;
+
+/// Size of the `twill_events` ring buffer, in bytes.
+pub const EVENTS_RING_BYTES: u32 = 1 << 22;
+/// The datapath wakes the ring's reader once this much is queued.
+pub const EVENTS_WAKEUP_BYTES: u32 = 1 << 16;
+
+/// At medium aggregation, a busy connection is reported at most this often.
+pub const AGGREGATION_INTERVAL_SECONDS: u32 = 5;

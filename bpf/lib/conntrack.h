@@ -1,0 +1,139 @@
+/* Connection tracking. Entries are kept per endpoint and direction
+ * ("scope"): an egress entry is created when an endpoint opens a
+ * connection, an ingress entry when it accepts one. Replies are matched
+ * against the reversed tuple in the opposite scope.
+ *
+ * Lookups take a struct tuple; only ct_touch_tuple and ct_create know the
+ * map and key of a family, so IPv6 adds its map there and shares the
+ * rest (states, lifetimes, reply and related matching).
+ */
+#pragma once
+
+#include "common.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_CT_ENTRIES);
+	__type(key, struct ct_key);
+	__type(value, struct ct_entry);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_ct SEC(".maps");
+
+/* Lifetimes of conntrack entries, as Cilium's defaults. */
+#define CT_LIFETIME_TCP (21600 * SECONDS)
+#define CT_LIFETIME_SYN (60 * SECONDS)
+#define CT_LIFETIME_CLOSE (10 * SECONDS)
+#define CT_LIFETIME_OTHER (60 * SECONDS)
+
+/* The outcome of a conntrack lookup: the state, the entry (if any) and
+ * whether the packet travels against the entry's direction. */
+struct ct_result {
+	struct ct_entry *entry;
+	int state;
+	int reverse;
+};
+
+static __always_inline __u64 ct_lifetime(const struct ct_entry *e)
+{
+	if (e->flags & CT_FLAG_CLOSING)
+		return CT_LIFETIME_CLOSE;
+	if (e->tcp_flags & TCP_ACK)
+		return CT_LIFETIME_TCP;
+	if (e->tcp_flags & TCP_SYN)
+		return CT_LIFETIME_SYN;
+	return CT_LIFETIME_OTHER;
+}
+
+/* The IPv4 key of a tuple in a scope, reversed for reply lookups. */
+static __always_inline void ct_key4(struct ct_key *key, const struct tuple *t, __u8 scope, int reverse)
+{
+	key->saddr = reverse ? t->daddr.v4 : t->saddr.v4;
+	key->daddr = reverse ? t->saddr.v4 : t->daddr.v4;
+	key->sport = reverse ? t->dport : t->sport;
+	key->dport = reverse ? t->sport : t->dport;
+	key->protocol = t->protocol;
+	key->scope = scope;
+	key->pad = 0;
+}
+
+/* Finds a live entry in `map` and accounts the packet to it. */
+static __always_inline struct ct_entry *ct_touch(void *map, const void *key, const struct packet *p, __u32 len)
+{
+	struct ct_entry *e = bpf_map_lookup_elem(map, key);
+	__u64 now = bpf_ktime_get_ns();
+
+	if (!e || e->expires < now)
+		return 0;
+	/* A new SYN on a closing connection's tuple opens a new connection:
+	 * it must pass policy again, not ride on the old entry. */
+	if ((e->flags & CT_FLAG_CLOSING) && (p->tcp_flags & (TCP_SYN | TCP_ACK)) == TCP_SYN)
+		return 0;
+	e->packets += 1;
+	e->bytes += len;
+	e->tcp_flags |= p->tcp_flags;
+	if (p->tcp_flags & (TCP_FIN | TCP_RST))
+		e->flags |= CT_FLAG_CLOSING;
+	e->expires = now + ct_lifetime(e);
+	return e;
+}
+
+static __always_inline struct ct_entry *ct_touch_tuple(const struct tuple *t, __u8 scope, int reverse,
+						       const struct packet *p, __u32 len)
+{
+	struct ct_key key;
+
+	ct_key4(&key, t, scope, reverse);
+	return ct_touch(&twill_ct, &key, p, len);
+}
+
+/* Classifies a packet against conntrack from the point of view of one
+ * endpoint's direction: `scope` is where a new connection would be
+ * recorded, replies are looked up in the other scope. */
+static __always_inline struct ct_result ct_lookup(const struct packet *p, __u8 scope, __u32 len)
+{
+	struct ct_result r = { .state = CT_NEW };
+	__u8 other = scope == DIR_INGRESS ? DIR_EGRESS : DIR_INGRESS;
+
+	if (p->related) {
+		/* The erroring packet went the other way: it was recorded in
+		 * the opposite scope under its own tuple. */
+		r.entry = ct_touch_tuple(&p->inner, other, 0, p, len);
+		if (r.entry) {
+			r.state = CT_RELATED;
+			r.reverse = 1;
+			return r;
+		}
+	}
+	r.entry = ct_touch_tuple(&p->tuple, scope, 0, p, len);
+	if (r.entry) {
+		r.state = CT_ESTABLISHED;
+		return r;
+	}
+	r.entry = ct_touch_tuple(&p->tuple, other, 1, p, len);
+	if (r.entry) {
+		r.state = CT_REPLY;
+		r.reverse = 1;
+	}
+	return r;
+}
+
+/* Records a new connection, opened by this packet, in `scope`. */
+static __always_inline void ct_create(const struct packet *p, __u8 scope, __u32 len)
+{
+	struct ct_key key;
+	struct ct_entry e = {
+		.packets = 1,
+		.bytes = len,
+		.tcp_flags = p->tcp_flags,
+	};
+	__u64 now = bpf_ktime_get_ns();
+
+	if (p->tcp_flags & (TCP_FIN | TCP_RST))
+		e.flags |= CT_FLAG_CLOSING;
+	/* The first packet is always reported: record it as such. */
+	e.reported_flags[0] = p->tcp_flags;
+	e.last_report[0] = (__u16)(now / SECONDS);
+	e.expires = now + ct_lifetime(&e);
+	ct_key4(&key, &p->tuple, scope, 0);
+	bpf_map_update_elem(&twill_ct, &key, &e, BPF_ANY);
+}

@@ -1,0 +1,146 @@
+/* Datapath events for the flow observer: drops, traces and policy
+ * verdicts, as struct flow_event records in the twill_events ring buffer,
+ * and trace aggregation, which decides how many packets of a connection
+ * are worth a trace event.
+ */
+#pragma once
+
+#include "common.h"
+#include "config.h"
+#include "conntrack.h"
+#include "metrics.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, EVENTS_RING_BYTES);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_events SEC(".maps");
+
+/* Index 0: events lost because the ring was full. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} twill_event_stats SEC(".maps");
+
+/* Never used by the programs: it puts struct flow_event into the object's
+ * BTF, so the Rust mirror is checked like every map's key and value. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct flow_event);
+} twill_event_layout SEC(".maps");
+
+/* p may be NULL when the packet could not be parsed. */
+static __always_inline void emit_match(struct __sk_buff *skb, __u8 type, __u8 reason, __u8 dir, __u8 ct_state,
+				       __u32 endpoint_id, __u32 src_identity, __u32 dst_identity,
+				       const struct packet *p, __u32 policy_match)
+{
+	struct datapath_config *cfg = config();
+	__u32 wanted = type == EVENT_DROP ? EVENTS_DROP : type == EVENT_TRACE ? EVENTS_TRACE : EVENTS_POLICY;
+	struct flow_event *e;
+
+	if (!cfg || !(cfg->events & wanted))
+		return;
+	e = bpf_ringbuf_reserve(&twill_events, sizeof(*e), 0);
+	if (!e) {
+		__u32 zero = 0;
+		__u64 *lost = bpf_map_lookup_elem(&twill_event_stats, &zero);
+		if (lost)
+			*lost += 1;
+		return;
+	}
+	e->timestamp = bpf_ktime_get_ns();
+	e->kind = type;
+	e->reason = reason;
+	e->direction = dir;
+	e->ct_state = ct_state;
+	e->endpoint_id = endpoint_id;
+	e->src_identity = src_identity;
+	e->dst_identity = dst_identity;
+	e->saddr = p ? p->tuple.saddr.v4 : 0;
+	e->daddr = p ? p->tuple.daddr.v4 : 0;
+	e->sport = p ? p->tuple.sport : 0;
+	e->dport = p ? p->tuple.dport : 0;
+	e->protocol = p ? p->tuple.protocol : 0;
+	e->tcp_flags = p ? p->tcp_flags : 0;
+	e->icmp_type = p ? p->icmp_type : 0;
+	e->icmp_code = p ? p->icmp_code : 0;
+	e->ifindex = skb->ifindex;
+	e->length = skb->len;
+	e->policy_match = policy_match;
+	if (p) {
+		__builtin_memcpy(e->src_mac, p->src_mac, 6);
+		__builtin_memcpy(e->dst_mac, p->dst_mac, 6);
+	} else {
+		__builtin_memset(e->src_mac, 0, 6);
+		__builtin_memset(e->dst_mac, 0, 6);
+	}
+	/* Waking the reader for every event costs more than the event (an
+	 * interrupt per packet on a new connection): wake it only once a
+	 * batch is waiting; it also polls on a short timer. */
+	__u64 queued = bpf_ringbuf_query(&twill_events, BPF_RB_AVAIL_DATA);
+	bpf_ringbuf_submit(e, queued >= EVENTS_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u8 reason, __u8 dir, __u8 ct_state,
+				 __u32 endpoint_id, __u32 src_identity, __u32 dst_identity,
+				 const struct packet *p)
+{
+	emit_match(skb, type, reason, dir, ct_state, endpoint_id, src_identity, dst_identity, p, 0);
+}
+
+/* Counts, reports and drops. The return value is the program's verdict. */
+static __always_inline int drop(struct __sk_buff *skb, __u32 dir, __u32 reason, __u32 endpoint_id,
+				__u32 src_identity, __u32 dst_identity, const struct packet *p)
+{
+	count(dir, reason, skb->len);
+	emit(skb, EVENT_DROP, reason, dir, CT_NEW, endpoint_id, src_identity, dst_identity, p);
+	return TC_ACT_SHOT;
+}
+
+/* Whether this packet earns a trace event at the configured aggregation
+ * level. Connections are reported when they start, when a direction
+ * shows TCP flags not reported before and, at medium, every few seconds
+ * while they carry traffic, so a bulk stream costs a handful of events. */
+static __always_inline int should_trace(struct datapath_config *cfg, const struct ct_result *ct,
+					const struct packet *p)
+{
+	__u32 level = cfg->aggregation;
+	struct ct_entry *e = ct->entry;
+
+	if (level <= AGGREGATION_LOW || !e)
+		return 1;
+	int dir = ct->reverse ? 1 : 0;
+	__u8 *reported = &e->reported_flags[dir & 1];
+	__u16 *last = &e->last_report[dir & 1];
+	__u16 now = (__u16)(bpf_ktime_get_ns() / SECONDS);
+	__u8 flags = p->tcp_flags;
+
+	if (level >= AGGREGATION_MAXIMUM)
+		flags &= TCP_SYN | TCP_FIN | TCP_RST;
+	if (flags & ~*reported) {
+		*reported |= flags;
+		*last = now;
+		return 1;
+	}
+	if (level == AGGREGATION_MEDIUM && (__u16)(now - *last) >= AGGREGATION_INTERVAL_SECONDS) {
+		*last = now;
+		return 1;
+	}
+	return 0;
+}
+
+/* A trace event at observation point `point` (TRACE_*), if trace events
+ * are on and aggregation lets this packet through. */
+static __always_inline void trace(struct __sk_buff *skb, struct datapath_config *cfg,
+				  const struct ct_result *ct, __u8 point, __u8 dir, __u32 endpoint_id,
+				  __u32 src_identity, __u32 dst_identity, const struct packet *p)
+{
+	if (!cfg || !(cfg->events & EVENTS_TRACE) || !should_trace(cfg, ct, p))
+		return;
+	emit(skb, EVENT_TRACE, point, dir, ct->state, endpoint_id, src_identity, dst_identity, p);
+}

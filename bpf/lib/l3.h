@@ -1,0 +1,36 @@
+/* Forwarding between local endpoints without the host stack. */
+#pragma once
+
+#include "common.h"
+#include "events.h"
+#include "metrics.h"
+
+/* Routes an IPv4 packet straight to a local endpoint's veth, as a router
+ * would: new MACs, TTL decremented. The veth's egress hook (to_endpoint)
+ * runs next and applies the receiver's ingress policy. */
+static __always_inline int ipv4_redirect_to_endpoint(struct __sk_buff *skb, const struct endpoint_info *dst,
+						     __u32 endpoint_id, const struct packet *p)
+{
+	__u32 ttl_off = sizeof(struct ethhdr) + offsetof(struct iphdr, ttl);
+	__u32 csum_off = sizeof(struct ethhdr) + offsetof(struct iphdr, check);
+	__u8 ttl;
+
+	if (bpf_skb_load_bytes(skb, ttl_off, &ttl, 1) < 0)
+		return drop(skb, DIR_EGRESS, DROP_INVALID_PACKET, endpoint_id, 0, 0, p);
+	/* Let the kernel answer with ICMP time exceeded. */
+	if (ttl <= 1)
+		return TC_ACT_OK;
+
+	/* The TTL shares a 16-bit checksum word with the protocol byte. */
+	__u16 old_word = bpf_htons((__u16)ttl << 8);
+	__u16 new_word = bpf_htons((__u16)(ttl - 1) << 8);
+	ttl -= 1;
+	if (bpf_l3_csum_replace(skb, csum_off, old_word, new_word, 2) < 0 ||
+	    bpf_skb_store_bytes(skb, ttl_off, &ttl, 1, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), dst->mac, ETH_ALEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), dst->host_mac, ETH_ALEN, 0) < 0)
+		return drop(skb, DIR_EGRESS, DROP_INVALID_PACKET, endpoint_id, 0, 0, p);
+
+	count(DIR_EGRESS, METRIC_FORWARDED, skb->len);
+	return bpf_redirect(dst->ifindex, 0);
+}

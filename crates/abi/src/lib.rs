@@ -88,13 +88,10 @@ pub struct PolicyValue {
 }
 
 /// How an allowing entry matched (Cilium's policy match types).
-pub const POLICY_MATCH_NONE: u32 = 0;
-pub const POLICY_MATCH_L3_ONLY: u32 = 1;
-pub const POLICY_MATCH_L3_L4: u32 = 2;
-pub const POLICY_MATCH_L4_ONLY: u32 = 3;
-pub const POLICY_MATCH_ALL: u32 = 4;
-pub const POLICY_MATCH_L3_PROTO: u32 = 5;
-pub const POLICY_MATCH_PROTO_ONLY: u32 = 6;
+pub use twill_numbers::{
+    POLICY_MATCH_ALL, POLICY_MATCH_L3_L4, POLICY_MATCH_L3_ONLY, POLICY_MATCH_L3_PROTO, POLICY_MATCH_L4_ONLY,
+    POLICY_MATCH_NONE, POLICY_MATCH_PROTO_ONLY,
+};
 
 /// Key of `twill_ct`.
 #[repr(C)]
@@ -130,10 +127,11 @@ pub const AGGREGATION_LOW: u32 = 1;
 pub const AGGREGATION_MEDIUM: u32 = 2;
 pub const AGGREGATION_MAXIMUM: u32 = 3;
 
-/// Observation points of trace events (`FlowEvent::reason`), Hubble's numbers.
-pub const TRACE_TO_STACK: u8 = 3;
-pub const TRACE_FROM_ENDPOINT: u8 = 5;
-pub const TRACE_TO_ENDPOINT: u8 = 101;
+/// Observation points of trace events (`FlowEvent::reason`), in Hubble's
+/// `TraceObservationPoint` numbering (to-endpoint is 101, not Cilium's 0).
+pub const TRACE_TO_STACK: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_TO_STACK);
+pub const TRACE_FROM_ENDPOINT: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_FROM_LXC);
+pub const TRACE_TO_ENDPOINT: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_TO_LXC);
 
 /// Index 0 of `twill_config`.
 #[repr(C)]
@@ -231,16 +229,27 @@ pub fn metrics_index(direction: u32, reason: u32) -> u32 {
 
 /// Drop reasons the datapath emits, with Cilium's codes and texts.
 pub const DROP_REASONS: &[(u32, &str)] = &[
-    (132, "Invalid source ip"),
-    (133, "Policy denied"),
-    (134, "Invalid packet"),
-    (135, "CT: Truncated or invalid header"),
-    (139, "Unsupported L3 protocol"),
-    (181, "Policy denied by denylist"),
+    emitted(twill_numbers::DROP_INVALID_SOURCE_IP),
+    emitted(twill_numbers::DROP_POLICY),
+    emitted(twill_numbers::DROP_INVALID_PACKET),
+    emitted(twill_numbers::DROP_CT_INVALID_HDR),
+    emitted(twill_numbers::DROP_UNSUPPORTED_L3),
+    emitted(twill_numbers::DROP_POLICY_DENY),
 ];
 
+/// An entry of [`DROP_REASONS`]; evaluated at compile time, so a code
+/// Cilium has no text for fails the build instead of printing nothing.
+const fn emitted(code: u8) -> (u32, &'static str) {
+    match twill_numbers::drop_reason_text(code) {
+        Some(text) => (code as u32, text),
+        None => panic!("the datapath drops with a code Cilium does not name"),
+    }
+}
+
+/// Cilium's text for a drop code, `Unknown reason` for codes it does not
+/// name (metrics labels and monitor lines need some text).
 pub fn drop_reason_text(code: u32) -> &'static str {
-    DROP_REASONS.iter().find(|(c, _)| *c == code).map(|(_, t)| *t).unwrap_or("Unknown reason")
+    u8::try_from(code).ok().and_then(twill_numbers::drop_reason_text).unwrap_or("Unknown reason")
 }
 
 // Mirrors of the remaining `#define`s in bpf/include/twill.h, with the C

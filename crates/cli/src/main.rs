@@ -395,7 +395,11 @@ fn status_text(s: &Status) {
     }
     println!("Endpoints:    {}", s.endpoints);
     println!("Policy:       revision {}, {} policies", s.policy_revision, s.policies);
-    println!("Identities:   {} allocated (+{} reserved)", s.identities, 10);
+    println!(
+        "Identities:   {} allocated (+{} reserved)",
+        s.identities,
+        twill_numbers::RESERVED_IDENTITIES.len()
+    );
     let devices: std::collections::BTreeSet<&str> = s.programs.iter().map(|p| p.device.as_str()).collect();
     println!("Programs:     {} attachments on {} devices", s.programs.len(), devices.len());
     println!("Health:");

@@ -15,22 +15,10 @@ pub const FIRST_ALLOCATED: u32 = 256;
 /// The last number this allocator hands out.
 pub const LAST_ALLOCATED: u32 = 65535;
 
-/// Cilium's reserved identities: numbers users read in flow logs.
-pub const RESERVED: &[(u32, &str)] = &[
-    (1, "host"),
-    (2, "world"),
-    (3, "unmanaged"),
-    (4, "health"),
-    (5, "init"),
-    (6, "remote-node"),
-    (7, "kube-apiserver"),
-    (8, "ingress"),
-    (9, "world-ipv4"),
-    (10, "world-ipv6"),
-];
-
-pub const HOST: u32 = 1;
-pub const WORLD: u32 = 2;
+/// Cilium's reserved identities Twill keeps, `(number, name)`: numbers
+/// users read in flow logs.
+pub use twill_numbers::RESERVED_IDENTITIES as RESERVED;
+pub use twill_numbers::{IDENTITY_HOST as HOST, IDENTITY_WORLD as WORLD};
 
 /// The labels of a reserved identity (`reserved:NAME`), if `id` is one.
 pub fn reserved_labels(id: u32) -> Option<LabelSet> {
@@ -38,4 +26,22 @@ pub fn reserved_labels(id: u32) -> Option<LabelSet> {
         .iter()
         .find(|(n, _)| *n == id)
         .map(|(_, name)| LabelSet::from_labels([Label::new("reserved", name, "")]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_identities_carry_cilium_s_reserved_labels() {
+        assert_eq!(reserved_labels(HOST).unwrap().to_strings(), ["reserved:host"]);
+        assert_eq!(reserved_labels(WORLD).unwrap().to_strings(), ["reserved:world"]);
+        assert_eq!(reserved_labels(6).unwrap().to_strings(), ["reserved:remote-node"]);
+        assert_eq!(reserved_labels(10).unwrap().to_strings(), ["reserved:world-ipv6"]);
+        // Neither "no identity" nor the numbers Twill does not keep, nor
+        // allocated ones, have reserved labels.
+        for id in [0, 11, FIRST_ALLOCATED] {
+            assert!(reserved_labels(id).is_none(), "{id}");
+        }
+    }
 }

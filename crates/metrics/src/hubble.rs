@@ -14,32 +14,22 @@
 //! | `hubble_policy_verdicts_total` | `direction`, `match`, `action` | policy verdict events not from the host |
 //! | `hubble_lost_events_total` | `source` | [`HubbleMetrics::lost`] |
 
+use twill_numbers::{
+    policy_match_name, trace_sub_type, HUBBLE_TO_ENDPOINT, IDENTITY_HOST, MESSAGE_TYPE_ACCESS_LOG,
+    MESSAGE_TYPE_CAPTURE, MESSAGE_TYPE_DROP, MESSAGE_TYPE_POLICY_VERDICT, MESSAGE_TYPE_TRACE,
+};
 use twill_observe_proto::flow::{
-    self, layer4::Protocol as L4, layer7::Record as L7, DropReason, Flow, IpVersion,
-    TraceObservationPoint as Point, TrafficDirection, Verdict,
+    self, layer4::Protocol as L4, layer7::Record as L7, DropReason, Flow, IpVersion, TrafficDirection,
+    Verdict,
 };
 
 use crate::registry::{Counter, Registry};
-
-/// Cilium monitor message types, as found in `Flow.event_type.type`.
-pub mod event_type {
-    pub const DROP: i32 = 1;
-    pub const CAPTURE: i32 = 3;
-    pub const TRACE: i32 = 4;
-    pub const POLICY_VERDICT: i32 = 5;
-    /// L7 proxy access log.
-    pub const ACCESS_LOG: i32 = 129;
-}
 
 /// `source` values of `hubble_lost_events_total` (Hubble's
 /// `LostEventSource` names in lower case).
 pub const LOST_PERF_EVENT_RING_BUFFER: &str = "perf_event_ring_buffer";
 pub const LOST_OBSERVER_EVENTS_QUEUE: &str = "observer_events_queue";
 pub const LOST_HUBBLE_RING_BUFFER: &str = "hubble_ring_buffer";
-
-/// Reserved security identity of the local host; Hubble leaves its policy
-/// verdicts out of `hubble_policy_verdicts_total`.
-const IDENTITY_HOST: u32 = 1;
 
 /// Hubble's flow metric families, registered in one [`Registry`].
 #[derive(Clone)]
@@ -115,11 +105,11 @@ impl HubbleMetrics {
     fn observe_flow(&self, flow: &Flow) {
         let (ty, sub) = event_type(flow);
         let (type_name, subtype) = match ty {
-            event_type::ACCESS_LOG => ("L7", l7_name(flow).unwrap_or("").to_owned()),
-            event_type::DROP => ("Drop", String::new()),
-            event_type::CAPTURE => ("Capture", String::new()),
-            event_type::TRACE => ("Trace", trace_point_name(flow.trace_observation_point, sub).to_owned()),
-            event_type::POLICY_VERDICT => ("PolicyVerdict", String::new()),
+            MESSAGE_TYPE_ACCESS_LOG => ("L7", l7_name(flow).unwrap_or("").to_owned()),
+            MESSAGE_TYPE_DROP => ("Drop", String::new()),
+            MESSAGE_TYPE_CAPTURE => ("Capture", String::new()),
+            MESSAGE_TYPE_TRACE => ("Trace", trace_point_name(flow.trace_observation_point, sub).to_owned()),
+            MESSAGE_TYPE_POLICY_VERDICT => ("PolicyVerdict", String::new()),
             other => ("Unknown", other.to_string()),
         };
         let verdict = name_of(flow.verdict, Verdict::as_str_name);
@@ -183,14 +173,16 @@ impl HubbleMetrics {
     }
 
     fn observe_policy(&self, flow: &Flow) {
-        if event_type(flow).0 != event_type::POLICY_VERDICT
+        // Hubble leaves the host's own verdicts out.
+        if event_type(flow).0 != MESSAGE_TYPE_POLICY_VERDICT
             || flow.source.as_ref().is_some_and(|s| s.identity == IDENTITY_HOST)
         {
             return;
         }
         let direction = name_of(flow.traffic_direction, TrafficDirection::as_str_name).to_lowercase();
         let action = name_of(flow.verdict, Verdict::as_str_name).to_lowercase();
-        self.policy.inc(&[&direction, policy_match_name(flow.policy_match_type), &action]);
+        let match_type = policy_match_name(flow.policy_match_type).unwrap_or("unknown").to_lowercase();
+        self.policy.inc(&[&direction, &match_type, &action]);
     }
 }
 
@@ -226,8 +218,8 @@ fn l7_name(flow: &Flow) -> Option<&'static str> {
 /// protocol for drop, trace, policy verdict and capture events.
 fn flow_protocol(flow: &Flow) -> &'static str {
     match event_type(flow).0 {
-        event_type::ACCESS_LOG => l7_name(flow).unwrap_or("Unknown L7"),
-        event_type::DROP | event_type::TRACE | event_type::POLICY_VERDICT | event_type::CAPTURE => {
+        MESSAGE_TYPE_ACCESS_LOG => l7_name(flow).unwrap_or("Unknown L7"),
+        MESSAGE_TYPE_DROP | MESSAGE_TYPE_TRACE | MESSAGE_TYPE_POLICY_VERDICT | MESSAGE_TYPE_CAPTURE => {
             match l4(flow) {
                 Some(L4::Tcp(_)) => "TCP",
                 Some(L4::Udp(_)) => "UDP",
@@ -248,41 +240,11 @@ fn flow_protocol(flow: &Flow) -> &'static str {
 /// unset, falls back to the monitor sub type, where 0 means to-endpoint.
 fn trace_point_name(point: i32, sub_type: i32) -> &'static str {
     let point = match (point, sub_type) {
-        (0, 0) => Point::ToEndpoint as i32,
+        (0, 0) => i32::from(HUBBLE_TO_ENDPOINT),
         (0, sub) => sub,
         (p, _) => p,
     };
-    match Point::try_from(point) {
-        Ok(Point::ToEndpoint) => "to-endpoint",
-        Ok(Point::ToProxy) => "to-proxy",
-        Ok(Point::ToHost) => "to-host",
-        Ok(Point::ToStack) => "to-stack",
-        Ok(Point::ToOverlay) => "to-overlay",
-        Ok(Point::ToNetwork) => "to-network",
-        Ok(Point::ToCrypto) => "to-crypto",
-        Ok(Point::FromEndpoint) => "from-endpoint",
-        Ok(Point::FromProxy) => "from-proxy",
-        Ok(Point::FromHost) => "from-host",
-        Ok(Point::FromStack) => "from-stack",
-        Ok(Point::FromOverlay) => "from-overlay",
-        Ok(Point::FromNetwork) => "from-network",
-        Ok(Point::FromCrypto) => "from-crypto",
-        Ok(Point::UnknownPoint) | Err(_) => "",
-    }
-}
-
-/// Cilium's `PolicyMatchType` names, lower-cased as Hubble exports them.
-fn policy_match_name(match_type: u32) -> &'static str {
-    match match_type {
-        0 => "none",
-        1 => "l3-only",
-        2 => "l3-l4",
-        3 => "l4-only",
-        4 => "all",
-        5 => "l3-proto",
-        6 => "proto-only",
-        _ => "unknown",
-    }
+    u8::try_from(point).ok().and_then(trace_sub_type).and_then(twill_numbers::trace_point_name).unwrap_or("")
 }
 
 /// ICMP type and code as gopacket's `ICMPv4TypeCode.String()` /
@@ -380,7 +342,8 @@ fn icmpv6_type(ty: u8) -> Option<(&'static str, &'static [&'static str])> {
 mod tests {
     use super::*;
     use twill_observe_proto::flow::{
-        layer4, CiliumEventType, Dns, Endpoint, IcmPv4, IcmPv6, Ip, Layer4, Layer7, Sctp, Tcp, TcpFlags, Udp,
+        layer4, CiliumEventType, Dns, Endpoint, IcmPv4, IcmPv6, Ip, Layer4, Layer7, Sctp, Tcp, TcpFlags,
+        TraceObservationPoint as Point, Udp,
     };
 
     fn ev(ty: i32, sub_type: i32) -> Option<CiliumEventType> {
@@ -420,7 +383,7 @@ mod tests {
     fn trace(l4: Option<Layer4>) -> Flow {
         Flow {
             verdict: Verdict::Forwarded as i32,
-            event_type: ev(event_type::TRACE, 0),
+            event_type: ev(MESSAGE_TYPE_TRACE, 0),
             trace_observation_point: Point::ToEndpoint as i32,
             ip: ipv(IpVersion::IPv4),
             l4,
@@ -433,7 +396,7 @@ mod tests {
         Flow {
             verdict: Verdict::Dropped as i32,
             drop_reason_desc: reason as i32,
-            event_type: ev(event_type::DROP, reason as i32),
+            event_type: ev(MESSAGE_TYPE_DROP, reason as i32),
             ip: ipv(IpVersion::IPv4),
             l4,
             ..Flow::default()
@@ -463,18 +426,18 @@ mod tests {
         // No observation point: the monitor sub type decides (5 = from-endpoint).
         let mut from_ep = trace(udp(53));
         from_ep.trace_observation_point = 0;
-        from_ep.event_type = ev(event_type::TRACE, 5);
+        from_ep.event_type = ev(MESSAGE_TYPE_TRACE, 5);
         m.observe(&from_ep);
         m.observe(&dropped(DropReason::PolicyDenied, udp(53)));
         m.observe(&Flow {
             verdict: Verdict::Forwarded as i32,
-            event_type: ev(event_type::ACCESS_LOG, 0),
+            event_type: ev(MESSAGE_TYPE_ACCESS_LOG, 0),
             l7: Some(Layer7 { record: Some(L7::Dns(Dns::default())), ..Layer7::default() }),
             ..Flow::default()
         });
         m.observe(&Flow {
             verdict: Verdict::Dropped as i32,
-            event_type: ev(event_type::POLICY_VERDICT, 0),
+            event_type: ev(MESSAGE_TYPE_POLICY_VERDICT, 0),
             ..Flow::default()
         });
         m.observe(&Flow { event_type: ev(7, 0), ..Flow::default() });
@@ -631,7 +594,7 @@ mod tests {
         let (r, m) = setup();
         let verdict = |dir: TrafficDirection, match_type, verdict: Verdict, src_identity| Flow {
             verdict: verdict as i32,
-            event_type: ev(event_type::POLICY_VERDICT, 0),
+            event_type: ev(MESSAGE_TYPE_POLICY_VERDICT, 0),
             traffic_direction: dir as i32,
             policy_match_type: match_type,
             source: Some(Endpoint { identity: src_identity, ..Endpoint::default() }),

@@ -33,8 +33,7 @@ mod registry;
 mod server;
 
 pub use hubble::{
-    event_type, HubbleMetrics, LOST_HUBBLE_RING_BUFFER, LOST_OBSERVER_EVENTS_QUEUE,
-    LOST_PERF_EVENT_RING_BUFFER,
+    HubbleMetrics, LOST_HUBBLE_RING_BUFFER, LOST_OBSERVER_EVENTS_QUEUE, LOST_PERF_EVENT_RING_BUFFER,
 };
 pub use registry::{Counter, Gauge, Histogram, Registry, DEFAULT_BUCKETS};
 pub use server::{MetricsServer, CONTENT_TYPE, MAX_REQUEST_BYTES, READ_TIMEOUT, WRITE_TIMEOUT};

@@ -10,13 +10,15 @@ use std::{
 };
 
 use twill_metrics::{
-    event_type,
     flow::{
         layer4::Protocol, layer7::Record, CiliumEventType, DropReason, Endpoint, Flow, Http, IcmPv4, Ip,
         IpVersion, Layer4, Layer7, LostEvent, LostEventSource, Tcp, TcpFlags, TraceObservationPoint,
         TrafficDirection, Verdict,
     },
     HubbleMetrics, Registry, DEFAULT_BUCKETS, LOST_OBSERVER_EVENTS_QUEUE,
+};
+use twill_numbers::{
+    MESSAGE_TYPE_ACCESS_LOG, MESSAGE_TYPE_DROP, MESSAGE_TYPE_POLICY_VERDICT, MESSAGE_TYPE_TRACE,
 };
 
 /// A registry with samples in every Hubble family plus one gauge, one
@@ -35,7 +37,7 @@ fn populated_registry() -> Registry {
     };
     let forwarded_syn = Flow {
         verdict: Verdict::Forwarded as i32,
-        event_type: ev(event_type::TRACE),
+        event_type: ev(MESSAGE_TYPE_TRACE),
         trace_observation_point: TraceObservationPoint::ToEndpoint as i32,
         l4: l4(Protocol::Tcp(Tcp { source_port: 40000, destination_port: 80, flags: Some(syn) })),
         ..base.clone()
@@ -43,13 +45,13 @@ fn populated_registry() -> Registry {
     let dropped_ping = Flow {
         verdict: Verdict::Dropped as i32,
         drop_reason_desc: DropReason::PolicyDenied as i32,
-        event_type: ev(event_type::DROP),
+        event_type: ev(MESSAGE_TYPE_DROP),
         l4: l4(Protocol::IcmPv4(IcmPv4 { r#type: 8, code: 0 })),
         ..base.clone()
     };
     let policy_verdict = Flow {
         verdict: Verdict::Forwarded as i32,
-        event_type: ev(event_type::POLICY_VERDICT),
+        event_type: ev(MESSAGE_TYPE_POLICY_VERDICT),
         traffic_direction: TrafficDirection::Ingress as i32,
         policy_match_type: 2,
         l4: forwarded_syn.l4.clone(),
@@ -57,7 +59,7 @@ fn populated_registry() -> Registry {
     };
     let l7 = Flow {
         verdict: Verdict::Forwarded as i32,
-        event_type: ev(event_type::ACCESS_LOG),
+        event_type: ev(MESSAGE_TYPE_ACCESS_LOG),
         l7: Some(Layer7 { record: Some(Record::Http(Http::default())), ..Layer7::default() }),
         ..base.clone()
     };

@@ -3,21 +3,14 @@
 use std::{net::Ipv4Addr, time::SystemTime};
 
 use twill_abi::{FlowEvent, CT_REPLY, DIR_INGRESS, EVENT_DROP, EVENT_POLICY_VERDICT, EVENT_TRACE};
+use twill_numbers::{
+    hubble_observation_point, tcp_flag_names, MESSAGE_TYPE_DROP, MESSAGE_TYPE_POLICY_VERDICT,
+    MESSAGE_TYPE_TRACE, TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_NS, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
+    TRACE_FROM_LXC, TRACE_TO_LXC, TRACE_TO_STACK,
+};
 use twill_observe_proto::{flow, prost_types::Timestamp};
 
 use crate::Directory;
-
-/// Cilium's monitor message types, as Hubble reports them in
-/// `event_type.type`.
-pub const MESSAGE_TYPE_DROP: i32 = 1;
-pub const MESSAGE_TYPE_TRACE: i32 = 4;
-pub const MESSAGE_TYPE_POLICY_VERDICT: i32 = 5;
-pub const MESSAGE_TYPE_ACCESS_LOG: i32 = 129;
-
-/// Cilium's trace sub-types (`event_type.sub_type` of traces).
-pub const TRACE_TO_LXC: i32 = 0;
-pub const TRACE_TO_STACK: i32 = 3;
-pub const TRACE_FROM_LXC: i32 = 5;
 
 /// Converts the kernel's monotonic clock (what bpf_ktime_get_ns reads)
 /// to wall-clock time.
@@ -56,17 +49,37 @@ fn mac(bytes: &[u8; 6]) -> String {
 }
 
 pub fn tcp_flags(bits: u8) -> flow::TcpFlags {
+    let set = |flag: u16| u16::from(bits) & flag != 0;
     flow::TcpFlags {
-        fin: bits & 0x01 != 0,
-        syn: bits & 0x02 != 0,
-        rst: bits & 0x04 != 0,
-        psh: bits & 0x08 != 0,
-        ack: bits & 0x10 != 0,
-        urg: bits & 0x20 != 0,
-        ece: bits & 0x40 != 0,
-        cwr: bits & 0x80 != 0,
+        fin: set(TCP_FIN),
+        syn: set(TCP_SYN),
+        rst: set(TCP_RST),
+        psh: set(TCP_PSH),
+        ack: set(TCP_ACK),
+        urg: set(TCP_URG),
+        ece: set(TCP_ECE),
+        cwr: set(TCP_CWR),
+        // The datapath records the flags byte only.
         ns: false,
     }
+}
+
+/// The header bits of a flow's flags, the inverse of [`tcp_flags`].
+fn tcp_flag_bits(f: &flow::TcpFlags) -> u16 {
+    [
+        (f.fin, TCP_FIN),
+        (f.syn, TCP_SYN),
+        (f.rst, TCP_RST),
+        (f.psh, TCP_PSH),
+        (f.ack, TCP_ACK),
+        (f.urg, TCP_URG),
+        (f.ece, TCP_ECE),
+        (f.cwr, TCP_CWR),
+        (f.ns, TCP_NS),
+    ]
+    .iter()
+    .filter(|(on, _)| *on)
+    .fold(0, |bits, (_, bit)| bits | bit)
 }
 
 /// ICMPv4 type names, as Hubble prints them.
@@ -91,22 +104,8 @@ fn summary(l4: &Option<flow::Layer4>) -> String {
     let Some(flow::Layer4 { protocol: Some(p) }) = l4 else { return "IPv4".into() };
     match p {
         flow::layer4::Protocol::Tcp(tcp) => {
-            let f = tcp.flags.unwrap_or_default();
-            let names: Vec<&str> = [
-                (f.syn, "SYN"),
-                (f.ack, "ACK"),
-                (f.fin, "FIN"),
-                (f.rst, "RST"),
-                (f.psh, "PSH"),
-                (f.urg, "URG"),
-                (f.ece, "ECE"),
-                (f.cwr, "CWR"),
-            ]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, n)| *n)
-            .collect();
-            format!("TCP Flags: {}", names.join(", "))
+            let bits = tcp_flag_bits(&tcp.flags.unwrap_or_default());
+            format!("TCP Flags: {}", tcp_flag_names(bits).collect::<Vec<_>>().join(", "))
         }
         flow::layer4::Protocol::Udp(_) => "UDP".into(),
         flow::layer4::Protocol::Sctp(_) => "SCTP".into(),
@@ -198,21 +197,14 @@ pub fn decode(e: &FlowEvent, dir: &Directory, clock: &Clock) -> flow::Flow {
         }
         EVENT_TRACE => {
             f.verdict = flow::Verdict::Forwarded as i32;
-            let (point, sub_type, base) = match e.reason {
-                twill_abi::TRACE_TO_ENDPOINT => {
-                    (flow::TraceObservationPoint::ToEndpoint, TRACE_TO_LXC, flow::TrafficDirection::Ingress)
-                }
-                twill_abi::TRACE_TO_STACK => {
-                    (flow::TraceObservationPoint::ToStack, TRACE_TO_STACK, flow::TrafficDirection::Egress)
-                }
-                _ => (
-                    flow::TraceObservationPoint::FromEndpoint,
-                    TRACE_FROM_LXC,
-                    flow::TrafficDirection::Egress,
-                ),
+            let (sub_type, base) = match e.reason {
+                twill_abi::TRACE_TO_ENDPOINT => (TRACE_TO_LXC, flow::TrafficDirection::Ingress),
+                twill_abi::TRACE_TO_STACK => (TRACE_TO_STACK, flow::TrafficDirection::Egress),
+                _ => (TRACE_FROM_LXC, flow::TrafficDirection::Egress),
             };
-            f.trace_observation_point = point as i32;
-            f.event_type = Some(flow::CiliumEventType { r#type: MESSAGE_TYPE_TRACE, sub_type });
+            f.trace_observation_point = i32::from(hubble_observation_point(sub_type));
+            f.event_type =
+                Some(flow::CiliumEventType { r#type: MESSAGE_TYPE_TRACE, sub_type: i32::from(sub_type) });
             // Direction is the connection's, as Hubble reports it: a reply
             // arriving at its initiator belongs to an egress connection.
             let direction = match (base, is_reply) {
@@ -226,4 +218,85 @@ pub fn decode(e: &FlowEvent, dir: &Directory, clock: &Clock) -> flow::Flow {
         _ => {}
     }
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: u8, reason: u8, tcp_flags: u8) -> FlowEvent {
+        FlowEvent {
+            timestamp: 1,
+            kind,
+            reason,
+            direction: DIR_INGRESS,
+            ct_state: twill_abi::CT_NEW,
+            endpoint_id: 1,
+            src_identity: 256,
+            dst_identity: 257,
+            saddr: u32::from(Ipv4Addr::new(10, 200, 0, 2)).to_be(),
+            daddr: u32::from(Ipv4Addr::new(10, 200, 0, 3)).to_be(),
+            sport: 40000,
+            dport: 80,
+            protocol: 6,
+            tcp_flags,
+            icmp_type: 0,
+            icmp_code: 0,
+            ifindex: 0,
+            length: 60,
+            policy_match: 0,
+            src_mac: [0; 6],
+            dst_mac: [0; 6],
+        }
+    }
+
+    fn decoded(kind: u8, reason: u8, tcp_flags: u8) -> flow::Flow {
+        decode(&event(kind, reason, tcp_flags), &Directory::new("node"), &Clock::now())
+    }
+
+    fn event_type(f: &flow::Flow) -> (i32, i32) {
+        f.event_type.as_ref().map(|e| (e.r#type, e.sub_type)).unwrap()
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn summary_lists_flags_in_hubble_s_order() {
+        assert_eq!(decoded(EVENT_TRACE, twill_abi::TRACE_TO_ENDPOINT, 0x12).summary, "TCP Flags: SYN, ACK");
+        assert_eq!(decoded(EVENT_TRACE, twill_abi::TRACE_TO_ENDPOINT, 0x11).summary, "TCP Flags: ACK, FIN");
+        assert_eq!(
+            decoded(EVENT_TRACE, twill_abi::TRACE_TO_ENDPOINT, 0xff).summary,
+            "TCP Flags: SYN, ACK, FIN, RST, PSH, URG, ECE, CWR"
+        );
+    }
+
+    #[test]
+    fn tcp_flag_bits_become_hubble_s_flag_fields() {
+        let f = tcp_flags(0x14);
+        assert!(f.rst && f.ack);
+        assert!(!(f.fin || f.syn || f.psh || f.urg || f.ece || f.cwr || f.ns));
+        assert_eq!(tcp_flag_bits(&tcp_flags(0xff)), 0xff);
+    }
+
+    #[test]
+    fn traces_carry_cilium_s_sub_type_and_hubble_s_point() {
+        let to_endpoint = decoded(EVENT_TRACE, twill_abi::TRACE_TO_ENDPOINT, 0x02);
+        assert_eq!(event_type(&to_endpoint), (4, 0));
+        assert_eq!(to_endpoint.trace_observation_point(), flow::TraceObservationPoint::ToEndpoint);
+        let to_stack = decoded(EVENT_TRACE, twill_abi::TRACE_TO_STACK, 0x02);
+        assert_eq!(event_type(&to_stack), (4, 3));
+        assert_eq!(to_stack.trace_observation_point(), flow::TraceObservationPoint::ToStack);
+        let from_endpoint = decoded(EVENT_TRACE, twill_abi::TRACE_FROM_ENDPOINT, 0x02);
+        assert_eq!(event_type(&from_endpoint), (4, 5));
+        assert_eq!(from_endpoint.trace_observation_point(), flow::TraceObservationPoint::FromEndpoint);
+    }
+
+    #[test]
+    fn drops_and_verdicts_carry_cilium_s_message_types() {
+        let drop = decoded(EVENT_DROP, 133, 0x02);
+        assert_eq!(event_type(&drop), (1, 133));
+        assert_eq!(drop.drop_reason_desc(), flow::DropReason::PolicyDenied);
+        let verdict = decoded(EVENT_POLICY_VERDICT, 0, 0x02);
+        assert_eq!(event_type(&verdict), (5, 0));
+        assert_eq!(verdict.verdict(), flow::Verdict::Forwarded);
+    }
 }

@@ -16,9 +16,10 @@ use twill_observe_proto::flow::{
     Workload,
 };
 
-use super::printer::{
-    AGENT_EVENT_SUBTYPES, MESSAGE_TYPE_AGENT, MESSAGE_TYPE_NAMES, MESSAGE_TYPE_TRACE, RESERVED_IDENTITIES,
-    TRACE_OBSERVATION_POINTS,
+use twill_numbers::{
+    agent_event_subtype_by_name, message_type_by_name, reserved_identity_by_name, tcp_flag_by_name,
+    trace_point_by_name, IDENTITY_NAMES, MESSAGE_TYPE_AGENT, MESSAGE_TYPE_TRACE, TCP_ACK, TCP_CWR, TCP_ECE,
+    TCP_FIN, TCP_NS, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
 };
 
 /// A filter flag: its long name, short name, whether it takes no value
@@ -338,18 +339,19 @@ fn apply_dest_namespaces(namespaces: &[String], ff: &mut FlowFilter) {
 pub fn parse_tcp_flags(value: &str) -> Result<TcpFlags, String> {
     let mut flags = TcpFlags::default();
     for f in value.split(',') {
-        match f.to_uppercase().as_str() {
-            "SYN" => flags.syn = true,
-            "FIN" => flags.fin = true,
-            "RST" => flags.rst = true,
-            "PSH" => flags.psh = true,
-            "ACK" => flags.ack = true,
-            "URG" => flags.urg = true,
-            "ECE" => flags.ece = true,
-            "CWR" => flags.cwr = true,
-            "NS" => flags.ns = true,
+        let field = match tcp_flag_by_name(&f.to_uppercase()) {
+            Some(TCP_SYN) => &mut flags.syn,
+            Some(TCP_FIN) => &mut flags.fin,
+            Some(TCP_RST) => &mut flags.rst,
+            Some(TCP_PSH) => &mut flags.psh,
+            Some(TCP_ACK) => &mut flags.ack,
+            Some(TCP_URG) => &mut flags.urg,
+            Some(TCP_ECE) => &mut flags.ece,
+            Some(TCP_CWR) => &mut flags.cwr,
+            Some(TCP_NS) => &mut flags.ns,
             _ => return Err(format!("unknown tcp flag: {f}")),
-        }
+        };
+        *field = true;
     }
     Ok(flags)
 }
@@ -362,7 +364,7 @@ pub fn parse_event_type(value: &str) -> Result<EventTypeFilter, String> {
         Some((t, s)) => (t, Some(s)),
         None => (value, None),
     };
-    let known = MESSAGE_TYPE_NAMES.iter().find(|(n, _)| *n == type_part).map(|(_, t)| *t);
+    let known = message_type_by_name(type_part);
     let r#type = match known {
         Some(t) => t,
         None => type_part.parse::<u32>().map(|t| t as i32).map_err(|e| {
@@ -375,10 +377,8 @@ pub fn parse_event_type(value: &str) -> Result<EventTypeFilter, String> {
     let mut filter = EventTypeFilter { r#type, match_sub_type: false, sub_type: 0 };
     if let Some(sub) = sub_part {
         let named = match known {
-            Some(MESSAGE_TYPE_TRACE) => {
-                TRACE_OBSERVATION_POINTS.iter().find(|(_, n)| *n == sub).map(|(p, _)| *p)
-            }
-            Some(MESSAGE_TYPE_AGENT) => AGENT_EVENT_SUBTYPES.iter().find(|(n, _)| *n == sub).map(|(_, s)| *s),
+            Some(MESSAGE_TYPE_TRACE) => trace_point_by_name(sub).map(i32::from),
+            Some(MESSAGE_TYPE_AGENT) => agent_event_subtype_by_name(sub),
             _ => None,
         };
         filter.match_sub_type = true;
@@ -408,11 +408,11 @@ fn go_parse_error(value: &str, e: &std::num::ParseIntError) -> String {
 /// number (decimal, or `0x`/`0o`/`0b`/leading-zero forms as Go's base 0).
 pub fn parse_identity(value: &str) -> Result<u32, String> {
     let err = || {
-        let names: Vec<&str> = RESERVED_IDENTITIES.iter().map(|(_, n)| *n).collect();
+        let names: Vec<&str> = IDENTITY_NAMES.iter().map(|(_, n)| *n).collect();
         format!("invalid security identity, expected one of [{}] or a numeric value", names.join(" "))
     };
-    if let Some((id, _)) = RESERVED_IDENTITIES.iter().find(|(id, n)| *id != 0 && *n == value) {
-        return Ok(*id);
+    if let Some(id) = reserved_identity_by_name(value) {
+        return Ok(id);
     }
     let digits = value.replace('_', "");
     let lower = digits.to_ascii_lowercase();

@@ -6,6 +6,10 @@
 
 use std::io::{self, Write};
 
+use twill_numbers::{
+    policy_match_name, reserved_identity_name, trace_point_name, MESSAGE_TYPE_CAPTURE, MESSAGE_TYPE_DROP,
+    MESSAGE_TYPE_POLICY_VERDICT, MESSAGE_TYPE_TRACE, MESSAGE_TYPE_TRACE_SOCK,
+};
 use twill_observe_proto::{
     flow::{self, layer4::Protocol, layer7::Record},
     observer::{get_flows_response::ResponseTypes, GetFlowsResponse},
@@ -14,199 +18,18 @@ use twill_observe_proto::{
 
 use super::{json, timefmt};
 
-/// Cilium monitor message types (`pkg/monitor/api`), as found in
-/// `Flow.event_type.type` and `EventTypeFilter.type`.
-pub const MESSAGE_TYPE_DROP: i32 = 1;
-pub const MESSAGE_TYPE_DEBUG: i32 = 2;
-pub const MESSAGE_TYPE_CAPTURE: i32 = 3;
-pub const MESSAGE_TYPE_TRACE: i32 = 4;
-pub const MESSAGE_TYPE_POLICY_VERDICT: i32 = 5;
-pub const MESSAGE_TYPE_RECORDER: i32 = 6;
-pub const MESSAGE_TYPE_TRACE_SOCK: i32 = 7;
-pub const MESSAGE_TYPE_L7: i32 = 129;
-pub const MESSAGE_TYPE_AGENT: i32 = 130;
-
-/// `monitorAPI.MessageTypeNames`: the names `--type` accepts.
-pub const MESSAGE_TYPE_NAMES: &[(&str, i32)] = &[
-    ("drop", MESSAGE_TYPE_DROP),
-    ("debug", MESSAGE_TYPE_DEBUG),
-    ("capture", MESSAGE_TYPE_CAPTURE),
-    ("trace", MESSAGE_TYPE_TRACE),
-    ("policy-verdict", MESSAGE_TYPE_POLICY_VERDICT),
-    ("recorder", MESSAGE_TYPE_RECORDER),
-    ("trace-sock", MESSAGE_TYPE_TRACE_SOCK),
-    ("l7", MESSAGE_TYPE_L7),
-    ("agent", MESSAGE_TYPE_AGENT),
-];
-
-/// `monitorAPI.TraceObservationPoints`: trace event sub types (the
-/// datapath's TRACE_* numbers, which is what `event_type.sub_type` holds).
-pub const TRACE_OBSERVATION_POINTS: &[(i32, &str)] = &[
-    (0, "to-endpoint"),
-    (1, "to-proxy"),
-    (2, "to-host"),
-    (3, "to-stack"),
-    (4, "to-overlay"),
-    (5, "from-endpoint"),
-    (6, "from-proxy"),
-    (7, "from-host"),
-    (8, "from-stack"),
-    (9, "from-overlay"),
-    (10, "from-network"),
-    (11, "to-network"),
-    (12, "from-crypto"),
-    (13, "to-crypto"),
-];
-
-/// Agent event sub types `--type agent:...` accepts (Hubble's
-/// `agentEventSubtypes`).
-pub const AGENT_EVENT_SUBTYPES: &[(&str, i32)] = &[
-    ("unspecified", 0),
-    ("message", 1),
-    ("agent-started", 2),
-    ("endpoint-regenerate-success", 3),
-    ("endpoint-regenerate-failure", 4),
-    ("policy-updated", 5),
-    ("policy-deleted", 6),
-    ("endpoint-created", 7),
-    ("endpoint-deleted", 8),
-    ("ipcache-upserted", 9),
-    ("ipcache-deleted", 10),
-];
-
-/// Cilium's drop reason texts (`pkg/monitor/api/drop.go`).
-const DROP_REASONS: &[(u8, &str)] = &[
-    (0, "Success"),
-    (2, "Invalid packet"),
-    (3, "Interface"),
-    (4, "Interface Decrypted"),
-    (5, "LB, sock cgroup: No backend slot entry found"),
-    (6, "LB, sock cgroup: No backend entry found"),
-    (7, "LB, sock cgroup: Reverse entry update failed"),
-    (8, "LB, sock cgroup: Reverse entry stale"),
-    (9, "Fragmented packet"),
-    (10, "Fragmented packet entry update failed"),
-    (11, "Missed tail call to custom program"),
-    (130, "Invalid source mac"),
-    (131, "Invalid destination mac"),
-    (132, "Invalid source ip"),
-    (133, "Policy denied"),
-    (134, "Invalid packet"),
-    (135, "CT: Truncated or invalid header"),
-    (136, "Fragmentation needed"),
-    (137, "CT: Unknown L4 protocol"),
-    (138, "CT: Can't create entry from packet"),
-    (139, "Unsupported L3 protocol"),
-    (140, "Missed tail call"),
-    (141, "Error writing to packet"),
-    (142, "Unknown L4 protocol"),
-    (143, "Unknown ICMPv4 code"),
-    (144, "Unknown ICMPv4 type"),
-    (145, "Unknown ICMPv6 code"),
-    (146, "Unknown ICMPv6 type"),
-    (147, "Error retrieving tunnel key"),
-    (148, "Error retrieving tunnel options"),
-    (149, "Invalid Geneve option"),
-    (150, "Unknown L3 target address"),
-    (151, "Stale or unroutable IP"),
-    (152, "No matching local container found"),
-    (153, "Error while correcting L3 checksum"),
-    (154, "Error while correcting L4 checksum"),
-    (155, "CT: Map insertion failed"),
-    (156, "Invalid IPv6 extension header"),
-    (157, "IP fragmentation not supported"),
-    (158, "Service backend not found"),
-    (160, "No tunnel/encapsulation endpoint (datapath BUG!)"),
-    (161, "NAT 46/64 not enabled"),
-    (162, "Reached EDT rate-limiting drop horizon"),
-    (163, "Unknown connection tracking state"),
-    (164, "Local host is unreachable"),
-    (165, "No configuration available to perform policy decision"),
-    (166, "Unsupported L2 protocol"),
-    (167, "No mapping for NAT masquerade"),
-    (168, "Unsupported protocol for NAT masquerade"),
-    (169, "FIB lookup failed"),
-    (170, "Encapsulation traffic is prohibited"),
-    (171, "Invalid identity"),
-    (172, "Unknown sender"),
-    (173, "NAT not needed"),
-    (174, "Is a ClusterIP"),
-    (175, "First logical datagram fragment not found"),
-    (176, "Forbidden ICMPv6 message"),
-    (177, "Denied by LB src range check"),
-    (178, "Socket lookup failed"),
-    (179, "Socket assign failed"),
-    (180, "Proxy redirection not supported for protocol"),
-    (181, "Policy denied by denylist"),
-    (182, "VLAN traffic disallowed by VLAN filter"),
-    (183, "Incorrect VNI from VTEP"),
-    (184, "Failed to update or lookup TC buffer"),
-    (185, "No SID was found for the IP address"),
-    (186, "SRv6 state was removed during tail call"),
-    (187, "L3 translation from IPv4 to IPv6 failed (NAT46)"),
-    (188, "L3 translation from IPv6 to IPv4 failed (NAT64)"),
-    (189, "Authentication required"),
-    (190, "No conntrack map found"),
-    (191, "No nat map found"),
-    (192, "Invalid ClusterID"),
-    (193, "Unsupported packet protocol for DSR encapsulation"),
-    (194, "No egress gateway found"),
-    (195, "Traffic is unencrypted"),
-    (196, "TTL exceeded"),
-    (197, "No node ID found"),
-    (198, "Rate limited"),
-    (199, "IGMP handled"),
-    (200, "IGMP subscribed"),
-    (201, "Multicast handled"),
-    (202, "Host datapath not ready"),
-    (203, "Endpoint policy program not available"),
-    (204, "No Egress IP configured"),
-    (205, "Punt to proxy"),
-];
-
-/// Cilium's reserved security identities (`pkg/identity`).
-pub const RESERVED_IDENTITIES: &[(u32, &str)] = &[
-    (0, "unknown"),
-    (1, "host"),
-    (2, "world"),
-    (3, "unmanaged"),
-    (4, "health"),
-    (5, "init"),
-    (6, "remote-node"),
-    (7, "kube-apiserver"),
-    (8, "ingress"),
-    (9, "world-ipv4"),
-    (10, "world-ipv6"),
-    (11, "encrypted-overlay"),
-];
-
 /// `monitorAPI.DropReason`: the text of a drop code, `"<code>, 0"` when
 /// unknown.
 pub fn drop_reason_text(code: u8) -> String {
-    match DROP_REASONS.iter().find(|(c, _)| *c == code) {
-        Some((_, text)) => (*text).to_string(),
-        None => format!("{code}, 0"),
-    }
+    twill_numbers::drop_reason_text(code).map_or_else(|| format!("{code}, 0"), str::to_string)
 }
 
 fn trace_observation_point(point: u8) -> String {
-    match TRACE_OBSERVATION_POINTS.iter().find(|(p, _)| *p == i32::from(point)) {
-        Some((_, name)) => (*name).to_string(),
-        None => point.to_string(),
-    }
+    trace_point_name(point).map_or_else(|| point.to_string(), str::to_string)
 }
 
 fn policy_match_type(m: u32) -> &'static str {
-    match m {
-        0 => "none",
-        1 => "L3-Only",
-        2 => "L3-L4",
-        3 => "L4-Only",
-        4 => "all",
-        5 => "L3-Proto",
-        6 => "Proto-Only",
-        _ => "unknown",
-    }
+    policy_match_name(m).unwrap_or("unknown")
 }
 
 macro_rules! enum_str {
@@ -281,8 +104,8 @@ fn summary(f: &flow::Flow) -> String {
 }
 
 fn identity(id: u32) -> String {
-    match RESERVED_IDENTITIES.iter().find(|(n, _)| *n == id) {
-        Some((_, name)) => format!("({name})"),
+    match reserved_identity_name(id) {
+        Some(name) => format!("({name})"),
         None => format!("(ID:{id})"),
     }
 }

@@ -24,8 +24,9 @@ use twill_observe_proto::{
 };
 
 use super::{
+    filter::parse_identity,
     json,
-    printer::{tabwrite, Format, PrintOptions, Printer},
+    printer::{flow_type, tabwrite, Format, PrintOptions, Printer},
     timefmt::days_from_civil,
     ObserveArgs, Plan,
 };
@@ -575,4 +576,59 @@ async fn unreachable_server_names_the_address() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(err.starts_with(&format!("cannot reach the Hubble API at {server}: ")), "{err}");
     assert!(err.contains("--server") && !err.contains('\n'), "{err}");
+}
+
+/// The TYPE column and identities in Cilium's words, and what Hubble prints
+/// for numbers Cilium does not name.
+#[test]
+fn cilium_names_in_compact_lines() {
+    let with_event = |r#type, sub_type| flow::Flow {
+        event_type: Some(flow::CiliumEventType { r#type, sub_type }),
+        ..forwarded_flow()
+    };
+    assert_eq!(flow_type(&with_event(1, 181)), "Policy denied by denylist");
+    assert_eq!(flow_type(&with_event(1, 132)), "Invalid source ip");
+    assert_eq!(flow_type(&with_event(1, 158)), "Service backend not found");
+    assert_eq!(flow_type(&with_event(1, 12)), "12, 0");
+    assert_eq!(flow_type(&with_event(4, 3)), "to-stack");
+    assert_eq!(flow_type(&with_event(4, 5)), "from-endpoint");
+    assert_eq!(flow_type(&with_event(4, 13)), "to-crypto");
+    assert_eq!(flow_type(&with_event(4, 99)), "99");
+    let mut verdict = with_event(5, 0);
+    verdict.policy_match_type = 6;
+    assert_eq!(flow_type(&verdict), "policy-verdict:Proto-Only INGRESS");
+    verdict.policy_match_type = 9;
+    assert_eq!(flow_type(&verdict), "policy-verdict:unknown INGRESS");
+
+    let p = Printer::new(print_opts(Format::Compact), Vec::new(), Vec::new());
+    let mut f = forwarded_flow();
+    f.source.as_mut().unwrap().pod_name.clear();
+    f.source.as_mut().unwrap().identity = 6;
+    f.destination.as_mut().unwrap().identity = 10;
+    assert!(
+        p.compact_line(&f).contains(" (remote-node) -> default/b:80 (world-ipv6) "),
+        "{}",
+        p.compact_line(&f)
+    );
+    f.source.as_mut().unwrap().identity = 11;
+    f.destination.as_mut().unwrap().identity = 12;
+    assert!(
+        p.compact_line(&f).contains(" (encrypted-overlay) -> default/b:80 (ID:12) "),
+        "{}",
+        p.compact_line(&f)
+    );
+}
+
+#[test]
+fn identity_flags_take_cilium_s_reserved_names() {
+    assert_eq!(parse_identity("host"), Ok(1));
+    assert_eq!(parse_identity("world"), Ok(2));
+    assert_eq!(parse_identity("kube-apiserver"), Ok(7));
+    assert_eq!(parse_identity("world-ipv6"), Ok(10));
+    assert_eq!(parse_identity("0x100"), Ok(256));
+    let expected = "invalid security identity, expected one of [unknown host world unmanaged health init \
+                    remote-node kube-apiserver ingress world-ipv4 world-ipv6 encrypted-overlay] or a numeric value";
+    // "unknown" is listed, as Hubble lists it, but is not an identity to ask for.
+    assert_eq!(parse_identity("unknown"), Err(expected.to_string()));
+    assert_eq!(parse_identity("World"), Err(expected.to_string()));
 }

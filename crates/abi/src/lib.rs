@@ -255,18 +255,18 @@ pub fn drop_reason_text(code: u32) -> &'static str {
 // Mirrors of the remaining `#define`s in bpf/include/twill.h, with the C
 // names; tests/defines.rs compares every one with the header.
 
-/// Reserved identities the datapath itself relies on (Cilium's numbers).
-pub const IDENTITY_UNKNOWN: u32 = 0;
-pub const IDENTITY_HOST: u32 = 1;
-pub const IDENTITY_WORLD: u32 = 2;
+/// Reserved identities the datapath itself relies on (Cilium's numbers,
+/// defined in twill-numbers).
+pub use twill_numbers::{IDENTITY_HOST, IDENTITY_UNKNOWN, IDENTITY_WORLD};
 
-/// Drop reasons the datapath emits (Cilium's codes); texts in [`DROP_REASONS`].
-pub const DROP_INVALID_SOURCE_IP: u32 = 132;
-pub const DROP_POLICY: u32 = 133;
-pub const DROP_INVALID_PACKET: u32 = 134;
-pub const DROP_CT_INVALID_HDR: u32 = 135;
-pub const DROP_UNSUPPORTED_L3: u32 = 139;
-pub const DROP_POLICY_DENY: u32 = 181;
+/// Drop reasons the datapath emits (Cilium's codes, defined in
+/// twill-numbers), as the u32 the metrics and event records carry.
+pub const DROP_INVALID_SOURCE_IP: u32 = twill_numbers::DROP_INVALID_SOURCE_IP as u32;
+pub const DROP_POLICY: u32 = twill_numbers::DROP_POLICY as u32;
+pub const DROP_INVALID_PACKET: u32 = twill_numbers::DROP_INVALID_PACKET as u32;
+pub const DROP_CT_INVALID_HDR: u32 = twill_numbers::DROP_CT_INVALID_HDR as u32;
+pub const DROP_UNSUPPORTED_L3: u32 = twill_numbers::DROP_UNSUPPORTED_L3 as u32;
+pub const DROP_POLICY_DENY: u32 = twill_numbers::DROP_POLICY_DENY as u32;
 
 /// The reason slot of forwarded packets in `twill_metrics`.
 pub const METRIC_FORWARDED: u32 = 0;

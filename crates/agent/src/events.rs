@@ -99,41 +99,16 @@ pub fn spawn_reader(mut ring: RingBuf<MapData>, hub: Arc<EventHub>, sink: FlowSi
         .expect("spawning the event reader");
 }
 
-fn protocol_name(p: u8) -> String {
-    match p {
-        1 => "ICMP".into(),
-        6 => "TCP".into(),
-        17 => "UDP".into(),
-        132 => "SCTP".into(),
-        n => format!("proto-{n}"),
-    }
-}
-
-/// TCP flags in the order and spelling Hubble uses.
-pub fn tcp_flag_names(flags: u8) -> Vec<&'static str> {
-    [
-        (0x02, "SYN"),
-        (0x10, "ACK"),
-        (0x01, "FIN"),
-        (0x04, "RST"),
-        (0x08, "PSH"),
-        (0x20, "URG"),
-        (0x40, "ECE"),
-        (0x80, "CWR"),
-    ]
-    .iter()
-    .filter(|(bit, _)| flags & bit != 0)
-    .map(|(_, name)| *name)
-    .collect()
-}
-
+/// The `twill monitor` name of a datapath event kind (Cilium's monitor
+/// message type names).
 pub fn event_type_name(kind: u8) -> &'static str {
-    match kind {
-        twill_abi::EVENT_DROP => "drop",
-        twill_abi::EVENT_TRACE => "trace",
-        twill_abi::EVENT_POLICY_VERDICT => "policy-verdict",
-        _ => "unknown",
-    }
+    let message_type = match kind {
+        twill_abi::EVENT_DROP => twill_numbers::MESSAGE_TYPE_DROP,
+        twill_abi::EVENT_TRACE => twill_numbers::MESSAGE_TYPE_TRACE,
+        twill_abi::EVENT_POLICY_VERDICT => twill_numbers::MESSAGE_TYPE_POLICY_VERDICT,
+        _ => return "unknown",
+    };
+    twill_numbers::message_type_name(message_type).unwrap_or("unknown")
 }
 
 pub fn to_monitor_event(e: &FlowEvent) -> twill_api::MonitorEvent {
@@ -168,8 +143,11 @@ pub fn to_monitor_event(e: &FlowEvent) -> twill_api::MonitorEvent {
         dst_identity: e.dst_identity,
         source: with_port(e.saddr, e.sport),
         destination: with_port(e.daddr, e.dport),
-        protocol: protocol_name(e.protocol),
-        tcp_flags: tcp_flag_names(e.tcp_flags).join(","),
+        protocol: match twill_policy::model::protocol_name(e.protocol) {
+            "ANY" | "?" => format!("proto-{}", e.protocol),
+            name => name.to_string(),
+        },
+        tcp_flags: twill_numbers::tcp_flag_names(e.tcp_flags.into()).collect::<Vec<_>>().join(","),
         icmp_type: e.icmp_type,
         icmp_code: e.icmp_code,
         ifindex: e.ifindex,

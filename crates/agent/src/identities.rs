@@ -75,9 +75,9 @@ impl Identities {
     pub fn universe(&self) -> Result<Universe> {
         let mut all: Vec<KnownIdentity> = twill_identity::RESERVED
             .iter()
-            .map(|(id, name)| KnownIdentity {
+            .map(|(id, _)| KnownIdentity {
                 id: *id,
-                labels: LabelSet::from_labels([Label::new("reserved", name, "")]),
+                labels: twill_identity::reserved_labels(*id).unwrap_or_default(),
                 kind: IdentityKind::Reserved,
             })
             .collect();

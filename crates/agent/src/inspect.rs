@@ -70,9 +70,10 @@ fn monotonic_ns() -> u64 {
 
 /// TCP flags seen on a connection, one letter each, as `cilium bpf ct list`.
 fn tcp_flag_letters(flags: u8) -> String {
-    [(0x02, 'S'), (0x10, 'A'), (0x01, 'F'), (0x04, 'R'), (0x08, 'P')]
+    use twill_numbers::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
+    [(TCP_SYN, 'S'), (TCP_ACK, 'A'), (TCP_FIN, 'F'), (TCP_RST, 'R'), (TCP_PSH, 'P')]
         .iter()
-        .filter(|(bit, _)| flags & bit != 0)
+        .filter(|(bit, _)| u16::from(flags) & bit != 0)
         .map(|(_, c)| *c)
         .collect()
 }

@@ -45,7 +45,7 @@ impl<'de> Deserialize<'de> for IntOrString {
 
 /// A Cilium rule label, `{key, value, source}` as `cilium-dbg policy get`
 /// prints them, or the `source:key=value` string Cilium also reads.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleLabel {
     pub key: String,
     pub value: String,
@@ -64,6 +64,19 @@ impl RuleLabel {
             _ => (LABEL_SOURCE_UNSPEC, key),
         };
         RuleLabel { key: key.into(), value: value.into(), source: source.into() }
+    }
+}
+
+// By source first, as the labels print (`source:key=value`).
+impl Ord for RuleLabel {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (&self.source, &self.key, &self.value).cmp(&(&other.source, &other.key, &other.value))
+    }
+}
+
+impl PartialOrd for RuleLabel {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 

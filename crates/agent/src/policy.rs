@@ -357,6 +357,8 @@ impl Agent {
                     name: p.key.name.clone(),
                     rules: p.rules.len(),
                     document: p.document.clone(),
+                    labels: p.labels.iter().map(ToString::to_string).collect(),
+                    description: p.description.clone(),
                 })
                 .collect(),
         }
@@ -368,26 +370,35 @@ impl Agent {
         namespace: Option<&str>,
         kind: Option<&str>,
         all: bool,
+        labels: &[String],
     ) -> Result<api::PolicyImported> {
+        let filters = twill_policy::LabelFilter::parse_all(labels).map_err(AgentError::Invalid)?;
         let matches = |p: &Policy| {
-            all || (Some(p.key.name.as_str()) == name
-                && kind.is_none_or(|k| k == p.key.kind)
-                && match (namespace, &p.key.namespace) {
-                    (Some(ns), Some(pns)) => ns == pns,
-                    (None, None) => true,
-                    // Without --namespace, a namespaced policy in "default" matches.
-                    (None, Some(pns)) => pns == "default",
-                    (Some(_), None) => false,
-                })
+            all || (p.matches_labels(&filters) && kind.is_none_or(|k| k == p.key.kind))
+                || (Some(p.key.name.as_str()) == name
+                    && kind.is_none_or(|k| k == p.key.kind)
+                    && match (namespace, &p.key.namespace) {
+                        (Some(ns), Some(pns)) => ns == pns,
+                        (None, None) => true,
+                        // Without --namespace, a namespaced policy in "default" matches.
+                        (None, Some(pns)) => pns == "default",
+                        (Some(_), None) => false,
+                    })
         };
-        if !all && name.is_none() {
-            return Err(AgentError::Invalid("give a policy name or --all".into()));
+        if !all && name.is_none() && filters.is_empty() {
+            return Err(AgentError::Invalid("give a policy name, --label or --all".into()));
         }
         let doomed: Vec<PolicyKey> =
             self.policy.policies.iter().filter(|p| matches(p)).map(|p| p.key.clone()).collect();
         if doomed.is_empty() && all {
             // Nothing to delete is not an error for --all: the goal holds.
             return Ok(api::PolicyImported { revision: self.policy.revision, policies: vec![] });
+        }
+        if doomed.is_empty() && !filters.is_empty() {
+            return Err(AgentError::NotFound(format!(
+                "no policy carries all of the labels {}",
+                labels.join(", ")
+            )));
         }
         if doomed.is_empty() {
             return Err(AgentError::NotFound(format!(

@@ -239,8 +239,8 @@ fn dispatch(agent: &mut Agent, request: Request) -> Result<serde_json::Value, Ag
         Request::BpfMetricsList => json(agent.bpf_metrics()?),
         Request::PolicyImport { files } => json(agent.policy_import(&files)?),
         Request::PolicyGet => json(agent.policy_get()),
-        Request::PolicyDelete { name, namespace, kind, all } => {
-            json(agent.policy_delete(name.as_deref(), namespace.as_deref(), kind.as_deref(), all)?)
+        Request::PolicyDelete { name, namespace, kind, all, labels } => {
+            json(agent.policy_delete(name.as_deref(), namespace.as_deref(), kind.as_deref(), all, &labels)?)
         }
         Request::PolicyWait { .. } | Request::Monitor { .. } => {
             unreachable!("handled without holding the agent lock")

@@ -765,3 +765,37 @@ specs:
     assert_eq!(p.document["specs"][1]["description"], "Keep the world out");
     assert!(p.matches_labels(&LabelFilter::parse_all(&["team=net".into()]).unwrap()), "spec labels count");
 }
+
+mod plain_scalar_property {
+    use proptest::{prelude::*, sample::select, test_runner::Config};
+
+    use super::*;
+
+    /// Plain scalars YAML could resolve to a boolean or a number, and
+    /// ordinary words; never a null spelling (refused on purpose).
+    fn token() -> impl Strategy<Value = String> {
+        let tricky = select(vec![
+            "y", "Y", "n", "yes", "No", "on", "OFF", "true", "False", "1.10", "1.0", "0x1F", "0o17", "1e3",
+            ".5", "+1", "007", ".inf", "1_000", "123", "2.0.1",
+        ])
+        .prop_map(str::to_string);
+        let words = "[a-z0-9][a-z0-9._]{0,10}".prop_filter("null is refused", |t| t != "null");
+        prop_oneof![tricky, words]
+    }
+
+    proptest! {
+        #![proptest_config(Config { cases: 256, failure_persistence: None, ..Config::default() })]
+        #[test]
+        fn a_plain_label_value_is_its_text_in_yaml_and_json(value in token()) {
+            let yaml = format!(
+                "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: p}}\nspec:\n  endpointSelector:\n    matchLabels: {{app: {value}}}\n"
+            );
+            let p = parse_policies("p.yaml", &yaml).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            prop_assert_eq!(values_of(&p[0].rules[0].subject, "app"), vec![value.clone()]);
+            prop_assert_eq!(&p[0].document["spec"]["endpointSelector"]["matchLabels"]["app"], &Value::from(value.clone()));
+            let json = format!(r#"[{{"endpointSelector": {{"matchLabels": {{"app": "{value}"}}}}}}]"#);
+            let p = parse_policies("p.json", &json).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            prop_assert_eq!(values_of(&p[0].rules[0].subject, "app"), vec![value]);
+        }
+    }
+}

@@ -68,7 +68,12 @@ impl Node {
 /// Reads every document of a YAML stream. Empty and null documents are
 /// skipped, as kubectl skips them.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, serde_saphyr::Error> {
-    let raw: Vec<Raw> = serde_saphyr::from_multiple(text)?;
+    // `.inf` and `.nan` are valid plain scalars: as text where a string is
+    // expected, and a type error (not a syntax error) elsewhere.
+    let options = serde_saphyr::options! {
+        non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::PassThrough,
+    };
+    let raw: Vec<Raw> = serde_saphyr::from_multiple_with_options(text, options)?;
     Ok(raw.into_iter().map(|r| r.into_node(text)).collect())
 }
 

@@ -424,7 +424,7 @@ spec:
     let err = node.twill_err(&["policy", "delete", "np-ingress", "--namespace", "other"]);
     assert!(err.contains("no policy named np-ingress in namespace other"), "{err}");
     let err = node.twill_err(&["policy", "delete"]);
-    assert!(err.contains("NAME or --all"), "{err}");
+    assert!(err.contains("give a policy NAME, --label [SOURCE:]KEY=VALUE or --all"), "{err}");
     assert_eq!(revision(&node), 6);
 
     let out = node.twill_ok(&["policy", "delete", "--all"]);

@@ -373,18 +373,19 @@ impl Agent {
         labels: &[String],
     ) -> Result<api::PolicyImported> {
         let filters = twill_policy::LabelFilter::parse_all(labels).map_err(AgentError::Invalid)?;
-        let matches = |p: &Policy| {
-            all || (p.matches_labels(&filters) && kind.is_none_or(|k| k == p.key.kind))
-                || (Some(p.key.name.as_str()) == name
-                    && kind.is_none_or(|k| k == p.key.kind)
-                    && match (namespace, &p.key.namespace) {
-                        (Some(ns), Some(pns)) => ns == pns,
-                        (None, None) => true,
-                        // Without --namespace, a namespaced policy in "default" matches.
-                        (None, Some(pns)) => pns == "default",
-                        (Some(_), None) => false,
-                    })
+        let named = |p: &Policy| {
+            all || (Some(p.key.name.as_str()) == name
+                && kind.is_none_or(|k| k == p.key.kind)
+                && match (namespace, &p.key.namespace) {
+                    (Some(ns), Some(pns)) => ns == pns,
+                    (None, None) => true,
+                    // Without --namespace, a namespaced policy in "default" matches.
+                    (None, Some(pns)) => pns == "default",
+                    (Some(_), None) => false,
+                })
         };
+        let matches =
+            |p: &Policy| named(p) || (p.matches_labels(&filters) && kind.is_none_or(|k| k == p.key.kind));
         if !all && name.is_none() && filters.is_empty() {
             return Err(AgentError::Invalid("give a policy name, --label or --all".into()));
         }

@@ -461,6 +461,7 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             namespace: Some("default".into()),
             kind: None,
             all: false,
+            labels: vec![],
         })?;
         Ok(())
     };

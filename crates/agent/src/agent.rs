@@ -45,14 +45,44 @@ use crate::{
 /// A change to desired state, from whatever source.
 #[derive(Debug, Clone)]
 pub enum Change {
-    EndpointCreate { name: String, namespace: String, labels: Vec<String>, ports: Vec<String> },
-    EndpointDelete { name: String, namespace: String },
-    EndpointLabel { name: String, namespace: String, set: Vec<String>, remove: Vec<String> },
-    NamespaceCreate { name: String, labels: Vec<String> },
-    NamespaceLabel { name: String, set: Vec<String>, remove: Vec<String> },
-    NamespaceDelete { name: String },
-    PolicyImport { files: Vec<api::PolicyFile> },
-    PolicyDelete { name: Option<String>, namespace: Option<String>, kind: Option<String>, all: bool },
+    EndpointCreate {
+        name: String,
+        namespace: String,
+        labels: Vec<String>,
+        ports: Vec<String>,
+    },
+    EndpointDelete {
+        name: String,
+        namespace: String,
+    },
+    EndpointLabel {
+        name: String,
+        namespace: String,
+        set: Vec<String>,
+        remove: Vec<String>,
+    },
+    NamespaceCreate {
+        name: String,
+        labels: Vec<String>,
+    },
+    NamespaceLabel {
+        name: String,
+        set: Vec<String>,
+        remove: Vec<String>,
+    },
+    NamespaceDelete {
+        name: String,
+    },
+    PolicyImport {
+        files: Vec<api::PolicyFile>,
+    },
+    PolicyDelete {
+        name: Option<String>,
+        namespace: Option<String>,
+        kind: Option<String>,
+        labels: Vec<String>,
+        all: bool,
+    },
 }
 
 /// What a change produced, for the caller to report.
@@ -199,11 +229,12 @@ impl Agent {
                 effects.regenerate = true;
                 Outcome::Policy(api::PolicyImported { revision, policies })
             }
-            Change::PolicyDelete { name, namespace, kind, all } => {
+            Change::PolicyDelete { name, namespace, kind, labels, all } => {
                 let selection = PolicySelection {
                     name: name.as_deref(),
                     namespace: namespace.as_deref(),
                     kind: kind.as_deref(),
+                    labels: &labels,
                     all,
                 };
                 let before = self.policies.revision();

@@ -230,8 +230,8 @@ fn dispatch(agent: &mut Agent, request: Request) -> Result<serde_json::Value> {
         Request::BpfMetricsList => json(agent.bpf_metrics()?),
         Request::PolicyImport { files } => apply(agent, Change::PolicyImport { files }),
         Request::PolicyGet => json(agent.policy_get()),
-        Request::PolicyDelete { name, namespace, kind, all } => {
-            apply(agent, Change::PolicyDelete { name, namespace, kind, all })
+        Request::PolicyDelete { name, namespace, kind, all, labels } => {
+            apply(agent, Change::PolicyDelete { name, namespace, kind, labels, all })
         }
         Request::PolicyWait { .. } | Request::Monitor { .. } => {
             Err(AgentError::Internal("streaming requests are served without the agent lock".into()))

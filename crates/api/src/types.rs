@@ -64,6 +64,10 @@ pub enum Request {
         namespace: Option<String>,
         kind: Option<String>,
         all: bool,
+        /// Delete the policies carrying all of these `[source:]key=value`
+        /// labels (Cilium rules are named by their labels).
+        #[serde(default)]
+        labels: Vec<String>,
     },
     PolicyWait {
         revision: u64,
@@ -142,6 +146,12 @@ pub struct PolicyInfo {
     pub name: String,
     pub rules: usize,
     pub document: serde_json::Value,
+    /// `source:key=value`: a Cilium rule set's own labels, or those Cilium
+    /// derives for a Kubernetes object.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

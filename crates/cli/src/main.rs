@@ -188,7 +188,8 @@ enum NamespaceCmd {
 #[derive(Subcommand)]
 enum PolicyCmd {
     /// Import CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy and
-    /// NetworkPolicy YAML ("-" reads stdin). All documents apply, or none.
+    /// NetworkPolicy YAML, or a JSON list of Cilium rules as `cilium-dbg
+    /// policy import` reads ("-" reads stdin). All documents apply, or none.
     Import {
         #[arg(required = true)]
         files: Vec<String>,
@@ -199,16 +200,20 @@ enum PolicyCmd {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = PolicyOutput::Table)]
         output: PolicyOutput,
     },
-    /// Delete a policy by name, or all of them.
+    /// Delete a policy by name, the policies carrying given labels, or all.
     Delete {
         name: Option<String>,
         #[arg(short, long)]
         namespace: Option<String>,
-        /// Only this kind (CiliumNetworkPolicy, NetworkPolicy, ...).
+        /// Only this kind (CiliumNetworkPolicy, NetworkPolicy, CiliumRules, ...).
         #[arg(long)]
         kind: Option<String>,
-        #[arg(long, conflicts_with = "name")]
+        #[arg(long, conflicts_with_all = ["name", "labels"])]
         all: bool,
+        /// Delete the policies that carry this label, [SOURCE:]KEY=VALUE
+        /// (repeat: all must be carried). Without a source, any source.
+        #[arg(long = "label", value_name = "[SOURCE:]KEY=VALUE", conflicts_with = "name")]
+        labels: Vec<String>,
     },
     /// Wait until every endpoint enforces REVISION.
     Wait {
@@ -685,24 +690,28 @@ fn policy(client: &Client, cmd: PolicyCmd) -> anyhow::Result<()> {
                 }
                 PolicyOutput::Table => {
                     println!("Revision: {}", list.revision);
-                    let mut t = Table::new(&["KIND", "NAMESPACE", "NAME", "RULES"]);
+                    let mut t = Table::new(&["KIND", "NAMESPACE", "NAME", "RULES", "DESCRIPTION"]);
                     for p in &list.policies {
+                        // Cilium rules are named by their labels, and may have none.
+                        let name = if p.name.is_empty() { "(no labels)".to_string() } else { p.name.clone() };
                         t.row(vec![
                             p.kind.clone(),
                             p.namespace.clone().unwrap_or_else(|| "-".into()),
-                            p.name.clone(),
+                            name,
                             p.rules.to_string(),
+                            p.description.clone().unwrap_or_else(|| "-".into()),
                         ]);
                     }
                     t.print();
                 }
             }
         }
-        PolicyCmd::Delete { name, namespace, kind, all } => {
-            if name.is_none() && !all {
-                anyhow::bail!("give a policy NAME or --all");
+        PolicyCmd::Delete { name, namespace, kind, all, labels } => {
+            if name.is_none() && !all && labels.is_empty() {
+                anyhow::bail!("give a policy NAME, --label [SOURCE:]KEY=VALUE or --all");
             }
-            let done: PolicyImported = client.call(&Request::PolicyDelete { name, namespace, kind, all })?;
+            let done: PolicyImported =
+                client.call(&Request::PolicyDelete { name, namespace, kind, all, labels })?;
             for p in &done.policies {
                 println!("Deleted {p}");
             }

@@ -1,16 +1,17 @@
 //! YAML documents to validated [`Policy`] values, all or nothing: every
 //! problem in every document is reported, by file, document number,
-//! policy and field path.
+//! policy (or rule) and field path.
 
 use std::{fmt, net::Ipv4Addr};
 
-use serde::de::DeserializeOwned;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
-    k8s::{self, IntOrString},
+    k8s::{self, IntOrString, RuleLabel},
     model::*,
     selector::{Operator, Requirement, Selector, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY},
+    yaml::{self, Node},
 };
 
 pub const CILIUM_API_VERSION: &str = "cilium.io/v2";
@@ -19,14 +20,21 @@ pub const KIND_CNP: &str = "CiliumNetworkPolicy";
 pub const KIND_CCNP: &str = "CiliumClusterwideNetworkPolicy";
 pub const KIND_NP: &str = "NetworkPolicy";
 
+/// How a rule in a list of Cilium rules is named in errors and listings.
+pub const KIND_RULES: &str = "CiliumRules";
+
 /// One problem in one document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocumentError {
     pub file: String,
     /// 1-based; 0 when the file as a whole could not be read.
     pub document: usize,
+    /// 1-based position in a list of Cilium rules (the form `cilium-dbg
+    /// policy import` reads); None for Kubernetes objects.
+    pub rule: Option<usize>,
     pub kind: Option<String>,
     pub namespace: Option<String>,
+    /// For a rule, its labels (`source:key=value,...`).
     pub name: Option<String>,
     pub path: String,
     pub reason: String,
@@ -37,17 +45,38 @@ impl fmt::Display for DocumentError {
         if self.document == 0 {
             return write!(f, "{}: {}", self.file, self.reason);
         }
-        let kind = self.kind.as_deref().unwrap_or("unknown kind");
-        let name = self.name.as_deref().unwrap_or("<no name>");
-        let who = match &self.namespace {
-            Some(ns) => format!("{kind} {ns}/{name}"),
-            None => format!("{kind} {name}"),
-        };
-        write!(f, "{}: document {} ({who}): ", self.file, self.document)?;
+        if let Some(rule) = self.rule {
+            let labels = match self.name.as_deref() {
+                Some(l) if !l.is_empty() => format!("labels {l}"),
+                _ => "no labels".into(),
+            };
+            // Most rule files hold one list: the document number is noise there.
+            let document =
+                if self.document > 1 { format!("document {}, ", self.document) } else { String::new() };
+            write!(f, "{}: {document}rule {rule} ({labels}): ", self.file)?;
+        } else {
+            let kind = self.kind.as_deref().unwrap_or("unknown kind");
+            let name = self.name.as_deref().unwrap_or("<no name>");
+            let who = match &self.namespace {
+                Some(ns) => format!("{kind} {ns}/{name}"),
+                None => format!("{kind} {name}"),
+            };
+            write!(f, "{}: document {} ({who}): ", self.file, self.document)?;
+        }
         if !self.path.is_empty() {
             write!(f, "{}: ", self.path)?;
         }
         write!(f, "{}", self.reason)
+    }
+}
+
+/// `parent.field`, or `field` at the top of a rule that is itself the
+/// document's element.
+fn join(parent: &str, field: &str) -> String {
+    if parent.is_empty() {
+        field.to_string()
+    } else {
+        format!("{parent}.{field}")
     }
 }
 
@@ -62,20 +91,22 @@ impl Problems {
 
     fn unsupported(&mut self, path: &str, field: &str, present: bool) {
         if present {
-            self.add(format!("{path}.{field}"), "is not supported by Twill yet");
+            self.add(join(path, field), "is not supported by Twill yet");
         }
     }
 }
 
-/// Parses every document in `text`. Either all are valid and returned, or
-/// every problem found is returned and nothing else.
+/// Parses every document in `text`: Kubernetes objects, or lists of Cilium
+/// rules (the JSON `cilium-dbg policy import` reads). Either all are valid
+/// and returned, or every problem found is returned and nothing else.
 pub fn parse_policies(file: &str, text: &str) -> Result<Vec<Policy>, Vec<DocumentError>> {
-    let documents: Vec<Value> = match serde_saphyr::from_multiple(text) {
+    let documents = match yaml::parse_documents(text) {
         Ok(docs) => docs,
         Err(e) => {
             return Err(vec![DocumentError {
                 file: file.into(),
                 document: 0,
+                rule: None,
                 kind: None,
                 namespace: None,
                 name: None,
@@ -87,21 +118,56 @@ pub fn parse_policies(file: &str, text: &str) -> Result<Vec<Policy>, Vec<Documen
     let mut policies: Vec<Policy> = Vec::new();
     let mut errors = Vec::new();
     let mut seen: Vec<(PolicyKey, usize)> = Vec::new();
-    for (i, doc) in documents.into_iter().enumerate() {
+    let mut keep = |policy: Policy, number: usize, errors: &mut Vec<DocumentError>, error: DocumentError| {
+        if let Some((_, first)) = seen.iter().find(|(k, _)| *k == policy.key) {
+            errors.push(DocumentError {
+                reason: format!("the same policy is already defined by document {first}"),
+                ..error
+            });
+        } else {
+            seen.push((policy.key.clone(), number));
+            policies.push(policy);
+        }
+    };
+    for (i, doc) in documents.iter().enumerate() {
         let number = i + 1;
         if doc.is_null() {
             continue;
         }
-        let text_of = |v: &Value, ptr: &str| v.pointer(ptr).and_then(Value::as_str).map(str::to_string);
-        let kind = text_of(&doc, "/kind");
-        let name = text_of(&doc, "/metadata/name");
-        let mut namespace = text_of(&doc, "/metadata/namespace");
+        if let Node::Seq(items) = doc {
+            match convert_rule_list(file, number, items) {
+                Ok(sets) => {
+                    for (first_rule, set) in sets {
+                        let error = DocumentError {
+                            file: file.into(),
+                            document: number,
+                            rule: Some(first_rule),
+                            kind: Some(KIND_RULES.into()),
+                            namespace: None,
+                            name: Some(set.key.name.clone()),
+                            path: "labels".into(),
+                            reason: String::new(),
+                        };
+                        keep(set, number, &mut errors, error);
+                    }
+                }
+                Err(e) => errors.extend(e),
+            }
+            continue;
+        }
+        let text_of = |ptr: &[&str]| {
+            ptr.iter().try_fold(doc, |node, key| node.get(key)).and_then(Node::text).map(str::to_string)
+        };
+        let kind = text_of(&["kind"]);
+        let name = text_of(&["metadata", "name"]);
+        let mut namespace = text_of(&["metadata", "namespace"]);
         if namespace.is_none() && matches!(kind.as_deref(), Some(KIND_CNP) | Some(KIND_NP)) {
             namespace = Some("default".into());
         }
         let error = |path: String, reason: String| DocumentError {
             file: file.into(),
             document: number,
+            rule: None,
             kind: kind.clone(),
             namespace: namespace.clone(),
             name: name.clone(),
@@ -109,17 +175,7 @@ pub fn parse_policies(file: &str, text: &str) -> Result<Vec<Policy>, Vec<Documen
             reason,
         };
         match convert_document(doc) {
-            Ok(policy) => {
-                if let Some((_, first)) = seen.iter().find(|(k, _)| *k == policy.key) {
-                    errors.push(error(
-                        "metadata.name".into(),
-                        format!("the same policy is already defined by document {first}"),
-                    ));
-                } else {
-                    seen.push((policy.key.clone(), number));
-                    policies.push(policy);
-                }
-            }
+            Ok(policy) => keep(policy, number, &mut errors, error("metadata.name".into(), String::new())),
             Err(problems) => errors.extend(problems.into_iter().map(|(p, r)| error(p, r))),
         }
     }
@@ -130,23 +186,182 @@ pub fn parse_policies(file: &str, text: &str) -> Result<Vec<Policy>, Vec<Documen
     }
 }
 
-fn typed<T: DeserializeOwned>(doc: Value) -> Result<T, Vec<(String, String)>> {
-    serde_path_to_error::deserialize(doc).map_err(|e| {
+fn typed<T: DeserializeOwned>(node: &Node) -> Result<T, Vec<(String, String)>> {
+    serde_path_to_error::deserialize(node).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         vec![(path, e.into_inner().to_string())]
     })
 }
 
-fn convert_document(doc: Value) -> Result<Policy, Vec<(String, String)>> {
-    if !doc.is_object() {
-        return Err(vec![(String::new(), "expected a mapping (a Kubernetes object)".into())]);
+/// The document as Twill read it, for `policy get`: strings are strings
+/// (`1.10` stays "1.10") and absent fields are left out.
+fn document_of<T: Serialize>(typed: &T) -> Value {
+    fn strip_nulls(v: &mut Value) {
+        match v {
+            Value::Object(map) => {
+                map.retain(|_, v| !v.is_null());
+                map.values_mut().for_each(strip_nulls);
+            }
+            Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+            _ => {}
+        }
     }
-    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-    let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or_default().to_string();
+    let mut v = serde_json::to_value(typed).unwrap_or(Value::Null);
+    strip_nulls(&mut v);
+    v
+}
+
+/// The labels that name a policy from Kubernetes, as Cilium derives them.
+fn derived_labels(key: &PolicyKey) -> Vec<RuleLabel> {
+    let k8s =
+        |key: &str, value: &str| RuleLabel { key: key.into(), value: value.into(), source: "k8s".into() };
+    let mut labels = vec![
+        k8s("io.cilium.k8s.policy.derived-from", &key.kind),
+        k8s("io.cilium.k8s.policy.name", &key.name),
+    ];
+    if let Some(ns) = &key.namespace {
+        labels.push(k8s("io.cilium.k8s.policy.namespace", ns));
+    }
+    labels
+}
+
+/// Distinct non-empty descriptions, in order, as one line.
+fn describe<'a>(descriptions: impl Iterator<Item = Option<&'a String>>) -> Option<String> {
+    let mut out: Vec<&str> = Vec::new();
+    for d in descriptions.flatten().map(|d| d.trim()) {
+        if !d.is_empty() && !out.contains(&d) {
+            out.push(d);
+        }
+    }
+    (!out.is_empty()).then(|| out.join("; "))
+}
+
+/// A list of Cilium rules. Rules carrying the same labels form one rule
+/// set, named by those labels, the unit that is replaced on import and
+/// deleted by label. Returns each set with the position of its first rule.
+fn convert_rule_list(
+    file: &str,
+    number: usize,
+    items: &[Node],
+) -> Result<Vec<(usize, Policy)>, Vec<DocumentError>> {
+    let mut errors = Vec::new();
+    let mut sets: Vec<(usize, Policy, Vec<Option<String>>)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        // The labels name the rule in errors even when the rest is wrong.
+        let labels = item
+            .get("labels")
+            .and_then(|n| Option::<Vec<RuleLabel>>::deserialize(n).ok().flatten())
+            .map(|l| canonical_labels(&l))
+            .unwrap_or_default();
+        let name = labels_name(&labels);
+        let error = |path: String, reason: String| DocumentError {
+            file: file.into(),
+            document: number,
+            rule: Some(i + 1),
+            kind: Some(KIND_RULES.into()),
+            namespace: None,
+            name: Some(name.clone()),
+            path,
+            reason,
+        };
+        if !matches!(item, Node::Map(_)) {
+            errors.push(error(String::new(), "expected a mapping (a Cilium rule)".into()));
+            continue;
+        }
+        if item.get("apiVersion").is_some() || item.get("kind").is_some() {
+            errors.push(error(
+                String::new(),
+                "a list holds Cilium rules, not Kubernetes objects; write objects as YAML documents separated by ---"
+                    .into(),
+            ));
+            continue;
+        }
+        let rule: k8s::CiliumRule = match typed(item) {
+            Ok(r) => r,
+            Err(problems) => {
+                errors.extend(problems.into_iter().map(|(p, r)| error(p, r)));
+                continue;
+            }
+        };
+        let document = document_of(&rule);
+        let description = rule.description.clone();
+        let position = sets.iter().position(|(_, set, _)| set.labels == labels);
+        let index = position.map_or(0, |s| sets[s].1.rules.len());
+        let key = PolicyKey { kind: KIND_RULES.into(), namespace: None, name: name.clone() };
+        let mut p = Problems::default();
+        // Rules imported this way have no namespace, as in Cilium: they
+        // select and allow across namespaces unless a selector says otherwise.
+        let converted = convert_cilium_rule(&key, index, "", rule, None, &mut p);
+        if !p.0.is_empty() {
+            errors.extend(p.0.into_iter().map(|(p, r)| error(p, r)));
+            continue;
+        }
+        match position {
+            Some(s) => {
+                let (_, set, descriptions) = &mut sets[s];
+                set.rules.push(converted);
+                if let Value::Array(docs) = &mut set.document {
+                    docs.push(document);
+                }
+                descriptions.push(description);
+            }
+            None => sets.push((
+                i + 1,
+                Policy {
+                    key,
+                    rules: vec![converted],
+                    document: Value::Array(vec![document]),
+                    labels,
+                    description: None,
+                },
+                vec![description],
+            )),
+        }
+    }
+    if items.is_empty() {
+        errors.push(DocumentError {
+            file: file.into(),
+            document: number,
+            rule: None,
+            kind: None,
+            namespace: None,
+            name: None,
+            path: String::new(),
+            reason: "an empty list of rules".into(),
+        });
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(sets
+        .into_iter()
+        .map(|(first, mut set, descriptions)| {
+            set.description = describe(descriptions.iter().map(Option::as_ref));
+            (first, set)
+        })
+        .collect())
+}
+
+fn convert_document(doc: &Node) -> Result<Policy, Vec<(String, String)>> {
+    if !matches!(doc, Node::Map(_)) {
+        return Err(vec![(
+            String::new(),
+            "expected a mapping (a Kubernetes object) or a list of Cilium rules".into(),
+        )]);
+    }
+    let kind = doc.get("kind").and_then(Node::text).unwrap_or_default().to_string();
+    let api_version = doc.get("apiVersion").and_then(Node::text).unwrap_or_default().to_string();
     let expected_version = match kind.as_str() {
         KIND_CNP | KIND_CCNP => CILIUM_API_VERSION,
         KIND_NP => NETWORKING_API_VERSION,
+        "" if doc.get("endpointSelector").is_some() => {
+            return Err(vec![(
+                "kind".into(),
+                "is required; a Cilium rule on its own must be inside a list ([{...}]), as cilium-dbg policy import reads it"
+                    .into(),
+            )])
+        }
         "" => return Err(vec![("kind".into(), "is required".into())]),
         other => {
             return Err(vec![(
@@ -163,15 +378,16 @@ fn convert_document(doc: Value) -> Result<Policy, Vec<(String, String)>> {
             format!("{api_version:?} is not supported for {kind}; expected {expected_version}"),
         )]);
     }
-    let document = doc.clone();
     let mut problems = Problems::default();
     let policy = match kind.as_str() {
         KIND_NP => {
             let np: k8s::NetworkPolicy = typed(doc)?;
+            let document = document_of(&np);
             convert_network_policy(np, &mut problems, document)
         }
         _ => {
             let cnp: k8s::CiliumPolicy = typed(doc)?;
+            let document = document_of(&cnp);
             convert_cilium_policy(cnp, &mut problems, document)
         }
     };
@@ -220,12 +436,30 @@ fn convert_cilium_policy(cnp: k8s::CiliumPolicy, p: &mut Problems, document: Val
     if specs.is_empty() {
         p.add("spec", "spec or specs is required");
     }
+    let description = describe(specs.iter().map(|(_, r)| r.description.as_ref()));
+    let mut labels = derived_labels(&key);
+    labels.extend(specs.iter().flat_map(|(_, r)| r.labels.iter().flatten().cloned()));
+    let labels = canonical_labels(&labels);
     let rules = specs
         .into_iter()
         .enumerate()
         .map(|(index, (path, rule))| convert_cilium_rule(&key, index, &path, rule, namespace.as_deref(), p))
         .collect();
-    Policy { key, rules, document }
+    Policy { key, rules, document, labels, description }
+}
+
+/// Sorted and without repeats: the same labels in any order name the same
+/// rule set.
+fn canonical_labels(labels: &[RuleLabel]) -> Vec<RuleLabel> {
+    let mut out = labels.to_vec();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A rule set's name: its labels, `source:key=value,...`.
+fn labels_name(labels: &[RuleLabel]) -> String {
+    labels.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
 }
 
 fn convert_cilium_rule(
@@ -237,10 +471,16 @@ fn convert_cilium_rule(
     p: &mut Problems,
 ) -> Rule {
     p.unsupported(path, "nodeSelector", rule.node_selector.is_some());
+    p.unsupported(path, "log", rule.log.is_some());
+    for (i, label) in rule.labels.iter().flatten().enumerate() {
+        if label.key.is_empty() {
+            p.add(format!("{}[{i}].key", join(path, "labels")), "must not be empty");
+        }
+    }
     let subject = match &rule.endpoint_selector {
-        Some(sel) => selector(sel, &format!("{path}.endpointSelector"), p),
+        Some(sel) => selector(sel, &join(path, "endpointSelector"), p),
         None => {
-            p.add(format!("{path}.endpointSelector"), "is required");
+            p.add(join(path, "endpointSelector"), "is required");
             Selector::default()
         }
     };
@@ -256,13 +496,13 @@ fn convert_cilium_rule(
     let mut ingress = DirectionRules::default();
     let mut egress = DirectionRules::default();
     for (i, r) in rule.ingress.iter().flatten().enumerate() {
-        let path = format!("{path}.ingress[{i}]");
+        let path = format!("{}[{i}]", join(path, "ingress"));
         let (peer_rule, requires) = ingress_rule(r, &path, &scope, p);
         ingress.allow.extend(peer_rule);
         ingress.requires.extend(requires);
     }
     for (i, r) in rule.ingress_deny.iter().flatten().enumerate() {
-        let path = format!("{path}.ingressDeny[{i}]");
+        let path = format!("{}[{i}]", join(path, "ingressDeny"));
         if r.from_requires.is_some() {
             p.add(format!("{path}.fromRequires"), "is not allowed in deny rules");
         }
@@ -270,13 +510,13 @@ fn convert_cilium_rule(
         ingress.deny.extend(peer_rule);
     }
     for (i, r) in rule.egress.iter().flatten().enumerate() {
-        let path = format!("{path}.egress[{i}]");
+        let path = format!("{}[{i}]", join(path, "egress"));
         let (peer_rule, requires) = egress_rule(r, &path, &scope, p);
         egress.allow.extend(peer_rule);
         egress.requires.extend(requires);
     }
     for (i, r) in rule.egress_deny.iter().flatten().enumerate() {
-        let path = format!("{path}.egressDeny[{i}]");
+        let path = format!("{}[{i}]", join(path, "egressDeny"));
         if r.to_requires.is_some() {
             p.add(format!("{path}.toRequires"), "is not allowed in deny rules");
         }
@@ -315,6 +555,7 @@ fn ingress_rule(
     p.unsupported(path, "fromNodes", r.from_nodes.is_some());
     p.unsupported(path, "fromGroups", r.from_groups.is_some());
     p.unsupported(path, "authentication", r.authentication.is_some());
+    p.unsupported(path, "auth", r.auth.is_some());
     peer_rule(
         PeerFields {
             endpoints: &r.from_endpoints,
@@ -343,6 +584,7 @@ fn egress_rule(
     p.unsupported(path, "toNodes", r.to_nodes.is_some());
     p.unsupported(path, "toGroups", r.to_groups.is_some());
     p.unsupported(path, "authentication", r.authentication.is_some());
+    p.unsupported(path, "auth", r.auth.is_some());
     peer_rule(
         PeerFields {
             endpoints: &r.to_endpoints,
@@ -427,7 +669,8 @@ fn peer_rule(
                 for (j, port) in ports.iter().enumerate() {
                     let path = format!("{ppath}.ports[{j}]");
                     let protocol = cilium_protocol(port.protocol.as_deref(), &format!("{path}.protocol"), p);
-                    if let Some(m) = port_match(port.port.as_ref(), port.end_port, &path, p) {
+                    let number = port.port.clone().map(IntOrString::String);
+                    if let Some(m) = port_match(number.as_ref(), port.end_port, &path, p) {
                         l4.push(L4 { protocol, ports: m });
                     }
                 }
@@ -677,7 +920,8 @@ fn convert_network_policy(np: k8s::NetworkPolicy, p: &mut Problems, document: Va
     let key = PolicyKey { kind: KIND_NP.into(), namespace: Some(namespace.clone()), name };
     let Some(spec) = np.spec else {
         p.add("spec", "is required");
-        return Policy { key, rules: vec![], document };
+        let labels = derived_labels(&key);
+        return Policy { key, rules: vec![], document, labels, description: None };
     };
     let subject = match &spec.pod_selector {
         Some(sel) => selector(sel, "spec.podSelector", p).scoped_to(&namespace),
@@ -721,7 +965,8 @@ fn convert_network_policy(np: k8s::NetworkPolicy, p: &mut Problems, document: Va
         }
     }
     let rules = vec![Rule { policy: key.clone(), index: 0, subject, ingress, egress }];
-    Policy { key, rules, document }
+    let labels = derived_labels(&key);
+    Policy { key, rules, document, labels, description: None }
 }
 
 /// A namespaceSelector becomes a selector on the namespace labels Twill

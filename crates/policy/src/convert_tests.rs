@@ -367,3 +367,435 @@ status: {}
 "#,
     );
 }
+
+// ---- issue 7: what a new user's files met -----------------------------
+
+fn values_of(selector: &Selector, key: &str) -> Vec<String> {
+    selector
+        .requirements
+        .iter()
+        .filter(|r| r.key == key)
+        .flat_map(|r| match &r.operator {
+            Operator::In(v) | Operator::NotIn(v) => v.clone(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+#[test]
+fn plain_scalars_are_read_as_their_text_where_a_string_is_expected() {
+    let p = &parse(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: 123
+  namespace: on
+spec:
+  podSelector:
+    matchLabels: {ns: y, tier: on, version: 1.10, app: 123, quoted: "1.10", hex: 0x1F}
+    matchExpressions:
+    - {key: release, operator: In, values: [yes, 2.0, "3"]}
+  ingress:
+  - ports:
+    - port: http
+    - port: 80
+"#,
+    )[0];
+    assert_eq!(p.key.name, "123");
+    assert_eq!(p.key.namespace.as_deref(), Some("on"));
+    let subject = &p.rules[0].subject;
+    for (key, want) in [
+        ("ns", "y"),
+        ("tier", "on"),
+        ("version", "1.10"),
+        ("app", "123"),
+        ("quoted", "1.10"),
+        ("hex", "0x1F"),
+    ] {
+        assert_eq!(values_of(subject, key), [want], "{key}");
+    }
+    assert_eq!(values_of(subject, "release"), ["yes", "2.0", "3"]);
+    assert_eq!(
+        p.rules[0].ingress.allow[0].l4,
+        vec![
+            L4 { protocol: PROTO_TCP, ports: PortMatch::Named("http".into()) },
+            L4 { protocol: PROTO_TCP, ports: PortMatch::Range(80, 80) },
+        ]
+    );
+    // `policy get` shows what was understood: strings, with the text kept.
+    let labels = &p.document["spec"]["podSelector"]["matchLabels"];
+    assert_eq!(labels["version"], "1.10");
+    assert_eq!(labels["ns"], "y");
+    assert_eq!(p.document["metadata"]["name"], "123");
+}
+
+#[test]
+fn plain_scalars_in_cilium_fields_too() {
+    let p = &parse(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: scalars}
+spec:
+  endpointSelector:
+    matchLabels: {k8s:version: 1.10}
+  ingress:
+  - fromEndpoints:
+    - matchLabels: {enabled: true}
+    toPorts:
+    - ports:
+      - {port: 8080, endPort: 8090, protocol: TCP}
+"#,
+    )[0];
+    assert_eq!(values_of(&p.rules[0].subject, "version"), ["1.10"]);
+    let Peer::Endpoints(peer) = &p.rules[0].ingress.allow[0].peers[0] else { panic!() };
+    assert_eq!(values_of(peer, "enabled"), ["true"]);
+    assert_eq!(p.rules[0].ingress.allow[0].l4[0].ports, PortMatch::Range(8080, 8090));
+    assert_eq!(p.document["spec"]["ingress"][0]["toPorts"][0]["ports"][0]["port"], "8080");
+}
+
+#[test]
+fn real_type_errors_are_still_refused_with_their_path() {
+    let errs = errors(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: types}
+spec:
+  endpointSelector:
+    matchLabels:
+      app: {nested: map}
+"#,
+    );
+    assert_eq!(
+        errs,
+        ["p.yaml: document 1 (CiliumNetworkPolicy default/types): spec.endpointSelector.matchLabels.app: invalid type: map, expected a string"]
+    );
+    let errs = errors(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: types}
+spec:
+  endpointSelector: {matchExpressions: [{key: a, operator: In, values: [[x]]}]}
+"#,
+    );
+    assert!(
+        errs[0].contains(
+            "spec.endpointSelector.matchExpressions[0].values[0]: invalid type: sequence, expected a string"
+        ),
+        "{errs:?}"
+    );
+    let errs = errors(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: types}
+spec:
+  endpointSelector: {}
+  ingress:
+  - toPorts:
+    - ports: [{port: "80", endPort: "90"}]
+"#,
+    );
+    assert!(
+        errs[0].contains(
+            "spec.ingress[0].toPorts[0].ports[0].endPort: invalid type: string \"90\", expected i64"
+        ),
+        "a string where a number belongs: {errs:?}"
+    );
+    let errs = errors(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: types}
+spec:
+  podSelector: {matchLabels: {env: null}}
+  ingress: [{ports: [{port: on}]}]
+"#,
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("spec.podSelector.matchLabels.env: expected a string, got null"), "{errs:?}");
+    let errs = errors(
+        r#"
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: types}
+spec:
+  podSelector: {}
+  ingress: [{ports: [{port: on}]}]
+"#,
+    );
+    assert!(
+        errs[0].contains(
+            "spec.ingress[0].ports[0].port: invalid type: boolean `true`, expected an integer or a string"
+        ),
+        "an IntOrString field is not a string field, as in kubectl: {errs:?}"
+    );
+}
+
+const RULES_JSON: &str = r#"[{
+    "endpointSelector": {"matchLabels": {"role": "backend"}},
+    "ingress": [{
+        "fromEndpoints": [{"matchLabels": {"role": "frontend"}}],
+        "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]
+    }],
+    "egress": [{"toEndpoints": [{"matchLabels": {"role": "db"}}]}],
+    "labels": [{"key": "name", "value": "rule1", "source": "unspec"}],
+    "description": "backend: frontend in on 80, out to the db"
+}, {
+    "endpointSelector": {"matchLabels": {"role": "db"}},
+    "ingress": [{"fromEndpoints": [{"matchLabels": {"role": "backend"}}]}],
+    "labels": ["unspec:name=rule1"]
+}, {
+    "endpointSelector": {},
+    "ingressDeny": [{"fromEntities": ["world"]}],
+    "labels": [{"key": "name", "value": "deny-world"}, {"key": "team", "value": "infra", "source": "k8s"}]
+}]"#;
+
+#[test]
+fn a_list_of_cilium_rules_is_read_as_rule_sets_named_by_labels() {
+    let sets = parse_policies("rules.json", RULES_JSON).unwrap();
+    assert_eq!(sets.len(), 2, "rules with the same labels form one set: {sets:#?}");
+    let first = &sets[0];
+    assert_eq!(
+        first.key,
+        PolicyKey { kind: KIND_RULES.into(), namespace: None, name: "unspec:name=rule1".into() }
+    );
+    assert_eq!(first.key.to_string(), "CiliumRules unspec:name=rule1");
+    assert_eq!(
+        first.labels,
+        [RuleLabel { key: "name".into(), value: "rule1".into(), source: "unspec".into() }]
+    );
+    assert_eq!(first.rules.len(), 2);
+    assert_eq!((first.rules[0].index, first.rules[1].index), (0, 1));
+    assert_eq!(first.description.as_deref(), Some("backend: frontend in on 80, out to the db"));
+    // No namespace: selectors are not limited to one, as in Cilium.
+    let rule = &first.rules[0];
+    assert_eq!(rule.subject.requirements.len(), 1, "{:?}", rule.subject);
+    let Peer::Endpoints(peer) = &rule.ingress.allow[0].peers[0] else { panic!() };
+    assert!(!peer.requirements.iter().any(|r| r.key == POD_NAMESPACE_KEY), "{peer:?}");
+    assert_eq!(rule.ingress.allow[0].l4, vec![L4 { protocol: PROTO_TCP, ports: PortMatch::Range(80, 80) }]);
+    assert!(rule.ingress.default_deny && rule.egress.default_deny);
+    assert_eq!(first.document.as_array().map(Vec::len), Some(2), "both rules shown: {}", first.document);
+
+    let second = &sets[1];
+    assert_eq!(
+        second.key.name, "k8s:team=infra,unspec:name=deny-world",
+        "labels sorted, default source unspec"
+    );
+    assert_eq!(second.rules[0].ingress.deny[0].peers, vec![Peer::Entity(Entity::World)]);
+    assert_eq!(second.description, None);
+}
+
+#[test]
+fn a_bad_rule_is_reported_by_position_labels_and_path_and_nothing_is_returned() {
+    let errs = match parse_policies(
+        "rules.json",
+        r#"[
+  {"endpointSelector": {}, "labels": [{"key": "name", "value": "ok"}]},
+  {"endpointSelector": {"matchLabels": {"role": "db"}},
+   "ingress": [{"fromEndpoints": [{"matchLabelz": {"role": "x"}}]}],
+   "labels": [{"key": "name", "value": "typo"}]},
+  {"endpointSelector": {}, "egress": [{"toCIDR": ["10.0.0.300/8"]}]},
+  "not a rule"
+]"#,
+    ) {
+        Ok(p) => panic!("accepted: {p:?}"),
+        Err(e) => e.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert!(
+        errs[0].starts_with(
+            "rules.json: rule 2 (labels unspec:name=typo): ingress[0].fromEndpoints[0].matchLabelz: unknown field"
+        ),
+        "{errs:#?}"
+    );
+    assert_eq!(
+        errs[1],
+        "rules.json: rule 3 (no labels): egress[0].toCIDR[0]: \"10.0.0.300/8\" is not a CIDR such as 10.0.0.0/8"
+    );
+    assert_eq!(errs[2], "rules.json: rule 4 (no labels): expected a mapping (a Cilium rule)");
+}
+
+#[test]
+fn rule_lists_in_yaml_and_their_mistakes() {
+    let sets = parse_policies(
+        "rules.yaml",
+        "- endpointSelector: {matchLabels: {role: on}}\n  ingress: [{fromEntities: [host]}]\n",
+    )
+    .unwrap();
+    assert_eq!(sets[0].key.to_string(), "CiliumRules without labels");
+    assert_eq!(values_of(&sets[0].rules[0].subject, "role"), ["on"]);
+    let errs = errors("[]");
+    assert_eq!(errs, ["p.yaml: document 1 (unknown kind <no name>): an empty list of rules"]);
+    let errs = errors(r#"{"endpointSelector": {}, "ingress": [{}]}"#);
+    assert!(
+        errs[0].contains("kind: is required; a Cilium rule on its own must be inside a list"),
+        "{errs:?}"
+    );
+    let errs = errors("- apiVersion: cilium.io/v2\n  kind: CiliumNetworkPolicy\n");
+    assert!(
+        errs[0].contains("rule 1 (no labels): a list holds Cilium rules, not Kubernetes objects"),
+        "{errs:?}"
+    );
+    let errs = errors("- {endpointSelector: {}, labels: [{key: name, value: a}]}\n---\n- {endpointSelector: {}, labels: [name=a]}\n");
+    assert!(
+        errs[0].starts_with("p.yaml: document 2, rule 1 (labels unspec:name=a): labels: the same policy is already defined by document 1"),
+        "{errs:?}"
+    );
+    let errs = errors("- {endpointSelector: {}, labels: [{key: name, valu: a}]}\n");
+    assert!(errs[0].contains("rule 1 (no labels): labels[0].valu: unknown field `valu`"), "{errs:?}");
+}
+
+#[test]
+fn policies_are_found_by_labels() {
+    let sets = parse_policies("rules.json", RULES_JSON).unwrap();
+    let filters = |texts: &[&str]| {
+        LabelFilter::parse_all(&texts.iter().map(|t| t.to_string()).collect::<Vec<_>>()).unwrap()
+    };
+    assert!(sets[0].matches_labels(&filters(&["name=rule1"])), "no source: any source");
+    assert!(sets[0].matches_labels(&filters(&["unspec:name=rule1"])));
+    assert!(sets[0].matches_labels(&filters(&["any:name=rule1"])));
+    assert!(!sets[0].matches_labels(&filters(&["k8s:name=rule1"])), "a given source must match");
+    assert!(!sets[0].matches_labels(&filters(&[])), "no labels selects nothing");
+    assert!(sets[1].matches_labels(&filters(&["name=deny-world", "k8s:team=infra"])));
+    assert!(
+        !sets[1].matches_labels(&filters(&["name=deny-world", "team=other"])),
+        "all labels must be carried"
+    );
+    assert!(LabelFilter::parse("=x").is_err());
+
+    // Kubernetes objects carry the labels Cilium derives for them.
+    let cnp = &parse(CNP)[0];
+    assert!(cnp.matches_labels(&filters(&[
+        "k8s:io.cilium.k8s.policy.name=web",
+        "io.cilium.k8s.policy.namespace=prod",
+        "io.cilium.k8s.policy.derived-from=CiliumNetworkPolicy",
+    ])));
+}
+
+#[test]
+fn real_cilium_fields_not_implemented_are_named_not_unknown() {
+    let errs = errors(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: unsupported}
+spec:
+  endpointSelector: {}
+  log: {value: audit}
+  ingress:
+  - fromEndpoints: [{}]
+    auth: {type: spire}
+  - fromEndpoints: [{}]
+    authentication: {mode: required}
+  - fromNodes: [{}]
+  - fromGroups: [{aws: {}}]
+  egress:
+  - toEndpoints: [{}]
+    auth: {type: spire}
+  - toNodes: [{}]
+  - toGroups: [{aws: {}}]
+  - toServices: [{k8sService: {serviceName: x}}]
+  - toPorts:
+    - ports: [{port: "443"}]
+      terminatingTLS: {secret: {name: a}}
+      originatingTLS: {secret: {name: b}}
+      serverNames: [example.com]
+      listener: {envoyConfig: {kind: CiliumEnvoyConfig, name: x}, name: l}
+"#,
+    );
+    let expect = [
+        "spec.log",
+        "spec.ingress[0].auth",
+        "spec.ingress[1].authentication",
+        "spec.ingress[2].fromNodes",
+        "spec.ingress[3].fromGroups",
+        "spec.egress[0].auth",
+        "spec.egress[1].toNodes",
+        "spec.egress[2].toGroups",
+        "spec.egress[3].toServices",
+        "spec.egress[4].toPorts[0].terminatingTLS",
+        "spec.egress[4].toPorts[0].originatingTLS",
+        "spec.egress[4].toPorts[0].serverNames",
+        "spec.egress[4].toPorts[0].listener",
+    ];
+    for needle in expect {
+        let line = format!("{needle}: is not supported by Twill yet");
+        assert!(errs.iter().any(|e| e.contains(&line)), "missing {line:?} in {errs:#?}");
+    }
+    assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+    // Implemented ones are accepted: fromRequires, icmps, enableDefaultDeny.
+    parse(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: supported}
+spec:
+  endpointSelector: {}
+  enableDefaultDeny: {ingress: false, egress: true}
+  ingress:
+  - fromRequires: [{matchLabels: {env: prod}}]
+  - icmps: [{fields: [{type: 8, family: IPv4}]}]
+  egress:
+  - toRequires: [{matchLabels: {env: prod}}]
+"#,
+    );
+}
+
+#[test]
+fn descriptions_are_kept() {
+    let p = &parse(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: described}
+specs:
+- endpointSelector: {}
+  description: "Allow DNS to kube-dns"
+  egress: [{toEntities: [cluster]}]
+- endpointSelector: {}
+  description: Keep the world out
+  labels: [{key: team, value: net}]
+"#,
+    )[0];
+    assert_eq!(p.description.as_deref(), Some("Allow DNS to kube-dns; Keep the world out"));
+    assert_eq!(p.document["specs"][1]["description"], "Keep the world out");
+    assert!(p.matches_labels(&LabelFilter::parse_all(&["team=net".into()]).unwrap()), "spec labels count");
+}
+
+mod plain_scalar_property {
+    use proptest::{prelude::*, sample::select, test_runner::Config};
+
+    use super::*;
+
+    /// Plain scalars YAML could resolve to a boolean or a number, and
+    /// ordinary words; never a null spelling (refused on purpose).
+    fn token() -> impl Strategy<Value = String> {
+        let tricky = select(vec![
+            "y", "Y", "n", "yes", "No", "on", "OFF", "true", "False", "1.10", "1.0", "0x1F", "0o17", "1e3",
+            ".5", "+1", "007", ".inf", "1_000", "123", "2.0.1",
+        ])
+        .prop_map(str::to_string);
+        let words = "[a-z0-9][a-z0-9._]{0,10}".prop_filter("null is refused", |t| t != "null");
+        prop_oneof![tricky, words]
+    }
+
+    proptest! {
+        #![proptest_config(Config { cases: 256, failure_persistence: None, ..Config::default() })]
+        #[test]
+        fn a_plain_label_value_is_its_text_in_yaml_and_json(value in token()) {
+            let yaml = format!(
+                "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: p}}\nspec:\n  endpointSelector:\n    matchLabels: {{app: {value}}}\n"
+            );
+            let p = parse_policies("p.yaml", &yaml).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            prop_assert_eq!(values_of(&p[0].rules[0].subject, "app"), vec![value.clone()]);
+            prop_assert_eq!(&p[0].document["spec"]["endpointSelector"]["matchLabels"]["app"], &Value::from(value.clone()));
+            let json = format!(r#"[{{"endpointSelector": {{"matchLabels": {{"app": "{value}"}}}}}}]"#);
+            let p = parse_policies("p.json", &json).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            prop_assert_eq!(values_of(&p[0].rules[0].subject, "app"), vec![value]);
+        }
+    }
+}

@@ -1,5 +1,6 @@
 //! Network policy, pure: parsing CiliumNetworkPolicy,
-//! CiliumClusterwideNetworkPolicy and NetworkPolicy YAML into one rule
+//! CiliumClusterwideNetworkPolicy and NetworkPolicy YAML, and lists of
+//! Cilium rules (the JSON `cilium-dbg policy import` reads), into one rule
 //! model, label selectors, and resolution of rules into the per-endpoint
 //! map state the datapath enforces. No I/O: every function here is a
 //! function of its arguments.
@@ -9,7 +10,9 @@ pub mod k8s;
 pub mod model;
 pub mod resolve;
 pub mod selector;
+pub mod yaml;
 
-pub use convert::{parse_policies, DocumentError};
+pub use convert::{parse_policies, DocumentError, KIND_RULES};
+pub use k8s::RuleLabel;
 pub use model::*;
 pub use selector::Selector;

@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::selector::Selector;
+use crate::{k8s::RuleLabel, selector::Selector};
 
 /// Which policy a rule came from, for `policy get`, `policy trace` and
 /// provenance of map entries.
@@ -22,6 +22,8 @@ impl fmt::Display for PolicyKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.namespace {
             Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            // Cilium rules are named by their labels, and may have none.
+            None if self.name.is_empty() => write!(f, "{} without labels", self.kind),
             None => write!(f, "{} {}", self.kind, self.name),
         }
     }
@@ -229,6 +231,58 @@ impl Rule {
 pub struct Policy {
     pub key: PolicyKey,
     pub rules: Vec<Rule>,
-    /// The document as given, for `policy get`.
+    /// The document as Twill read it, for `policy get`.
     pub document: serde_json::Value,
+    /// The labels that identify the policy, as Cilium gives them: a Cilium
+    /// rule's own `labels`, or for a Kubernetes object the
+    /// `k8s:io.cilium.k8s.policy.*` labels derived from it (plus any rule
+    /// labels in its spec). Sorted, without repeats.
+    #[serde(default)]
+    pub labels: Vec<RuleLabel>,
+    /// The rules' `description`s, distinct ones joined by "; ".
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+impl Policy {
+    /// Whether the policy carries every label in `wanted` (and `wanted` is
+    /// not empty: no filter must never mean "everything").
+    pub fn matches_labels(&self, wanted: &[LabelFilter]) -> bool {
+        !wanted.is_empty() && wanted.iter().all(|w| self.labels.iter().any(|l| w.matches(l)))
+    }
+}
+
+/// A label to look for, as `policy delete --label` takes it:
+/// `[source:]key=value`. Without a source (or with `any:`) a label from
+/// any source matches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelFilter {
+    pub source: Option<String>,
+    pub key: String,
+    pub value: String,
+}
+
+impl LabelFilter {
+    pub fn parse(text: &str) -> Result<LabelFilter, String> {
+        let (key, value) = text.split_once('=').unwrap_or((text, ""));
+        let (source, key) = match key.split_once(':') {
+            Some(("any", key)) => (None, key),
+            Some((source, key)) if !source.is_empty() => (Some(source.to_string()), key),
+            _ => (None, key),
+        };
+        if key.is_empty() {
+            return Err(format!("label {text:?}: expected [SOURCE:]KEY=VALUE, e.g. unspec:name=rule1"));
+        }
+        Ok(LabelFilter { source, key: key.into(), value: value.into() })
+    }
+
+    pub fn parse_all(texts: &[String]) -> Result<Vec<LabelFilter>, String> {
+        texts.iter().map(|t| LabelFilter::parse(t)).collect()
+    }
+
+    pub fn matches(&self, label: &RuleLabel) -> bool {
+        label.key == self.key
+            && label.value == self.value
+            && self.source.as_ref().is_none_or(|s| *s == label.source)
+    }
 }

@@ -424,7 +424,7 @@ spec:
     let err = node.twill_err(&["policy", "delete", "np-ingress", "--namespace", "other"]);
     assert!(err.contains("no policy named np-ingress in namespace other"), "{err}");
     let err = node.twill_err(&["policy", "delete"]);
-    assert!(err.contains("NAME or --all"), "{err}");
+    assert!(err.contains("give a policy NAME, --label [SOURCE:]KEY=VALUE or --all"), "{err}");
     assert_eq!(revision(&node), 6);
 
     let out = node.twill_ok(&["policy", "delete", "--all"]);
@@ -1099,4 +1099,101 @@ spec:
     assert_tcp_ok(&node, "a", &c_ip, 80, "allowed by c-from-a");
     assert_tcp_dropped(&node, "d", &c_ip, 80, "d is not allowed into c");
     assert!(!node.ping("a", NS, &c_ip), "ICMP into c is not allowed");
+}
+
+/// The JSON `cilium-dbg policy import` reads on a host without
+/// Kubernetes: a list of rules named by their labels.
+const CILIUM_RULES_JSON: &str = r#"[{
+    "endpointSelector": {"matchLabels": {"role": "backend"}},
+    "ingress": [{
+        "fromEndpoints": [{"matchLabels": {"role": "frontend"}}],
+        "toPorts": [{"ports": [{"port": "80", "protocol": "TCP"}]}]
+    }],
+    "labels": [{"key": "name", "value": "rule1", "source": "unspec"}],
+    "description": "frontends reach the backend on 80"
+}]"#;
+
+fn tcp_in(node: &Node, from: &str, namespace: &str, ip: &str, port: u16) -> Result<(), String> {
+    let target = format!("TCP:{ip}:{port},connect-timeout=1");
+    let out = node.exec(from, namespace, &["socat", "-T2", "-", &target]);
+    if String::from_utf8_lossy(&out.stdout).contains("ok") {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+#[test]
+fn cilium_rule_lists_import_enforce_replace_and_delete_by_label() {
+    let node = Node::start("polrules");
+    node.twill_ok(&["namespace", "create", "prod"]);
+    node.endpoint("front", NS, "role=frontend");
+    node.endpoint("other", NS, "role=other");
+    node.endpoint("pfront", "prod", "role=frontend");
+    let backend = node.endpoint("back", NS, "role=backend");
+    let ip = ip_of(&backend);
+    let _s80 = serve(&node, "back", 80);
+    let _s81 = serve(&node, "back", 81);
+    assert_tcp_ok(&node, "other", &ip, 80, "no policy yet");
+
+    let file = policy_file(&node, "rules.json", CILIUM_RULES_JSON);
+    let out = node.twill_ok(&["policy", "import", &file]);
+    assert!(out.contains("Imported CiliumRules unspec:name=rule1"), "{out}");
+    let got = policies(&node);
+    let list = got["policies"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "{got}");
+    assert_eq!(list[0]["kind"], "CiliumRules");
+    assert_eq!(list[0]["namespace"], Value::Null, "rules imported this way have no namespace");
+    assert_eq!(list[0]["labels"], serde_json::json!(["unspec:name=rule1"]));
+    assert_eq!(list[0]["description"], "frontends reach the backend on 80");
+    assert_eq!(list[0]["document"][0]["labels"][0]["key"], "name", "{got}");
+    let table = node.twill_ok(&["policy", "get"]);
+    let row = table.lines().find(|l| l.starts_with("CiliumRules")).unwrap_or_else(|| panic!("{table}"));
+    assert!(
+        row.contains("unspec:name=rule1") && row.contains("frontends reach the backend on 80"),
+        "{table}"
+    );
+
+    assert_tcp_ok(&node, "front", &ip, 80, "the rule allows frontends on 80");
+    assert_tcp_dropped(&node, "front", &ip, 81, "nothing allows 81");
+    assert_tcp_dropped(&node, "other", &ip, 80, "not a frontend");
+    if let Err(e) = tcp_in(&node, "pfront", "prod", &ip, 80) {
+        panic!("a frontend in another namespace is selected too (the rule has no namespace): {e}");
+    }
+
+    // A bad rule refuses the whole file, naming the rule by position and labels.
+    let revision_before = revision(&node);
+    let bad = policy_file(
+        &node,
+        "bad.json",
+        r#"[{"endpointSelector": {}, "labels": [{"key": "name", "value": "fine"}]},
+            {"endpointSelector": {"matchLabels": {"role": "backend"}},
+             "ingress": [{"fromEndpoints": [{"matchLabelz": {"role": "x"}}]}],
+             "labels": [{"key": "name", "value": "typo"}]}]"#,
+    );
+    let lines = problem_lines(&node.twill_err(&["policy", "import", &bad]));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{bad}: rule 2 (labels unspec:name=typo): ingress[0].fromEndpoints[0].matchLabelz: unknown field"
+        )),
+        "{lines:?}"
+    );
+    assert_eq!(revision(&node), revision_before, "nothing applied");
+    assert_eq!(policies(&node)["policies"].as_array().unwrap().len(), 1);
+
+    // The same labels again replace the rule set, as a Kubernetes object of
+    // the same name would be replaced.
+    let port_81 = CILIUM_RULES_JSON.replace("\"80\"", "\"81\"");
+    import(&node, &policy_file(&node, "rules81.json", &port_81));
+    assert_eq!(policies(&node)["policies"].as_array().unwrap().len(), 1, "replaced, not added");
+    assert_tcp_ok(&node, "front", &ip, 81, "the new rule set allows 81");
+    assert_tcp_dropped(&node, "front", &ip, 80, "the old rule set is gone");
+
+    let err = node.twill_err(&["policy", "delete", "--label", "name=nope"]);
+    assert!(err.contains("no policy carries all of the labels name=nope"), "{err}");
+    let out = node.twill_ok(&["policy", "delete", "--label", "unspec:name=rule1"]);
+    assert!(out.contains("Deleted CiliumRules unspec:name=rule1"), "{out}");
+    assert!(policies(&node)["policies"].as_array().unwrap().is_empty());
+    assert_tcp_ok(&node, "other", &ip, 80, "no policy left");
 }

@@ -37,6 +37,9 @@ pub struct PolicySelection<'a> {
     pub name: Option<&'a str>,
     pub namespace: Option<&'a str>,
     pub kind: Option<&'a str>,
+    /// `[source:]key=value`: policies carrying all of them (Cilium rule
+    /// sets are named by their labels).
+    pub labels: &'a [String],
     pub all: bool,
 }
 
@@ -126,11 +129,12 @@ impl PolicyRepository {
     /// Deletes the selected policies; returns the revision and their names
     /// (none, and the unchanged revision, for `--all` on an empty set).
     pub fn delete(&mut self, selection: &PolicySelection) -> Result<(u64, Vec<String>)> {
-        let PolicySelection { name, namespace, kind, all } = *selection;
-        if !all && name.is_none() {
-            return Err(AgentError::Invalid("give a policy name or --all".into()));
+        let PolicySelection { name, namespace, kind, labels, all } = *selection;
+        let filters = twill_policy::LabelFilter::parse_all(labels).map_err(AgentError::Invalid)?;
+        if !all && name.is_none() && filters.is_empty() {
+            return Err(AgentError::Invalid("give a policy name, --label or --all".into()));
         }
-        let matches = |p: &Policy| {
+        let named = |p: &Policy| {
             all || (Some(p.key.name.as_str()) == name
                 && kind.is_none_or(|k| k == p.key.kind)
                 && match (namespace, &p.key.namespace) {
@@ -141,12 +145,20 @@ impl PolicyRepository {
                     (Some(_), None) => false,
                 })
         };
+        let matches =
+            |p: &Policy| named(p) || (p.matches_labels(&filters) && kind.is_none_or(|k| k == p.key.kind));
         let doomed: Vec<PolicyKey> =
             self.policies.iter().filter(|p| matches(p)).map(|p| p.key.clone()).collect();
         if doomed.is_empty() {
             if all {
                 // Nothing to delete is not an error for --all: the goal holds.
                 return Ok((self.revision, vec![]));
+            }
+            if !filters.is_empty() {
+                return Err(AgentError::NotFound(format!(
+                    "no policy carries all of the labels {}",
+                    labels.join(", ")
+                )));
             }
             return Err(AgentError::NotFound(format!(
                 "no policy named {} in namespace {}",
@@ -174,6 +186,8 @@ impl PolicyRepository {
                     namespace: p.key.namespace.clone(),
                     name: p.key.name.clone(),
                     rules: p.rules.len(),
+                    labels: p.labels.iter().map(ToString::to_string).collect(),
+                    description: p.description.clone(),
                     document: p.document.clone(),
                 })
                 .collect(),

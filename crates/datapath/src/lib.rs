@@ -6,6 +6,8 @@ mod bpffs;
 mod features;
 mod loader;
 pub mod netdev;
+mod netlink;
+mod netns;
 
 pub use bpffs::ensure_bpffs;
 pub use features::{probe_features, KernelFeatures};

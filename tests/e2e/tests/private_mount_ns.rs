@@ -54,7 +54,8 @@ fn endpoint_exec_works_when_the_agent_has_a_private_mount_namespace() {
     node.stop_agent(libc::SIGTERM);
     let _agent = PrivateMountAgent::start(&node);
     let log = node.state_dir.parent().unwrap().join("agent-ip-netns-exec.log");
-    let ready = wait_until(Duration::from_secs(30), || node.twill(&["status", "-o", "json"]).status.success());
+    let ready =
+        wait_until(Duration::from_secs(30), || node.twill(&["status", "-o", "json"]).status.success());
     assert!(ready, "agent did not become ready; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default());
 
     let ep = node.endpoint("web", "default", "app=web");
@@ -67,10 +68,15 @@ fn endpoint_exec_works_when_the_agent_has_a_private_mount_namespace() {
     let entered = Command::new("nsenter")
         .arg(format!("--net={}", ours.display()))
         .arg("true")
+        .stderr(Stdio::null())
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(!entered, "{} is usable from outside the agent: the agent is not in a private mount namespace", ours.display());
+    assert!(
+        !entered,
+        "{} is usable from outside the agent: the agent is not in a private mount namespace",
+        ours.display()
+    );
 
     let out = node.exec("web", "default", &["ip", "-4", "-o", "addr", "show", "dev", "eth0"]);
     assert!(

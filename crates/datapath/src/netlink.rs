@@ -124,7 +124,10 @@ impl Rtnl {
     ) -> io::Result<bool> {
         let mut interrupted = false;
         loop {
-            let size = self.socket.recv(&mut &mut self.buffer[..], 0)?;
+            let size = match self.socket.recv(&mut &mut self.buffer[..], 0) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                other => other?,
+            };
             let mut offset = 0;
             while offset < size {
                 let packet = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buffer[offset..size])

@@ -101,7 +101,7 @@ pub(crate) fn create(name: &str) -> Result<NewNetns, NetdevError> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0)
+        .mode(0o000)
         .open(&target)
         .map_err(fail("creating its mount point"))?;
     // unshare(2) moves only the calling thread, so a thread that exits

@@ -4,7 +4,7 @@ mod exec;
 mod observe;
 mod table;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -547,7 +547,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn endpoint(client: &Client, socket: &std::path::Path, cmd: EndpointCmd) -> anyhow::Result<()> {
+fn endpoint(client: &Client, socket: &Path, cmd: EndpointCmd) -> anyhow::Result<()> {
     match cmd {
         EndpointCmd::Create { name, namespace, labels, ports, out } => {
             let e: Endpoint = client.call(&Request::EndpointCreate { name, namespace, labels, ports })?;

@@ -88,6 +88,14 @@ fn endpoint_exec_works_when_the_agent_has_a_private_mount_namespace() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains(&format!("inet {ipv4}/32")), "eth0 inside the endpoint has {ipv4}: {stdout}");
 
+    // As with `ip netns exec`, /sys shows the endpoint's own devices.
+    let mac = node.exec("web", "default", &["cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(
+        String::from_utf8_lossy(&mac.stdout).trim(),
+        ep["mac"].as_str().unwrap(),
+        "eth0's MAC from sysfs"
+    );
+
     // The command's exit status is its own, and traffic leaves the
     // endpoint: the node's router answers.
     let router = node.pod_cidr.trim_end_matches("0/24").to_string() + "1";

@@ -1,9 +1,10 @@
 //! twill: the command-line client of the Twill agent.
 
+mod exec;
 mod observe;
 mod table;
 
-use std::{os::unix::process::CommandExt, path::PathBuf, process::Command};
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
@@ -440,7 +441,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let status: Status = client.call(&Request::Status)?;
             show(out, &status, status_text);
         }
-        Commands::Endpoint(cmd) => endpoint(&client, cmd)?,
+        Commands::Endpoint(cmd) => endpoint(&client, &cli.socket, cmd)?,
         Commands::Identity(IdentityCmd::List { out }) => {
             let list: Vec<IdentityInfo> = client.call(&Request::IdentityList)?;
             show(out, &list, |l| identities_table(l));
@@ -574,7 +575,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
+fn endpoint(client: &Client, socket: &Path, cmd: EndpointCmd) -> anyhow::Result<()> {
     match cmd {
         EndpointCmd::Create { name, namespace, labels, ports, out } => {
             let e: Endpoint = client.call(&Request::EndpointCreate { name, namespace, labels, ports })?;
@@ -609,10 +610,7 @@ fn endpoint(client: &Client, cmd: EndpointCmd) -> anyhow::Result<()> {
         }
         EndpointCmd::Exec { name, namespace, command } => {
             let e: Endpoint = client.call(&Request::EndpointGet { name, namespace })?;
-            // exec replaces this process: stdin, stdout, stderr and the
-            // exit status are the command's own.
-            let err = Command::new("ip").args(["netns", "exec", &e.netns]).args(&command).exec();
-            anyhow::bail!("running {:?} in {}: {err}", command.join(" "), e.netns);
+            return Err(exec::exec_in(socket, &e.netns, &command));
         }
     }
     Ok(())

@@ -7,6 +7,8 @@ mod features;
 mod loader;
 pub mod maps;
 pub mod netdev;
+mod netlink;
+mod netns;
 
 pub use bpffs::ensure_bpffs;
 pub use features::{probe_features, KernelFeatures};

@@ -1,19 +1,31 @@
 //! Network plumbing around the eBPF programs: network namespaces, veth
-//! pairs, addresses, routes and neighbours, through iproute2.
+//! pairs, addresses, routes and neighbours, through rtnetlink in process.
 //!
-//! Each endpoint costs two `ip -batch` runs (one in the agent's namespace,
-//! one in the endpoint's), so plumbing takes a few milliseconds whatever
-//! the number of endpoints.
+//! An endpoint costs one short-lived thread (to make its namespace) and
+//! two netlink sockets, one in the caller's namespace and one in the
+//! endpoint's, so plumbing takes well under a millisecond of kernel work
+//! whatever the number of endpoints.
 
 use std::{
     ffi::CString,
-    io::Write,
-    net::Ipv4Addr,
-    path::Path,
-    process::{Command, Stdio},
+    io,
+    net::{IpAddr, Ipv4Addr},
+    os::fd::AsRawFd,
 };
 
-use serde::Deserialize;
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+use netlink_packet_route::{
+    address::{AddressAttribute, AddressMessage},
+    link::{
+        AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags,
+        LinkInfo, LinkMessage,
+    },
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
+    route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType},
+    AddressFamily, RouteNetlinkMessage,
+};
+
+use crate::{netlink::Rtnl, netns};
 
 /// The device that holds the node's router address: one end of a veth
 /// pair, as Cilium's cilium_host/cilium_net (the kernels Twill targets
@@ -22,46 +34,38 @@ pub const HOST_DEVICE: &str = "twill_host";
 const HOST_DEVICE_PEER: &str = "twill_net";
 /// Interface name of an endpoint inside its namespace.
 pub const ENDPOINT_DEVICE: &str = "eth0";
+const LOOPBACK: &str = "lo";
 
 #[derive(Debug, thiserror::Error)]
-#[error("ip {what}: {reason}")]
-pub struct NetdevError {
-    pub what: String,
-    pub reason: String,
+pub enum NetdevError {
+    #[error("opening a netlink socket: {source}")]
+    Socket { source: io::Error },
+    /// A netlink request the kernel refused; `operation` reads like the
+    /// equivalent `ip` command.
+    #[error("{operation}: {source}")]
+    Netlink { operation: String, source: io::Error },
+    #[error("device {0} not found")]
+    NoDevice(String),
+    #[error("network namespace {name}: {step}: {source}")]
+    Netns { name: String, step: &'static str, source: io::Error },
+    #[error("invalid network namespace name {0:?}")]
+    InvalidNetnsName(String),
+    #[error("sysctl {path}: {source}")]
+    Sysctl { path: String, source: io::Error },
 }
 
-fn run_ip(netns: Option<&str>, args: &[&str], batch: Option<&str>) -> Result<String, NetdevError> {
-    let mut command = Command::new("ip");
-    if let Some(ns) = netns {
-        command.args(["-n", ns]);
-    }
-    command.args(args);
-    command.stdin(if batch.is_some() { Stdio::piped() } else { Stdio::null() });
-    command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let what = match (netns, batch) {
-        (_, Some(b)) => format!("batch in {} [{}]", netns.unwrap_or("host"), b.trim().replace('\n', "; ")),
-        (Some(ns), None) => format!("-n {ns} {}", args.join(" ")),
-        (None, None) => args.join(" "),
-    };
-    let mut child = command.spawn().map_err(|e| NetdevError {
-        what: what.clone(),
-        reason: format!("cannot run ip (install iproute2): {e}"),
-    })?;
-    if let Some(batch) = batch {
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(batch.as_bytes())
-            .map_err(|e| NetdevError { what: what.clone(), reason: e.to_string() })?;
-    }
-    let output =
-        child.wait_with_output().map_err(|e| NetdevError { what: what.clone(), reason: e.to_string() })?;
-    if !output.status.success() {
-        let reason = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        return Err(NetdevError { what, reason });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+fn open() -> Result<Rtnl, NetdevError> {
+    Rtnl::open().map_err(|source| NetdevError::Socket { source })
+}
+
+/// Runs one netlink request; `operation` is only built on failure.
+fn request(
+    rtnl: &mut Rtnl,
+    message: RouteNetlinkMessage,
+    flags: u16,
+    operation: impl FnOnce() -> String,
+) -> Result<(), NetdevError> {
+    rtnl.execute(message, flags).map_err(|source| NetdevError::Netlink { operation: operation(), source })
 }
 
 /// The ifindex of `device` in the caller's network namespace.
@@ -72,13 +76,30 @@ pub fn ifindex(device: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
+/// The ifindex of `device` in the namespace `rtnl` was opened in.
+fn link_index(rtnl: &mut Rtnl, device: &str) -> Result<u32, NetdevError> {
+    let mut message = LinkMessage::default();
+    message.attributes.push(LinkAttribute::IfName(device.into()));
+    let found = rtnl.get(RouteNetlinkMessage::GetLink(message)).map_err(|source| {
+        if source.raw_os_error() == Some(libc::ENODEV) {
+            NetdevError::NoDevice(device.into())
+        } else {
+            NetdevError::Netlink { operation: format!("link show {device}"), source }
+        }
+    })?;
+    match found {
+        Some(RouteNetlinkMessage::NewLink(link)) => Ok(link.header.index),
+        _ => Err(NetdevError::NoDevice(device.into())),
+    }
+}
+
 pub fn netns_exists(netns: &str) -> bool {
-    Path::new("/run/netns").join(netns).exists()
+    netns::path(netns).exists()
 }
 
 /// Network namespace names under /run/netns.
 pub fn list_netns() -> Vec<String> {
-    std::fs::read_dir("/run/netns")
+    std::fs::read_dir(netns::NETNS_RUN_DIR)
         .into_iter()
         .flatten()
         .flatten()
@@ -86,64 +107,196 @@ pub fn list_netns() -> Vec<String> {
         .collect()
 }
 
-#[derive(Deserialize)]
-struct IpLink {
-    ifname: String,
-}
-
 /// Device names in the caller's network namespace.
 pub fn list_devices() -> Result<Vec<String>, NetdevError> {
-    let text = run_ip(None, &["-j", "link", "show"], None)?;
-    let links: Vec<IpLink> = serde_json::from_str(&text)
-        .map_err(|e| NetdevError { what: "-j link show".into(), reason: e.to_string() })?;
-    Ok(links.into_iter().map(|l| l.ifname).collect())
-}
-
-#[derive(Deserialize)]
-struct IpAddrInfo {
-    #[serde(default)]
-    addr_info: Vec<AddrInfo>,
-}
-
-#[derive(Deserialize)]
-struct AddrInfo {
-    local: Option<String>,
-    family: Option<String>,
+    let links = open()?
+        .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
+        .map_err(|source| NetdevError::Netlink { operation: "link show".into(), source })?;
+    Ok(links
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(link) => link.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::IfName(name) => Some(name),
+                _ => None,
+            }),
+            _ => None,
+        })
+        .collect())
 }
 
 /// IPv4 addresses configured in the caller's namespace, loopback excluded.
 pub fn local_ipv4_addresses() -> Result<Vec<Ipv4Addr>, NetdevError> {
-    let text = run_ip(None, &["-j", "-4", "addr", "show"], None)?;
-    let links: Vec<IpAddrInfo> = serde_json::from_str(&text)
-        .map_err(|e| NetdevError { what: "-j addr show".into(), reason: e.to_string() })?;
-    Ok(links
+    let mut request = AddressMessage::default();
+    request.header.family = AddressFamily::Inet;
+    let addresses = open()?
+        .dump(RouteNetlinkMessage::GetAddress(request))
+        .map_err(|source| NetdevError::Netlink { operation: "-4 addr show".into(), source })?;
+    Ok(addresses
         .into_iter()
-        .flat_map(|l| l.addr_info)
-        .filter(|a| a.family.as_deref() == Some("inet"))
-        .filter_map(|a| a.local?.parse::<Ipv4Addr>().ok())
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(a) if a.header.family == AddressFamily::Inet => {
+                Some(a.attributes)
+            }
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|a| match a {
+            AddressAttribute::Local(IpAddr::V4(ip)) => Some(ip),
+            _ => None,
+        })
         .filter(|ip| !ip.is_loopback())
         .collect())
 }
 
 fn write_sysctl(path: &str, value: &str) -> Result<(), NetdevError> {
-    std::fs::write(path, value)
-        .map_err(|e| NetdevError { what: format!("sysctl {path}"), reason: e.to_string() })
+    std::fs::write(path, value).map_err(|source| NetdevError::Sysctl { path: path.into(), source })
+}
+
+/// A veth pair `name`/`peer`; the peer goes into the namespace `peer_netns`
+/// (an open namespace file) when given.
+fn add_veth(
+    rtnl: &mut Rtnl,
+    name: &str,
+    mac: Option<[u8; 6]>,
+    peer: &str,
+    peer_mac: Option<[u8; 6]>,
+    peer_netns: Option<(&str, &std::fs::File)>,
+) -> Result<(), NetdevError> {
+    let mut peer_message = LinkMessage::default();
+    peer_message.attributes.push(LinkAttribute::IfName(peer.into()));
+    if let Some(mac) = peer_mac {
+        peer_message.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    }
+    if let Some((_, file)) = peer_netns {
+        peer_message.attributes.push(LinkAttribute::NetNsFd(file.as_raw_fd()));
+    }
+    let mut message = LinkMessage::default();
+    message.attributes.push(LinkAttribute::IfName(name.into()));
+    if let Some(mac) = mac {
+        message.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    }
+    message.attributes.push(LinkAttribute::LinkInfo(vec![
+        LinkInfo::Kind(InfoKind::Veth),
+        LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer_message))),
+    ]));
+    request(rtnl, RouteNetlinkMessage::NewLink(message), NLM_F_CREATE | NLM_F_EXCL, || {
+        let netns = peer_netns.map(|(n, _)| format!(" netns {n}")).unwrap_or_default();
+        format!("link add {name} type veth peer name {peer}{netns}")
+    })
+}
+
+/// No IPv6 link-local address (nor the router solicitations and DAD that
+/// come with it): Twill's endpoints are IPv4 only, and the datapath would
+/// only count that traffic as noise.
+fn set_addrgenmode_none(rtnl: &mut Rtnl, index: u32, device: &str) -> Result<(), NetdevError> {
+    let mut message = LinkMessage::default();
+    message.header.index = index;
+    message.attributes.push(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![
+        AfSpecInet6::AddrGenMode(In6AddrGenMode::None),
+    ])]));
+    request(rtnl, RouteNetlinkMessage::SetLink(message), 0, || {
+        format!("link set dev {device} addrgenmode none")
+    })
+}
+
+fn set_up(rtnl: &mut Rtnl, index: u32, device: &str) -> Result<(), NetdevError> {
+    let mut message = LinkMessage::default();
+    message.header.index = index;
+    message.header.flags = LinkFlags::Up;
+    message.header.change_mask = LinkFlags::Up;
+    request(rtnl, RouteNetlinkMessage::SetLink(message), 0, || format!("link set {device} up"))
+}
+
+/// `ip addr add|replace IP/32 dev DEVICE`.
+fn add_address(
+    rtnl: &mut Rtnl,
+    index: u32,
+    device: &str,
+    ip: Ipv4Addr,
+    replace: bool,
+) -> Result<(), NetdevError> {
+    let mut message = AddressMessage::default();
+    message.header.family = AddressFamily::Inet;
+    message.header.prefix_len = 32;
+    message.header.index = index;
+    message.attributes.push(AddressAttribute::Local(ip.into()));
+    message.attributes.push(AddressAttribute::Address(ip.into()));
+    let (flags, verb) =
+        if replace { (NLM_F_CREATE | NLM_F_REPLACE, "replace") } else { (NLM_F_CREATE | NLM_F_EXCL, "add") };
+    request(rtnl, RouteNetlinkMessage::NewAddress(message), flags, || {
+        format!("addr {verb} {ip}/32 dev {device}")
+    })
+}
+
+/// A route in the main table, as `ip route` writes it: a direct route (no
+/// gateway) has link scope, one via a gateway universe scope.
+struct Route {
+    destination: Option<Ipv4Addr>,
+    gateway: Option<Ipv4Addr>,
+    source: Option<Ipv4Addr>,
+    replace: bool,
+}
+
+fn add_route(rtnl: &mut Rtnl, index: u32, device: &str, route: Route) -> Result<(), NetdevError> {
+    let mut message = RouteMessage::default();
+    message.header.address_family = AddressFamily::Inet;
+    message.header.table = RouteHeader::RT_TABLE_MAIN;
+    message.header.protocol = RouteProtocol::Boot;
+    message.header.kind = RouteType::Unicast;
+    message.header.scope = if route.gateway.is_some() { RouteScope::Universe } else { RouteScope::Link };
+    if let Some(dst) = route.destination {
+        message.header.destination_prefix_length = 32;
+        message.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+    }
+    if let Some(gateway) = route.gateway {
+        message.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+    }
+    message.attributes.push(RouteAttribute::Oif(index));
+    if let Some(src) = route.source {
+        message.attributes.push(RouteAttribute::PrefSource(RouteAddress::Inet(src)));
+    }
+    let flags = if route.replace { NLM_F_CREATE | NLM_F_REPLACE } else { NLM_F_CREATE | NLM_F_EXCL };
+    request(rtnl, RouteNetlinkMessage::NewRoute(message), flags, || {
+        let verb = if route.replace { "replace" } else { "add" };
+        let dst = route.destination.map_or("default".into(), |d| format!("{d}/32"));
+        let via = route.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+        let src = route.source.map(|s| format!(" src {s}")).unwrap_or_default();
+        format!("route {verb} {dst}{via} dev {device}{src}")
+    })
+}
+
+/// `ip neigh replace IP lladdr MAC dev DEVICE nud permanent`.
+fn set_neighbour(
+    rtnl: &mut Rtnl,
+    index: u32,
+    device: &str,
+    ip: Ipv4Addr,
+    mac: [u8; 6],
+) -> Result<(), NetdevError> {
+    let mut message = NeighbourMessage::default();
+    message.header.family = AddressFamily::Inet;
+    message.header.ifindex = index;
+    message.header.state = NeighbourState::Permanent;
+    message.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+    message.attributes.push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    request(rtnl, RouteNetlinkMessage::NewNeighbour(message), NLM_F_CREATE | NLM_F_REPLACE, || {
+        format!("neigh replace {ip} lladdr {} dev {device} nud permanent", format_mac(&mac))
+    })
 }
 
 /// Creates (or repairs) the device holding the router address.
 pub fn ensure_host_device(router: Ipv4Addr) -> Result<(), NetdevError> {
+    let mut rtnl = open()?;
     if ifindex(HOST_DEVICE).is_none() {
-        let add = ["link", "add", HOST_DEVICE, "type", "veth", "peer", "name", HOST_DEVICE_PEER];
-        run_ip(None, &add, None)?;
+        add_veth(&mut rtnl, HOST_DEVICE, None, HOST_DEVICE_PEER, None, None)?;
     }
-    let batch = format!(
-        "addr replace {router}/32 dev {HOST_DEVICE}\n\
-         link set dev {HOST_DEVICE} addrgenmode none\n\
-         link set dev {HOST_DEVICE_PEER} addrgenmode none\n\
-         link set {HOST_DEVICE} up\n\
-         link set {HOST_DEVICE_PEER} up\n"
-    );
-    run_ip(None, &["-batch", "-"], Some(&batch))?;
+    let host = link_index(&mut rtnl, HOST_DEVICE)?;
+    let peer = link_index(&mut rtnl, HOST_DEVICE_PEER)?;
+    add_address(&mut rtnl, host, HOST_DEVICE, router, true)?;
+    set_addrgenmode_none(&mut rtnl, host, HOST_DEVICE)?;
+    set_addrgenmode_none(&mut rtnl, peer, HOST_DEVICE_PEER)?;
+    set_up(&mut rtnl, host, HOST_DEVICE)?;
+    set_up(&mut rtnl, peer, HOST_DEVICE_PEER)?;
     Ok(())
 }
 
@@ -178,56 +331,61 @@ pub fn create_endpoint(p: &EndpointPlumbing) -> Result<(), NetdevError> {
 }
 
 fn create_endpoint_inner(p: &EndpointPlumbing) -> Result<(), NetdevError> {
-    let EndpointPlumbing { netns, host_device: dev, ip, router, .. } = *p;
-    let host_mac = format_mac(&p.host_mac);
-    let ep_mac = format_mac(&p.endpoint_mac);
-    run_ip(None, &["netns", "add", netns], None)?;
-    let host_side = format!(
-        "link add {dev} address {host_mac} type veth peer name {ENDPOINT_DEVICE} address {ep_mac} netns {netns}\n\
-         link set dev {dev} addrgenmode none\n\
-         link set {dev} up\n\
-         route replace {ip}/32 dev {dev} src {router}\n\
-         neigh replace {ip} lladdr {ep_mac} dev {dev} nud permanent\n"
-    );
-    run_ip(None, &["-batch", "-"], Some(&host_side))?;
+    let EndpointPlumbing { netns, host_device: dev, ip, router, host_mac, endpoint_mac } = *p;
+    let netns::NewNetns { file, rtnl: mut inside } = netns::create(netns)?;
+
+    let mut host = open()?;
+    add_veth(&mut host, dev, Some(host_mac), ENDPOINT_DEVICE, Some(endpoint_mac), Some((netns, &file)))?;
+    let index = link_index(&mut host, dev)?;
+    set_addrgenmode_none(&mut host, index, dev)?;
+    set_up(&mut host, index, dev)?;
+    add_route(
+        &mut host,
+        index,
+        dev,
+        Route { destination: Some(ip), gateway: None, source: Some(router), replace: true },
+    )?;
+    set_neighbour(&mut host, index, dev, ip, endpoint_mac)?;
     // Traffic from an endpoint arrives on its own device, but replies the
     // host sends may leave through another route: strict reverse-path
     // filtering would drop them.
     write_sysctl(&format!("/proc/sys/net/ipv4/conf/{dev}/rp_filter"), "0")?;
-    let endpoint_side = format!(
-        "link set lo up\n\
-         link set dev {ENDPOINT_DEVICE} addrgenmode none\n\
-         addr add {ip}/32 dev {ENDPOINT_DEVICE}\n\
-         link set {ENDPOINT_DEVICE} up\n\
-         route add {router}/32 dev {ENDPOINT_DEVICE} scope link\n\
-         route add default via {router} dev {ENDPOINT_DEVICE}\n\
-         neigh replace {router} lladdr {host_mac} dev {ENDPOINT_DEVICE} nud permanent\n"
-    );
-    run_ip(Some(netns), &["-batch", "-"], Some(&endpoint_side))?;
+
+    let lo = link_index(&mut inside, LOOPBACK)?;
+    set_up(&mut inside, lo, LOOPBACK)?;
+    let eth0 = link_index(&mut inside, ENDPOINT_DEVICE)?;
+    set_addrgenmode_none(&mut inside, eth0, ENDPOINT_DEVICE)?;
+    add_address(&mut inside, eth0, ENDPOINT_DEVICE, ip, false)?;
+    set_up(&mut inside, eth0, ENDPOINT_DEVICE)?;
+    let to_router = Route { destination: Some(router), gateway: None, source: None, replace: false };
+    add_route(&mut inside, eth0, ENDPOINT_DEVICE, to_router)?;
+    let default = Route { destination: None, gateway: Some(router), source: None, replace: false };
+    add_route(&mut inside, eth0, ENDPOINT_DEVICE, default)?;
+    set_neighbour(&mut inside, eth0, ENDPOINT_DEVICE, router, host_mac)?;
     Ok(())
 }
 
 fn delete_device(device: &str) -> Result<(), NetdevError> {
-    if ifindex(device).is_none() {
+    let Some(index) = ifindex(device) else {
         return Ok(());
-    }
-    match run_ip(None, &["link", "del", device], None) {
-        Ok(_) => Ok(()),
-        Err(e) if ifindex(device).is_none() => {
-            tracing::debug!("{e} (device already gone)");
+    };
+    let mut message = LinkMessage::default();
+    message.header.index = index;
+    match open()?.execute(RouteNetlinkMessage::DelLink(message), 0) {
+        Ok(()) => Ok(()),
+        // Gone in the meantime (its peer was deleted, or its namespace).
+        Err(e) if ifindex(device) != Some(index) => {
+            tracing::debug!("link del {device}: {e} (device already gone)");
             Ok(())
         }
-        Err(e) => Err(e),
+        Err(source) => Err(NetdevError::Netlink { operation: format!("link del {device}"), source }),
     }
 }
 
 /// Removes an endpoint's veth pair and namespace. Idempotent.
 pub fn delete_endpoint(netns: &str, host_device: &str) -> Result<(), NetdevError> {
     delete_device(host_device)?;
-    if netns_exists(netns) {
-        run_ip(None, &["netns", "del", netns], None)?;
-    }
-    Ok(())
+    delete_netns(netns)
 }
 
 /// Whether an endpoint's plumbing is all there (used when restoring).
@@ -237,10 +395,7 @@ pub fn endpoint_present(netns: &str, host_device: &str) -> bool {
 
 /// Removes a network namespace by name. Idempotent.
 pub fn delete_netns(netns: &str) -> Result<(), NetdevError> {
-    if netns_exists(netns) {
-        run_ip(None, &["netns", "del", netns], None)?;
-    }
-    Ok(())
+    netns::delete(netns)
 }
 
 /// Removes a device in the caller's namespace (its veth peer goes too).

@@ -2,13 +2,21 @@
 //! private network namespace: the eBPF programs must forward between them,
 //! drop spoofed sources and count what they did.
 
-use std::{net::Ipv4Addr, process::Command};
+use std::{
+    fs::File,
+    net::Ipv4Addr,
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
 
 use twill_abi::{metrics_index, EndpointInfo, METRIC_DIR_EGRESS};
 use twill_datapath::{netdev, Datapath, PolicyEntry};
 
 /// Runs the test body in a thread that has moved into a fresh network
-/// namespace, so devices never touch the host's; cleans up on drop.
+/// namespace of its own (gone when the thread ends, with every device in
+/// it), so devices never touch the host's; removes the endpoints'
+/// namespaces and pins on drop.
 struct Sandbox {
     name: String,
     bpf_root: std::path::PathBuf,
@@ -18,16 +26,12 @@ impl Sandbox {
     fn new(tag: &str) -> Self {
         let name = format!("twdp-{tag}-{}", std::process::id());
         let bpf_root = std::path::PathBuf::from(format!("/sys/fs/bpf/{name}"));
-        let status = Command::new("ip").args(["netns", "add", &name]).status().unwrap();
-        assert!(status.success());
         Self { name, bpf_root }
     }
 
     fn enter(&self) {
-        let file = std::fs::File::open(format!("/run/netns/{}", self.name)).unwrap();
-        use std::os::fd::AsRawFd;
-        // SAFETY: setns on a namespace fd for this thread only.
-        assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        // SAFETY: unshare for this thread only.
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "{}", std::io::Error::last_os_error());
     }
 
     fn endpoint_netns(&self, n: u32) -> String {
@@ -38,11 +42,76 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         for n in 0..4 {
-            let _ = Command::new("ip").args(["netns", "del", &self.endpoint_netns(n)]).status();
+            let _ = netdev::delete_netns(&self.endpoint_netns(n));
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
         let _ = std::fs::remove_dir_all(&self.bpf_root);
     }
+}
+
+/// `command` run inside the named network namespace.
+fn in_netns(netns: &str, program: &str, args: &[&str]) -> Command {
+    let file = File::open(format!("/run/netns/{netns}")).unwrap();
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    // SAFETY: only setns(2), async-signal-safe, between fork and exec; the
+    // file stays open in the parent until the command has been spawned.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
+}
+
+/// Sends one ICMP echo request from inside `netns` with a source address
+/// the endpoint does not own, through a raw socket, as a spoofing workload
+/// would: no address needs adding for it.
+fn send_spoofed_echo(netns: &str, src: Ipv4Addr, dst: Ipv4Addr) {
+    let netns = netns.to_string();
+    std::thread::spawn(move || {
+        let file = File::open(format!("/run/netns/{netns}")).unwrap();
+        // SAFETY: setns and socket calls on this short-lived thread only,
+        // with a buffer and address that outlive the call.
+        unsafe {
+            assert_eq!(libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET), 0);
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+            assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+            let mut packet = [0u8; 28];
+            packet[0] = 0x45; // IPv4, 20-byte header
+            packet[8] = 64; // TTL
+            packet[9] = 1; // ICMP
+            packet[12..16].copy_from_slice(&src.octets());
+            packet[16..20].copy_from_slice(&dst.octets());
+            packet[20] = 8; // echo request
+            let checksum = !packet[20..].chunks(2).fold(0u32, |sum, w| {
+                let sum = sum + u32::from(u16::from_be_bytes([w[0], w[1]]));
+                (sum & 0xffff) + (sum >> 16)
+            }) as u16;
+            packet[22..24].copy_from_slice(&checksum.to_be_bytes());
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: 0,
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(dst.octets()) },
+                sin_zero: [0; 8],
+            };
+            // The kernel fills in the IP length and checksum (raw(7)).
+            let sent = libc::sendto(
+                fd,
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as u32,
+            );
+            assert_eq!(sent, packet.len() as isize, "{}", std::io::Error::last_os_error());
+            libc::close(fd);
+        }
+    })
+    .join()
+    .unwrap();
 }
 
 fn allow_all(endpoint_id: u16, direction: u8) -> PolicyEntry {
@@ -60,10 +129,9 @@ fn drop_count(datapath: &Datapath, direction: u32, reason: u32) -> u64 {
 }
 
 fn ping(netns: &str, dst: Ipv4Addr) -> bool {
-    Command::new("ip")
-        .args(["netns", "exec", netns, "ping", "-c", "1", "-W", "1", &dst.to_string()])
-        .output()
-        .map(|o| o.status.success())
+    in_netns(netns, "ping", &["-c", "1", "-W", "1", &dst.to_string()])
+        .status()
+        .map(|s| s.success())
         .unwrap_or(false)
 }
 
@@ -123,36 +191,22 @@ fn endpoints_reach_each_other_through_ebpf_and_spoofing_is_dropped() {
         assert!(metrics.iter().any(|m| m.direction == METRIC_DIR_EGRESS && m.reason == 0 && m.packets >= 2));
 
         // An address the endpoint does not own is dropped as spoofed (132).
-        let status = Command::new("ip")
-            .args(["-n", &sandbox.endpoint_netns(1), "addr", "add", "10.77.0.99/32", "dev", "eth0"])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let spoofed = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &sandbox.endpoint_netns(1),
-                "ping",
-                "-c",
-                "1",
-                "-W",
-                "1",
-                "-I",
-                "10.77.0.99",
-                "10.77.0.3",
-            ])
-            .output()
-            .unwrap();
-        assert!(!spoofed.status.success());
-        let drops: u64 = datapath
-            .metrics()
-            .unwrap()
-            .iter()
-            .filter(|m| metrics_index(m.direction, m.reason) == metrics_index(METRIC_DIR_EGRESS, 132))
-            .map(|m| m.packets)
-            .sum();
-        assert!(drops >= 1, "spoofed packet counted as 'Invalid source ip'");
+        let spoofed_drops = || {
+            datapath
+                .metrics()
+                .unwrap()
+                .iter()
+                .filter(|m| metrics_index(m.direction, m.reason) == metrics_index(METRIC_DIR_EGRESS, 132))
+                .map(|m| m.packets)
+                .sum::<u64>()
+        };
+        assert_eq!(spoofed_drops(), 0);
+        send_spoofed_echo(&sandbox.endpoint_netns(1), Ipv4Addr::new(10, 77, 0, 99), ips[1]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while spoofed_drops() == 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(spoofed_drops() >= 1, "spoofed packet counted as 'Invalid source ip'");
 
         // Ingress policy of endpoint 2: only TCP/80 from identity 256. A
         // new ping is dropped by default deny (133).

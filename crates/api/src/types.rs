@@ -85,6 +85,85 @@ pub enum Request {
         types: Vec<String>,
     },
     Uninstall,
+    /// A CNI ADD: an endpoint in the runtime's namespace, enforced by
+    /// policy before the answer.
+    CniAdd(CniAdd),
+    /// A CNI DEL; succeeds when nothing is attached.
+    CniDel(CniAttachmentRef),
+    /// A CNI CHECK: what is wrong with an attachment (empty when nothing).
+    CniCheck(CniCheck),
+    /// A CNI GC: removes this network's attachments not listed.
+    CniGc(CniGc),
+}
+
+/// Identifies a CNI attachment, as the runtime does.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CniAttachmentRef {
+    pub container_id: String,
+    pub ifname: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CniAdd {
+    /// The network's name (its config's `name`), for GC.
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
+    /// CNI_NETNS: the runtime's namespace, by path.
+    pub netns: String,
+    /// Twill namespace and endpoint name.
+    pub namespace: String,
+    pub name: String,
+    /// KEY=VALUE labels from the orchestrator or the container runtime.
+    pub labels: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CniCheck {
+    pub container_id: String,
+    pub ifname: String,
+    pub netns: String,
+    /// Addresses (ADDRESS/PREFIX) the previous result promised.
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CniGc {
+    pub network: String,
+    pub valid: Vec<CniAttachmentRef>,
+}
+
+/// What ADD made: the endpoint and the attachment's addressing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CniAttached {
+    pub endpoint: Endpoint,
+    pub ifname: String,
+    /// The endpoint's address and prefix length inside the namespace.
+    pub prefix_len: u8,
+    /// The node's router: the endpoint's gateway.
+    pub gateway: String,
+}
+
+/// The answer to DEL and GC: the endpoints removed (namespace/name).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct CniRemoved {
+    pub removed: Vec<String>,
+}
+
+/// The answer to CHECK: every problem found, empty when all is well.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct CniChecked {
+    pub problems: Vec<String>,
+}
+
+/// A DEL or GC the plugin could not deliver (the agent was down), kept as
+/// one JSON file in the agent's CNI queue directory and applied, in file
+/// name order, when the agent starts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum CniQueued {
+    Del(CniAttachmentRef),
+    Gc(CniGc),
 }
 
 /// One datapath event as `twill monitor` shows it.

@@ -50,6 +50,8 @@ pub enum NetdevError {
     Netns { name: String, step: &'static str, source: io::Error },
     #[error("invalid network namespace name {0:?}")]
     InvalidNetnsName(String),
+    #[error("interface {device} already exists in network namespace {netns}")]
+    Exists { device: String, netns: String },
     #[error("sysctl {path}: {source}")]
     Sysctl { path: String, source: io::Error },
 }
@@ -331,11 +333,37 @@ pub fn create_endpoint(p: &EndpointPlumbing) -> Result<(), NetdevError> {
 }
 
 fn create_endpoint_inner(p: &EndpointPlumbing) -> Result<(), NetdevError> {
-    let EndpointPlumbing { netns, host_device: dev, ip, router, host_mac, endpoint_mac } = *p;
-    let netns::NewNetns { file, rtnl: mut inside } = netns::create(netns)?;
+    let netns::NewNetns { file, rtnl: mut inside } = netns::create(p.netns)?;
+    let lo = link_index(&mut inside, LOOPBACK)?;
+    set_up(&mut inside, lo, LOOPBACK)?;
+    let pair = VethPair {
+        netns: p.netns,
+        host_device: p.host_device,
+        host_mac: p.host_mac,
+        ifname: ENDPOINT_DEVICE,
+        endpoint_mac: p.endpoint_mac,
+        ip: p.ip,
+        router: p.router,
+    };
+    configure_pair(&pair, &file, &mut inside)
+}
 
+/// One endpoint's veth pair, wherever its inside end goes.
+struct VethPair<'a> {
+    /// How messages name the namespace.
+    netns: &'a str,
+    host_device: &'a str,
+    host_mac: [u8; 6],
+    ifname: &'a str,
+    endpoint_mac: [u8; 6],
+    ip: Ipv4Addr,
+    router: Ipv4Addr,
+}
+
+fn configure_pair(p: &VethPair, netns_file: &std::fs::File, inside: &mut Rtnl) -> Result<(), NetdevError> {
+    let VethPair { netns, host_device: dev, ip, router, host_mac, endpoint_mac, ifname } = *p;
     let mut host = open()?;
-    add_veth(&mut host, dev, Some(host_mac), ENDPOINT_DEVICE, Some(endpoint_mac), Some((netns, &file)))?;
+    add_veth(&mut host, dev, Some(host_mac), ifname, Some(endpoint_mac), Some((netns, netns_file)))?;
     let index = link_index(&mut host, dev)?;
     set_addrgenmode_none(&mut host, index, dev)?;
     set_up(&mut host, index, dev)?;
@@ -351,18 +379,138 @@ fn create_endpoint_inner(p: &EndpointPlumbing) -> Result<(), NetdevError> {
     // filtering would drop them.
     write_sysctl(&format!("/proc/sys/net/ipv4/conf/{dev}/rp_filter"), "0")?;
 
-    let lo = link_index(&mut inside, LOOPBACK)?;
-    set_up(&mut inside, lo, LOOPBACK)?;
-    let eth0 = link_index(&mut inside, ENDPOINT_DEVICE)?;
-    set_addrgenmode_none(&mut inside, eth0, ENDPOINT_DEVICE)?;
-    add_address(&mut inside, eth0, ENDPOINT_DEVICE, ip, false)?;
-    set_up(&mut inside, eth0, ENDPOINT_DEVICE)?;
+    let eth0 = link_index(inside, ifname)?;
+    set_addrgenmode_none(inside, eth0, ifname)?;
+    add_address(inside, eth0, ifname, ip, false)?;
+    set_up(inside, eth0, ifname)?;
     let to_router = Route { destination: Some(router), gateway: None, source: None, replace: false };
-    add_route(&mut inside, eth0, ENDPOINT_DEVICE, to_router)?;
+    add_route(inside, eth0, ifname, to_router)?;
     let default = Route { destination: None, gateway: Some(router), source: None, replace: false };
-    add_route(&mut inside, eth0, ENDPOINT_DEVICE, default)?;
-    set_neighbour(&mut inside, eth0, ENDPOINT_DEVICE, router, host_mac)?;
+    add_route(inside, eth0, ifname, default)?;
+    set_neighbour(inside, eth0, ifname, router, host_mac)?;
     Ok(())
+}
+
+/// An endpoint whose inside end goes into a namespace someone else owns
+/// (a container runtime's, named by path), under the interface name the
+/// runtime asked for.
+#[derive(Debug, Clone)]
+pub struct AttachedPlumbing<'a> {
+    pub netns_path: &'a std::path::Path,
+    pub ifname: &'a str,
+    pub host_device: &'a str,
+    pub host_mac: [u8; 6],
+    pub endpoint_mac: [u8; 6],
+    pub ip: Ipv4Addr,
+    pub router: Ipv4Addr,
+}
+
+/// Creates the veth pair into the existing namespace with address, routes
+/// and neighbour. On failure the pair is removed again (taking the inside
+/// end with it); the namespace itself is never Twill's to remove.
+pub fn attach_endpoint(p: &AttachedPlumbing) -> Result<(), NetdevError> {
+    let netns::NewNetns { file, rtnl: mut inside } = netns::open(p.netns_path)?;
+    let label = p.netns_path.display().to_string();
+    if link_index(&mut inside, p.ifname).is_ok() {
+        return Err(NetdevError::Exists { device: p.ifname.into(), netns: label });
+    }
+    let pair = VethPair {
+        netns: &label,
+        host_device: p.host_device,
+        host_mac: p.host_mac,
+        ifname: p.ifname,
+        endpoint_mac: p.endpoint_mac,
+        ip: p.ip,
+        router: p.router,
+    };
+    let result = configure_pair(&pair, &file, &mut inside);
+    if result.is_err() {
+        let _ = delete_device(p.host_device);
+    }
+    result
+}
+
+/// What is wrong with an attached endpoint's inside end: the interface,
+/// its address and its routes, each problem in words (empty when none).
+pub fn check_attached(
+    netns_path: &std::path::Path,
+    ifname: &str,
+    ip: Ipv4Addr,
+    router: Ipv4Addr,
+) -> Result<Vec<String>, NetdevError> {
+    let netns::NewNetns { rtnl: mut inside, .. } = netns::open(netns_path)?;
+    let mut problems = Vec::new();
+    let index = match link_index(&mut inside, ifname) {
+        Ok(i) => i,
+        Err(NetdevError::NoDevice(_)) => {
+            return Ok(vec![format!("interface {ifname} does not exist in {}", netns_path.display())])
+        }
+        Err(e) => return Err(e),
+    };
+    let mut by_index = LinkMessage::default();
+    by_index.header.index = index;
+    if let Ok(Some(RouteNetlinkMessage::NewLink(link))) = inside.get(RouteNetlinkMessage::GetLink(by_index)) {
+        if !link.header.flags.contains(LinkFlags::Up) {
+            problems.push(format!("interface {ifname} is down"));
+        }
+    }
+    let mut request = AddressMessage::default();
+    request.header.family = AddressFamily::Inet;
+    let addresses = inside
+        .dump(RouteNetlinkMessage::GetAddress(request))
+        .map_err(|source| NetdevError::Netlink { operation: format!("-4 addr show dev {ifname}"), source })?;
+    let has_address = addresses.iter().any(|m| match m {
+        RouteNetlinkMessage::NewAddress(a) => {
+            a.header.index == index
+                && a.header.prefix_len == 32
+                && a.attributes.iter().any(|x| matches!(x, AddressAttribute::Local(IpAddr::V4(l)) if *l == ip))
+        }
+        _ => false,
+    });
+    if !has_address {
+        problems.push(format!("interface {ifname} lacks address {ip}/32"));
+    }
+    let mut request = RouteMessage::default();
+    request.header.address_family = AddressFamily::Inet;
+    let routes = inside
+        .dump(RouteNetlinkMessage::GetRoute(request))
+        .map_err(|source| NetdevError::Netlink { operation: "-4 route show".into(), source })?;
+    let mut default_via_router = false;
+    let mut router_direct = false;
+    for m in &routes {
+        let RouteNetlinkMessage::NewRoute(r) = m else { continue };
+        if r.header.table != RouteHeader::RT_TABLE_MAIN {
+            continue;
+        }
+        let oif = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Oif(i) => Some(*i),
+            _ => None,
+        });
+        if oif != Some(index) {
+            continue;
+        }
+        let gateway = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+            _ => None,
+        });
+        let destination = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(*d),
+            _ => None,
+        });
+        if r.header.destination_prefix_length == 0 && gateway == Some(router) {
+            default_via_router = true;
+        }
+        if r.header.destination_prefix_length == 32 && destination == Some(router) && gateway.is_none() {
+            router_direct = true;
+        }
+    }
+    if !router_direct {
+        problems.push(format!("no route to the router {router}/32 on {ifname}"));
+    }
+    if !default_via_router {
+        problems.push(format!("no default route via {router} on {ifname}"));
+    }
+    Ok(problems)
 }
 
 fn delete_device(device: &str) -> Result<(), NetdevError> {

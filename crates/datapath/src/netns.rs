@@ -146,3 +146,32 @@ pub(crate) fn delete(name: &str) -> Result<(), NetdevError> {
         _ => Ok(()),
     }
 }
+
+/// A namespace someone else made (a container runtime's CNI_NETNS, given
+/// by path): a handle on it and a netlink socket opened inside it.
+pub(crate) fn open(path: &Path) -> Result<NewNetns, NetdevError> {
+    let name = path.display().to_string();
+    let fail = |step: &'static str| {
+        let name = name.clone();
+        move |source| NetdevError::Netns { name, step, source }
+    };
+    let file = File::open(path).map_err(fail("opening it"))?;
+    let fd = {
+        use std::os::fd::AsRawFd;
+        file.as_raw_fd()
+    };
+    // setns(2) moves only the calling thread: a thread that exits right
+    // after opens the socket there, and nothing else runs inside.
+    let rtnl = std::thread::Builder::new()
+        .name("twill-netns".into())
+        .spawn(move || -> Result<Rtnl, (&'static str, io::Error)> {
+            // SAFETY: setns(2) on an open namespace file, for this thread only.
+            check(unsafe { libc::setns(fd, libc::CLONE_NEWNET) }).map_err(|e| ("entering it", e))?;
+            Rtnl::open().map_err(|e| ("opening a netlink socket in it", e))
+        })
+        .map_err(fail("starting a thread for it"))?
+        .join()
+        .unwrap_or_else(|_| Err(("thread", io::Error::other("namespace thread panicked"))))
+        .map_err(|(step, source)| NetdevError::Netns { name: name.clone(), step, source })?;
+    Ok(NewNetns { file, rtnl })
+}

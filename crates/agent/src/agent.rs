@@ -10,6 +10,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
+    path::Path,
     sync::{Arc, RwLock},
     time::Instant,
 };
@@ -83,6 +84,13 @@ pub enum Change {
         labels: Vec<String>,
         all: bool,
     },
+    /// A container runtime attaches a container (CNI ADD): the same
+    /// endpoint as `EndpointCreate`, inside the runtime's namespace.
+    CniAdd(api::CniAdd),
+    /// CNI DEL: nothing attached is success.
+    CniDel(api::CniAttachmentRef),
+    /// CNI GC: this network's attachments the runtime no longer lists go.
+    CniGc(api::CniGc),
 }
 
 /// What a change produced, for the caller to report.
@@ -91,6 +99,8 @@ pub enum Outcome {
     Endpoint(Box<api::Endpoint>),
     Namespace(api::NamespaceInfo),
     Policy(api::PolicyImported),
+    CniAttached(Box<api::CniAttached>),
+    CniRemoved(api::CniRemoved),
 }
 
 /// What follows from a change beyond the change itself.
@@ -154,6 +164,7 @@ impl Agent {
         agent.namespaces.ensure_default()?;
         agent.restore()?;
         agent.follow_up(Effects { regenerate: true })?;
+        agent.drain_cni_queue();
         Ok(agent)
     }
 
@@ -199,8 +210,11 @@ impl Agent {
     fn change(&mut self, change: Change, effects: &mut Effects) -> Result<Outcome> {
         Ok(match change {
             Change::EndpointCreate { name, namespace, labels, ports } => Outcome::Endpoint(Box::new(
-                self.endpoint_create(&name, &namespace, &labels, &ports, effects)?,
+                self.endpoint_create(&name, &namespace, &labels, &ports, None, effects)?,
             )),
+            Change::CniAdd(add) => Outcome::CniAttached(Box::new(self.cni_add(add, effects)?)),
+            Change::CniDel(target) => Outcome::CniRemoved(self.cni_del(&target, effects)?),
+            Change::CniGc(gc) => Outcome::CniRemoved(self.cni_gc(&gc, effects)?),
             Change::EndpointDelete { name, namespace } => {
                 Outcome::Endpoint(Box::new(self.endpoint_delete(&name, &namespace, effects)?))
             }
@@ -260,10 +274,11 @@ impl Agent {
         namespace: &str,
         labels: &[String],
         ports: &[String],
+        attached: Option<(Attachment, String)>,
         effects: &mut Effects,
     ) -> Result<api::Endpoint> {
         let ns = self.namespaces.get(namespace)?;
-        let mut record = self.endpoints.prepare(name, namespace, labels, ports)?;
+        let mut record = self.endpoints.prepare(name, namespace, labels, ports, attached)?;
         match self.bring_up(&mut record, &ns, effects) {
             Ok(()) => {
                 info!(endpoint = %format!("{namespace}/{name}"), id = record.id, ip = %record.ip, identity = record.identity, "endpoint created");
@@ -354,6 +369,142 @@ impl Agent {
         if r.identity != 0 {
             if let Err(e) = self.identities.release(r.identity, &r.owner(self.endpoints.node())) {
                 log("releasing identity", e);
+            }
+        }
+    }
+
+    // ---- CNI attachments ---------------------------------------------------
+
+    fn cni_add(&mut self, add: api::CniAdd, effects: &mut Effects) -> Result<api::CniAttached> {
+        if !add.netns.starts_with('/') {
+            return Err(AgentError::Invalid(format!("CNI_NETNS {:?} must be an absolute path", add.netns)));
+        }
+        if !Path::new(&add.netns).exists() {
+            return Err(AgentError::Invalid(format!("CNI_NETNS {} does not exist", add.netns)));
+        }
+        if let Some(r) = self.endpoints.find_attached(&add.container_id, &add.ifname)? {
+            return Err(AgentError::AlreadyExists(format!(
+                "container {} interface {} is already attached as endpoint {}/{}; DEL it first",
+                add.container_id, add.ifname, r.namespace, r.name
+            )));
+        }
+        // Orchestrators do not ask Twill to create their namespaces; a
+        // namespace made here goes again if the ADD fails.
+        let made_namespace = match self.namespaces.get(&add.namespace) {
+            Ok(_) => false,
+            Err(AgentError::NotFound(_)) => {
+                self.namespaces.create(&add.namespace, &[])?;
+                true
+            }
+            Err(e) => return Err(e),
+        };
+        let attachment = Attachment {
+            network: add.network.clone(),
+            container_id: add.container_id.clone(),
+            ifname: add.ifname.clone(),
+        };
+        let created = self.endpoint_create(
+            &add.name,
+            &add.namespace,
+            &add.labels,
+            &[],
+            Some((attachment, add.netns)),
+            effects,
+        );
+        match created {
+            Ok(endpoint) => Ok(api::CniAttached {
+                endpoint,
+                ifname: add.ifname,
+                prefix_len: 32,
+                gateway: self.endpoints.router().to_string(),
+            }),
+            Err(e) => {
+                if made_namespace {
+                    let _ = self.namespaces.delete(&add.namespace, 0);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn cni_del(&mut self, target: &api::CniAttachmentRef, effects: &mut Effects) -> Result<api::CniRemoved> {
+        let Some(r) = self.endpoints.find_attached(&target.container_id, &target.ifname)? else {
+            return Ok(api::CniRemoved::default());
+        };
+        self.endpoint_delete(&r.name, &r.namespace, effects)?;
+        Ok(api::CniRemoved { removed: vec![format!("{}/{}", r.namespace, r.name)] })
+    }
+
+    fn cni_gc(&mut self, gc: &api::CniGc, effects: &mut Effects) -> Result<api::CniRemoved> {
+        let valid: BTreeSet<(&str, &str)> =
+            gc.valid.iter().map(|a| (a.container_id.as_str(), a.ifname.as_str())).collect();
+        let mut removed = Vec::new();
+        for r in self.endpoints.records()? {
+            let Some(a) = &r.attachment else { continue };
+            if a.network != gc.network || valid.contains(&(a.container_id.as_str(), a.ifname.as_str())) {
+                continue;
+            }
+            info!(container = %a.container_id, ifname = %a.ifname, "GC: attachment no longer valid");
+            self.endpoint_delete(&r.name, &r.namespace, effects)?;
+            removed.push(format!("{}/{}", r.namespace, r.name));
+        }
+        Ok(api::CniRemoved { removed })
+    }
+
+    /// CNI CHECK: what is wrong with an attachment; empty when nothing.
+    pub fn cni_check(&self, check: &api::CniCheck) -> Result<api::CniChecked> {
+        let r = self.endpoints.find_attached(&check.container_id, &check.ifname)?.ok_or_else(|| {
+            AgentError::NotFound(format!(
+                "container {} has no interface {} attached by Twill",
+                check.container_id, check.ifname
+            ))
+        })?;
+        let mut problems = self.endpoints.check_attached(&r, &check.netns)?;
+        let own = format!("{}/32", r.ip);
+        for address in &check.addresses {
+            if *address != own {
+                problems.push(format!("prevResult address {address} is not the endpoint's address {own}"));
+            }
+        }
+        if self.datapath.endpoint_entries()?.iter().all(|(ip, _)| *ip != r.ip) {
+            problems.push(format!("the datapath does not know endpoint address {}", r.ip));
+        }
+        Ok(api::CniChecked { problems })
+    }
+
+    /// Applies what twill-cni queued while the agent was down, oldest
+    /// first. An entry that fails stays for the next start; one that cannot
+    /// be read is set aside (renamed `.bad`) so it does not block the rest.
+    pub fn drain_cni_queue(&mut self) {
+        let dir = self.config.cni_queue_dir.clone();
+        let mut files: Vec<std::path::PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect(),
+            Err(_) => return,
+        };
+        files.sort();
+        for file in files {
+            let entry = std::fs::read(&file)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice::<api::CniQueued>(&b).map_err(|e| e.to_string()));
+            let change = match entry {
+                Ok(api::CniQueued::Del(target)) => Change::CniDel(target),
+                Ok(api::CniQueued::Gc(gc)) => Change::CniGc(gc),
+                Err(e) => {
+                    warn!("CNI queue entry {}: {e}; set aside", file.display());
+                    let _ = std::fs::rename(&file, file.with_extension("bad"));
+                    continue;
+                }
+            };
+            match self.apply(change.clone()) {
+                Ok(_) => {
+                    info!(?change, "applied a CNI request queued while the agent was down");
+                    let _ = std::fs::remove_file(&file);
+                }
+                Err(e) => warn!("CNI queue entry {}: {}; kept for the next start", file.display(), e.chain()),
             }
         }
     }
@@ -747,6 +898,7 @@ impl Agent {
             pod_cidr: self.config.pod_cidr.to_string(),
             router_ipv4: self.config.pod_cidr.router().to_string(),
             state_dir: self.config.state_dir.display().to_string(),
+            cni_queue_dir: self.config.cni_queue_dir.display().to_string(),
             bpf_root: self.config.bpf_root.display().to_string(),
             hubble_socket: self.config.hubble_socket.as_ref().map(|p| p.display().to_string()),
             hubble_listen: self.config.hubble_listen.map(|a| a.to_string()),
@@ -814,6 +966,17 @@ impl Agent {
                 );
                 record.identity = identity;
                 self.endpoints.save(&record)?;
+            }
+            if !self.endpoints.present(&record)
+                && record.attachment.is_some()
+                && !Path::new(&record.netns).exists()
+            {
+                // The runtime's namespace went while the agent was down:
+                // nothing to plumb into. The address stays reserved until
+                // the runtime's DEL or GC says the container is gone.
+                warn!("{what}: namespace {} is gone; waiting for the runtime's DEL or GC", record.netns);
+                restored.push(record);
+                continue;
             }
             if !self.endpoints.present(&record) {
                 info!("{what}: devices missing, recreating them");

@@ -55,6 +55,11 @@ pub struct Args {
     /// Flows kept in memory for `twill observe` and Hubble clients.
     #[arg(long, default_value_t = twill_observe::DEFAULT_CAPACITY)]
     pub flow_buffer_size: usize,
+    /// Where twill-cni queues DELs and GCs while the agent is down (its
+    /// config's `queueDir`); drained at start. Default: cni-queue in the
+    /// state directory.
+    #[arg(long)]
+    pub cni_queue_dir: Option<PathBuf>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: tracing::Level,
@@ -77,6 +82,7 @@ pub struct Config {
     pub hubble_listen: Option<SocketAddr>,
     pub prometheus_listen: Option<SocketAddr>,
     pub flow_buffer_size: usize,
+    pub cni_queue_dir: PathBuf,
 }
 
 /// A flag whose value is wrong: names the flag, the value and the reason.
@@ -126,7 +132,9 @@ impl Config {
             Some(path) => Some(PathBuf::from(path)),
             None => Some(run_dir.join("hubble.sock")),
         };
+        let cni_queue_dir = args.cni_queue_dir.unwrap_or_else(|| args.state_dir.join("cni-queue"));
         Ok(Config {
+            cni_queue_dir,
             state_dir: args.state_dir,
             api_socket: args.api_socket,
             bpf_root: args.bpf_root,

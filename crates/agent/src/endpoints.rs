@@ -6,6 +6,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::Ipv4Addr,
+    path::Path,
     sync::Arc,
 };
 
@@ -20,7 +21,7 @@ use crate::{
     error::{AgentError, Result},
     names,
     policy::ports::parse_named_port,
-    records::{endpoint_key, endpoints_prefix, EndpointRecord},
+    records::{endpoint_key, endpoints_prefix, Attachment, EndpointRecord},
 };
 
 pub struct Endpoints {
@@ -68,6 +69,7 @@ impl Endpoints {
         namespace: &str,
         labels: &[String],
         ports: &[String],
+        attached: Option<(Attachment, String)>,
     ) -> Result<EndpointRecord> {
         names::check_dns_label("endpoint", name)?;
         names::check_dns_label("namespace", namespace)?;
@@ -82,6 +84,10 @@ impl Endpoints {
         if self.store.get(&endpoint_key(&self.node, namespace, name))?.is_some() {
             return Err(AgentError::AlreadyExists(format!("endpoint {namespace}/{name} already exists")));
         }
+        let (attachment, netns) = match attached {
+            Some((a, path)) => (Some(a), path),
+            None => (None, names::netns_name(&self.node, namespace, name)),
+        };
         let id = self.free_id()?;
         let ip = self.ipam.allocate(&format!("{}/{id}", self.node))?;
         Ok(EndpointRecord {
@@ -91,12 +97,20 @@ impl Endpoints {
             labels,
             ip,
             identity: 0,
-            netns: names::netns_name(&self.node, namespace, name),
+            netns,
             host_device: names::host_device(id),
             mac: names::endpoint_mac(ip),
             host_mac: names::host_mac(ip),
             ports,
+            attachment,
         })
+    }
+
+    /// The endpoint a CNI attachment made, if any.
+    pub fn find_attached(&self, container_id: &str, ifname: &str) -> Result<Option<EndpointRecord>> {
+        Ok(self.records()?.into_iter().find(|r| {
+            r.attachment.as_ref().is_some_and(|a| a.container_id == container_id && a.ifname == ifname)
+        }))
     }
 
     fn free_id(&self) -> Result<u32> {
@@ -147,20 +161,66 @@ impl Endpoints {
         }
     }
 
-    /// Namespace, veth pair, addresses, routes and neighbours.
+    /// Namespace (unless the runtime brought one), veth pair, addresses,
+    /// routes and neighbours.
     pub fn plumb(&self, record: &EndpointRecord) -> Result<()> {
-        netdev::create_endpoint(&self.plumbing(record))?;
+        match &record.attachment {
+            None => netdev::create_endpoint(&self.plumbing(record))?,
+            Some(a) => netdev::attach_endpoint(&netdev::AttachedPlumbing {
+                netns_path: Path::new(&record.netns),
+                ifname: &a.ifname,
+                host_device: &record.host_device,
+                host_mac: record.host_mac,
+                endpoint_mac: record.mac,
+                ip: record.ip,
+                router: self.router,
+            })?,
+        }
         Ok(())
     }
 
-    /// Removes the devices; idempotent.
+    /// Removes the devices, and the namespace if Twill made it;
+    /// idempotent. Deleting the host end takes the inside end with it.
     pub fn unplumb(&self, record: &EndpointRecord) -> Result<()> {
-        netdev::delete_endpoint(&record.netns, &record.host_device)?;
+        match &record.attachment {
+            None => netdev::delete_endpoint(&record.netns, &record.host_device)?,
+            Some(_) => netdev::delete_link(&record.host_device)?,
+        }
         Ok(())
     }
 
     pub fn present(&self, record: &EndpointRecord) -> bool {
-        netdev::endpoint_present(&record.netns, &record.host_device)
+        match &record.attachment {
+            None => netdev::endpoint_present(&record.netns, &record.host_device),
+            Some(_) => netdev::ifindex(&record.host_device).is_some(),
+        }
+    }
+
+    /// What CHECK finds wrong with an attached endpoint (empty: nothing).
+    pub fn check_attached(&self, record: &EndpointRecord, netns: &str) -> Result<Vec<String>> {
+        let Some(a) = &record.attachment else {
+            return Ok(vec![format!(
+                "endpoint {}/{} is not a CNI attachment",
+                record.namespace, record.name
+            )]);
+        };
+        let mut problems = Vec::new();
+        if netns != record.netns {
+            problems.push(format!("CNI_NETNS {netns} is not {} given at ADD", record.netns));
+        }
+        if netdev::ifindex(&record.host_device).is_none() {
+            problems.push(format!("host interface {} does not exist", record.host_device));
+        }
+        if !Path::new(netns).exists() {
+            problems.push(format!("CNI_NETNS {netns} does not exist"));
+            return Ok(problems);
+        }
+        problems.extend(netdev::check_attached(Path::new(netns), &a.ifname, record.ip, self.router)?);
+        Ok(problems)
+    }
+
+    pub fn router(&self) -> Ipv4Addr {
+        self.router
     }
 
     pub fn ifindex(&self, record: &EndpointRecord) -> Result<u32> {

@@ -28,6 +28,20 @@ pub struct EndpointRecord {
     /// Named ports the endpoint declares, for policies that use port names.
     #[serde(default)]
     pub ports: Vec<twill_policy::resolve::NamedPort>,
+    /// Set for endpoints a container runtime attached through CNI: their
+    /// namespace (`netns`, then a path) is the runtime's, never Twill's to
+    /// create or remove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Attachment>,
+}
+
+/// Which CNI attachment an endpoint is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Attachment {
+    /// The network's name in the CNI config, for GC.
+    pub network: String,
+    pub container_id: String,
+    pub ifname: String,
 }
 
 impl EndpointRecord {

@@ -92,6 +92,7 @@ mod tests {
             mac: names::endpoint_mac(ip),
             host_mac: names::host_mac(ip),
             ports: vec![],
+            attachment: None,
         }
     }
 

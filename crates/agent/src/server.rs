@@ -199,6 +199,8 @@ fn apply(agent: &mut Agent, change: Change) -> Result<serde_json::Value> {
         Outcome::Endpoint(e) => json(e),
         Outcome::Namespace(n) => json(n),
         Outcome::Policy(p) => json(p),
+        Outcome::CniAttached(a) => json(a),
+        Outcome::CniRemoved(r) => json(r),
     }
 }
 
@@ -240,5 +242,9 @@ fn dispatch(agent: &mut Agent, request: Request) -> Result<serde_json::Value> {
         Request::BpfPolicyGet { name, namespace } => json(agent.bpf_policy_get(&name, &namespace)?),
         Request::BpfCtList => json(agent.bpf_ct_list()?),
         Request::Uninstall => json(agent.uninstall()?),
+        Request::CniAdd(add) => apply(agent, Change::CniAdd(add)),
+        Request::CniDel(target) => apply(agent, Change::CniDel(target)),
+        Request::CniGc(gc) => apply(agent, Change::CniGc(gc)),
+        Request::CniCheck(check) => json(agent.cni_check(&check)?),
     }
 }

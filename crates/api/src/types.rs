@@ -400,6 +400,9 @@ pub struct Status {
     pub pod_cidr: String,
     pub router_ipv4: String,
     pub state_dir: String,
+    /// Where twill-cni queues DEL and GC while the agent is down.
+    #[serde(default)]
+    pub cni_queue_dir: String,
     pub bpf_root: String,
     /// The agent's Hubble observer socket, for clients that read flows.
     #[serde(default)]

@@ -1,6 +1,7 @@
 //! twill: the command-line client of the Twill agent.
 
 mod exec;
+mod install;
 mod observe;
 mod table;
 
@@ -73,8 +74,21 @@ enum Commands {
     },
     /// Observe flows from the agent's Hubble-compatible API (like `hubble observe`).
     Observe(observe::ObserveArgs),
-    /// Remove everything Twill created on this node and stop the agent.
-    Uninstall,
+    /// Install Twill's integrations on this node.
+    #[command(subcommand)]
+    Install(InstallCmd),
+    /// Remove everything Twill created on this node (also the CNI plugin
+    /// and conflist `install cni` wrote) and stop the agent.
+    Uninstall {
+        #[command(flatten)]
+        cni: install::CniDirs,
+    },
+}
+
+#[derive(Subcommand)]
+enum InstallCmd {
+    /// Write the twill-cni plugin and a conflist for this agent.
+    Cni(install::InstallCni),
 }
 
 #[derive(Subcommand)]
@@ -564,10 +578,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 writeln!(std::io::stdout(), "{line}").is_ok() && std::io::stdout().flush().is_ok()
             })?;
         }
-        Commands::Uninstall => {
+        Commands::Install(InstallCmd::Cni(args)) => install::install(&cli.socket, args)?,
+        Commands::Uninstall { cni } => {
+            // The plugin first: no runtime starts a new ADD against an
+            // agent that is going away.
+            let cni_removed = install::uninstall(&cli.socket, &cni)?;
             let done: Uninstalled = client.call(&Request::Uninstall)?;
             println!("Removed {} endpoint(s) and:", done.endpoints);
-            for item in done.removed {
+            for item in cni_removed.into_iter().chain(done.removed) {
                 println!("  {item}");
             }
         }

@@ -463,7 +463,9 @@ pub fn check_attached(
         RouteNetlinkMessage::NewAddress(a) => {
             a.header.index == index
                 && a.header.prefix_len == 32
-                && a.attributes.iter().any(|x| matches!(x, AddressAttribute::Local(IpAddr::V4(l)) if *l == ip))
+                && a.attributes
+                    .iter()
+                    .any(|x| matches!(x, AddressAttribute::Local(IpAddr::V4(l)) if *l == ip))
         }
         _ => false,
     });

@@ -15,6 +15,8 @@ use std::{
 
 pub use serde_json::Value;
 
+pub mod cni;
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Directory holding the built `twill` and `twill-agent` binaries.

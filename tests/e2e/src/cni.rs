@@ -113,7 +113,12 @@ pub fn config(node: &Node, version: &str) -> Value {
 }
 
 /// The environment of one attachment's command.
-pub fn env<'a>(command: &'a str, container: &'a str, netns: &'a str, ifname: &'a str) -> Vec<(&'a str, &'a str)> {
+pub fn env<'a>(
+    command: &'a str,
+    container: &'a str,
+    netns: &'a str,
+    ifname: &'a str,
+) -> Vec<(&'a str, &'a str)> {
     vec![
         ("CNI_COMMAND", command),
         ("CNI_CONTAINERID", container),

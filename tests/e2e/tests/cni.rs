@@ -42,13 +42,21 @@ fn add_check_del_in_every_version() {
         let result = result.ok();
         assert_eq!(result["cniVersion"], *version, "{result}");
         let ip = &result["ips"][0];
-        assert_eq!(ip.get("version").is_some(), version.starts_with("0."), "ips carry version before 1.0.0: {result}");
+        assert_eq!(
+            ip.get("version").is_some(),
+            version.starts_with("0."),
+            "ips carry version before 1.0.0: {result}"
+        );
         assert_eq!(result["interfaces"][ip["interface"].as_u64().unwrap() as usize]["name"], ifname.as_str());
         assert_eq!(result["interfaces"][1]["sandbox"], netns.as_str());
         assert_eq!(result["routes"][0]["dst"], "0.0.0.0/0");
         let address = ip["address"].as_str().unwrap();
         let bare = address.split('/').next().unwrap();
-        assert!(addresses_in(&sandbox).contains(&format!("{ifname}    inet {address}")), "{}", addresses_in(&sandbox));
+        assert!(
+            addresses_in(&sandbox).contains(&format!("{ifname}    inet {address}")),
+            "{}",
+            addresses_in(&sandbox)
+        );
         let listed = endpoints(&node);
         let ep = listed.iter().find(|e| e["ipv4"] == bare).expect("listed like any endpoint");
         assert_eq!(ep["name"], format!("{container}-{ifname}"));
@@ -103,15 +111,25 @@ fn bad_input_names_the_problem_and_changes_nothing() {
         vars.push((key, value));
         vars.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>()
     };
-    let cases: Vec<(Vec<(String, String)>, Value, u64, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (with("CNI_COMMAND", "UPDATE"), good.clone(), 4, "CNI_COMMAND"),
         (with("CNI_IFNAME", "much-too-long-name0"), good.clone(), 4, "CNI_IFNAME"),
         (with("CNI_ARGS", "K8S_POD_NAME"), good.clone(), 4, "CNI_ARGS"),
         (with("CNI_NETNS", "/run/netns/does-not-exist"), good.clone(), 7, "CNI_NETNS"),
         (add_owned(&add), json!({"cniVersion": "0.2.0", "name": "twill", "type": "twill-cni"}), 1, "0.2.0"),
         (add_owned(&add), json!({"cniVersion": "1.0.0", "type": "twill-cni"}), 7, "\"name\""),
-        (add_owned(&add), json!({"cniVersion": "1.0.0", "name": "twill", "type": "twill-cni", "agentSocket": 7}), 7, "agentSocket"),
-        (add_owned(&add), json!({"cniVersion": "1.0.0", "name": "twill", "type": "twill-cni", "ipam": {"type": "host-local"}}), 2, "ipam"),
+        (
+            add_owned(&add),
+            json!({"cniVersion": "1.0.0", "name": "twill", "type": "twill-cni", "agentSocket": 7}),
+            7,
+            "agentSocket",
+        ),
+        (
+            add_owned(&add),
+            json!({"cniVersion": "1.0.0", "name": "twill", "type": "twill-cni", "ipam": {"type": "host-local"}}),
+            2,
+            "ipam",
+        ),
     ];
     for (vars, conf, expected, needle) in cases {
         let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -130,7 +148,11 @@ fn bad_input_names_the_problem_and_changes_nothing() {
     assert_eq!(a.json["cniVersion"], "0.3.1", "{}", a.stdout);
 
     assert!(endpoints(&node).is_empty(), "no endpoint half-created");
-    assert!(!addresses_in(&sandbox).contains("inet 10."), "nothing in the sandbox: {}", addresses_in(&sandbox));
+    assert!(
+        !addresses_in(&sandbox).contains("inet 10."),
+        "nothing in the sandbox: {}",
+        addresses_in(&sandbox)
+    );
     // A second ADD of the same attachment is refused and leaves the first.
     invoke(&node, &plugin(), &add, &good).ok();
     let again = invoke(&node, &plugin(), &add, &good);
@@ -138,6 +160,9 @@ fn bad_input_names_the_problem_and_changes_nothing() {
     assert_eq!(endpoints(&node).len(), 1);
     invoke(&node, &plugin(), &env("DEL", "c1", "", "eth0"), &good).ok();
 }
+
+/// Environment, config, expected code, text the message must contain.
+type Case = (Vec<(String, String)>, Value, u64, &'static str);
 
 fn add_owned(vars: &[(&str, &str)]) -> Vec<(String, String)> {
     vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
@@ -173,7 +198,11 @@ fn kubelet_args_place_the_pod_and_policy_holds_before_add_returns() {
     let pod = node.twill_json(&["endpoint", "get", "web-0", "--namespace", "prod"]);
     assert_eq!(pod["ingress_enforced"], true, "{pod}");
     assert!(
-        pod["security_labels"].as_array().unwrap().iter().any(|l| l == "k8s:io.kubernetes.pod.namespace=prod"),
+        pod["security_labels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l == "k8s:io.kubernetes.pod.namespace=prod"),
         "{pod}"
     );
     assert!(Node::ping_from_netns(&sandbox.name, &client_ip), "egress is not restricted");
@@ -234,9 +263,11 @@ fn gc_keeps_listed_attachments_and_reads_the_older_key() {
     }
     let standalone = node.endpoint("standalone", "default", "");
     let mut gc = conf.clone();
-    gc["cni.dev/attachments"] = json!([{"containerID": "g1", "ifname": "eth0"}, {"containerID": "g2", "ifname": "eth0"}]);
+    gc["cni.dev/attachments"] =
+        json!([{"containerID": "g1", "ifname": "eth0"}, {"containerID": "g2", "ifname": "eth0"}]);
     invoke(&node, &plugin(), &[("CNI_COMMAND", "GC")], &gc).ok();
-    let mut names: Vec<String> = endpoints(&node).iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
+    let mut names: Vec<String> =
+        endpoints(&node).iter().map(|e| e["name"].as_str().unwrap().to_string()).collect();
     names.sort();
     assert_eq!(names, ["g1", "g2", "standalone"], "GC leaves endpoints it did not attach: {standalone}");
     // Another network's GC does not touch this network's attachments.
@@ -273,7 +304,8 @@ fn chained_with_portmap_and_bandwidth() {
                 {"type": "bandwidth", "ingressRate": 8_000_000, "ingressBurst": 1_000_000},
             ],
         });
-        let runtime_config = json!({"portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]});
+        let runtime_config =
+            json!({"portMappings": [{"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]});
         let mut prev = Value::Null;
         let plugins = list["plugins"].as_array().unwrap();
         for p in plugins {
@@ -286,7 +318,10 @@ fn chained_with_portmap_and_bandwidth() {
         let host_device = prev["interfaces"][0]["name"].as_str().unwrap().to_string();
         assert!(iptables_nat(&node).contains("--dport 18080"), "portmap's DNAT: {}", iptables_nat(&node));
         let qdisc = node.host_cmd(&["tc", "qdisc", "show", "dev", &host_device]);
-        assert!(String::from_utf8_lossy(&qdisc.stdout).contains("tbf"), "bandwidth's shaper on {host_device}");
+        assert!(
+            String::from_utf8_lossy(&qdisc.stdout).contains("tbf"),
+            "bandwidth's shaper on {host_device}"
+        );
         // The whole chain's result checks out with twill-cni.
         let check = plugin_conf(&list, &plugins[0], &prev, &runtime_config);
         invoke(&node, &plugin(), &env("CHECK", &container, &netns, "eth0"), &check).ok();
@@ -326,10 +361,18 @@ fn install_writes_plugin_and_conflist_and_uninstall_removes_them() {
     let node = Node::start("cniinstall");
     let base = node.state_dir.parent().unwrap().to_path_buf();
     let (bin, conf) = (base.join("bin"), base.join("net.d"));
-    node.twill_ok(&["install", "cni", "--bin-dir", bin.to_str().unwrap(), "--conf-dir", conf.to_str().unwrap()]);
+    node.twill_ok(&[
+        "install",
+        "cni",
+        "--bin-dir",
+        bin.to_str().unwrap(),
+        "--conf-dir",
+        conf.to_str().unwrap(),
+    ]);
     let installed = bin.join("twill-cni");
     assert!(installed.is_file());
-    let list: Value = serde_json::from_slice(&std::fs::read(conf.join("10-twill.conflist")).unwrap()).unwrap();
+    let list: Value =
+        serde_json::from_slice(&std::fs::read(conf.join("10-twill.conflist")).unwrap()).unwrap();
     let p = &list["plugins"][0];
     assert_eq!(p["agentSocket"], node.socket.to_str().unwrap());
     assert_eq!(p["queueDir"], node.state_dir.join("cni-queue").to_str().unwrap());
@@ -340,7 +383,13 @@ fn install_writes_plugin_and_conflist_and_uninstall_removes_them() {
     one["cniVersion"] = list["cniVersion"].clone();
     invoke(&node, &installed, &env("ADD", "inst", &sandbox.path(), "eth0"), &one).ok();
     assert_eq!(endpoints(&node).len(), 1);
-    let out = node.twill_ok(&["uninstall", "--bin-dir", bin.to_str().unwrap(), "--conf-dir", conf.to_str().unwrap()]);
+    let out = node.twill_ok(&[
+        "uninstall",
+        "--bin-dir",
+        bin.to_str().unwrap(),
+        "--conf-dir",
+        conf.to_str().unwrap(),
+    ]);
     assert!(out.contains("10-twill.conflist"), "{out}");
     assert!(!installed.exists() && !conf.join("10-twill.conflist").exists());
     assert!(addresses_in(&sandbox).lines().all(|l| !l.contains("eth0")), "Twill's side is gone");

@@ -6,7 +6,7 @@
 //! removes; traffic never leaves them.
 //!
 //! `twill-bench [--only SECTION[,SECTION]]`, sections: resolver, endpoints,
-//! datapath (`policy` = resolver,datapath). The default runs them all.
+//! cni, datapath (`policy` = resolver,datapath). The default runs them all.
 
 use std::{
     path::{Path, PathBuf},
@@ -18,12 +18,13 @@ use std::{
 use anyhow::{bail, Context};
 use twill_api::{Client, Endpoint, Request};
 
+mod cni;
 mod datapath;
 mod observer;
 mod pingpong;
 mod resolver;
 
-const NODE_NETNS: &str = "twbench-node";
+pub const NODE_NETNS: &str = "twbench-node";
 const BPF_ROOT: &str = "/sys/fs/bpf/twill-bench";
 const ENDPOINTS: usize = 100;
 /// Namespaces the benchmark itself creates (Twill's endpoints are
@@ -56,7 +57,7 @@ pub fn sh(args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index]
 }
@@ -321,7 +322,7 @@ fn endpoints(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     Ok(())
 }
 
-const SECTIONS: &[&str] = &["resolver", "observer", "endpoints", "datapath", "flows"];
+const SECTIONS: &[&str] = &["resolver", "observer", "endpoints", "cni", "datapath", "flows"];
 
 fn usage() -> String {
     format!(
@@ -404,12 +405,17 @@ fn main() -> anyhow::Result<()> {
             ratio: String::new(),
         });
     }
-    if sections.iter().any(|s| ["endpoints", "datapath", "flows"].contains(s)) {
+    if sections.iter().any(|s| ["endpoints", "cni", "datapath", "flows"].contains(s)) {
         #[allow(unused_mut)]
         let mut bench = Bench::start()?;
         if sections.contains(&"endpoints") {
             eprintln!("twill-bench: endpoint create/delete and agent memory");
             endpoints(&bench, &mut rows)?;
+        }
+        if sections.contains(&"cni") {
+            eprintln!("twill-bench: CNI ADD/DEL latency, twill-cni against bridge + host-local");
+            let dir = bench.dir.clone();
+            cni::run(&bench, &dir, &mut rows)?;
         }
         if sections.contains(&"datapath") {
             eprintln!("twill-bench: same-host datapath: bare veth, iptables, Twill without and with policy");

@@ -332,7 +332,8 @@ fn stream(pair: &Pair, port: u16) -> anyhow::Result<f64> {
 }
 
 /// Transactions (rr) or connections (crr) per second.
-fn pingpong(pair: &Pair, port: u16, mode: &str) -> anyhow::Result<f64> {
+/// Transactions per second, and for `rr` the p99 round trip in µs.
+fn pingpong(pair: &Pair, port: u16, mode: &str) -> anyhow::Result<(f64, Option<f64>)> {
     let (seconds, max) = if mode == "rr" { (RR_SECONDS, RR_MAX) } else { (CRR_SECONDS, CRR_MAX) };
     let _server = start_server(&pair.server_ns, port)?;
     let out = bounded(
@@ -362,7 +363,7 @@ fn pingpong(pair: &Pair, port: u16, mode: &str) -> anyhow::Result<f64> {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("client report")?;
     let count = report["count"].as_f64().context("count")?;
     let secs = report["seconds"].as_f64().context("seconds")?;
-    Ok(count / secs)
+    Ok((count / secs, report["p99_us"].as_f64()))
 }
 
 /// Whether a new connection to a listening server on DENIED_PORT opens.
@@ -472,6 +473,11 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     };
 
     let mut results: BTreeMap<(Workload, Config), Vec<f64>> = BTreeMap::new();
+    // ns per packet of each program, per Twill workload and configuration.
+    let mut costs: BTreeMap<(Workload, Config, &'static str), Vec<f64>> = BTreeMap::new();
+    let _stats = crate::bpfstats::enable()?;
+    let mut p99s: BTreeMap<Config, Vec<f64>> = BTreeMap::new();
+    let bpf_root = std::path::Path::new(crate::BPF_ROOT);
     let mut import_times = Vec::new();
     let mut entries = 0;
     let mut ingress_entries = 0;
@@ -514,12 +520,26 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             }
             for workload in WORKLOADS {
                 let port = ports.next()?;
+                let twill = matches!(config, Config::TwillNoPolicy | Config::TwillPolicy);
+                let before = if twill { Some(crate::bpfstats::snapshot(bpf_root)?) } else { None };
                 let value = match workload {
                     Workload::Stream => stream(pair, port)?,
-                    Workload::Rr => pingpong(pair, port, "rr")?,
-                    Workload::Crr => pingpong(pair, port, "crr")?,
+                    Workload::Rr => {
+                        let (rate, p99) = pingpong(pair, port, "rr")?;
+                        p99s.entry(config).or_default().extend(p99);
+                        rate
+                    }
+                    Workload::Crr => pingpong(pair, port, "crr")?.0,
                 };
                 results.entry((workload, config)).or_default().push(value);
+                if let Some(before) = before {
+                    let after = crate::bpfstats::snapshot(bpf_root)?;
+                    for (program, ns) in crate::bpfstats::per_packet(&before, &after) {
+                        if let Some(ns) = ns {
+                            costs.entry((workload, config, program)).or_default().push(ns);
+                        }
+                    }
+                }
             }
             if config == Config::TwillPolicy {
                 remove()?;
@@ -593,6 +613,35 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             ratio(with, ipt),
         ));
     }
+    let p99 = |c: Config| p99s.get(&c).map(|v| median(v.clone())).unwrap_or(f64::NAN);
+    for (config, what) in [(Config::TwillNoPolicy, "no policy"), (Config::TwillPolicy, "with policy")] {
+        rows.push(Row::new(
+            format!("TCP_RR p99 round trip, Twill {what}, median of rounds"),
+            format!("{:.1} µs", p99(config)),
+            format!("bare veth {:.1} µs", p99(Config::Bare)),
+            ratio(p99(config), p99(Config::Bare)),
+        ));
+    }
+    for workload in WORKLOADS {
+        for config in [Config::TwillNoPolicy, Config::TwillPolicy] {
+            let cell = |program| {
+                costs
+                    .get(&(workload, config, program))
+                    .map(|v| format!("{:.0} ns", median(v.clone())))
+                    .unwrap_or_else(|| "not run".into())
+            };
+            rows.push(Row::new(
+                format!(
+                    "ns/packet {:?} {}: from_endpoint / to_endpoint",
+                    workload,
+                    if config == Config::TwillPolicy { "with policy" } else { "no policy" }
+                ),
+                format!("{} / {}", cell("from_endpoint"), cell("to_endpoint")),
+                "kernel.bpf_stats (BPF_ENABLE_STATS), median of rounds",
+                "",
+            ));
+        }
+    }
     import_times.sort();
     let import_median = import_times[import_times.len() / 2];
     rows.push(Row::new(
@@ -637,8 +686,8 @@ pub fn flows_overhead(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<
                 port += 1;
                 let value = match workload {
                     Workload::Stream => stream(&pair, port)?,
-                    Workload::Rr => pingpong(&pair, port, "rr")?,
-                    Workload::Crr => pingpong(&pair, port, "crr")?,
+                    Workload::Rr => pingpong(&pair, port, "rr")?.0,
+                    Workload::Crr => pingpong(&pair, port, "crr")?.0,
                 };
                 results.entry((workload, flows_on)).or_default().push(value);
             }

@@ -18,13 +18,14 @@ use std::{
 use anyhow::{bail, Context};
 use twill_api::{Client, Endpoint, Request};
 
+mod bpfstats;
 mod datapath;
 mod observer;
 mod pingpong;
 mod resolver;
 
 const NODE_NETNS: &str = "twbench-node";
-const BPF_ROOT: &str = "/sys/fs/bpf/twill-bench";
+pub const BPF_ROOT: &str = "/sys/fs/bpf/twill-bench";
 const ENDPOINTS: usize = 100;
 /// Namespaces the benchmark itself creates (Twill's endpoints are
 /// `twill_bench_*`).

@@ -318,7 +318,71 @@ fn endpoints(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     for i in 0..ENDPOINTS {
         bench.delete(&format!("par{i}"))?;
     }
-    Ok(())
+    rows.push(Row::new(
+        "agent RSS per endpoint",
+        format!("{:.3} MiB", (loaded_rss as f64 - idle_rss as f64) / 1024.0 / ENDPOINTS as f64),
+        format!("({ENDPOINTS} sequential creates over idle)"),
+        "",
+    ));
+    memory_by_policy_size(bench, rows)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// Agent RSS with the datapath section's endpoints (PEERS peers, a client
+/// and a server) under policies of growing size: none, about 1,000 and
+/// about 10,000 entries in the server's map, the same shape as the
+/// datapath policy, imported one after the other under one name (each
+/// import replaces the last). No traffic: the flow ring stays empty.
+fn memory_by_policy_size(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    const NAME: &str = "bench-mem";
+    let endpoints = datapath::PEERS + 2;
+    datapath::create_policy_endpoints(bench)?;
+    let none = rss_kib(bench.agent_pid());
+    rows.push(Row::new(format!("agent RSS, {endpoints} endpoints, no policy"), mib(none), "", ""));
+    // (peers, cidrs): 3 + 40 x peers + 8 x cidrs entries.
+    let mut sized = Vec::new();
+    for (peers, cidrs) in [(5, 100), (datapath::PEERS, 1_000)] {
+        let content = datapath::policy_yaml_sized(NAME, peers, cidrs);
+        let _: twill_api::PolicyImported = bench.client().call(&Request::PolicyImport {
+            files: vec![twill_api::PolicyFile { name: format!("{NAME}.yaml"), content }],
+        })?;
+        let rss = rss_kib(bench.agent_pid());
+        // Counted after the RSS reading: listing the map allocates too.
+        let map: twill_api::BpfPolicy = bench
+            .client()
+            .call(&Request::BpfPolicyGet { name: "tp-server".into(), namespace: "default".into() })?;
+        let entries = map.entries.len();
+        rows.push(Row::new(
+            format!("agent RSS, {endpoints} endpoints, {} policy entries", thousands(entries as u64)),
+            mib(rss),
+            "",
+            "",
+        ));
+        sized.push((entries, rss));
+    }
+    let (entries, rss) = *sized.last().unwrap();
+    rows.push(Row::new(
+        "agent RSS per 1,000 policy entries",
+        format!("{:.2} MiB", (rss as f64 - none as f64) / 1024.0 / (entries as f64 / 1000.0)),
+        format!("({} entries over no policy, {endpoints} endpoints)", thousands(entries as u64)),
+        "",
+    ));
+    bench.client().call_value(&Request::PolicyDelete {
+        name: Some(NAME.into()),
+        namespace: Some("default".into()),
+        kind: None,
+        all: false,
+    })?;
+    rows.push(Row::new(
+        format!("agent RSS, {endpoints} endpoints, policy deleted"),
+        mib(rss_kib(bench.agent_pid())),
+        "",
+        "",
+    ));
+    datapath::delete_policy_endpoints(bench)
 }
 
 const SECTIONS: &[&str] = &["resolver", "observer", "endpoints", "datapath", "flows"];

@@ -34,7 +34,7 @@ use std::{
 use anyhow::{bail, Context};
 use twill_api::{BpfPolicy, Endpoint, PolicyFile, PolicyImported, Request};
 
-use crate::{median, rss_kib, sh, thousands, Bench, Row, OWN_NETNS_PREFIX};
+use crate::{median, rss_kib, sh, thousands, Bench, Row, RssBreakdown, OWN_NETNS_PREFIX};
 
 const ROUNDS: usize = 5;
 const IPERF_SECONDS: u64 = 4;
@@ -478,6 +478,7 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let mut entries = 0;
     let mut ingress_entries = 0;
     let mut policy_rss = 0;
+    let mut policy_breakdown = RssBreakdown::default();
     let mut ports = Ports(FIRST_PORT);
     for round in 0..ROUNDS {
         // Rotate the order, so no configuration always runs first.
@@ -500,6 +501,7 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
                     );
                 }
                 policy_rss = rss_kib(bench.agent_pid());
+                policy_breakdown = RssBreakdown::of(bench.agent_pid());
                 if round == 0 && cli_entry_count(bench, "tp-server")? != entries {
                     bail!("twill bpf policy get disagrees with the API on the entry count");
                 }
@@ -609,7 +611,7 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     rows.push(Row::new(
         format!("agent RSS with {} endpoints and the policy", PEERS + 2),
         format!("{:.1} MiB", policy_rss as f64 / 1024.0),
-        "",
+        format!("{} (after traffic)", policy_breakdown.describe()),
         "",
     ));
     delete_policy_endpoints(bench)

@@ -103,6 +103,57 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Where a process's resident memory is, from /proc/PID/smaps, in KiB:
+/// the heap and other anonymous memory; mapped files (the binary, libc);
+/// and mmapped BPF maps (the event ring buffer: the kernel maps its data
+/// pages twice, so RSS shows twice the ring's size).
+#[derive(Clone, Copy, Default)]
+pub struct RssBreakdown {
+    pub anon: u64,
+    pub files: u64,
+    pub bpf_maps: u64,
+}
+
+impl RssBreakdown {
+    pub fn of(pid: u32) -> Self {
+        let mut out = Self::default();
+        let mut current: Option<&str> = None;
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        for line in smaps.lines() {
+            let mut words = line.split_whitespace();
+            let first = words.next().unwrap_or("");
+            if !first.ends_with(':') {
+                // A mapping header: ADDR-ADDR PERMS OFFSET DEV INODE [PATH].
+                let path = words.nth(4).unwrap_or("");
+                current = Some(if path.contains("bpf-map") {
+                    "bpf"
+                } else if path.starts_with('/') {
+                    "files"
+                } else {
+                    "anon"
+                });
+            } else if let (Some(kib), Some(kind)) = (line.strip_prefix("Rss:"), current) {
+                let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                match kind {
+                    "bpf" => out.bpf_maps += kib,
+                    "files" => out.files += kib,
+                    _ => out.anon += kib,
+                }
+            }
+        }
+        out
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "anon {:.1} + files {:.1} + BPF map mmaps {:.1} MiB",
+            self.anon as f64 / 1024.0,
+            self.files as f64 / 1024.0,
+            self.bpf_maps as f64 / 1024.0
+        )
+    }
+}
+
 pub struct Bench {
     dir: PathBuf,
     agent: Option<Child>,
@@ -233,6 +284,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 fn endpoints(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = rss_kib(bench.agent_pid());
+    let idle_breakdown = RssBreakdown::of(bench.agent_pid());
 
     // Sequential creates.
     let mut latencies = Vec::with_capacity(ENDPOINTS);
@@ -258,7 +310,7 @@ fn endpoints(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     rows.push(Row {
         metric: "agent RSS idle".into(),
         twill: format!("{:.1} MiB", idle_rss as f64 / 1024.0),
-        reference: String::new(),
+        reference: idle_breakdown.describe(),
         ratio: String::new(),
     });
     rows.push(Row {
@@ -341,7 +393,12 @@ fn memory_by_policy_size(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<(
     let endpoints = datapath::PEERS + 2;
     datapath::create_policy_endpoints(bench)?;
     let none = rss_kib(bench.agent_pid());
-    rows.push(Row::new(format!("agent RSS, {endpoints} endpoints, no policy"), mib(none), "", ""));
+    rows.push(Row::new(
+        format!("agent RSS, {endpoints} endpoints, no policy"),
+        mib(none),
+        RssBreakdown::of(bench.agent_pid()).describe(),
+        "",
+    ));
     // (peers, cidrs): 3 + 40 x peers + 8 x cidrs entries.
     let mut sized = Vec::new();
     for (peers, cidrs) in [(5, 100), (datapath::PEERS, 1_000)] {
@@ -350,6 +407,7 @@ fn memory_by_policy_size(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<(
             files: vec![twill_api::PolicyFile { name: format!("{NAME}.yaml"), content }],
         })?;
         let rss = rss_kib(bench.agent_pid());
+        let breakdown = RssBreakdown::of(bench.agent_pid());
         // Counted after the RSS reading: listing the map allocates too.
         let map: twill_api::BpfPolicy = bench
             .client()
@@ -358,7 +416,7 @@ fn memory_by_policy_size(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<(
         rows.push(Row::new(
             format!("agent RSS, {endpoints} endpoints, {} policy entries", thousands(entries as u64)),
             mib(rss),
-            "",
+            breakdown.describe(),
             "",
         ));
         sized.push((entries, rss));

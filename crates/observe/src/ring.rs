@@ -126,4 +126,3 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap().flow().uuid, "2");
     }
 }
-

@@ -37,7 +37,8 @@ fn fdinfo_field(text: &str, name: &str) -> u64 {
 }
 
 pub fn snapshot(bpf_root: &Path) -> anyhow::Result<Snapshot> {
-    let policy_map = MapInfo::from_pin(bpf_root.join("twill_policy")).context("the bench's pinned policy map")?.id();
+    let policy_map =
+        MapInfo::from_pin(bpf_root.join("twill_policy")).context("the bench's pinned policy map")?.id();
     let mut out = Snapshot::new();
     for info in loaded_programs() {
         let Ok(info) = info else { continue };

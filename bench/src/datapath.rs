@@ -32,9 +32,9 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use twill_api::{BpfPolicy, PolicyFile, PolicyImported, Request};
+use twill_api::{BpfPolicy, Endpoint, PolicyFile, PolicyImported, Request};
 
-use crate::{median, rss_kib, sh, thousands, Bench, Row, OWN_NETNS_PREFIX};
+use crate::{median, rss_kib, sh, thousands, Bench, Row, RssBreakdown, OWN_NETNS_PREFIX};
 
 const ROUNDS: usize = 5;
 const IPERF_SECONDS: u64 = 4;
@@ -52,7 +52,7 @@ const DENIED_PORT: u16 = 39_999;
 /// Server processes exit by themselves after this long.
 const SERVER_MAX_SECONDS: u64 = 60;
 
-const PEERS: usize = 50;
+pub(crate) const PEERS: usize = 50;
 const PEERS_PER_RULE: usize = 10;
 const PEER_PORTS: usize = 40;
 const CIDRS: usize = 1_000;
@@ -154,15 +154,22 @@ fn peer_port(j: usize) -> u16 {
 
 /// The CiliumNetworkPolicy for the server endpoint.
 fn policy_yaml() -> String {
+    policy_yaml_sized(POLICY_NAME, PEERS, CIDRS)
+}
+
+/// The same shape at another size: the client's port range (3 entries),
+/// `peers` endpoint identities on PEER_PORTS ports and `cidrs` CIDRs on
+/// CIDR_PORTS, so 3 + 40 x peers + 8 x cidrs entries in the server's map.
+pub(crate) fn policy_yaml_sized(name: &str, peers: usize, cidrs: usize) -> String {
     let mut y = format!(
-        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: {POLICY_NAME}\n  namespace: \
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: {name}\n  namespace: \
          default\nspec:\n  endpointSelector:\n    matchLabels:\n      app: bench-server\n  ingress:\n  - \
          fromEndpoints:\n    - matchLabels:\n        app: bench-client\n    toPorts:\n    - ports:\n      - \
          port: \"{FIRST_PORT}\"\n        endPort: {LAST_PORT}\n        protocol: TCP\n"
     );
-    for group in 0..PEERS / PEERS_PER_RULE {
+    for group in (0..peers).step_by(PEERS_PER_RULE) {
         let names: Vec<String> =
-            (0..PEERS_PER_RULE).map(|i| format!("peer-{}", group * PEERS_PER_RULE + i)).collect();
+            (group..peers.min(group + PEERS_PER_RULE)).map(|i| format!("peer-{i}")).collect();
         let _ = write!(
             y,
             "  - fromEndpoints:\n    - matchExpressions:\n      - key: app\n        operator: In\n        \
@@ -173,10 +180,10 @@ fn policy_yaml() -> String {
             let _ = writeln!(y, "      - port: \"{}\"\n        protocol: TCP", peer_port(j));
         }
     }
-    for group in 0..CIDRS / CIDRS_PER_RULE {
+    for group in (0..cidrs).step_by(CIDRS_PER_RULE) {
         y.push_str("  - fromCIDR:\n");
-        for i in 0..CIDRS_PER_RULE {
-            let _ = writeln!(y, "    - {}", cidr(group * CIDRS_PER_RULE + i));
+        for i in group..cidrs.min(group + CIDRS_PER_RULE) {
+            let _ = writeln!(y, "    - {}", cidr(i));
         }
         y.push_str("    toPorts:\n    - ports:\n");
         for (lo, hi) in CIDR_PORTS {
@@ -441,11 +448,7 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let ipt_variant = sh(&["iptables", "-V"])?;
     let ipt_variant = if ipt_variant.contains("nf_tables") { "iptables-nft" } else { "iptables-legacy" };
 
-    for i in 0..PEERS {
-        bench.create(&format!("peer-{i}"), &format!("app=peer-{i}"))?;
-    }
-    let client = bench.create("tp-client", "app=bench-client")?;
-    let server = bench.create("tp-server", "app=bench-server")?;
+    let (client, server) = create_policy_endpoints(bench)?;
     let twill =
         Pair { client_ns: client.netns.clone(), server_ns: server.netns.clone(), server_ip: server.ipv4 };
     let policy = policy_yaml();
@@ -482,6 +485,7 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let mut entries = 0;
     let mut ingress_entries = 0;
     let mut policy_rss = 0;
+    let mut policy_breakdown = RssBreakdown::default();
     let mut ports = Ports(FIRST_PORT);
     for round in 0..ROUNDS {
         // Rotate the order, so no configuration always runs first.
@@ -504,6 +508,7 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
                     );
                 }
                 policy_rss = rss_kib(bench.agent_pid());
+                policy_breakdown = RssBreakdown::of(bench.agent_pid());
                 if round == 0 && cli_entry_count(bench, "tp-server")? != entries {
                     bail!("twill bpf policy get disagrees with the API on the entry count");
                 }
@@ -656,15 +661,26 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     rows.push(Row::new(
         format!("agent RSS with {} endpoints and the policy", PEERS + 2),
         format!("{:.1} MiB", policy_rss as f64 / 1024.0),
-        "",
+        format!("{} (after traffic)", policy_breakdown.describe()),
         "",
     ));
+    delete_policy_endpoints(bench)
+}
+
+/// The PEERS peers, the client and the server the policy is about.
+pub(crate) fn create_policy_endpoints(bench: &Bench) -> anyhow::Result<(Endpoint, Endpoint)> {
+    for i in 0..PEERS {
+        bench.create(&format!("peer-{i}"), &format!("app=peer-{i}"))?;
+    }
+    Ok((bench.create("tp-client", "app=bench-client")?, bench.create("tp-server", "app=bench-server")?))
+}
+
+pub(crate) fn delete_policy_endpoints(bench: &Bench) -> anyhow::Result<()> {
     for i in 0..PEERS {
         bench.delete(&format!("peer-{i}"))?;
     }
     bench.delete("tp-client")?;
-    bench.delete("tp-server")?;
-    Ok(())
+    bench.delete("tp-server")
 }
 
 /// The cost of flows: the same Twill endpoints with the agent's default

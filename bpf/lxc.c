@@ -55,6 +55,7 @@ int from_endpoint(struct __sk_buff *skb)
 	dst = endpoint_lookup4(p.tuple.daddr.v4);
 	dst_identity = dst ? dst->identity : identity_of4(p.tuple.daddr.v4);
 
+	p.now = bpf_ktime_get_ns();
 	struct datapath_config *cfg = config();
 	if (endpoint_egress(skb, src, dst_identity, &p, &ct))
 		return TC_ACT_SHOT;
@@ -114,6 +115,7 @@ int to_endpoint(struct __sk_buff *skb)
 		return drop(skb, DIR_INGRESS, DROP_INVALID_PACKET, 0, 0, 0, &p);
 	src_identity = identity_of4(p.tuple.saddr.v4);
 
+	p.now = bpf_ktime_get_ns();
 	struct datapath_config *cfg = config();
 	int from_host = src_identity == IDENTITY_HOST && cfg && cfg->allow_localhost;
 	if (endpoint_ingress(skb, ep, src_identity, from_host, &p, &ct))

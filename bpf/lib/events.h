@@ -127,7 +127,7 @@ static __always_inline int should_trace(struct datapath_config *cfg, const struc
 	int dir = ct->reverse ? 1 : 0;
 	__u8 *reported = &e->reported_flags[dir & 1];
 	__u16 *last = &e->last_report[dir & 1];
-	__u16 now = (__u16)(bpf_ktime_get_ns() / SECONDS);
+	__u16 now = (__u16)(p->now / SECONDS);
 	__u8 flags = p->tcp_flags;
 
 	if (level >= AGGREGATION_MAXIMUM)

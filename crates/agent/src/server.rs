@@ -87,7 +87,7 @@ fn handle(stream: UnixStream, context: &Context) {
         Ok(request) => request,
         Err(e) => {
             let error = ApiError { kind: "invalid".into(), message: format!("malformed API request: {e}") };
-            return respond(&stream, &Response::Error(error));
+            return respond(&stream, Response::Error(error));
         }
     };
     let uninstall = matches!(request, Request::Uninstall);
@@ -114,16 +114,20 @@ fn handle(stream: UnixStream, context: &Context) {
             }
         }
     };
-    respond(&stream, &response);
-    if uninstall && matches!(response, Response::Ok(_)) {
+    let answered = matches!(response, Response::Ok(_));
+    respond(&stream, response);
+    if uninstall && answered {
         // Answered: now the agent may go.
         let _ = context.shutdown.send(Shutdown::Uninstalled);
     }
 }
 
-fn respond(stream: &UnixStream, response: &Response) {
-    let mut out = serde_json::to_vec(response).expect("responses serialize");
+fn respond(stream: &UnixStream, response: Response) {
+    let mut out = serde_json::to_vec(&response).expect("responses serialize");
     out.push(b'\n');
+    // A large answer (a 10,000-entry map listing) is several MiB: free it
+    // before trimming, or its pages stay.
+    drop(response);
     // Before the reply, so a client that sees it sees the memory returned.
     release_freed_memory();
     let _ = (&*stream).write_all(&out);

@@ -3,25 +3,12 @@
 //! the receiver's ingress policy applied there, and reported as Hubble
 //! reports it; allowed verdicts only where policy is enforced.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use twill_e2e::{wait_until, Node, Value};
 
 fn observe(node: &Node, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(twill_e2e::bin_dir().join("twill"))
-        .arg("observe")
-        .arg("--server")
-        .arg(format!("unix://{}", node.hubble_socket().display()))
-        .args(args)
-        .args(["--all", "-o", "json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "observe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v.get("flow").cloned())
-        .collect()
+    node.observe(&[args, &["--all"]].concat())
 }
 
 fn tx_packets(node: &Node, device: &str) -> u64 {

@@ -10,21 +10,7 @@ use std::{
 use twill_e2e::{wait_until, Node, Value};
 
 fn observe(node: &Node, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(twill_e2e::bin_dir().join("twill"))
-        .arg("observe")
-        .arg("--server")
-        .arg(format!("unix://{}", node.hubble_socket().display()))
-        .args(args)
-        .args(["-o", "json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "observe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .filter(|v| v.get("flow").is_some())
-        .map(|v| v["flow"].clone())
-        .collect()
+    node.observe(args)
 }
 
 fn pod(ep: &Value) -> String {

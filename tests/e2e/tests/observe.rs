@@ -272,3 +272,35 @@ fn monitor_streams_drops_with_cilium_reasons() {
     let line = line.expect("a drop line");
     assert!(line.starts_with("xx drop (Policy denied)") && line.contains(&b_ip), "{line}");
 }
+
+/// Without --server, `twill observe` reads the flows of the agent that
+/// --socket names, not a fixed path: two agents on one machine are each
+/// observed through their own Hubble socket.
+#[test]
+fn observe_without_server_follows_the_agents_socket() {
+    let nodes = [Node::start("obs-one"), Node::start("obs-two")];
+    for node in &nodes {
+        node.endpoint("a", "default", "app=a");
+        let b = node.endpoint("b", "default", "app=b");
+        assert!(wait_until(Duration::from_secs(5), || node.ping(
+            "a",
+            "default",
+            b["ipv4"].as_str().unwrap()
+        )));
+    }
+    for node in &nodes {
+        let flows = || -> Vec<Value> {
+            let out = node.twill(&["observe", "--all", "-o", "json"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter_map(|v| v.get("flow").cloned())
+                .collect()
+        };
+        assert!(wait_until(Duration::from_secs(5), || !flows().is_empty()), "flows of {}", node.name);
+        let names: std::collections::BTreeSet<String> =
+            flows().iter().map(|f| f["node_name"].as_str().unwrap_or("").to_string()).collect();
+        assert_eq!(names, [node.name.clone()].into(), "only {}'s flows", node.name);
+    }
+}

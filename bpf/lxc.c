@@ -18,6 +18,7 @@
 #include "lib/endpoints.h"
 #include "lib/events.h"
 #include "lib/l3.h"
+#include "lib/lxc_policy.h"
 #include "lib/metrics.h"
 #include "lib/parse.h"
 #include "lib/policy.h"
@@ -29,6 +30,7 @@ int from_endpoint(struct __sk_buff *skb)
 {
 	struct packet p = {};
 	struct endpoint_info *src, *dst;
+	struct ct_result ct;
 	__u16 eth_proto = 0;
 	__u32 dst_identity;
 	int ret = parse(skb, &p, &eth_proto);
@@ -53,27 +55,29 @@ int from_endpoint(struct __sk_buff *skb)
 	dst = endpoint_lookup4(p.tuple.daddr.v4);
 	dst_identity = dst ? dst->identity : identity_of4(p.tuple.daddr.v4);
 
+	p.now = bpf_ktime_get_ns();
 	struct datapath_config *cfg = config();
-	struct ct_result ct = ct_lookup(&p, DIR_EGRESS, skb->len);
-	if (ct.state == CT_NEW) {
-		__u32 match = 0;
-		int verdict = policy_check_packet(src->endpoint_id, DIR_EGRESS, dst_identity, &p, &match);
-		if (verdict) {
-			emit(skb, EVENT_POLICY_VERDICT, verdict, DIR_EGRESS, CT_NEW, src->endpoint_id, src->identity,
-			     dst_identity, &p);
-			return drop(skb, DIR_EGRESS, verdict, src->endpoint_id, src->identity, dst_identity, &p);
-		}
-		ct_create(&p, DIR_EGRESS, skb->len);
-		emit_match(skb, EVENT_POLICY_VERDICT, 0, DIR_EGRESS, CT_NEW, src->endpoint_id, src->identity,
-			   dst_identity, &p, match);
-	}
-
+	if (endpoint_egress(skb, src, dst_identity, &p, &ct))
+		return TC_ACT_SHOT;
 	if (cfg && cfg->aggregation == AGGREGATION_NONE)
 		trace(skb, cfg, &ct, TRACE_FROM_ENDPOINT, DIR_EGRESS, src->endpoint_id, src->identity,
 		      dst_identity, &p);
-	/* A local destination reports the packet when it delivers it. */
-	if (dst)
-		return ipv4_redirect_to_endpoint(skb, dst, src->endpoint_id, &p);
+
+	if (dst) {
+		/* Host routing: the receiver's ingress runs here, and the packet
+		 * goes straight into its namespace; its to_endpoint never sees
+		 * it. The delivery is reported as the receiver's, at its device,
+		 * as Cilium reports it. */
+		/* From here on the packet is the one the receiver gets, with the
+		 * MACs the delivery writes: report it that way. */
+		__builtin_memcpy(p.src_mac, dst->host_mac, ETH_ALEN);
+		__builtin_memcpy(p.dst_mac, dst->mac, ETH_ALEN);
+		if (endpoint_ingress(skb, dst, src->identity, 0, &p, &ct))
+			return TC_ACT_SHOT;
+		trace_at(skb, dst->ifindex, cfg, &ct, TRACE_TO_ENDPOINT, DIR_INGRESS, dst->endpoint_id,
+			 src->identity, dst->identity, &p);
+		return ipv4_deliver_to_endpoint(skb, dst, src->endpoint_id, &p);
+	}
 
 	/* Not a local endpoint: the host stack routes it. */
 	trace(skb, cfg, &ct, TRACE_TO_STACK, DIR_EGRESS, src->endpoint_id, src->identity, dst_identity, &p);
@@ -81,11 +85,15 @@ int from_endpoint(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
+/* What reaches an endpoint through the host stack: from the node itself or
+ * from outside. Other endpoints' traffic is delivered by their
+ * from_endpoint and does not pass here. */
 SEC("classifier/to_endpoint")
 int to_endpoint(struct __sk_buff *skb)
 {
 	struct packet p = {};
 	struct endpoint_info *ep;
+	struct ct_result ct;
 	__u16 eth_proto = 0;
 	__u32 src_identity;
 	int ret = parse(skb, &p, &eth_proto);
@@ -107,22 +115,11 @@ int to_endpoint(struct __sk_buff *skb)
 		return drop(skb, DIR_INGRESS, DROP_INVALID_PACKET, 0, 0, 0, &p);
 	src_identity = identity_of4(p.tuple.saddr.v4);
 
+	p.now = bpf_ktime_get_ns();
 	struct datapath_config *cfg = config();
-	struct ct_result ct = ct_lookup(&p, DIR_INGRESS, skb->len);
-	if (ct.state == CT_NEW) {
-		__u32 match = POLICY_MATCH_ALL;
-		int from_host = src_identity == IDENTITY_HOST && cfg && cfg->allow_localhost;
-		int verdict =
-			from_host ? 0 : policy_check_packet(ep->endpoint_id, DIR_INGRESS, src_identity, &p, &match);
-		if (verdict) {
-			emit(skb, EVENT_POLICY_VERDICT, verdict, DIR_INGRESS, CT_NEW, ep->endpoint_id, src_identity,
-			     ep->identity, &p);
-			return drop(skb, DIR_INGRESS, verdict, ep->endpoint_id, src_identity, ep->identity, &p);
-		}
-		ct_create(&p, DIR_INGRESS, skb->len);
-		emit_match(skb, EVENT_POLICY_VERDICT, 0, DIR_INGRESS, CT_NEW, ep->endpoint_id, src_identity,
-			   ep->identity, &p, match);
-	}
+	int from_host = src_identity == IDENTITY_HOST && cfg && cfg->allow_localhost;
+	if (endpoint_ingress(skb, ep, src_identity, from_host, &p, &ct))
+		return TC_ACT_SHOT;
 	trace(skb, cfg, &ct, TRACE_TO_ENDPOINT, DIR_INGRESS, ep->endpoint_id, src_identity, ep->identity, &p);
 	count(DIR_INGRESS, METRIC_FORWARDED, skb->len);
 	return TC_ACT_OK;

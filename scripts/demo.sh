@@ -25,6 +25,8 @@ cleanup() {
     if [[ "${KEEP:-0}" != 1 ]]; then
         step "Uninstalling (set KEEP=1 to keep the demo running)"
         twill uninstall || kill "$agent" 2>/dev/null || true
+        # The agent exits after uninstall; reap it.
+        wait "$agent" 2>/dev/null || true
     fi
 }
 trap cleanup EXIT

@@ -32,9 +32,9 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use twill_api::{BpfPolicy, PolicyFile, PolicyImported, Request};
+use twill_api::{BpfPolicy, Endpoint, PolicyFile, PolicyImported, Request};
 
-use crate::{median, rss_kib, sh, thousands, Bench, Row, OWN_NETNS_PREFIX};
+use crate::{median, rss_kib, sh, thousands, Bench, Row, RssBreakdown, OWN_NETNS_PREFIX};
 
 const ROUNDS: usize = 5;
 const IPERF_SECONDS: u64 = 4;
@@ -52,7 +52,7 @@ const DENIED_PORT: u16 = 39_999;
 /// Server processes exit by themselves after this long.
 const SERVER_MAX_SECONDS: u64 = 60;
 
-const PEERS: usize = 50;
+pub(crate) const PEERS: usize = 50;
 const PEERS_PER_RULE: usize = 10;
 const PEER_PORTS: usize = 40;
 const CIDRS: usize = 1_000;
@@ -154,15 +154,22 @@ fn peer_port(j: usize) -> u16 {
 
 /// The CiliumNetworkPolicy for the server endpoint.
 fn policy_yaml() -> String {
+    policy_yaml_sized(POLICY_NAME, PEERS, CIDRS)
+}
+
+/// The same shape at another size: the client's port range (3 entries),
+/// `peers` endpoint identities on PEER_PORTS ports and `cidrs` CIDRs on
+/// CIDR_PORTS, so 3 + 40 x peers + 8 x cidrs entries in the server's map.
+pub(crate) fn policy_yaml_sized(name: &str, peers: usize, cidrs: usize) -> String {
     let mut y = format!(
-        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: {POLICY_NAME}\n  namespace: \
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: {name}\n  namespace: \
          default\nspec:\n  endpointSelector:\n    matchLabels:\n      app: bench-server\n  ingress:\n  - \
          fromEndpoints:\n    - matchLabels:\n        app: bench-client\n    toPorts:\n    - ports:\n      - \
          port: \"{FIRST_PORT}\"\n        endPort: {LAST_PORT}\n        protocol: TCP\n"
     );
-    for group in 0..PEERS / PEERS_PER_RULE {
+    for group in (0..peers).step_by(PEERS_PER_RULE) {
         let names: Vec<String> =
-            (0..PEERS_PER_RULE).map(|i| format!("peer-{}", group * PEERS_PER_RULE + i)).collect();
+            (group..peers.min(group + PEERS_PER_RULE)).map(|i| format!("peer-{i}")).collect();
         let _ = write!(
             y,
             "  - fromEndpoints:\n    - matchExpressions:\n      - key: app\n        operator: In\n        \
@@ -173,10 +180,10 @@ fn policy_yaml() -> String {
             let _ = writeln!(y, "      - port: \"{}\"\n        protocol: TCP", peer_port(j));
         }
     }
-    for group in 0..CIDRS / CIDRS_PER_RULE {
+    for group in (0..cidrs).step_by(CIDRS_PER_RULE) {
         y.push_str("  - fromCIDR:\n");
-        for i in 0..CIDRS_PER_RULE {
-            let _ = writeln!(y, "    - {}", cidr(group * CIDRS_PER_RULE + i));
+        for i in group..cidrs.min(group + CIDRS_PER_RULE) {
+            let _ = writeln!(y, "    - {}", cidr(i));
         }
         y.push_str("    toPorts:\n    - ports:\n");
         for (lo, hi) in CIDR_PORTS {
@@ -332,7 +339,8 @@ fn stream(pair: &Pair, port: u16) -> anyhow::Result<f64> {
 }
 
 /// Transactions (rr) or connections (crr) per second.
-fn pingpong(pair: &Pair, port: u16, mode: &str) -> anyhow::Result<f64> {
+/// Transactions per second, and for `rr` the p99 round trip in µs.
+fn pingpong(pair: &Pair, port: u16, mode: &str) -> anyhow::Result<(f64, Option<f64>)> {
     let (seconds, max) = if mode == "rr" { (RR_SECONDS, RR_MAX) } else { (CRR_SECONDS, CRR_MAX) };
     let _server = start_server(&pair.server_ns, port)?;
     let out = bounded(
@@ -362,7 +370,7 @@ fn pingpong(pair: &Pair, port: u16, mode: &str) -> anyhow::Result<f64> {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("client report")?;
     let count = report["count"].as_f64().context("count")?;
     let secs = report["seconds"].as_f64().context("seconds")?;
-    Ok(count / secs)
+    Ok((count / secs, report["p99_us"].as_f64()))
 }
 
 /// Whether a new connection to a listening server on DENIED_PORT opens.
@@ -440,11 +448,7 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let ipt_variant = sh(&["iptables", "-V"])?;
     let ipt_variant = if ipt_variant.contains("nf_tables") { "iptables-nft" } else { "iptables-legacy" };
 
-    for i in 0..PEERS {
-        bench.create(&format!("peer-{i}"), &format!("app=peer-{i}"))?;
-    }
-    let client = bench.create("tp-client", "app=bench-client")?;
-    let server = bench.create("tp-server", "app=bench-server")?;
+    let (client, server) = create_policy_endpoints(bench)?;
     let twill =
         Pair { client_ns: client.netns.clone(), server_ns: server.netns.clone(), server_ip: server.ipv4 };
     let policy = policy_yaml();
@@ -472,10 +476,16 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     };
 
     let mut results: BTreeMap<(Workload, Config), Vec<f64>> = BTreeMap::new();
+    // ns per packet of each program, per Twill workload and configuration.
+    let mut costs: BTreeMap<(Workload, Config, &'static str), Vec<f64>> = BTreeMap::new();
+    let _stats = crate::bpfstats::enable()?;
+    let mut p99s: BTreeMap<Config, Vec<f64>> = BTreeMap::new();
+    let bpf_root = std::path::Path::new(crate::BPF_ROOT);
     let mut import_times = Vec::new();
     let mut entries = 0;
     let mut ingress_entries = 0;
     let mut policy_rss = 0;
+    let mut policy_breakdown = RssBreakdown::default();
     let mut ports = Ports(FIRST_PORT);
     for round in 0..ROUNDS {
         // Rotate the order, so no configuration always runs first.
@@ -498,6 +508,7 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
                     );
                 }
                 policy_rss = rss_kib(bench.agent_pid());
+                policy_breakdown = RssBreakdown::of(bench.agent_pid());
                 if round == 0 && cli_entry_count(bench, "tp-server")? != entries {
                     bail!("twill bpf policy get disagrees with the API on the entry count");
                 }
@@ -514,12 +525,26 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             }
             for workload in WORKLOADS {
                 let port = ports.next()?;
+                let twill = matches!(config, Config::TwillNoPolicy | Config::TwillPolicy);
+                let before = if twill { Some(crate::bpfstats::snapshot(bpf_root)?) } else { None };
                 let value = match workload {
                     Workload::Stream => stream(pair, port)?,
-                    Workload::Rr => pingpong(pair, port, "rr")?,
-                    Workload::Crr => pingpong(pair, port, "crr")?,
+                    Workload::Rr => {
+                        let (rate, p99) = pingpong(pair, port, "rr")?;
+                        p99s.entry(config).or_default().extend(p99);
+                        rate
+                    }
+                    Workload::Crr => pingpong(pair, port, "crr")?.0,
                 };
                 results.entry((workload, config)).or_default().push(value);
+                if let Some(before) = before {
+                    let after = crate::bpfstats::snapshot(bpf_root)?;
+                    for (program, ns) in crate::bpfstats::per_packet(&before, &after) {
+                        if let Some(ns) = ns {
+                            costs.entry((workload, config, program)).or_default().push(ns);
+                        }
+                    }
+                }
             }
             if config == Config::TwillPolicy {
                 remove()?;
@@ -593,6 +618,35 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             ratio(with, ipt),
         ));
     }
+    let p99 = |c: Config| p99s.get(&c).map(|v| median(v.clone())).unwrap_or(f64::NAN);
+    for (config, what) in [(Config::TwillNoPolicy, "no policy"), (Config::TwillPolicy, "with policy")] {
+        rows.push(Row::new(
+            format!("TCP_RR p99 round trip, Twill {what}, median of rounds"),
+            format!("{:.1} µs", p99(config)),
+            format!("bare veth {:.1} µs", p99(Config::Bare)),
+            ratio(p99(config), p99(Config::Bare)),
+        ));
+    }
+    for workload in WORKLOADS {
+        for config in [Config::TwillNoPolicy, Config::TwillPolicy] {
+            let cell = |program| {
+                costs
+                    .get(&(workload, config, program))
+                    .map(|v| format!("{:.0} ns", median(v.clone())))
+                    .unwrap_or_else(|| "not run".into())
+            };
+            rows.push(Row::new(
+                format!(
+                    "ns/packet {:?} {}: from_endpoint / to_endpoint",
+                    workload,
+                    if config == Config::TwillPolicy { "with policy" } else { "no policy" }
+                ),
+                format!("{} / {}", cell("from_endpoint"), cell("to_endpoint")),
+                "kernel.bpf_stats (BPF_ENABLE_STATS), median of rounds",
+                "",
+            ));
+        }
+    }
     import_times.sort();
     let import_median = import_times[import_times.len() / 2];
     rows.push(Row::new(
@@ -607,15 +661,26 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     rows.push(Row::new(
         format!("agent RSS with {} endpoints and the policy", PEERS + 2),
         format!("{:.1} MiB", policy_rss as f64 / 1024.0),
-        "",
+        format!("{} (after traffic)", policy_breakdown.describe()),
         "",
     ));
+    delete_policy_endpoints(bench)
+}
+
+/// The PEERS peers, the client and the server the policy is about.
+pub(crate) fn create_policy_endpoints(bench: &Bench) -> anyhow::Result<(Endpoint, Endpoint)> {
+    for i in 0..PEERS {
+        bench.create(&format!("peer-{i}"), &format!("app=peer-{i}"))?;
+    }
+    Ok((bench.create("tp-client", "app=bench-client")?, bench.create("tp-server", "app=bench-server")?))
+}
+
+pub(crate) fn delete_policy_endpoints(bench: &Bench) -> anyhow::Result<()> {
     for i in 0..PEERS {
         bench.delete(&format!("peer-{i}"))?;
     }
     bench.delete("tp-client")?;
-    bench.delete("tp-server")?;
-    Ok(())
+    bench.delete("tp-server")
 }
 
 /// The cost of flows: the same Twill endpoints with the agent's default
@@ -637,8 +702,8 @@ pub fn flows_overhead(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<
                 port += 1;
                 let value = match workload {
                     Workload::Stream => stream(&pair, port)?,
-                    Workload::Rr => pingpong(&pair, port, "rr")?,
-                    Workload::Crr => pingpong(&pair, port, "crr")?,
+                    Workload::Rr => pingpong(&pair, port, "rr")?.0,
+                    Workload::Crr => pingpong(&pair, port, "crr")?.0,
                 };
                 results.entry((workload, flows_on)).or_default().push(value);
             }

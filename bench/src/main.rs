@@ -18,6 +18,7 @@ use std::{
 use anyhow::{bail, Context};
 use twill_api::{Client, Endpoint, Request};
 
+mod bpfstats;
 mod cni;
 mod datapath;
 mod observer;
@@ -25,7 +26,7 @@ mod pingpong;
 mod resolver;
 
 pub const NODE_NETNS: &str = "twbench-node";
-const BPF_ROOT: &str = "/sys/fs/bpf/twill-bench";
+pub const BPF_ROOT: &str = "/sys/fs/bpf/twill-bench";
 const ENDPOINTS: usize = 100;
 /// Namespaces the benchmark itself creates (Twill's endpoints are
 /// `twill_bench_*`).
@@ -102,6 +103,57 @@ pub fn rss_kib(pid: u32) -> u64 {
             l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// Where a process's resident memory is, from /proc/PID/smaps, in KiB:
+/// the heap and other anonymous memory; mapped files (the binary, libc);
+/// and mmapped BPF maps (the event ring buffer: the kernel maps its data
+/// pages twice, so RSS shows twice the ring's size).
+#[derive(Clone, Copy, Default)]
+pub struct RssBreakdown {
+    pub anon: u64,
+    pub files: u64,
+    pub bpf_maps: u64,
+}
+
+impl RssBreakdown {
+    pub fn of(pid: u32) -> Self {
+        let mut out = Self::default();
+        let mut current: Option<&str> = None;
+        let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+        for line in smaps.lines() {
+            let mut words = line.split_whitespace();
+            let first = words.next().unwrap_or("");
+            if !first.ends_with(':') {
+                // A mapping header: ADDR-ADDR PERMS OFFSET DEV INODE [PATH].
+                let path = words.nth(4).unwrap_or("");
+                current = Some(if path.contains("bpf-map") {
+                    "bpf"
+                } else if path.starts_with('/') {
+                    "files"
+                } else {
+                    "anon"
+                });
+            } else if let (Some(kib), Some(kind)) = (line.strip_prefix("Rss:"), current) {
+                let kib: u64 = kib.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                match kind {
+                    "bpf" => out.bpf_maps += kib,
+                    "files" => out.files += kib,
+                    _ => out.anon += kib,
+                }
+            }
+        }
+        out
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "anon {:.1} + files {:.1} + BPF map mmaps {:.1} MiB",
+            self.anon as f64 / 1024.0,
+            self.files as f64 / 1024.0,
+            self.bpf_maps as f64 / 1024.0
+        )
+    }
 }
 
 pub struct Bench {
@@ -234,6 +286,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 fn endpoints(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = rss_kib(bench.agent_pid());
+    let idle_breakdown = RssBreakdown::of(bench.agent_pid());
 
     // Sequential creates.
     let mut latencies = Vec::with_capacity(ENDPOINTS);
@@ -259,7 +312,7 @@ fn endpoints(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     rows.push(Row {
         metric: "agent RSS idle".into(),
         twill: format!("{:.1} MiB", idle_rss as f64 / 1024.0),
-        reference: String::new(),
+        reference: idle_breakdown.describe(),
         ratio: String::new(),
     });
     rows.push(Row {
@@ -319,7 +372,78 @@ fn endpoints(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     for i in 0..ENDPOINTS {
         bench.delete(&format!("par{i}"))?;
     }
-    Ok(())
+    rows.push(Row::new(
+        "agent RSS per endpoint",
+        format!("{:.3} MiB", (loaded_rss as f64 - idle_rss as f64) / 1024.0 / ENDPOINTS as f64),
+        format!("({ENDPOINTS} sequential creates over idle)"),
+        "",
+    ));
+    memory_by_policy_size(bench, rows)
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
+/// Agent RSS with the datapath section's endpoints (PEERS peers, a client
+/// and a server) under policies of growing size: none, about 1,000 and
+/// about 10,000 entries in the server's map, the same shape as the
+/// datapath policy, imported one after the other under one name (each
+/// import replaces the last). No traffic: the flow ring stays empty.
+fn memory_by_policy_size(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    const NAME: &str = "bench-mem";
+    let endpoints = datapath::PEERS + 2;
+    datapath::create_policy_endpoints(bench)?;
+    let none = rss_kib(bench.agent_pid());
+    rows.push(Row::new(
+        format!("agent RSS, {endpoints} endpoints, no policy"),
+        mib(none),
+        RssBreakdown::of(bench.agent_pid()).describe(),
+        "",
+    ));
+    // (peers, cidrs): 3 + 40 x peers + 8 x cidrs entries.
+    let mut sized = Vec::new();
+    for (peers, cidrs) in [(5, 100), (datapath::PEERS, 1_000)] {
+        let content = datapath::policy_yaml_sized(NAME, peers, cidrs);
+        let _: twill_api::PolicyImported = bench.client().call(&Request::PolicyImport {
+            files: vec![twill_api::PolicyFile { name: format!("{NAME}.yaml"), content }],
+        })?;
+        let rss = rss_kib(bench.agent_pid());
+        let breakdown = RssBreakdown::of(bench.agent_pid());
+        // Counted after the RSS reading: listing the map allocates too.
+        let map: twill_api::BpfPolicy = bench
+            .client()
+            .call(&Request::BpfPolicyGet { name: "tp-server".into(), namespace: "default".into() })?;
+        let entries = map.entries.len();
+        rows.push(Row::new(
+            format!("agent RSS, {endpoints} endpoints, {} policy entries", thousands(entries as u64)),
+            mib(rss),
+            breakdown.describe(),
+            "",
+        ));
+        sized.push((entries, rss));
+    }
+    let (entries, rss) = *sized.last().unwrap();
+    rows.push(Row::new(
+        "agent RSS per 1,000 policy entries",
+        format!("{:.2} MiB", (rss as f64 - none as f64) / 1024.0 / (entries as f64 / 1000.0)),
+        format!("({} entries over no policy, {endpoints} endpoints)", thousands(entries as u64)),
+        "",
+    ));
+    bench.client().call_value(&Request::PolicyDelete {
+        name: Some(NAME.into()),
+        namespace: Some("default".into()),
+        kind: None,
+        all: false,
+        labels: vec![],
+    })?;
+    rows.push(Row::new(
+        format!("agent RSS, {endpoints} endpoints, policy deleted"),
+        mib(rss_kib(bench.agent_pid())),
+        "",
+        "",
+    ));
+    datapath::delete_policy_endpoints(bench)
 }
 
 const SECTIONS: &[&str] = &["resolver", "observer", "endpoints", "cni", "datapath", "flows"];

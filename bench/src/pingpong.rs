@@ -8,7 +8,8 @@
 //!   requests on one connection, one outstanding at a time (netperf
 //!   TCP_RR); `crr` opens a connection per request and closes it (netperf
 //!   TCP_CRR). Stops after SECONDS or MAX_COUNT transactions, whichever
-//!   comes first, and prints `{"count": N, "seconds": S}`.
+//!   comes first, and prints `{"count": N, "seconds": S, "p99_us": P}`
+//!   (P: the 99th percentile of one transaction's round trip, `rr` only).
 //! * `__tcp-probe IP:PORT TIMEOUT_MS`: exits 0 if a connection opens.
 //!
 //! With CPU, the process runs on that CPU only.
@@ -159,12 +160,20 @@ pub fn client(args: &[String]) -> anyhow::Result<()> {
     let mut stream = connect_when_ready(addr)?;
     stream.set_nodelay(true)?;
     let mut count = 0u64;
+    // Round trips in 100 ns buckets up to 10 ms (the last bucket holds
+    // everything slower): bounded memory whatever the count.
+    let mut latency = vec![0u64; 100_001];
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(seconds);
     match mode {
         "rr" => {
-            while count < max_count && Instant::now() < deadline {
+            let mut now = start;
+            while count < max_count && now < deadline {
                 transact(&mut stream, &mut buf).with_context(|| format!("after {count} transactions"))?;
+                let done = Instant::now();
+                let bucket = ((done - now).as_nanos() / 100).min(latency.len() as u128 - 1) as usize;
+                latency[bucket] += 1;
+                now = done;
                 count += 1;
             }
         }
@@ -183,8 +192,26 @@ pub fn client(args: &[String]) -> anyhow::Result<()> {
         }
         other => bail!("unknown mode {other:?}; expected rr or crr"),
     }
-    println!("{}", serde_json::json!({ "count": count, "seconds": start.elapsed().as_secs_f64() }));
+    let p99_us = percentile(&latency, 0.99).map(|bucket| bucket as f64 / 10.0);
+    println!(
+        "{}",
+        serde_json::json!({ "count": count, "seconds": start.elapsed().as_secs_f64(), "p99_us": p99_us })
+    );
     Ok(())
+}
+
+/// The bucket holding quantile `q` of a histogram (None if it is empty).
+fn percentile(histogram: &[u64], q: f64) -> Option<usize> {
+    let total: u64 = histogram.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = (total as f64 * q).ceil() as u64;
+    let mut seen = 0;
+    histogram.iter().position(|n| {
+        seen += n;
+        seen >= rank
+    })
 }
 
 pub fn probe(args: &[String]) -> anyhow::Result<()> {

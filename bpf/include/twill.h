@@ -55,6 +55,13 @@ struct endpoint_info {
 	__u8 host_mac[6];     /* MAC of the host-side veth */
 };
 
+/* endpoint_info.flags: the directions in which policy is enforced for the
+ * endpoint. Allowed policy verdicts are reported only for those, as
+ * Cilium's per-endpoint policy-verdict log filter does: without policy a
+ * verdict says nothing and costs an event per connection. */
+#define ENDPOINT_F_INGRESS_ENFORCED 1
+#define ENDPOINT_F_EGRESS_ENFORCED 2
+
 /* Key of twill_ipcache, an LPM trie: prefix length, then the address. */
 struct ipcache_key {
 	__u32 prefixlen;

@@ -60,4 +60,7 @@ struct packet {
 	__u8 related;
 	__u8 src_mac[6];
 	__u8 dst_mac[6];
+	/* bpf_ktime_get_ns() once per packet: conntrack and aggregation
+	 * read the clock several times otherwise. */
+	__u64 now;
 };

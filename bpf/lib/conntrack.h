@@ -60,7 +60,7 @@ static __always_inline void ct_key4(struct ct_key *key, const struct tuple *t, _
 static __always_inline struct ct_entry *ct_touch(void *map, const void *key, const struct packet *p, __u32 len)
 {
 	struct ct_entry *e = bpf_map_lookup_elem(map, key);
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = p->now;
 
 	if (!e || e->expires < now)
 		return 0;
@@ -70,10 +70,17 @@ static __always_inline struct ct_entry *ct_touch(void *map, const void *key, con
 		return 0;
 	e->packets += 1;
 	e->bytes += len;
-	e->tcp_flags |= p->tcp_flags;
-	if (p->tcp_flags & (TCP_FIN | TCP_RST))
+	/* Entries are shared by both directions, and so by both CPUs of a
+	 * request/response pair: write what changes, not on every packet. */
+	if ((e->tcp_flags | p->tcp_flags) != e->tcp_flags)
+		e->tcp_flags |= p->tcp_flags;
+	if ((p->tcp_flags & (TCP_FIN | TCP_RST)) && !(e->flags & CT_FLAG_CLOSING))
 		e->flags |= CT_FLAG_CLOSING;
-	e->expires = now + ct_lifetime(e);
+	/* The lifetime is refreshed at most once a second: a second of
+	 * slack on lifetimes of 10 s and more. */
+	__u64 expires = now + ct_lifetime(e);
+	if (expires > e->expires + SECONDS || expires < e->expires)
+		e->expires = expires;
 	return e;
 }
 
@@ -126,7 +133,7 @@ static __always_inline void ct_create(const struct packet *p, __u8 scope, __u32 
 		.bytes = len,
 		.tcp_flags = p->tcp_flags,
 	};
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = p->now;
 
 	if (p->tcp_flags & (TCP_FIN | TCP_RST))
 		e.flags |= CT_FLAG_CLOSING;

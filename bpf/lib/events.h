@@ -34,10 +34,12 @@ struct {
 	__type(value, struct flow_event);
 } twill_event_layout SEC(".maps");
 
-/* p may be NULL when the packet could not be parsed. */
-static __always_inline void emit_match(struct __sk_buff *skb, __u8 type, __u8 reason, __u8 dir, __u8 ct_state,
-				       __u32 endpoint_id, __u32 src_identity, __u32 dst_identity,
-				       const struct packet *p, __u32 policy_match)
+/* p may be NULL when the packet could not be parsed. `ifindex` is the
+ * endpoint device the event is about: the skb's own, or the destination's
+ * when the source's program delivers straight into it. */
+static __always_inline void emit_event(struct __sk_buff *skb, __u32 ifindex, __u8 type, __u8 reason, __u8 dir,
+				       __u8 ct_state, __u32 endpoint_id, __u32 src_identity,
+				       __u32 dst_identity, const struct packet *p, __u32 policy_match)
 {
 	struct datapath_config *cfg = config();
 	__u32 wanted = type == EVENT_DROP ? EVENTS_DROP : type == EVENT_TRACE ? EVENTS_TRACE : EVENTS_POLICY;
@@ -69,7 +71,7 @@ static __always_inline void emit_match(struct __sk_buff *skb, __u8 type, __u8 re
 	e->tcp_flags = p ? p->tcp_flags : 0;
 	e->icmp_type = p ? p->icmp_type : 0;
 	e->icmp_code = p ? p->icmp_code : 0;
-	e->ifindex = skb->ifindex;
+	e->ifindex = ifindex;
 	e->length = skb->len;
 	e->policy_match = policy_match;
 	if (p) {
@@ -90,16 +92,24 @@ static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u8 reason, 
 				 __u32 endpoint_id, __u32 src_identity, __u32 dst_identity,
 				 const struct packet *p)
 {
-	emit_match(skb, type, reason, dir, ct_state, endpoint_id, src_identity, dst_identity, p, 0);
+	emit_event(skb, skb->ifindex, type, reason, dir, ct_state, endpoint_id, src_identity, dst_identity, p, 0);
 }
 
-/* Counts, reports and drops. The return value is the program's verdict. */
+/* Counts, reports and drops, as seen at endpoint device `ifindex`. The
+ * return value is the program's verdict. */
+static __always_inline int drop_at(struct __sk_buff *skb, __u32 ifindex, __u32 dir, __u32 reason,
+				   __u32 endpoint_id, __u32 src_identity, __u32 dst_identity,
+				   const struct packet *p)
+{
+	count(dir, reason, skb->len);
+	emit_event(skb, ifindex, EVENT_DROP, reason, dir, CT_NEW, endpoint_id, src_identity, dst_identity, p, 0);
+	return TC_ACT_SHOT;
+}
+
 static __always_inline int drop(struct __sk_buff *skb, __u32 dir, __u32 reason, __u32 endpoint_id,
 				__u32 src_identity, __u32 dst_identity, const struct packet *p)
 {
-	count(dir, reason, skb->len);
-	emit(skb, EVENT_DROP, reason, dir, CT_NEW, endpoint_id, src_identity, dst_identity, p);
-	return TC_ACT_SHOT;
+	return drop_at(skb, skb->ifindex, dir, reason, endpoint_id, src_identity, dst_identity, p);
 }
 
 /* Whether this packet earns a trace event at the configured aggregation
@@ -117,7 +127,7 @@ static __always_inline int should_trace(struct datapath_config *cfg, const struc
 	int dir = ct->reverse ? 1 : 0;
 	__u8 *reported = &e->reported_flags[dir & 1];
 	__u16 *last = &e->last_report[dir & 1];
-	__u16 now = (__u16)(bpf_ktime_get_ns() / SECONDS);
+	__u16 now = (__u16)(p->now / SECONDS);
 	__u8 flags = p->tcp_flags;
 
 	if (level >= AGGREGATION_MAXIMUM)
@@ -134,13 +144,33 @@ static __always_inline int should_trace(struct datapath_config *cfg, const struc
 	return 0;
 }
 
-/* A trace event at observation point `point` (TRACE_*), if trace events
- * are on and aggregation lets this packet through. */
+/* A trace event at observation point `point` (TRACE_*) of endpoint device
+ * `ifindex`, if trace events are on and aggregation lets this packet
+ * through. */
+static __always_inline void trace_at(struct __sk_buff *skb, __u32 ifindex, struct datapath_config *cfg,
+				     const struct ct_result *ct, __u8 point, __u8 dir, __u32 endpoint_id,
+				     __u32 src_identity, __u32 dst_identity, const struct packet *p)
+{
+	if (!cfg || !(cfg->events & EVENTS_TRACE) || !should_trace(cfg, ct, p))
+		return;
+	emit_event(skb, ifindex, EVENT_TRACE, point, dir, ct->state, endpoint_id, src_identity, dst_identity, p, 0);
+}
+
 static __always_inline void trace(struct __sk_buff *skb, struct datapath_config *cfg,
 				  const struct ct_result *ct, __u8 point, __u8 dir, __u32 endpoint_id,
 				  __u32 src_identity, __u32 dst_identity, const struct packet *p)
 {
-	if (!cfg || !(cfg->events & EVENTS_TRACE) || !should_trace(cfg, ct, p))
-		return;
-	emit(skb, EVENT_TRACE, point, dir, ct->state, endpoint_id, src_identity, dst_identity, p);
+	trace_at(skb, skb->ifindex, cfg, ct, point, dir, endpoint_id, src_identity, dst_identity, p);
+}
+
+/* The verdict of a new connection in one endpoint's direction: a denial
+ * is always reported, an allow only where that direction enforces policy
+ * (`enforced`), as Cilium's policy-verdict log filter does. */
+static __always_inline void verdict_at(struct __sk_buff *skb, __u32 ifindex, int enforced, __u8 reason, __u8 dir,
+				       __u32 endpoint_id, __u32 src_identity, __u32 dst_identity,
+				       const struct packet *p, __u32 match)
+{
+	if (reason || enforced)
+		emit_event(skb, ifindex, EVENT_POLICY_VERDICT, reason, dir, CT_NEW, endpoint_id, src_identity,
+			   dst_identity, p, match);
 }

@@ -5,11 +5,13 @@
 #include "events.h"
 #include "metrics.h"
 
-/* Routes an IPv4 packet straight to a local endpoint's veth, as a router
- * would: new MACs, TTL decremented. The veth's egress hook (to_endpoint)
- * runs next and applies the receiver's ingress policy. */
-static __always_inline int ipv4_redirect_to_endpoint(struct __sk_buff *skb, const struct endpoint_info *dst,
-						     __u32 endpoint_id, const struct packet *p)
+/* Routes an IPv4 packet straight into a local endpoint, as a router would
+ * (new MACs, TTL decremented), with bpf_redirect_peer: from this tc
+ * ingress hook to the ingress of the receiver's eth0, inside its
+ * namespace, without a pass through the host-side veth's egress or the
+ * backlog queue. The caller has applied the receiver's ingress policy. */
+static __always_inline int ipv4_deliver_to_endpoint(struct __sk_buff *skb, const struct endpoint_info *dst,
+						    __u32 endpoint_id, const struct packet *p)
 {
 	__u32 ttl_off = sizeof(struct ethhdr) + offsetof(struct iphdr, ttl);
 	__u32 csum_off = sizeof(struct ethhdr) + offsetof(struct iphdr, check);
@@ -32,5 +34,6 @@ static __always_inline int ipv4_redirect_to_endpoint(struct __sk_buff *skb, cons
 		return drop(skb, DIR_EGRESS, DROP_INVALID_PACKET, endpoint_id, 0, 0, p);
 
 	count(DIR_EGRESS, METRIC_FORWARDED, skb->len);
-	return bpf_redirect(dst->ifindex, 0);
+	count(DIR_INGRESS, METRIC_FORWARDED, skb->len);
+	return bpf_redirect_peer(dst->ifindex, 0);
 }

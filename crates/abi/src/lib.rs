@@ -283,3 +283,9 @@ pub const EVENTS_WAKEUP_BYTES: u32 = 1 << 16;
 
 /// At medium aggregation, a busy connection is reported at most this often.
 pub const AGGREGATION_INTERVAL_SECONDS: u32 = 5;
+
+/// `EndpointInfo::flags`: policy is enforced on the endpoint's ingress;
+/// allowed verdicts are reported only for enforced directions.
+pub const ENDPOINT_F_INGRESS_ENFORCED: u32 = 1;
+/// `EndpointInfo::flags`: policy is enforced on the endpoint's egress.
+pub const ENDPOINT_F_EGRESS_ENFORCED: u32 = 2;

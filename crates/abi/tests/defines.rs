@@ -239,6 +239,9 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         IDENTITY_UNKNOWN,
         IDENTITY_HOST,
         IDENTITY_WORLD,
+        // Endpoint flags.
+        ENDPOINT_F_INGRESS_ENFORCED,
+        ENDPOINT_F_EGRESS_ENFORCED,
         // Drop reasons.
         DROP_INVALID_SOURCE_IP,
         DROP_POLICY,

@@ -332,16 +332,26 @@ impl Agent {
     }
 
     fn program_maps(&mut self, r: &EndpointRecord) -> Result<()> {
+        self.write_endpoint_entry(r)?;
+        self.datapath.ipcache_map().upsert(r.ip, 32, r.identity)?;
+        Ok(())
+    }
+
+    /// The endpoint map entry: where to deliver, and which directions
+    /// enforce policy (the datapath reports allowed verdicts only there).
+    fn write_endpoint_entry(&mut self, r: &EndpointRecord) -> Result<()> {
+        let (ingress, egress) = self.realizer.enforced(r.id as u16);
+        let flags = if ingress { twill_abi::ENDPOINT_F_INGRESS_ENFORCED } else { 0 }
+            | if egress { twill_abi::ENDPOINT_F_EGRESS_ENFORCED } else { 0 };
         let info = EndpointInfo {
             ifindex: self.endpoints.ifindex(r)?,
             endpoint_id: r.id,
             identity: r.identity,
-            flags: 0,
+            flags,
             mac: r.mac,
             host_mac: r.host_mac,
         };
         self.datapath.endpoint_map().upsert(r.ip, info)?;
-        self.datapath.ipcache_map().upsert(r.ip, 32, r.identity)?;
         Ok(())
     }
 
@@ -713,7 +723,11 @@ impl Agent {
                 self.policies.rules(),
                 &peer_ports,
             );
+            let before = self.realizer.enforced(r.id as u16);
             self.realizer.realize(self.datapath.policy_map(), r.id as u16, &resolved, revision)?;
+            if self.realizer.enforced(r.id as u16) != before {
+                self.write_endpoint_entry(r)?;
+            }
         }
         let live: BTreeSet<u16> = records.iter().map(|r| r.id as u16).collect();
         for id in self.realizer.endpoints().into_iter().filter(|id| !live.contains(id)) {

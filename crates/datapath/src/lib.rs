@@ -7,6 +7,7 @@ mod features;
 mod loader;
 pub mod maps;
 pub mod netdev;
+mod netdev_error;
 mod netlink;
 mod netns;
 

@@ -8,7 +8,6 @@
 
 use std::{
     ffi::CString,
-    io,
     net::{IpAddr, Ipv4Addr},
     os::fd::AsRawFd,
 };
@@ -36,25 +35,7 @@ const HOST_DEVICE_PEER: &str = "twill_net";
 pub const ENDPOINT_DEVICE: &str = "eth0";
 const LOOPBACK: &str = "lo";
 
-#[derive(Debug, thiserror::Error)]
-pub enum NetdevError {
-    #[error("opening a netlink socket: {source}")]
-    Socket { source: io::Error },
-    /// A netlink request the kernel refused; `operation` reads like the
-    /// equivalent `ip` command.
-    #[error("{operation}: {source}")]
-    Netlink { operation: String, source: io::Error },
-    #[error("device {0} not found")]
-    NoDevice(String),
-    #[error("network namespace {name}: {step}: {source}")]
-    Netns { name: String, step: &'static str, source: io::Error },
-    #[error("invalid network namespace name {0:?}")]
-    InvalidNetnsName(String),
-    #[error("interface {device} already exists in network namespace {netns}")]
-    Exists { device: String, netns: String },
-    #[error("sysctl {path}: {source}")]
-    Sysctl { path: String, source: io::Error },
-}
+pub use crate::netdev_error::NetdevError;
 
 fn open() -> Result<Rtnl, NetdevError> {
     Rtnl::open().map_err(|source| NetdevError::Socket { source })

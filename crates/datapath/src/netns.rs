@@ -12,7 +12,7 @@ use std::{
     sync::Mutex,
 };
 
-use crate::{netdev::NetdevError, netlink::Rtnl};
+use crate::{netdev_error::NetdevError, netlink::Rtnl};
 
 pub(crate) const NETNS_RUN_DIR: &str = "/run/netns";
 

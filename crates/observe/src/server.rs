@@ -42,11 +42,11 @@ fn in_time_range(flow: &Flow, since: Option<&Timestamp>, until: Option<&Timestam
     since.is_none_or(|s| ts_nanos(t) >= ts_nanos(s)) && until.is_none_or(|u| ts_nanos(t) <= ts_nanos(u))
 }
 
-fn response(node: &str, flow: &Flow) -> observer::GetFlowsResponse {
+fn response(node: &str, flow: Flow) -> observer::GetFlowsResponse {
     observer::GetFlowsResponse {
-        response_types: Some(ResponseTypes::Flow(flow.clone())),
-        node_name: node.to_string(),
         time: flow.time,
+        response_types: Some(ResponseTypes::Flow(flow)),
+        node_name: node.to_string(),
     }
 }
 
@@ -64,10 +64,15 @@ fn lost(node: &str, n: u64) -> observer::GetFlowsResponse {
 
 /// The history part of GetFlows: which stored flows to send, in order.
 pub fn select_history(history: &[Stored], req: &observer::GetFlowsRequest) -> Vec<Stored> {
+    // One flow decoded at a time: a query over the ring never holds more
+    // than one decoded flow besides the ones it picked.
     let matching: Vec<&Stored> = history
         .iter()
-        .filter(|s| in_time_range(&s.flow, req.since.as_ref(), req.until.as_ref()))
-        .filter(|s| filter::passes(&s.flow, &req.whitelist, &req.blacklist))
+        .filter(|s| {
+            let flow = s.flow();
+            in_time_range(&flow, req.since.as_ref(), req.until.as_ref())
+                && filter::passes(&flow, &req.whitelist, &req.blacklist)
+        })
         .collect();
     // number 0: everything in range (hubble sends a number unless --all).
     let n = if req.number == 0 { matching.len() } else { (req.number as usize).min(matching.len()) };
@@ -104,7 +109,7 @@ impl Observer for ObserverService {
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
         tokio::spawn(async move {
             for stored in selected {
-                if tx.send(Ok(response(&node, &stored.flow))).await.is_err() {
+                if tx.send(Ok(response(&node, stored.flow()))).await.is_err() {
                     return;
                 }
             }
@@ -114,13 +119,16 @@ impl Observer for ObserverService {
             loop {
                 match live.recv().await {
                     Ok(stored) => {
-                        if stored.seq <= last_seq
-                            || !in_time_range(&stored.flow, req.since.as_ref(), req.until.as_ref())
-                            || !filter::passes(&stored.flow, &req.whitelist, &req.blacklist)
+                        if stored.seq <= last_seq {
+                            continue;
+                        }
+                        let flow = stored.flow();
+                        if !in_time_range(&flow, req.since.as_ref(), req.until.as_ref())
+                            || !filter::passes(&flow, &req.whitelist, &req.blacklist)
                         {
                             continue;
                         }
-                        if tx.send(Ok(response(&node, &stored.flow))).await.is_err() {
+                        if tx.send(Ok(response(&node, flow))).await.is_err() {
                             return;
                         }
                     }

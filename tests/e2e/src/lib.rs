@@ -170,6 +170,25 @@ impl Node {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    /// `twill observe ARGS -o json` against this node's Hubble socket: the
+    /// flows, in order (other response kinds are left out).
+    pub fn observe(&self, args: &[&str]) -> Vec<Value> {
+        let out = Command::new(bin_dir().join("twill"))
+            .arg("observe")
+            .arg("--server")
+            .arg(format!("unix://{}", self.hubble_socket().display()))
+            .args(args)
+            .args(["-o", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "observe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .filter_map(|v| v.get("flow").cloned())
+            .collect()
+    }
+
     /// Creates an endpoint and returns its JSON.
     pub fn endpoint(&self, name: &str, namespace: &str, labels: &str) -> Value {
         let mut args = vec!["endpoint", "create", name, "--namespace", namespace];

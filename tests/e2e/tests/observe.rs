@@ -10,21 +10,7 @@ use std::{
 use twill_e2e::{wait_until, Node, Value};
 
 fn observe(node: &Node, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(twill_e2e::bin_dir().join("twill"))
-        .arg("observe")
-        .arg("--server")
-        .arg(format!("unix://{}", node.hubble_socket().display()))
-        .args(args)
-        .args(["-o", "json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "observe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .filter(|v| v.get("flow").is_some())
-        .map(|v| v["flow"].clone())
-        .collect()
+    node.observe(args)
 }
 
 fn pod(ep: &Value) -> String {
@@ -285,4 +271,36 @@ fn monitor_streams_drops_with_cilium_reasons() {
     assert_eq!(event["destination"], b_ip.as_str());
     let line = line.expect("a drop line");
     assert!(line.starts_with("xx drop (Policy denied)") && line.contains(&b_ip), "{line}");
+}
+
+/// Without --server, `twill observe` reads the flows of the agent that
+/// --socket names, not a fixed path: two agents on one machine are each
+/// observed through their own Hubble socket.
+#[test]
+fn observe_without_server_follows_the_agents_socket() {
+    let nodes = [Node::start("obs-one"), Node::start("obs-two")];
+    for node in &nodes {
+        node.endpoint("a", "default", "app=a");
+        let b = node.endpoint("b", "default", "app=b");
+        assert!(wait_until(Duration::from_secs(5), || node.ping(
+            "a",
+            "default",
+            b["ipv4"].as_str().unwrap()
+        )));
+    }
+    for node in &nodes {
+        let flows = || -> Vec<Value> {
+            let out = node.twill(&["observe", "--all", "-o", "json"]);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter_map(|v| v.get("flow").cloned())
+                .collect()
+        };
+        assert!(wait_until(Duration::from_secs(5), || !flows().is_empty()), "flows of {}", node.name);
+        let names: std::collections::BTreeSet<String> =
+            flows().iter().map(|f| f["node_name"].as_str().unwrap_or("").to_string()).collect();
+        assert_eq!(names, [node.name.clone()].into(), "only {}'s flows", node.name);
+    }
 }

@@ -1,0 +1,55 @@
+/* The two policy steps of a packet between endpoints, shared by the
+ * programs: the sender's egress and the receiver's ingress. Each tracks
+ * the connection in its own scope, checks policy once per new connection
+ * and reports the verdict. Both can run in one program: with host
+ * routing, the sender's from_endpoint applies the receiver's ingress too,
+ * before delivering straight into the receiver's namespace.
+ */
+#pragma once
+
+#include "common.h"
+#include "config.h"
+#include "conntrack.h"
+#include "events.h"
+#include "policy.h"
+
+/* Returns 0 to go on, or a drop reason (already counted and reported). */
+static __always_inline int endpoint_egress(struct __sk_buff *skb, const struct endpoint_info *src,
+					   __u32 dst_identity, const struct packet *p, struct ct_result *ct)
+{
+	*ct = ct_lookup(p, DIR_EGRESS, skb->len);
+	if (ct->state != CT_NEW)
+		return 0;
+	__u32 match = 0;
+	int verdict = policy_check_packet(src->endpoint_id, DIR_EGRESS, dst_identity, p, &match);
+	verdict_at(skb, skb->ifindex, src->flags & ENDPOINT_F_EGRESS_ENFORCED, verdict, DIR_EGRESS,
+		   src->endpoint_id, src->identity, dst_identity, p, match);
+	if (verdict) {
+		drop(skb, DIR_EGRESS, verdict, src->endpoint_id, src->identity, dst_identity, p);
+		return verdict;
+	}
+	ct_create(p, DIR_EGRESS, skb->len);
+	return 0;
+}
+
+/* The receiver's side; `from_host` skips policy (Cilium's allow-localhost:
+ * the node's own health checks always reach its endpoints). Events name
+ * the receiver's device. */
+static __always_inline int endpoint_ingress(struct __sk_buff *skb, const struct endpoint_info *dst,
+					    __u32 src_identity, int from_host, const struct packet *p,
+					    struct ct_result *ct)
+{
+	*ct = ct_lookup(p, DIR_INGRESS, skb->len);
+	if (ct->state != CT_NEW)
+		return 0;
+	__u32 match = POLICY_MATCH_ALL;
+	int verdict = from_host ? 0 : policy_check_packet(dst->endpoint_id, DIR_INGRESS, src_identity, p, &match);
+	verdict_at(skb, dst->ifindex, dst->flags & ENDPOINT_F_INGRESS_ENFORCED, verdict,
+		   DIR_INGRESS, dst->endpoint_id, src_identity, dst->identity, p, match);
+	if (verdict) {
+		drop_at(skb, dst->ifindex, DIR_INGRESS, verdict, dst->endpoint_id, src_identity, dst->identity, p);
+		return verdict;
+	}
+	ct_create(p, DIR_INGRESS, skb->len);
+	return 0;
+}

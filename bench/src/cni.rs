@@ -64,24 +64,16 @@ fn measure(plugin: &Plugin, tag: &str) -> anyhow::Result<(Vec<Duration>, Vec<Dur
         sh(&["ip", "netns", "add", &netns_name(tag, i)])?;
     }
     let result = (|| {
-        let mut adds = Vec::new();
-        let mut dels = Vec::new();
-        for i in 0..SEQUENTIAL {
-            adds.push(call(
-                plugin,
-                "ADD",
-                &format!("{tag}{i}"),
-                &format!("/run/netns/{}", netns_name(tag, i)),
-            )?);
-        }
-        for i in 0..SEQUENTIAL {
-            dels.push(call(
-                plugin,
-                "DEL",
-                &format!("{tag}{i}"),
-                &format!("/run/netns/{}", netns_name(tag, i)),
-            )?);
-        }
+        // One command for every container, one at a time.
+        let sequential = |command: &str| -> anyhow::Result<Vec<Duration>> {
+            (0..SEQUENTIAL)
+                .map(|i| {
+                    call(plugin, command, &format!("{tag}{i}"), &format!("/run/netns/{}", netns_name(tag, i)))
+                })
+                .collect()
+        };
+        let adds = sequential("ADD")?;
+        let dels = sequential("DEL")?;
         let mut parallel = Vec::new();
         for round in 0..PARALLEL_ROUNDS {
             let ids: Vec<(String, String)> = (0..PARALLEL)

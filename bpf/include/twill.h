@@ -22,6 +22,7 @@
 #define DROP_INVALID_PACKET 134
 #define DROP_CT_INVALID_HDR 135
 #define DROP_UNSUPPORTED_L3 139
+#define DROP_NO_SERVICE 158
 #define DROP_POLICY_DENY 181
 
 /* Index 0 of the reason space means "forwarded". */
@@ -163,7 +164,7 @@ struct datapath_config {
 	__u32 allow_localhost; /* traffic from the host identity always passes ingress */
 	__u32 aggregation;     /* AGGREGATION_*: how many trace events to emit */
 	__u32 events;          /* bit 0: drop, bit 1: trace, bit 2: policy verdict */
-	__u32 reserved;
+	__u32 maglev_table_size; /* entries of every Maglev table (a prime, LB_MAGLEV_* ) */
 };
 
 /* Trace aggregation levels (Cilium's names). */
@@ -213,3 +214,113 @@ struct flow_event {
 };
 
 /* Index 0 of twill_event_stats: events lost because the ring was full. */
+
+/* Services (load balancing), IPv4.
+ *
+ * A frontend is a virtual address, port and protocol. Its entry in
+ * twill_lb4_services at slot 0 is the service; slots 1..count name its
+ * backends in order, for random choice. Each frontend has its own
+ * rev_nat_index, which keys the reverse translation, session affinity and
+ * the Maglev table. NodePort frontends have address 0: they answer on
+ * every address of the node (ipcache identity host).
+ */
+#define MAX_LB_SERVICE_ENTRIES 262144
+#define MAX_LB_BACKENDS 262144
+#define MAX_LB_FRONTENDS 131072
+#define MAX_LB_AFFINITY 65536
+#define MAX_LB_SOCK_ENTRIES 65536
+#define MAX_LB_MAGLEV 16384
+#define MAX_LB_NETNS 65536
+#define LB_MAGLEV_DEFAULT_SIZE 16381
+
+struct lb4_key {
+	__u32 address;      /* network byte order; 0 for NodePort */
+	__u16 dport;        /* network byte order */
+	__u16 backend_slot; /* 0: the service; 1..count: its backends */
+	__u8 proto;         /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad[3];
+};
+
+struct lb4_service {
+	__u32 backend_id;       /* slot > 0: the backend in this slot */
+	__u32 affinity_timeout; /* slot 0: client affinity in seconds, 0 for none */
+	__u32 rev_nat_index;    /* the frontend's id, > 0 */
+	__u16 count;            /* slot 0: backend slots that follow */
+	__u8 flags;             /* LB_F_* */
+	__u8 pad;
+};
+
+#define LB_F_NODEPORT 1 /* address 0: any address of the node */
+#define LB_F_MAGLEV 2   /* choose by the frontend's Maglev table, not at random */
+
+/* Value of twill_lb4_backends, keyed by a __u32 backend id (> 0). */
+struct lb4_backend {
+	__u32 address; /* network byte order */
+	__u16 port;    /* network byte order */
+	__u8 proto;
+	__u8 flags;
+};
+
+/* Value of twill_lb4_reverse_nat, keyed by the __u32 rev_nat_index: the
+ * frontend replies must appear to come from. */
+struct lb4_reverse_nat {
+	__u32 address; /* network byte order; the node's address for NodePort */
+	__u16 port;    /* network byte order */
+	__u16 pad;
+};
+
+/* twill_lb_affinity (LRU): the backend a client last got from a frontend.
+ * The client is the socket's network namespace cookie at the socket hooks,
+ * the IPv4 source address for per-packet NodePort translation. */
+struct lb_affinity_key {
+	__u64 client;
+	__u32 rev_nat_index;
+	__u8 netns;  /* 1: client is a netns cookie, 0: an address */
+	__u8 pad[3];
+};
+
+struct lb_affinity_value {
+	__u64 last_used; /* bpf_ktime_get_ns() */
+	__u32 backend_id;
+	__u32 pad;
+};
+
+/* twill_lb4_sk (LRU): what a socket connected or sent to, so that replies
+ * read with recvmsg and getpeername show the frontend, not the backend. */
+struct lb4_sk_key {
+	__u64 cookie;  /* bpf_get_socket_cookie() */
+	__u32 address; /* the backend, network byte order */
+	__u16 port;    /* network byte order */
+	__u16 pad;
+};
+
+struct lb4_sk_value {
+	__u32 address; /* the frontend */
+	__u16 port;
+	__u16 pad;
+	__u32 rev_nat_index;
+};
+
+/* twill_lb4_nat (LRU), per-packet translation at the node's devices for
+ * what the socket hooks do not see (NodePort from outside). Keyed by
+ * struct ct_key: scope LB_NAT_FORWARD with the tuple as the client sent it,
+ * LB_NAT_REVERSE with the backend's reply tuple. */
+struct lb4_nat_entry {
+	__u64 expires;
+	__u32 address; /* forward: the backend; reverse: the frontend */
+	__u16 port;    /* network byte order */
+	__u16 pad;
+	__u32 rev_nat_index;
+	__u32 ifindex; /* reverse: the device the client is behind */
+};
+
+#define LB_NAT_FORWARD 0
+#define LB_NAT_REVERSE 1
+
+/* twill_lb_netns: the network namespaces, by cookie, whose sockets this
+ * node's socket hooks translate (its endpoints and the node itself); other
+ * namespaces on the machine are left alone. */
+struct lb_netns_value {
+	__u32 endpoint_id; /* 0 for the node's own namespace */
+	__u32 identity;
+};

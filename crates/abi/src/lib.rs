@@ -140,7 +140,8 @@ pub struct DatapathConfig {
     pub allow_localhost: u32,
     pub aggregation: u32,
     pub events: u32,
-    pub reserved: u32,
+    /// Entries of every Maglev table (a prime).
+    pub maglev_table_size: u32,
 }
 
 pub const EVENTS_DROP: u32 = 1;
@@ -210,6 +211,16 @@ unsafe impl aya::Pod for PolicyValue {}
 unsafe impl aya::Pod for CtKey {}
 unsafe impl aya::Pod for CtEntry {}
 unsafe impl aya::Pod for DatapathConfig {}
+unsafe impl aya::Pod for Lb4Key {}
+unsafe impl aya::Pod for Lb4Service {}
+unsafe impl aya::Pod for Lb4Backend {}
+unsafe impl aya::Pod for Lb4ReverseNat {}
+unsafe impl aya::Pod for LbAffinityKey {}
+unsafe impl aya::Pod for LbAffinityValue {}
+unsafe impl aya::Pod for Lb4SkKey {}
+unsafe impl aya::Pod for Lb4SkValue {}
+unsafe impl aya::Pod for Lb4NatEntry {}
+unsafe impl aya::Pod for LbNetnsValue {}
 
 /// Map sizes, as declared in bpf/include/twill.h.
 pub const MAX_ENDPOINTS: usize = 65536;
@@ -234,6 +245,7 @@ pub const DROP_REASONS: &[(u32, &str)] = &[
     emitted(twill_numbers::DROP_INVALID_PACKET),
     emitted(twill_numbers::DROP_CT_INVALID_HDR),
     emitted(twill_numbers::DROP_UNSUPPORTED_L3),
+    emitted(twill_numbers::DROP_NO_SERVICE),
     emitted(twill_numbers::DROP_POLICY_DENY),
 ];
 
@@ -266,6 +278,7 @@ pub const DROP_POLICY: u32 = twill_numbers::DROP_POLICY as u32;
 pub const DROP_INVALID_PACKET: u32 = twill_numbers::DROP_INVALID_PACKET as u32;
 pub const DROP_CT_INVALID_HDR: u32 = twill_numbers::DROP_CT_INVALID_HDR as u32;
 pub const DROP_UNSUPPORTED_L3: u32 = twill_numbers::DROP_UNSUPPORTED_L3 as u32;
+pub const DROP_NO_SERVICE: u32 = twill_numbers::DROP_NO_SERVICE as u32;
 pub const DROP_POLICY_DENY: u32 = twill_numbers::DROP_POLICY_DENY as u32;
 
 /// The reason slot of forwarded packets in `twill_metrics`.
@@ -289,3 +302,123 @@ pub const AGGREGATION_INTERVAL_SECONDS: u32 = 5;
 pub const ENDPOINT_F_INGRESS_ENFORCED: u32 = 1;
 /// `EndpointInfo::flags`: policy is enforced on the endpoint's egress.
 pub const ENDPOINT_F_EGRESS_ENFORCED: u32 = 2;
+
+// Services (load balancing), IPv4: see the comments in twill.h.
+
+/// Key of `twill_lb4_services`. `address` and `dport` in network byte order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Lb4Key {
+    pub address: u32,
+    pub dport: u16,
+    pub backend_slot: u16,
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+/// Value of `twill_lb4_services`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lb4Service {
+    pub backend_id: u32,
+    pub affinity_timeout: u32,
+    pub rev_nat_index: u32,
+    pub count: u16,
+    pub flags: u8,
+    pub pad: u8,
+}
+
+pub const LB_F_NODEPORT: u8 = 1;
+pub const LB_F_MAGLEV: u8 = 2;
+
+/// Value of `twill_lb4_backends` (keyed by a u32 backend id).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Lb4Backend {
+    pub address: u32,
+    pub port: u16,
+    pub proto: u8,
+    pub flags: u8,
+}
+
+/// Value of `twill_lb4_reverse_nat` (keyed by the u32 rev_nat_index).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lb4ReverseNat {
+    pub address: u32,
+    pub port: u16,
+    pub pad: u16,
+}
+
+/// Key of `twill_lb_affinity`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LbAffinityKey {
+    pub client: u64,
+    pub rev_nat_index: u32,
+    pub netns: u8,
+    pub pad: [u8; 3],
+}
+
+/// Value of `twill_lb_affinity`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LbAffinityValue {
+    pub last_used: u64,
+    pub backend_id: u32,
+    pub pad: u32,
+}
+
+/// Key of `twill_lb4_sk`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lb4SkKey {
+    pub cookie: u64,
+    pub address: u32,
+    pub port: u16,
+    pub pad: u16,
+}
+
+/// Value of `twill_lb4_sk`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lb4SkValue {
+    pub address: u32,
+    pub port: u16,
+    pub pad: u16,
+    pub rev_nat_index: u32,
+}
+
+/// Value of `twill_lb4_nat` (keyed by [`CtKey`]).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lb4NatEntry {
+    pub expires: u64,
+    pub address: u32,
+    pub port: u16,
+    pub pad: u16,
+    pub rev_nat_index: u32,
+    pub ifindex: u32,
+}
+
+pub const LB_NAT_FORWARD: u8 = 0;
+pub const LB_NAT_REVERSE: u8 = 1;
+
+/// Value of `twill_lb_netns` (keyed by a u64 network namespace cookie).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LbNetnsValue {
+    pub endpoint_id: u32,
+    pub identity: u32,
+}
+
+pub const MAX_LB_SERVICE_ENTRIES: usize = 262144;
+pub const MAX_LB_BACKENDS: usize = 262144;
+pub const MAX_LB_FRONTENDS: usize = 131072;
+pub const MAX_LB_AFFINITY: usize = 65536;
+pub const MAX_LB_SOCK_ENTRIES: usize = 65536;
+pub const MAX_LB_MAGLEV: usize = 16384;
+pub const MAX_LB_NETNS: usize = 65536;
+/// Maglev's default table size (Cilium's too); every table has the
+/// size in [`DatapathConfig::maglev_table_size`].
+pub const LB_MAGLEV_DEFAULT_SIZE: u32 = 16381;

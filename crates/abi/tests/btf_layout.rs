@@ -404,7 +404,7 @@ fn rust_mirrors_match_btf_of_lxc_object() {
         compare_layout!(
             &btf,
             "datapath_config",
-            DatapathConfig { allow_localhost, aggregation, events, reserved }
+            DatapathConfig { allow_localhost, aggregation, events, maglev_table_size }
         ),
         compare_layout!(
             &btf,

@@ -296,6 +296,20 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         EVENT_DROP,
         EVENT_TRACE,
         EVENT_POLICY_VERDICT,
+        // Services.
+        DROP_NO_SERVICE,
+        MAX_LB_SERVICE_ENTRIES,
+        MAX_LB_BACKENDS,
+        MAX_LB_FRONTENDS,
+        MAX_LB_AFFINITY,
+        MAX_LB_SOCK_ENTRIES,
+        MAX_LB_MAGLEV,
+        MAX_LB_NETNS,
+        LB_MAGLEV_DEFAULT_SIZE,
+        LB_F_NODEPORT,
+        LB_F_MAGLEV,
+        LB_NAT_FORWARD,
+        LB_NAT_REVERSE,
     ];
     // Which metrics slot counts a direction is the shift in
     // METRICS_INDEX(); the Rust side computes it in a function.

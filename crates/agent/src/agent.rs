@@ -145,7 +145,7 @@ impl Agent {
             allow_localhost: 1,
             aggregation: config.aggregation,
             events,
-            reserved: 0,
+            maglev_table_size: twill_abi::LB_MAGLEV_DEFAULT_SIZE,
         })?;
         let realizer = PolicyRealizer::from_map(datapath.policy_map())?;
         let mut agent = Self {

@@ -179,7 +179,7 @@ fn endpoints_reach_each_other_through_ebpf_and_spoofing_is_dropped() {
                 allow_localhost: 1,
                 aggregation: 0,
                 events: 0,
-                reserved: 0,
+                maglev_table_size: twill_abi::LB_MAGLEV_DEFAULT_SIZE,
             })
             .unwrap();
         assert!(ping(&sandbox.endpoint_netns(1), ips[1]), "endpoint 1 -> endpoint 2");

@@ -8,6 +8,7 @@ pub const DROP_POLICY: u8 = 133;
 pub const DROP_INVALID_PACKET: u8 = 134;
 pub const DROP_CT_INVALID_HDR: u8 = 135;
 pub const DROP_UNSUPPORTED_L3: u8 = 139;
+pub const DROP_NO_SERVICE: u8 = 158;
 pub const DROP_POLICY_DENY: u8 = 181;
 
 /// Every code Cilium names, with its text. Flows from other agents (a

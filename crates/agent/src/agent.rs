@@ -25,6 +25,7 @@ use twill_store::{FileStore, Store};
 use crate::{
     config::Config,
     directory::FlowDirectory,
+    lb,
     endpoints::{named_ports_by_identity, Endpoints},
     error::{AgentError, Result},
     identities::Identities,
@@ -41,6 +42,7 @@ use crate::{
     },
     records::*,
     restore::{self, Observed},
+    services::{self, Services},
 };
 
 /// A change to desired state, from whatever source.
@@ -91,6 +93,32 @@ pub enum Change {
     CniDel(api::CniAttachmentRef),
     /// CNI GC: this network's attachments the runtime no longer lists go.
     CniGc(api::CniGc),
+    /// One service from command-line terms, created or replaced.
+    ServiceCreate(api::ServiceCreate),
+    /// Kubernetes Service and EndpointSlice documents, all or none.
+    ServiceImport {
+        files: Vec<api::PolicyFile>,
+    },
+    ServiceDelete {
+        name: String,
+        namespace: String,
+    },
+}
+
+impl Change {
+    /// Whether the change can add, remove or relabel endpoints, which
+    /// selector services and the socket hooks' namespaces follow.
+    fn touches_endpoints(&self) -> bool {
+        matches!(
+            self,
+            Change::EndpointCreate { .. }
+                | Change::EndpointDelete { .. }
+                | Change::EndpointLabel { .. }
+                | Change::CniAdd(_)
+                | Change::CniDel(_)
+                | Change::CniGc(_)
+        )
+    }
 }
 
 /// What a change produced, for the caller to report.
@@ -101,6 +129,8 @@ pub enum Outcome {
     Policy(api::PolicyImported),
     CniAttached(Box<api::CniAttached>),
     CniRemoved(api::CniRemoved),
+    Service(Box<api::ServiceInfo>),
+    ServicesImported(api::ServicesImported),
 }
 
 /// What follows from a change beyond the change itself.
@@ -109,6 +139,9 @@ struct Effects {
     /// Identities, policies or their inputs changed: every endpoint's
     /// policy and the ipcache must be recomputed.
     regenerate: bool,
+    /// Endpoints came, went or changed labels: selector services and the
+    /// socket hooks' namespaces follow.
+    endpoints: bool,
 }
 
 pub struct Agent {
@@ -120,9 +153,14 @@ pub struct Agent {
     endpoints: Endpoints,
     identities: Identities,
     policies: PolicyRepository,
+    services: Services,
     realizer: PolicyRealizer,
     directory: FlowDirectory,
     started: Instant,
+    /// Network namespace cookies of endpoints, by endpoint id, so the
+    /// socket hooks' namespace map is kept without entering namespaces
+    /// on every change.
+    netns_cookies: BTreeMap<u32, u64>,
 }
 
 impl Agent {
@@ -145,10 +183,19 @@ impl Agent {
             allow_localhost: 1,
             aggregation: config.aggregation,
             events,
-            maglev_table_size: twill_abi::LB_MAGLEV_DEFAULT_SIZE,
+            maglev_table_size: config.maglev_table_size,
         })?;
         let realizer = PolicyRealizer::from_map(datapath.policy_map())?;
+        let services = Services::load(
+            Arc::new(FileStore::open(&config.state_dir.join("services"))?),
+            config.service_cidr,
+            config.node_port_range.clone(),
+            config.maglev_table_size,
+            datapath.lb_maps(),
+        )?;
+        lb::attach(&mut datapath, &config)?;
         let mut agent = Self {
+            services,
             namespaces: Namespaces::new(store.clone()),
             endpoints: Endpoints::new(store.clone(), &config.node_name, config.pod_cidr),
             identities: Identities::new(store.clone()),
@@ -160,10 +207,15 @@ impl Agent {
             features,
             config,
             started: Instant::now(),
+            netns_cookies: BTreeMap::new(),
         };
         agent.namespaces.ensure_default()?;
         agent.restore()?;
-        agent.follow_up(Effects { regenerate: true })?;
+        agent.follow_up(Effects { regenerate: true, endpoints: true })?;
+        let garbage = agent.services.collect_garbage(agent.datapath.lb_maps())?;
+        if garbage > 0 {
+            info!(writes = garbage, "removed service map entries no service wants");
+        }
         agent.drain_cni_queue();
         Ok(agent)
     }
@@ -189,10 +241,11 @@ impl Agent {
     /// took effect is reflected everywhere.
     pub fn apply(&mut self, change: Change) -> Result<Outcome> {
         let started = Instant::now();
-        let mut effects = Effects::default();
+        let mut effects = Effects { endpoints: change.touches_endpoints(), ..Effects::default() };
         let result = self.change(change, &mut effects);
         if result.is_err() {
             effects.regenerate = true;
+            effects.endpoints = true;
         }
         let follow_up = self.follow_up(effects);
         debug!(elapsed = ?started.elapsed(), regenerate = effects.regenerate, "change applied");
@@ -256,6 +309,26 @@ impl Agent {
                 effects.regenerate = revision != before;
                 Outcome::Policy(api::PolicyImported { revision, policies })
             }
+            Change::ServiceCreate(req) => {
+                let spec = services::request::from_request(&req)?;
+                let key = spec.key.clone();
+                self.check_service_namespace(&key.namespace)?;
+                self.services.upsert(vec![spec], |_| String::new())?;
+                self.sync_services(false)?;
+                Outcome::Service(Box::new(self.services.to_api(self.services.get(&key)?)))
+            }
+            Change::ServiceImport { files } => {
+                let keys = self.service_import(&files)?;
+                Outcome::ServicesImported(api::ServicesImported {
+                    services: keys.iter().map(|k| k.to_string()).collect(),
+                })
+            }
+            Change::ServiceDelete { name, namespace } => {
+                let key = twill_service::ServiceKey::new(namespace, name);
+                let info = self.services.to_api(self.services.get(&key)?);
+                self.services.delete(&key)?;
+                Outcome::Service(Box::new(info))
+            }
         })
     }
 
@@ -263,6 +336,10 @@ impl Agent {
         if effects.regenerate {
             self.regenerate_all()?;
         }
+        if effects.endpoints {
+            self.sync_socket_namespaces()?;
+        }
+        self.sync_services(effects.endpoints)?;
         self.rebuild_directory()
     }
 
@@ -681,6 +758,122 @@ impl Agent {
             .ok_or_else(|| AgentError::NotFound(format!("identity {id} does not exist")))
     }
 
+    // ---- services --------------------------------------------------------
+
+    fn check_service_namespace(&self, namespace: &str) -> Result<()> {
+        match self.namespaces.get(namespace) {
+            Ok(_) => Ok(()),
+            Err(AgentError::NotFound(_)) => Err(AgentError::NotFound(format!(
+                "namespace {namespace} does not exist; create it with `twill namespace create {namespace}`"
+            ))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Kubernetes Service and EndpointSlice documents: every file parsed
+    /// and every service checked before anything is applied.
+    fn service_import(&mut self, files: &[api::PolicyFile]) -> Result<Vec<twill_service::ServiceKey>> {
+        let mut problems = Vec::new();
+        let mut incoming = Vec::new();
+        let mut origins = Vec::new();
+        let mut slices = Vec::new();
+        for file in files {
+            match twill_service::k8s::parse_services(&file.name, &file.content) {
+                Ok(set) => {
+                    for (origin, service) in set.services {
+                        origins.push(origin);
+                        incoming.push(service);
+                    }
+                    slices.extend(set.endpoint_slices);
+                }
+                Err(errors) => problems.extend(errors.iter().map(|e| e.to_string())),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(AgentError::Invalid(problems.join("\n")));
+        }
+        // Slices for services already known attach to them.
+        let known: Vec<twill_service::Service> = self.services.specs().cloned().collect();
+        let incoming = twill_service::k8s::attach_slices(incoming, &known, &slices)
+            .map_err(|errors| AgentError::Invalid(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
+        for ns in incoming.iter().map(|s| s.key.namespace.clone()).collect::<BTreeSet<_>>() {
+            // Kubernetes objects name their namespace; create it as kubectl
+            // users expect of `default`, refuse others that do not exist.
+            self.check_service_namespace(&ns)?;
+        }
+        let keys = self.services.upsert(incoming, |i| origins.get(i).cloned().unwrap_or_default())?;
+        Ok(keys)
+    }
+
+    /// Brings the kernel's service maps in line with services and endpoints.
+    fn sync_services(&mut self, endpoints_changed: bool) -> Result<()> {
+        // Services whose spec changed need the endpoints too.
+        let views: Vec<twill_service::resolve::EndpointView> =
+            self.endpoints.records()?.iter().map(endpoint_view).collect();
+        self.services.sync(self.datapath.lb_maps(), &views, endpoints_changed)?;
+        Ok(())
+    }
+
+    /// The namespaces whose sockets the socket hooks translate: the node's
+    /// own and every endpoint's.
+    fn sync_socket_namespaces(&mut self) -> Result<()> {
+        let records = self.endpoints.records()?;
+        let mut desired: BTreeMap<u64, twill_abi::LbNetnsValue> = BTreeMap::new();
+        let node = twill_datapath::netns::current_netns_cookie()
+            .map_err(|source| AgentError::Io { what: "reading the node's network namespace cookie".into(), source })?;
+        desired.insert(node, twill_abi::LbNetnsValue { endpoint_id: 0, identity: twill_abi::IDENTITY_HOST });
+        let live: BTreeSet<u32> = records.iter().map(|r| r.id).collect();
+        self.netns_cookies.retain(|id, _| live.contains(id));
+        for r in &records {
+            let cookie = match self.netns_cookies.get(&r.id) {
+                Some(c) => *c,
+                None => match twill_datapath::netns::netns_cookie(&self.endpoints.netns_path(r)) {
+                    Ok(c) => {
+                        self.netns_cookies.insert(r.id, c);
+                        c
+                    }
+                    Err(e) => {
+                        warn!("{}/{}: no network namespace cookie, services unavailable to it: {e}", r.namespace, r.name);
+                        continue;
+                    }
+                },
+            };
+            desired.insert(cookie, twill_abi::LbNetnsValue { endpoint_id: r.id, identity: r.identity });
+        }
+        let map = self.datapath.netns_map();
+        let current: BTreeMap<u64, twill_abi::LbNetnsValue> = map.entries()?.into_iter().collect();
+        for cookie in current.keys().filter(|c| !desired.contains_key(c)) {
+            map.remove(*cookie)?;
+        }
+        for (cookie, value) in &desired {
+            if current.get(cookie) != Some(value) {
+                map.upsert(*cookie, *value)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn service_get(&self, name: &str, namespace: &str) -> Result<api::ServiceInfo> {
+        let key = twill_service::ServiceKey::new(namespace, name);
+        Ok(self.services.to_api(self.services.get(&key)?))
+    }
+
+    pub fn service_list(&self, namespace: Option<&str>) -> Result<Vec<api::ServiceInfo>> {
+        if let Some(ns) = namespace {
+            self.namespaces.get(ns)?;
+        }
+        Ok(self
+            .services
+            .specs()
+            .filter(|s| namespace.is_none_or(|ns| s.key.namespace == ns))
+            .map(|s| self.services.to_api(s))
+            .collect())
+    }
+
+    pub fn bpf_lb_list(&mut self) -> Result<Vec<api::BpfLbFrontend>> {
+        inspect::load_balancer(self.datapath.lb_maps())
+    }
+
     // ---- policy ----------------------------------------------------------
 
     /// Resolves and realizes the policy of one endpoint that may not be in
@@ -1065,6 +1258,7 @@ impl Agent {
             self.tear_down(r);
         }
         let mut removed = Vec::new();
+        removed.extend(lb::detach(&mut self.datapath, &self.config)?);
         netdev::remove_host_device()?;
         removed.push(format!("device {}", netdev::HOST_DEVICE));
         // Catch anything the records missed (e.g. from a lost state dir).
@@ -1103,6 +1297,23 @@ fn check_pod_cidr(store: &dyn Store, config: &Config) -> Result<()> {
     }
     store.put(&key, &wanted)?;
     Ok(())
+}
+
+/// What service resolution needs of an endpoint.
+fn endpoint_view(r: &EndpointRecord) -> twill_service::resolve::EndpointView {
+    twill_service::resolve::EndpointView {
+        name: r.name.clone(),
+        namespace: r.namespace.clone(),
+        address: r.ip,
+        labels: plain(&r.labels),
+        named_ports: r
+            .ports
+            .iter()
+            .filter_map(|p| {
+                twill_service::Protocol::from_number(p.protocol).map(|proto| (p.name.clone(), (p.port, proto)))
+            })
+            .collect(),
+    }
 }
 
 /// Host addresses that belong in the ipcache as the host identity.

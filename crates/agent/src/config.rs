@@ -60,6 +60,24 @@ pub struct Args {
     /// state directory.
     #[arg(long)]
     pub cni_queue_dir: Option<PathBuf>,
+    /// IPv4 CIDR ClusterIPs are allocated from.
+    #[arg(long, default_value = "10.96.0.0/16")]
+    pub service_cidr: String,
+    /// Range node ports are allocated from and must lie in, LOW-HIGH.
+    #[arg(long, default_value = "30000-32767")]
+    pub node_port_range: String,
+    /// Entries of every Maglev table: one of Maglev's primes (251, 509,
+    /// 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071).
+    #[arg(long, default_value_t = twill_abi::LB_MAGLEV_DEFAULT_SIZE)]
+    pub bpf_lb_maglev_table_size: u32,
+    /// The node's devices facing the outside, comma-separated: NodePort
+    /// clients arriving there are translated per packet.
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<String>,
+    /// The cgroup v2 directory whose sockets get service translation
+    /// (default: the cgroup v2 mount, so every process).
+    #[arg(long)]
+    pub cgroup_root: Option<PathBuf>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: tracing::Level,
@@ -83,6 +101,11 @@ pub struct Config {
     pub prometheus_listen: Option<SocketAddr>,
     pub flow_buffer_size: usize,
     pub cni_queue_dir: PathBuf,
+    pub service_cidr: Cidr,
+    pub node_port_range: std::ops::RangeInclusive<u16>,
+    pub maglev_table_size: u32,
+    pub devices: Vec<String>,
+    pub cgroup_root: Option<PathBuf>,
 }
 
 /// A flag whose value is wrong: names the flag, the value and the reason.
@@ -133,7 +156,30 @@ impl Config {
             None => Some(run_dir.join("hubble.sock")),
         };
         let cni_queue_dir = args.cni_queue_dir.unwrap_or_else(|| args.state_dir.join("cni-queue"));
+        let service_cidr = args.service_cidr.parse().map_err(|e: twill_ipam::CidrError| FlagError {
+            flag: "service-cidr",
+            value: args.service_cidr.clone(),
+            reason: e.to_string().trim_start_matches(&format!("{:?}: ", args.service_cidr)).to_string(),
+        })?;
+        let node_port_range = parse_port_range(&args.node_port_range)?;
+        twill_service::maglev::check_size(args.bpf_lb_maglev_table_size).map_err(|reason| FlagError {
+            flag: "bpf-lb-maglev-table-size",
+            value: args.bpf_lb_maglev_table_size.to_string(),
+            reason,
+        })?;
+        if let Some(device) = args.devices.iter().find(|d| d.is_empty() || d.len() > 15 || d.contains('/')) {
+            return Err(FlagError {
+                flag: "devices",
+                value: device.clone(),
+                reason: "not a network device name (1 to 15 characters, no '/')".into(),
+            });
+        }
         Ok(Config {
+            service_cidr,
+            node_port_range,
+            maglev_table_size: args.bpf_lb_maglev_table_size,
+            devices: args.devices,
+            cgroup_root: args.cgroup_root,
             cni_queue_dir,
             state_dir: args.state_dir,
             api_socket: args.api_socket,
@@ -153,6 +199,20 @@ impl Config {
             flow_buffer_size: args.flow_buffer_size,
         })
     }
+}
+
+/// LOW-HIGH, both ports, LOW <= HIGH.
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, FlagError> {
+    let err = |reason: &str| FlagError { flag: "node-port-range", value: text.into(), reason: reason.into() };
+    let (low, high) = text.split_once('-').ok_or_else(|| err("must be LOW-HIGH, e.g. 30000-32767"))?;
+    let port = |p: &str| p.trim().parse::<u16>().ok().filter(|p| *p > 0);
+    let (Some(low), Some(high)) = (port(low), port(high)) else {
+        return Err(err("both ends must be ports, 1 to 65535"));
+    };
+    if low > high {
+        return Err(err("the low end is above the high end"));
+    }
+    Ok(low..=high)
 }
 
 #[cfg(test)]
@@ -188,5 +248,14 @@ mod tests {
         assert!(e.to_string().starts_with("--hubble-listen: \"nowhere\": "), "{e}");
         let e = config(&["--flow-buffer-size", "0"]).unwrap_err();
         assert_eq!(e.flag, "flow-buffer-size");
+        let e = config(&["--node-port-range", "32767-30000"]).unwrap_err();
+        assert_eq!(e.to_string(), "--node-port-range: \"32767-30000\": the low end is above the high end");
+        let e = config(&["--bpf-lb-maglev-table-size", "1000"]).unwrap_err();
+        assert_eq!(e.flag, "bpf-lb-maglev-table-size");
+        let e = config(&["--service-cidr", "10.96.0.1/16"]).unwrap_err();
+        assert_eq!(e.flag, "service-cidr");
+        let c = config(&[]).unwrap();
+        assert_eq!(c.node_port_range, 30000..=32767);
+        assert_eq!(c.maglev_table_size, 16381);
     }
 }

@@ -189,6 +189,14 @@ impl Endpoints {
         Ok(())
     }
 
+    /// The endpoint's network namespace, as a path.
+    pub fn netns_path(&self, record: &EndpointRecord) -> std::path::PathBuf {
+        match &record.attachment {
+            None => Path::new("/run/netns").join(&record.netns),
+            Some(_) => record.netns.clone().into(),
+        }
+    }
+
     pub fn present(&self, record: &EndpointRecord) -> bool {
         match &record.attachment {
             None => netdev::endpoint_present(&record.netns, &record.host_device),

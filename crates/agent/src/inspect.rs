@@ -162,3 +162,40 @@ mod tests {
         assert_eq!(tcp_flag_letters(0x12), "SA");
     }
 }
+
+/// `twill bpf lb list`: every frontend with its backends by slot.
+pub fn load_balancer(maps: &dyn twill_datapath::LbMaps) -> Result<Vec<api::BpfLbFrontend>> {
+    let services = maps.services()?;
+    let backends: BTreeMap<u32, twill_abi::Lb4Backend> = maps.backends()?.into_iter().collect();
+    let maglev: BTreeMap<u32, usize> = maps.maglev()?.into_iter().map(|(id, t)| (id, t.len())).collect();
+    let slots: BTreeMap<twill_abi::Lb4Key, twill_abi::Lb4Service> = services.into_iter().collect();
+    let mut out = Vec::new();
+    for (key, master) in slots.iter().filter(|(k, _)| k.backend_slot == 0) {
+        let backends = (1..=master.count)
+            .map(|slot| {
+                let id = slots.get(&twill_abi::Lb4Key { backend_slot: slot, ..*key }).map(|s| s.backend_id);
+                match id.and_then(|id| backends.get(&id).map(|b| (id, b))) {
+                    Some((id, b)) => {
+                        format!("{id} {}:{}", Ipv4Addr::from(u32::from_be(b.address)), u16::from_be(b.port))
+                    }
+                    None => format!("slot {slot}: missing"),
+                }
+            })
+            .collect();
+        out.push(api::BpfLbFrontend {
+            frontend: format!(
+                "{}:{}/{}",
+                Ipv4Addr::from(u32::from_be(key.address)),
+                u16::from_be(key.dport),
+                protocol_name(key.proto)
+            ),
+            rev_nat_index: master.rev_nat_index,
+            algorithm: if master.flags & twill_abi::LB_F_MAGLEV != 0 { "maglev" } else { "random" }.into(),
+            node_port: master.flags & twill_abi::LB_F_NODEPORT != 0,
+            affinity_timeout: master.affinity_timeout,
+            backends,
+            maglev_table_size: maglev.get(&master.rev_nat_index).copied().unwrap_or(0),
+        });
+    }
+    Ok(out)
+}

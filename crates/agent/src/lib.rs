@@ -13,6 +13,7 @@ mod hubble;
 mod identities;
 mod inspect;
 mod ipcache;
+mod lb;
 mod lifecycle;
 mod metrics;
 mod names;
@@ -21,6 +22,7 @@ mod policy;
 mod records;
 mod restore;
 mod server;
+mod services;
 
 use std::sync::{mpsc, Arc, Mutex};
 

@@ -221,6 +221,8 @@ fn apply(agent: &mut Agent, change: Change) -> Result<serde_json::Value> {
         Outcome::Policy(p) => json(p),
         Outcome::CniAttached(a) => json(a),
         Outcome::CniRemoved(r) => json(r),
+        Outcome::Service(s) => json(s),
+        Outcome::ServicesImported(s) => json(s),
     }
 }
 
@@ -266,5 +268,11 @@ fn dispatch(agent: &mut Agent, request: Request) -> Result<serde_json::Value> {
         Request::CniDel(target) => apply(agent, Change::CniDel(target)),
         Request::CniGc(gc) => apply(agent, Change::CniGc(gc)),
         Request::CniCheck(check) => json(agent.cni_check(&check)?),
+        Request::ServiceCreate(req) => apply(agent, Change::ServiceCreate(req)),
+        Request::ServiceImport { files } => apply(agent, Change::ServiceImport { files }),
+        Request::ServiceList { namespace } => json(agent.service_list(namespace.as_deref())?),
+        Request::ServiceGet { name, namespace } => json(agent.service_get(&name, &namespace)?),
+        Request::ServiceDelete { name, namespace } => apply(agent, Change::ServiceDelete { name, namespace }),
+        Request::BpfLbList => json(agent.bpf_lb_list()?),
     }
 }

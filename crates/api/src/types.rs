@@ -94,6 +94,117 @@ pub enum Request {
     CniCheck(CniCheck),
     /// A CNI GC: removes this network's attachments not listed.
     CniGc(CniGc),
+    /// Creates or replaces one service from command-line terms.
+    ServiceCreate(ServiceCreate),
+    /// Kubernetes `v1` Service and `discovery.k8s.io/v1` EndpointSlice
+    /// documents: all applied, or none.
+    ServiceImport {
+        files: Vec<PolicyFile>,
+    },
+    ServiceList {
+        namespace: Option<String>,
+    },
+    ServiceGet {
+        name: String,
+        namespace: String,
+    },
+    ServiceDelete {
+        name: String,
+        namespace: String,
+    },
+    BpfLbList,
+}
+
+/// `twill service create`, as typed: every field is checked by the agent
+/// and named in its errors.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ServiceCreate {
+    pub name: String,
+    pub namespace: String,
+    /// IP:PORT[/tcp|/udp]; without it a ClusterIP is allocated.
+    pub frontend: Option<String>,
+    /// PORT[/tcp|/udp] of an allocated ClusterIP (when no frontend).
+    pub port: Option<String>,
+    /// The backends' port, a number or a named port of the endpoints
+    /// (selector services); defaults to the frontend's port.
+    pub target_port: Option<String>,
+    /// IP:PORT, one per backend.
+    pub backends: Vec<String>,
+    /// k=v pairs; the backends are the namespace's matching endpoints.
+    pub selector: Vec<String>,
+    /// ClusterIP or NodePort.
+    pub service_type: Option<String>,
+    pub node_port: Option<u16>,
+    /// random or maglev.
+    pub algorithm: Option<String>,
+    /// client-ip.
+    pub affinity: Option<String>,
+    /// A duration (10800, 3h, 90s); only with affinity.
+    pub affinity_timeout: Option<String>,
+    /// k=v labels of the service itself (for toServices selectors).
+    #[serde(default)]
+    pub labels: Vec<String>,
+}
+
+/// A service as the agent holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub namespace: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub service_type: String,
+    pub cluster_ip: String,
+    pub ports: Vec<ServicePortInfo>,
+    /// k=v; empty for services with explicit backends.
+    pub selector: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub algorithm: String,
+    /// Seconds of ClientIP affinity, 0 for none.
+    pub affinity_timeout: u32,
+    pub internal_traffic_policy: String,
+    pub external_traffic_policy: String,
+    /// What the datapath serves: one per frontend.
+    pub frontends: Vec<FrontendInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServicePortInfo {
+    pub name: Option<String>,
+    pub protocol: String,
+    pub port: u16,
+    pub target_port: String,
+    pub node_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FrontendInfo {
+    /// IP:PORT/PROTOCOL; NodePort frontends show 0.0.0.0.
+    pub address: String,
+    pub node_port: bool,
+    /// IP:PORT of each backend.
+    pub backends: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ServicesImported {
+    /// namespace/name of every service created or replaced.
+    pub services: Vec<String>,
+}
+
+/// One frontend of the kernel's service maps, as `twill bpf lb list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BpfLbFrontend {
+    /// IP:PORT/PROTOCOL.
+    pub frontend: String,
+    pub rev_nat_index: u32,
+    /// random or maglev.
+    pub algorithm: String,
+    pub node_port: bool,
+    pub affinity_timeout: u32,
+    /// Backends by slot: "ID IP:PORT".
+    pub backends: Vec<String>,
+    /// Entries of its Maglev table, 0 for random choice.
+    pub maglev_table_size: usize,
 }
 
 /// Identifies a CNI attachment, as the runtime does.

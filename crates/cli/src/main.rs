@@ -3,6 +3,7 @@
 mod exec;
 mod install;
 mod observe;
+mod service;
 mod table;
 
 use std::path::{Path, PathBuf};
@@ -60,6 +61,9 @@ enum Commands {
     /// Import, inspect, trace and delete network policies.
     #[command(subcommand)]
     Policy(PolicyCmd),
+    /// Services: virtual addresses balanced over backends in the kernel.
+    #[command(subcommand)]
+    Service(service::ServiceCmd),
     /// Inspect the eBPF maps.
     #[command(subcommand)]
     Bpf(BpfCmd),
@@ -284,6 +288,9 @@ enum BpfCmd {
     /// Connection tracking entries.
     #[command(subcommand)]
     Ct(ListOnly),
+    /// The service maps: frontends, backends by slot, Maglev tables.
+    #[command(subcommand)]
+    Lb(ListOnly),
 }
 
 #[derive(Subcommand)]
@@ -509,6 +516,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             });
         }
         Commands::Policy(cmd) => policy(&client, cmd)?,
+        Commands::Service(cmd) => service::run(&client, cmd)?,
+        Commands::Bpf(BpfCmd::Lb(ListOnly::List { out })) => service::bpf_lb_list(&client, out)?,
         Commands::Bpf(BpfCmd::Policy(BpfPolicyCmd::Get { endpoint, namespace, out })) => {
             let p: BpfPolicy = client.call(&Request::BpfPolicyGet { name: endpoint, namespace })?;
             show(out, &p, |p| {

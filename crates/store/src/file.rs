@@ -176,6 +176,24 @@ impl Store for FileStore {
             (!keys.is_empty(), keys.len())
         })
     }
+
+    fn write_batch(&self, puts: &[(String, String)], deletes: &[String]) -> Result<u64, StoreError> {
+        self.mutate(|s| {
+            let mut modified = !puts.is_empty();
+            for key in deletes {
+                modified |= s.entries.remove(key).is_some();
+            }
+            // One revision for the whole batch, as etcd gives a transaction.
+            if modified {
+                s.revision += 1;
+            }
+            let revision = s.revision;
+            for (key, value) in puts {
+                s.entries.insert(key.clone(), StoredEntry { value: value.clone(), mod_revision: revision });
+            }
+            (modified, revision)
+        })
+    }
 }
 
 #[cfg(test)]
@@ -186,6 +204,23 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("twill-store-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         dir
+    }
+
+    #[test]
+    fn a_batch_is_one_revision_and_survives_reopen() {
+        let dir = temp_dir("batch");
+        {
+            let store = FileStore::open(&dir).unwrap();
+            store.put("s/gone", "x").unwrap();
+            let puts: Vec<(String, String)> = (0..3).map(|i| (format!("s/{i}"), i.to_string())).collect();
+            let revision = store.write_batch(&puts, &["s/gone".to_string()]).unwrap();
+            assert_eq!(revision, 2);
+            assert!(store.list("s/").unwrap().iter().all(|(_, e)| e.mod_revision == 2));
+        }
+        let store = FileStore::open(&dir).unwrap();
+        let keys: Vec<String> = store.list("s/").unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["s/0", "s/1", "s/2"]);
+        assert_eq!(store.write_batch(&[], &["s/absent".into()]).unwrap(), 2, "nothing changed");
     }
 
     #[test]

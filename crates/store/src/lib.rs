@@ -53,6 +53,10 @@ pub trait Store: Send + Sync {
     fn compare_and_delete(&self, key: &str, expected: u64) -> Result<bool, StoreError>;
     /// Deletes every key under `prefix`; returns how many.
     fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError>;
+    /// Writes `puts` and deletes `deletes` as one atomic step (an etcd
+    /// transaction without conditions): a reader sees all of them or none.
+    /// Returns the new revision.
+    fn write_batch(&self, puts: &[(String, String)], deletes: &[String]) -> Result<u64, StoreError>;
 }
 
 /// Typed helpers over any store, for values stored as JSON.

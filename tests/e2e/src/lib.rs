@@ -54,6 +54,9 @@ pub struct Node {
     pub socket: PathBuf,
     pub bpf_root: PathBuf,
     pub pod_cidr: String,
+    /// Extra agent flags, for tests that need them (set before
+    /// `start_agent`).
+    pub agent_args: Vec<String>,
     agent: Option<Child>,
     log: PathBuf,
 }
@@ -65,6 +68,14 @@ impl Node {
     }
 
     pub fn start_with_cidr(tag: &str, pod_cidr: &str) -> Node {
+        let mut node = Self::prepare(tag, pod_cidr);
+        node.start_agent();
+        node
+    }
+
+    /// The node's namespace and directories, without an agent yet: for
+    /// tests that set up devices or flags first.
+    pub fn prepare(tag: &str, pod_cidr: &str) -> Node {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("t{}-{tag}-{n}", std::process::id());
         let netns = format!("twtest-{name}");
@@ -73,7 +84,7 @@ impl Node {
         std::fs::create_dir_all(&base).unwrap();
         run_ok(Command::new("ip").args(["netns", "add", &netns]));
         run_ok(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
-        let mut node = Node {
+        Node {
             state_dir: base.join("state"),
             socket: base.join("twill.sock"),
             bpf_root: PathBuf::from(format!("/sys/fs/bpf/twill-e2e-{name}")),
@@ -81,10 +92,9 @@ impl Node {
             pod_cidr: pod_cidr.into(),
             name,
             netns,
+            agent_args: Vec::new(),
             agent: None,
-        };
-        node.start_agent();
-        node
+        }
     }
 
     pub fn start_agent(&mut self) {
@@ -102,6 +112,7 @@ impl Node {
             .arg("--hubble-socket")
             .arg(self.hubble_socket())
             .args(["--pod-cidr", &self.pod_cidr, "--node-name", &self.name, "--log-level", "debug"])
+            .args(&self.agent_args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

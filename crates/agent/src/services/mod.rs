@@ -1,0 +1,351 @@
+//! Services: their specs (stored), ClusterIP and node port allocation,
+//! resolution against the node's endpoints, and the kernel's service maps,
+//! written by difference. Specs live in a store of their own: 30,000
+//! services must not make every endpoint change rewrite them.
+
+pub mod request;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    ops::RangeInclusive,
+    sync::Arc,
+};
+
+use tracing::{debug, info};
+use twill_api as api;
+use twill_datapath::LbMaps;
+use twill_service::{
+    alloc::{ClusterIpAllocator, NodePortAllocator},
+    resolve::{resolve, EndpointView, ResolvedService},
+    state::{Desired, LbState, Op},
+    Service, ServiceKey, ServiceType,
+};
+use twill_store::{Store, StoreExt};
+
+use crate::error::{AgentError, Result};
+
+const PREFIX: &str = "services/";
+
+fn store_key(key: &ServiceKey) -> String {
+    format!("{PREFIX}{}/{}", key.namespace, key.name)
+}
+
+pub struct Services {
+    store: Arc<dyn Store>,
+    node_port_range: RangeInclusive<u16>,
+    /// Every service, with its ClusterIP and node ports allocated.
+    specs: BTreeMap<ServiceKey, Service>,
+    cluster_ips: ClusterIpAllocator,
+    node_ports: NodePortAllocator,
+    /// Stable ids and the desired kernel state, per frontend.
+    lb: LbState,
+    /// What each service resolved to when the maps were last written.
+    resolved: BTreeMap<ServiceKey, ResolvedService>,
+    /// Services whose spec changed since the maps were last written.
+    dirty: BTreeSet<ServiceKey>,
+}
+
+impl Services {
+    /// Loads the stored services and adopts the ids the kernel's maps
+    /// already use, so a restarted agent rewrites nothing that is right.
+    pub fn load(
+        store: Arc<dyn Store>,
+        service_cidr: twill_ipam::Cidr,
+        node_port_range: RangeInclusive<u16>,
+        maglev_size: u32,
+        kernel: &dyn LbMaps,
+    ) -> Result<Self> {
+        let cluster_ips = ClusterIpAllocator::new(service_cidr.network, service_cidr.prefix_len)
+            .map_err(|e| AgentError::Invalid(format!("--service-cidr: {e}")))?;
+        let current = Desired {
+            services: kernel.services()?.into_iter().collect(),
+            backends: kernel.backends()?.into_iter().collect(),
+            reverse_nat: kernel.reverse_nat()?.into_iter().collect(),
+            maglev: kernel.maglev()?.into_iter().collect(),
+        };
+        let mut services = Self {
+            node_ports: NodePortAllocator::new(node_port_range.clone()),
+            node_port_range,
+            specs: BTreeMap::new(),
+            cluster_ips,
+            lb: LbState::restore(maglev_size, &current),
+            resolved: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            store,
+        };
+        for (_, spec) in services.store.list_json::<Service>(PREFIX)? {
+            services.reserve(&spec)?;
+            services.dirty.insert(spec.key.clone());
+            services.specs.insert(spec.key.clone(), spec);
+        }
+        Ok(services)
+    }
+
+    /// Holds what a stored or accepted spec already uses.
+    fn reserve(&mut self, spec: &Service) -> Result<()> {
+        if let Some(ip) = spec.cluster_ip {
+            let _ = self.cluster_ips.reserve(ip);
+        }
+        for port in spec.ports.iter().filter_map(|p| p.node_port) {
+            let _ = self.node_ports.reserve(port);
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, spec: &Service) {
+        if let Some(ip) = spec.cluster_ip {
+            self.cluster_ips.release(ip);
+        }
+        for port in spec.ports.iter().filter_map(|p| p.node_port) {
+            self.node_ports.release(port);
+        }
+    }
+
+    /// Creates or replaces services: all are checked, addresses and node
+    /// ports allocated, and stored in one step, or nothing changes.
+    /// `describe` names a service in errors (its file and document).
+    pub fn upsert(
+        &mut self,
+        incoming: Vec<Service>,
+        describe: impl Fn(usize) -> String,
+    ) -> Result<Vec<ServiceKey>> {
+        let mut problems = Vec::new();
+        for (i, spec) in incoming.iter().enumerate() {
+            for p in spec.problems(self.node_port_range.clone()) {
+                problems.push(format!("{}{p}", describe(i)));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(AgentError::Invalid(problems.join("\n")));
+        }
+        // Allocate against a copy: a failure midway leaves nothing taken.
+        let mut cluster_ips = self.cluster_ips.clone();
+        let mut node_ports = self.node_ports.clone();
+        let mut claimed_ips: BTreeMap<Ipv4Addr, ServiceKey> = BTreeMap::new();
+        let mut claimed_ports: BTreeMap<u16, ServiceKey> = BTreeMap::new();
+        for spec in self.specs.values() {
+            if !incoming.iter().any(|s| s.key == spec.key) {
+                if let Some(ip) = spec.cluster_ip {
+                    claimed_ips.insert(ip, spec.key.clone());
+                }
+                for port in spec.ports.iter().filter_map(|p| p.node_port) {
+                    claimed_ports.insert(port, spec.key.clone());
+                }
+            } else {
+                // Replaced: what it held is free for its new version.
+                if let Some(ip) = spec.cluster_ip {
+                    cluster_ips.release(ip);
+                }
+                for port in spec.ports.iter().filter_map(|p| p.node_port) {
+                    node_ports.release(port);
+                }
+            }
+        }
+        let mut accepted = Vec::with_capacity(incoming.len());
+        for (i, mut spec) in incoming.into_iter().enumerate() {
+            let old = self.specs.get(&spec.key);
+            let ip = match spec.cluster_ip {
+                Some(ip) => ip,
+                // A replaced service keeps the address it had.
+                None => match old.and_then(|o| o.cluster_ip).filter(|ip| !claimed_ips.contains_key(ip)) {
+                    Some(ip) => ip,
+                    None => cluster_ips.allocate().ok_or_else(|| {
+                        AgentError::Exhausted(format!("{}no ClusterIP left in --service-cidr", describe(i)))
+                    })?,
+                },
+            };
+            if let Some(other) = claimed_ips.get(&ip) {
+                return Err(AgentError::AlreadyExists(format!(
+                    "{}spec.clusterIP: {ip} is already the address of service {other}",
+                    describe(i)
+                )));
+            }
+            let _ = cluster_ips.reserve(ip);
+            claimed_ips.insert(ip, spec.key.clone());
+            spec.cluster_ip = Some(ip);
+            if spec.service_type == ServiceType::NodePort {
+                for (j, port) in spec.ports.iter_mut().enumerate() {
+                    let wanted = port.node_port.or_else(|| {
+                        old.and_then(|o| o.ports.iter().find(|p| p.port == port.port && p.protocol == port.protocol))
+                            .and_then(|p| p.node_port)
+                            .filter(|n| !claimed_ports.contains_key(n))
+                    });
+                    let n = match wanted {
+                        Some(n) => n,
+                        None => node_ports.allocate().ok_or_else(|| {
+                            AgentError::Exhausted(format!("{}no node port left in --node-port-range", describe(i)))
+                        })?,
+                    };
+                    if let Some(other) = claimed_ports.get(&n) {
+                        return Err(AgentError::AlreadyExists(format!(
+                            "{}spec.ports[{j}].nodePort: {n} is already used by service {other}",
+                            describe(i)
+                        )));
+                    }
+                    let _ = node_ports.reserve(n);
+                    claimed_ports.insert(n, spec.key.clone());
+                    port.node_port = Some(n);
+                }
+            }
+            accepted.push(spec);
+        }
+        let puts: Vec<(String, String)> = accepted
+            .iter()
+            .map(|s| (store_key(&s.key), serde_json::to_string(s).expect("a service serializes")))
+            .collect();
+        self.store.write_batch(&puts, &[])?;
+        self.cluster_ips = cluster_ips;
+        self.node_ports = node_ports;
+        let keys: Vec<ServiceKey> = accepted.iter().map(|s| s.key.clone()).collect();
+        for spec in accepted {
+            self.dirty.insert(spec.key.clone());
+            self.specs.insert(spec.key.clone(), spec);
+        }
+        info!(services = keys.len(), "services applied");
+        Ok(keys)
+    }
+
+    pub fn delete(&mut self, key: &ServiceKey) -> Result<Service> {
+        let spec = self
+            .specs
+            .get(key)
+            .cloned()
+            .ok_or_else(|| AgentError::NotFound(format!("service {key} does not exist")))?;
+        self.store.write_batch(&[], &[store_key(key)])?;
+        self.specs.remove(key);
+        self.release(&spec);
+        self.dirty.insert(key.clone());
+        info!(service = %key, "service deleted");
+        Ok(spec)
+    }
+
+    pub fn get(&self, key: &ServiceKey) -> Result<&Service> {
+        self.specs.get(key).ok_or_else(|| AgentError::NotFound(format!("service {key} does not exist")))
+    }
+
+    pub fn specs(&self) -> impl Iterator<Item = &Service> {
+        self.specs.values()
+    }
+
+    /// What a service resolves to now (empty before the first sync).
+    pub fn resolved(&self, key: &ServiceKey) -> Option<&ResolvedService> {
+        self.resolved.get(key)
+    }
+
+    /// Brings the kernel's service maps in line: services whose spec
+    /// changed, and, when `endpoints_changed`, every service whose
+    /// backends depend on endpoints. Returns the number of map writes.
+    pub fn sync(
+        &mut self,
+        maps: &mut dyn LbMaps,
+        endpoints: &[EndpointView],
+        endpoints_changed: bool,
+    ) -> Result<usize> {
+        let mut todo: BTreeSet<ServiceKey> = std::mem::take(&mut self.dirty);
+        if endpoints_changed {
+            todo.extend(self.specs.values().filter(|s| s.selector.is_some()).map(|s| s.key.clone()));
+        }
+        let mut writes = 0;
+        for key in &todo {
+            let ops = match self.specs.get(key) {
+                Some(spec) => {
+                    let resolved = resolve_spec(spec, endpoints);
+                    if self.resolved.get(key) == Some(&resolved) {
+                        continue;
+                    }
+                    let ops = self.lb.upsert(&resolved);
+                    self.resolved.insert(key.clone(), resolved);
+                    ops
+                }
+                None => {
+                    self.resolved.remove(key);
+                    self.lb.remove(key)
+                }
+            };
+            writes += ops.len();
+            if let Err(e) = apply(maps, &ops) {
+                // Try again at the next sync rather than believe the maps.
+                self.dirty.insert(key.clone());
+                self.resolved.remove(key);
+                return Err(e);
+            }
+        }
+        if writes > 0 {
+            debug!(services = todo.len(), writes, "service maps synced");
+        }
+        Ok(writes)
+    }
+
+    /// Writes removed by `plan` for entries the kernel holds but no service
+    /// wants (a service deleted while the agent was down).
+    pub fn collect_garbage(&mut self, maps: &mut dyn LbMaps) -> Result<usize> {
+        let ops = self.lb.garbage();
+        apply(maps, &ops)?;
+        Ok(ops.len())
+    }
+
+    pub fn to_api(&self, spec: &Service) -> api::ServiceInfo {
+        let frontends = self
+            .resolved
+            .get(&spec.key)
+            .map(|r| {
+                r.frontends
+                    .iter()
+                    .map(|f| api::FrontendInfo {
+                        address: format!("{}:{}/{}", f.address, f.port, f.protocol),
+                        node_port: f.node_port,
+                        backends: f.backends.iter().map(|(ip, port)| format!("{ip}:{port}")).collect(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        api::ServiceInfo {
+            namespace: spec.key.namespace.clone(),
+            name: spec.key.name.clone(),
+            service_type: spec.service_type.to_string(),
+            cluster_ip: spec.cluster_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            ports: spec
+                .ports
+                .iter()
+                .map(|p| api::ServicePortInfo {
+                    name: p.name.clone(),
+                    protocol: p.protocol.to_string(),
+                    port: p.port,
+                    target_port: p.target_port.to_string(),
+                    node_port: p.node_port,
+                })
+                .collect(),
+            selector: spec.selector.clone().unwrap_or_default(),
+            labels: spec.labels.clone(),
+            algorithm: spec.algorithm.to_string(),
+            affinity_timeout: spec.affinity_timeout.unwrap_or(0),
+            internal_traffic_policy: format!("{:?}", spec.internal_traffic_policy),
+            external_traffic_policy: format!("{:?}", spec.external_traffic_policy),
+            frontends,
+        }
+    }
+}
+
+fn resolve_spec(spec: &Service, endpoints: &[EndpointView]) -> ResolvedService {
+    let cluster_ip = spec.cluster_ip.expect("accepted services have a ClusterIP");
+    resolve(spec, cluster_ip, |p| p.node_port, endpoints)
+}
+
+/// Applies planned writes in their order (the order keeps every frontend
+/// consistent for the datapath at every step).
+fn apply(maps: &mut dyn LbMaps, ops: &[Op]) -> Result<()> {
+    for op in ops {
+        match op {
+            Op::UpsertBackend(id, b) => maps.upsert_backend(*id, *b)?,
+            Op::UpsertReverseNat(id, v) => maps.upsert_reverse_nat(*id, *v)?,
+            Op::SetMaglev(id, table) => maps.set_maglev(*id, table)?,
+            Op::UpsertService(key, v) => maps.upsert_service(*key, *v)?,
+            Op::RemoveService(key) => maps.remove_service(*key)?,
+            Op::RemoveMaglev(id) => maps.remove_maglev(*id)?,
+            Op::RemoveReverseNat(id) => maps.remove_reverse_nat(*id)?,
+            Op::RemoveBackend(id) => maps.remove_backend(*id)?,
+        }
+    }
+    Ok(())
+}

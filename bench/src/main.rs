@@ -6,7 +6,8 @@
 //! removes; traffic never leaves them.
 //!
 //! `twill-bench [--only SECTION[,SECTION]]`, sections: resolver, endpoints,
-//! cni, datapath (`policy` = resolver,datapath). The default runs them all.
+//! cni, datapath, services, flows (`policy` = resolver,datapath). The default
+//! runs them all.
 
 use std::{
     path::{Path, PathBuf},
@@ -24,6 +25,7 @@ mod datapath;
 mod observer;
 mod pingpong;
 mod resolver;
+mod services;
 
 pub const NODE_NETNS: &str = "twbench-node";
 pub const BPF_ROOT: &str = "/sys/fs/bpf/twill-bench";
@@ -446,7 +448,7 @@ fn memory_by_policy_size(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<(
     datapath::delete_policy_endpoints(bench)
 }
 
-const SECTIONS: &[&str] = &["resolver", "observer", "endpoints", "cni", "datapath", "flows"];
+const SECTIONS: &[&str] = &["resolver", "observer", "endpoints", "cni", "datapath", "services", "flows"];
 
 fn usage() -> String {
     format!(
@@ -529,7 +531,7 @@ fn main() -> anyhow::Result<()> {
             ratio: String::new(),
         });
     }
-    if sections.iter().any(|s| ["endpoints", "cni", "datapath", "flows"].contains(s)) {
+    if sections.iter().any(|s| ["endpoints", "cni", "datapath", "services", "flows"].contains(s)) {
         #[allow(unused_mut)]
         let mut bench = Bench::start()?;
         if sections.contains(&"endpoints") {
@@ -544,6 +546,10 @@ fn main() -> anyhow::Result<()> {
         if sections.contains(&"datapath") {
             eprintln!("twill-bench: same-host datapath: bare veth, iptables, Twill without and with policy");
             datapath::run(&bench, &mut rows)?;
+        }
+        if sections.contains(&"services") {
+            eprintln!("twill-bench: services: socket LB against kube-proxy's iptables rules, 10 to 30,000 services");
+            services::run(&bench, &mut rows)?;
         }
         if sections.contains(&"flows") {
             eprintln!("twill-bench: flows on (default aggregation) against flows off");

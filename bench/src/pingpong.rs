@@ -9,7 +9,9 @@
 //!   TCP_RR); `crr` opens a connection per request and closes it (netperf
 //!   TCP_CRR). Stops after SECONDS or MAX_COUNT transactions, whichever
 //!   comes first, and prints `{"count": N, "seconds": S, "p99_us": P}`
-//!   (P: the 99th percentile of one transaction's round trip, `rr` only).
+//!   (P: the 99th percentile of one transaction's round trip, `rr` only;
+//!   `crr` adds `connect_p50_us` and `connect_p99_us`, how long connect()
+//!   takes: the first packet's round trip).
 //! * `__tcp-probe IP:PORT TIMEOUT_MS`: exits 0 if a connection opens.
 //!
 //! With CPU, the process runs on that CPU only.
@@ -163,6 +165,8 @@ pub fn client(args: &[String]) -> anyhow::Result<()> {
     // Round trips in 100 ns buckets up to 10 ms (the last bucket holds
     // everything slower): bounded memory whatever the count.
     let mut latency = vec![0u64; 100_001];
+    // crr: how long connect() takes, the first packet's round trip.
+    let mut connect = vec![0u64; 100_001];
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(seconds);
     match mode {
@@ -183,7 +187,10 @@ pub fn client(args: &[String]) -> anyhow::Result<()> {
                 .context("widening the ephemeral port range")?;
             drop(stream);
             while count < max_count && Instant::now() < deadline {
+                let opening = Instant::now();
                 let mut s = TcpStream::connect(addr).with_context(|| format!("after {count} connections"))?;
+                let bucket = (opening.elapsed().as_nanos() / 100).min(connect.len() as u128 - 1) as usize;
+                connect[bucket] += 1;
                 s.set_nodelay(true)?;
                 transact(&mut s, &mut buf).with_context(|| format!("after {count} connections"))?;
                 close_with_reset(&s)?;
@@ -192,10 +199,16 @@ pub fn client(args: &[String]) -> anyhow::Result<()> {
         }
         other => bail!("unknown mode {other:?}; expected rr or crr"),
     }
-    let p99_us = percentile(&latency, 0.99).map(|bucket| bucket as f64 / 10.0);
+    let us = |histogram: &[u64], q: f64| percentile(histogram, q).map(|bucket| bucket as f64 / 10.0);
     println!(
         "{}",
-        serde_json::json!({ "count": count, "seconds": start.elapsed().as_secs_f64(), "p99_us": p99_us })
+        serde_json::json!({
+            "count": count,
+            "seconds": start.elapsed().as_secs_f64(),
+            "p99_us": us(&latency, 0.99),
+            "connect_p50_us": us(&connect, 0.50),
+            "connect_p99_us": us(&connect, 0.99),
+        })
     );
     Ok(())
 }

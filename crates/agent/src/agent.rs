@@ -99,9 +99,11 @@ pub enum Change {
     ServiceImport {
         files: Vec<api::PolicyFile>,
     },
+    /// One service, or with `all` every service of the namespace.
     ServiceDelete {
         name: String,
         namespace: String,
+        all: bool,
     },
 }
 
@@ -323,10 +325,19 @@ impl Agent {
                     services: keys.iter().map(|k| k.to_string()).collect(),
                 })
             }
-            Change::ServiceDelete { name, namespace } => {
+            Change::ServiceDelete { namespace, all: true, .. } => {
+                self.check_service_namespace(&namespace)?;
+                let keys: Vec<twill_service::ServiceKey> =
+                    self.services.specs().filter(|s| s.key.namespace == namespace).map(|s| s.key.clone()).collect();
+                self.services.delete(&keys)?;
+                Outcome::ServicesImported(api::ServicesImported {
+                    services: keys.iter().map(|k| k.to_string()).collect(),
+                })
+            }
+            Change::ServiceDelete { name, namespace, all: false } => {
                 let key = twill_service::ServiceKey::new(namespace, name);
                 let info = self.services.to_api(self.services.get(&key)?);
-                self.services.delete(&key)?;
+                self.services.delete(std::slice::from_ref(&key))?;
                 Outcome::Service(Box::new(info))
             }
         })

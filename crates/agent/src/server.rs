@@ -272,7 +272,9 @@ fn dispatch(agent: &mut Agent, request: Request) -> Result<serde_json::Value> {
         Request::ServiceImport { files } => apply(agent, Change::ServiceImport { files }),
         Request::ServiceList { namespace } => json(agent.service_list(namespace.as_deref())?),
         Request::ServiceGet { name, namespace } => json(agent.service_get(&name, &namespace)?),
-        Request::ServiceDelete { name, namespace } => apply(agent, Change::ServiceDelete { name, namespace }),
+        Request::ServiceDelete { name, namespace, all } => {
+            apply(agent, Change::ServiceDelete { name, namespace, all })
+        }
         Request::BpfLbList => json(agent.bpf_lb_list()?),
     }
 }

@@ -108,9 +108,12 @@ pub enum Request {
         name: String,
         namespace: String,
     },
+    /// One service, or with `all` every service of the namespace.
     ServiceDelete {
         name: String,
         namespace: String,
+        #[serde(default)]
+        all: bool,
     },
     BpfLbList,
 }

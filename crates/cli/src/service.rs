@@ -78,9 +78,14 @@ pub enum ServiceCmd {
         #[command(flatten)]
         out: OutputArg,
     },
-    /// Delete a service; its virtual address stops answering.
+    /// Delete a service (or --all of the namespace's); its virtual
+    /// address stops answering.
     Delete {
-        name: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Every service of the namespace.
+        #[arg(long)]
+        all: bool,
         #[arg(short, long, default_value = "default")]
         namespace: String,
     },
@@ -138,10 +143,14 @@ pub fn run(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             let service: ServiceInfo = client.call(&Request::ServiceGet { name, namespace })?;
             show(out, &service, print_service);
         }
-        ServiceCmd::Delete { name, namespace } => {
-            let service: ServiceInfo =
-                client.call(&Request::ServiceDelete { name: name.clone(), namespace: namespace.clone() })?;
+        ServiceCmd::Delete { name: Some(name), all: false, namespace } => {
+            let service: ServiceInfo = client.call(&Request::ServiceDelete { name, namespace, all: false })?;
             println!("Deleted service {}/{} ({})", service.namespace, service.name, service.cluster_ip);
+        }
+        ServiceCmd::Delete { namespace, .. } => {
+            let done: ServicesImported =
+                client.call(&Request::ServiceDelete { name: String::new(), namespace, all: true })?;
+            println!("Deleted {} services", done.services.len());
         }
     }
     Ok(())

@@ -206,18 +206,21 @@ impl Services {
         Ok(keys)
     }
 
-    pub fn delete(&mut self, key: &ServiceKey) -> Result<Service> {
-        let spec = self
-            .specs
-            .get(key)
-            .cloned()
-            .ok_or_else(|| AgentError::NotFound(format!("service {key} does not exist")))?;
-        self.store.write_batch(&[], &[store_key(key)])?;
-        self.specs.remove(key);
-        self.release(&spec);
-        self.dirty.insert(key.clone());
-        info!(service = %key, "service deleted");
-        Ok(spec)
+    /// Deletes services, in one store write; all must exist.
+    pub fn delete(&mut self, keys: &[ServiceKey]) -> Result<()> {
+        if let Some(key) = keys.iter().find(|k| !self.specs.contains_key(k)) {
+            return Err(AgentError::NotFound(format!("service {key} does not exist")));
+        }
+        let stored: Vec<String> = keys.iter().map(store_key).collect();
+        self.store.write_batch(&[], &stored)?;
+        for key in keys {
+            if let Some(spec) = self.specs.remove(key) {
+                self.release(&spec);
+            }
+            self.dirty.insert(key.clone());
+        }
+        info!(services = keys.len(), "services deleted");
+        Ok(())
     }
 
     pub fn get(&self, key: &ServiceKey) -> Result<&Service> {

@@ -80,6 +80,11 @@ impl IdAllocator {
         }
     }
 
+    /// How many more values [`IdAllocator::allocate`] can hand out.
+    pub fn available(&self) -> u64 {
+        (u64::from(self.hi) + 1).saturating_sub(self.next) - self.ahead.len() as u64 + self.free.len() as u64
+    }
+
     pub fn contains(&self, v: u32) -> bool {
         (self.lo..=self.hi).contains(&v)
             && if u64::from(v) < self.next { !self.free.contains(&v) } else { self.ahead.contains(&v) }
@@ -293,6 +298,7 @@ mod tests {
                         used[v as usize] = false;
                     }
                 }
+                prop_assert_eq!(a.available(), used[1..=32].iter().filter(|u| !**u).count() as u64);
                 for i in 0..=40 {
                     prop_assert_eq!(a.contains(i), (1..=32).contains(&i) && used[i as usize]);
                 }

@@ -7,6 +7,10 @@
 pub mod alloc;
 pub mod maglev;
 pub mod model;
+pub mod resolve;
+pub mod state;
 
 pub use alloc::{AllocError, ClusterIpAllocator, IdAllocator, NodePortAllocator};
 pub use model::*;
+pub use resolve::{resolve, EndpointView, ResolvedFrontend, ResolvedService};
+pub use state::{plan, BackendAddr, Desired, FrontendAddr, LbState, Op, StateError};

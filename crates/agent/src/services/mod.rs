@@ -69,7 +69,7 @@ impl Services {
             node_port_range,
             specs: BTreeMap::new(),
             cluster_ips,
-            lb: LbState::restore(maglev_size, &current),
+            lb: LbState::restore(maglev_size, current),
             resolved: BTreeMap::new(),
             dirty: BTreeSet::new(),
             store,
@@ -257,7 +257,7 @@ impl Services {
                     if self.resolved.get(key) == Some(&resolved) {
                         continue;
                     }
-                    let ops = self.lb.upsert(&resolved);
+                    let ops = self.lb.upsert(&resolved).map_err(|e| AgentError::Invalid(format!("service {key}: {e}")))?;
                     self.resolved.insert(key.clone(), resolved);
                     ops
                 }
@@ -280,10 +280,10 @@ impl Services {
         Ok(writes)
     }
 
-    /// Writes removed by `plan` for entries the kernel holds but no service
-    /// wants (a service deleted while the agent was down).
+    /// Removes what the kernel maps hold but no service wants (a service
+    /// deleted while the agent was down). After the first sync.
     pub fn collect_garbage(&mut self, maps: &mut dyn LbMaps) -> Result<usize> {
-        let ops = self.lb.garbage();
+        let ops = self.lb.prune();
         apply(maps, &ops)?;
         Ok(ops.len())
     }

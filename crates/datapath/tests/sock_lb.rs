@@ -6,11 +6,8 @@ mod common;
 
 use std::{
     collections::BTreeSet,
-    fs::OpenOptions,
     net::{Ipv4Addr, SocketAddrV4},
-    os::{fd::AsRawFd, unix::process::CommandExt},
     path::PathBuf,
-    process::Command,
     time::{Duration, Instant},
 };
 
@@ -84,58 +81,9 @@ impl Fixture {
         fixture
     }
 
-    /// Runs the client in `netns`, inside the test cgroup: `count` TCP
-    /// connections or UDP requests to `addr`, one line each: what the
-    /// server said and the peer address the socket reported, or `err
-    /// ERRNO`.
+    /// Runs the client in `netns`, inside the test cgroup.
     fn client(&self, netns: &str, mode: &str, addr: SocketAddrV4, count: usize) -> Vec<String> {
-        const SCRIPT: &str = r#"
-import socket, sys
-mode, host, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-for _ in range(n):
-    try:
-        if mode == "tcp":
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.settimeout(5)
-            s.connect((host, port))
-            peer = s.getpeername()
-            data = s.recv(64)
-        else:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.settimeout(5)
-            s.sendto(b"ping", (host, port))
-            data, peer = s.recvfrom(64)
-        print(data.decode(), "%s:%d" % peer)
-        s.close()
-    except OSError as e:
-        print("err", e.errno)
-"#;
-        let procs = OpenOptions::new().write(true).open(self.cgroup.join("cgroup.procs")).unwrap();
-        let ns = std::fs::File::open(format!("/run/netns/{netns}")).unwrap();
-        let mut command = Command::new("python3");
-        command.args([
-            "-c",
-            SCRIPT,
-            mode,
-            &addr.ip().to_string(),
-            &addr.port().to_string(),
-            &count.to_string(),
-        ]);
-        // SAFETY: only write(2) and setns(2), async-signal-safe, between
-        // fork and exec; "0" moves the writing process into the cgroup.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1
-                    || libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let out = command.output().expect("running python3");
-        assert!(out.status.success(), "client failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect()
+        client(netns, Some(&self.cgroup.join("cgroup.procs")), mode, addr, count, 5.0)
     }
 }
 

@@ -146,3 +146,73 @@ pub fn write_service(
     };
     maps.upsert_service(key, master).unwrap();
 }
+
+/// The test client: `count` TCP connections (`mode` "tcp") or UDP requests
+/// ("udp") to `addr`, each printing what the server said and the peer
+/// address the socket reported, or `err ERRNO`.
+const CLIENT: &str = r#"
+import socket, sys
+mode, host, port, n, timeout = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+for _ in range(n):
+    try:
+        if mode == "tcp":
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.settimeout(timeout)
+            s.connect((host, port))
+            peer = s.getpeername()
+            data = s.recv(64)
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.settimeout(timeout)
+            s.sendto(b"ping", (host, port))
+            data, peer = s.recvfrom(64)
+        print(data.decode(), "%s:%d" % peer)
+        s.close()
+    except socket.timeout:
+        print("err timeout")
+    except OSError as e:
+        print("err", e.errno)
+"#;
+
+/// Runs the client (python3) inside `netns`, first moved into the cgroup
+/// whose `cgroup.procs` is given, if any.
+pub fn client(
+    netns: &str,
+    cgroup_procs: Option<&std::path::Path>,
+    mode: &str,
+    addr: SocketAddrV4,
+    count: usize,
+    timeout_seconds: f64,
+) -> Vec<String> {
+    use std::os::unix::process::CommandExt;
+    let procs = cgroup_procs.map(|p| std::fs::OpenOptions::new().write(true).open(p).unwrap());
+    let ns = File::open(format!("/run/netns/{netns}")).unwrap();
+    let mut command = Command::new("python3");
+    command.args([
+        "-c",
+        CLIENT,
+        mode,
+        &addr.ip().to_string(),
+        &addr.port().to_string(),
+        &count.to_string(),
+        &timeout_seconds.to_string(),
+    ]);
+    // SAFETY: only write(2) and setns(2), async-signal-safe, between fork
+    // and exec; "0" moves the writing process into the cgroup.
+    unsafe {
+        command.pre_exec(move || {
+            if let Some(procs) = &procs {
+                if libc::write(procs.as_raw_fd(), b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = command.output().expect("running python3");
+    assert!(out.status.success(), "client failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect()
+}

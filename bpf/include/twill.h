@@ -285,6 +285,14 @@ struct lb_affinity_value {
 	__u32 pad;
 };
 
+/* Key of twill_lb_affinity_match: a backend of a frontend. The value (a
+ * __u32) counts the frontend's slots that hold the backend; the datapath
+ * only asks whether the key exists, before honouring an affinity. */
+struct lb_affinity_match_key {
+	__u32 backend_id;
+	__u32 rev_nat_index;
+};
+
 /* twill_lb4_sk (LRU): what a socket connected or sent to, so that replies
  * read with recvmsg and getpeername show the frontend, not the backend. */
 struct lb4_sk_key {
@@ -309,7 +317,7 @@ struct lb4_nat_entry {
 	__u64 expires;
 	__u32 address; /* forward: the backend; reverse: the frontend */
 	__u16 port;    /* network byte order */
-	__u16 pad;
+	__u16 flags;   /* CT_FLAG_CLOSING once a FIN or RST was seen */
 	__u32 rev_nat_index;
 	__u32 ifindex; /* reverse: the device the client is behind */
 };

@@ -37,9 +37,9 @@ struct {
 /* p may be NULL when the packet could not be parsed. `ifindex` is the
  * endpoint device the event is about: the skb's own, or the destination's
  * when the source's program delivers straight into it. */
-static __always_inline void emit_event(struct __sk_buff *skb, __u32 ifindex, __u8 type, __u8 reason, __u8 dir,
-				       __u8 ct_state, __u32 endpoint_id, __u32 src_identity,
-				       __u32 dst_identity, const struct packet *p, __u32 policy_match)
+static __always_inline void emit_event_len(__u32 length, __u32 ifindex, __u8 type, __u8 reason, __u8 dir,
+					   __u8 ct_state, __u32 endpoint_id, __u32 src_identity,
+					   __u32 dst_identity, const struct packet *p, __u32 policy_match)
 {
 	struct datapath_config *cfg = config();
 	__u32 wanted = type == EVENT_DROP ? EVENTS_DROP : type == EVENT_TRACE ? EVENTS_TRACE : EVENTS_POLICY;
@@ -72,7 +72,7 @@ static __always_inline void emit_event(struct __sk_buff *skb, __u32 ifindex, __u
 	e->icmp_type = p ? p->icmp_type : 0;
 	e->icmp_code = p ? p->icmp_code : 0;
 	e->ifindex = ifindex;
-	e->length = skb->len;
+	e->length = length;
 	e->policy_match = policy_match;
 	if (p) {
 		__builtin_memcpy(e->src_mac, p->src_mac, 6);
@@ -86,6 +86,16 @@ static __always_inline void emit_event(struct __sk_buff *skb, __u32 ifindex, __u
 	 * batch is waiting; it also polls on a short timer. */
 	__u64 queued = bpf_ringbuf_query(&twill_events, BPF_RB_AVAIL_DATA);
 	bpf_ringbuf_submit(e, queued >= EVENTS_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
+/* An event about a packet of `skb` (emit_event_len serves hooks that have
+ * no packet: the socket hooks report the connection they refused). */
+static __always_inline void emit_event(struct __sk_buff *skb, __u32 ifindex, __u8 type, __u8 reason, __u8 dir,
+				       __u8 ct_state, __u32 endpoint_id, __u32 src_identity,
+				       __u32 dst_identity, const struct packet *p, __u32 policy_match)
+{
+	emit_event_len(skb->len, ifindex, type, reason, dir, ct_state, endpoint_id, src_identity, dst_identity,
+		       p, policy_match);
 }
 
 static __always_inline void emit(struct __sk_buff *skb, __u8 type, __u8 reason, __u8 dir, __u8 ct_state,

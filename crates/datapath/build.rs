@@ -38,9 +38,9 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CLANG");
     let flags = cflags(&root);
 
-    // One object per attach point; today every program lives in lxc.c.
-    #[allow(clippy::single_element_loop)]
-    for program in ["lxc"] {
+    // One object per attach point: endpoint devices, cgroup socket hooks,
+    // the node's own devices.
+    for program in ["lxc", "sock", "netdev"] {
         let source = format!("{program}.c");
         let object = out.join(format!("{program}.o"));
         let status = Command::new(&clang)

@@ -221,6 +221,7 @@ unsafe impl aya::Pod for Lb4SkKey {}
 unsafe impl aya::Pod for Lb4SkValue {}
 unsafe impl aya::Pod for Lb4NatEntry {}
 unsafe impl aya::Pod for LbNetnsValue {}
+unsafe impl aya::Pod for LbAffinityMatchKey {}
 
 /// Map sizes, as declared in bpf/include/twill.h.
 pub const MAX_ENDPOINTS: usize = 65536;
@@ -369,6 +370,15 @@ pub struct LbAffinityValue {
     pub pad: u32,
 }
 
+/// Key of `twill_lb_affinity_match`: a backend of a frontend (the u32
+/// value counts the frontend's slots holding it).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LbAffinityMatchKey {
+    pub backend_id: u32,
+    pub rev_nat_index: u32,
+}
+
 /// Key of `twill_lb4_sk`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -396,7 +406,8 @@ pub struct Lb4NatEntry {
     pub expires: u64,
     pub address: u32,
     pub port: u16,
-    pub pad: u16,
+    /// [`CT_FLAG_CLOSING`] once a FIN or RST was seen.
+    pub flags: u16,
     pub rev_nat_index: u32,
     pub ifindex: u32,
 }

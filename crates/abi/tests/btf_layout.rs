@@ -16,7 +16,8 @@ use std::mem::{offset_of, size_of};
 use object::{Object, ObjectSection};
 use twill_abi::{
     CtEntry, CtKey, DatapathConfig, EndpointInfo, EndpointKey, FlowEvent, IpcacheKey, IpcacheValue,
-    MetricsValue, PolicyKey, PolicyValue,
+    Lb4Backend, Lb4Key, Lb4NatEntry, Lb4ReverseNat, Lb4Service, Lb4SkKey, Lb4SkValue, LbAffinityKey,
+    LbAffinityMatchKey, LbAffinityValue, LbNetnsValue, MetricsValue, PolicyKey, PolicyValue,
 };
 
 // ---------------------------------------------------------------------------
@@ -272,12 +273,18 @@ fn str_at(strings: &[u8], off: u32) -> Result<&str, String> {
 
 /// The BTF of the compiled endpoint programs.
 fn lxc_btf() -> Btf {
-    let file = object::File::parse(twill_datapath::LXC_OBJECT).expect("LXC_OBJECT is not a valid ELF object");
-    assert!(file.is_little_endian(), "lxc.o is big-endian; this test only reads little-endian BTF");
-    let section =
-        file.section_by_name(".BTF").expect("lxc.o has no .BTF section; is bpf/ still compiled with -g?");
-    let data = section.data().expect("cannot read the .BTF section of lxc.o");
-    Btf::parse(data).unwrap_or_else(|e| panic!("cannot parse the .BTF of lxc.o: {e}"))
+    object_btf(twill_datapath::LXC_OBJECT, "lxc.o")
+}
+
+/// The BTF of one compiled object.
+fn object_btf(bytes: &[u8], name: &str) -> Btf {
+    let file = object::File::parse(bytes).unwrap_or_else(|e| panic!("{name} is not a valid ELF object: {e}"));
+    assert!(file.is_little_endian(), "{name} is big-endian; this test only reads little-endian BTF");
+    let section = file
+        .section_by_name(".BTF")
+        .unwrap_or_else(|| panic!("{name} has no .BTF section; is bpf/ still compiled with -g?"));
+    let data = section.data().unwrap_or_else(|e| panic!("cannot read the .BTF section of {name}: {e}"));
+    Btf::parse(data).unwrap_or_else(|e| panic!("cannot parse the .BTF of {name}: {e}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -433,6 +440,43 @@ fn rust_mirrors_match_btf_of_lxc_object() {
                 dst_mac
             }
         ),
+    ]
+    .concat();
+    assert!(
+        errors.is_empty(),
+        "Rust mirrors in crates/abi/src/lib.rs disagree with bpf/include/twill.h:\n  {}",
+        errors.join("\n  ")
+    );
+}
+
+/// The service structs, against the objects whose maps use them: the
+/// socket hooks (bpf/sock.c) define the service, affinity, socket and
+/// namespace maps; the NodePort programs (bpf/netdev.c) the NAT table.
+#[test]
+fn rust_mirrors_match_btf_of_service_objects() {
+    let sock = object_btf(twill_datapath::SOCK_OBJECT, "sock.o");
+    let netdev = object_btf(twill_datapath::NETDEV_OBJECT, "netdev.o");
+    let errors: Vec<String> = [
+        compare_layout!(&sock, "lb4_key", Lb4Key { address, dport, backend_slot, proto, pad }),
+        compare_layout!(
+            &sock,
+            "lb4_service",
+            Lb4Service { backend_id, affinity_timeout, rev_nat_index, count, flags, pad }
+        ),
+        compare_layout!(&sock, "lb4_backend", Lb4Backend { address, port, proto, flags }),
+        compare_layout!(&sock, "lb4_reverse_nat", Lb4ReverseNat { address, port, pad }),
+        compare_layout!(&sock, "lb_affinity_key", LbAffinityKey { client, rev_nat_index, netns, pad }),
+        compare_layout!(&sock, "lb_affinity_value", LbAffinityValue { last_used, backend_id, pad }),
+        compare_layout!(&sock, "lb_affinity_match_key", LbAffinityMatchKey { backend_id, rev_nat_index }),
+        compare_layout!(&sock, "lb4_sk_key", Lb4SkKey { cookie, address, port, pad }),
+        compare_layout!(&sock, "lb4_sk_value", Lb4SkValue { address, port, pad, rev_nat_index }),
+        compare_layout!(&sock, "lb_netns_value", LbNetnsValue { endpoint_id, identity }),
+        compare_layout!(
+            &netdev,
+            "lb4_nat_entry",
+            Lb4NatEntry { expires, address, port, flags, rev_nat_index, ifindex }
+        ),
+        compare_layout!(&netdev, "ct_key", CtKey { saddr, daddr, sport, dport, protocol, scope, pad }),
     ]
     .concat();
     assert!(

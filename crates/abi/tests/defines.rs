@@ -413,15 +413,17 @@ impl Drop for PinDir {
     }
 }
 
-/// Loads lxc.o (maps only; no program is loaded or attached) and compares
-/// each map's size as the kernel reports it with the size user space uses.
+/// Loads every object (maps only; no program is loaded or attached) into
+/// one pin directory, as the agent does, and compares each map's size as
+/// the kernel reports it with the size user space uses.
 #[test]
 fn loaded_map_sizes_match_rust_side() {
     let pins = PinDir::new();
-    let ebpf = EbpfLoader::new()
-        .default_map_pin_directory(&pins.0)
-        .load(twill_datapath::LXC_OBJECT)
-        .expect("loading the maps of lxc.o");
+    let objects = [
+        ("lxc.o", twill_datapath::LXC_OBJECT),
+        ("sock.o", twill_datapath::SOCK_OBJECT),
+        ("netdev.o", twill_datapath::NETDEV_OBJECT),
+    ];
 
     // (map, size user space assumes). Single-slot maps have no constant:
     // user space always reads index 0.
@@ -434,36 +436,56 @@ fn loaded_map_sizes_match_rust_side() {
         ("twill_events", twill_abi::EVENTS_RING_BYTES as u64),
         ("twill_config", 1),
         ("twill_event_stats", 1),
+        ("twill_lb4_services", twill_abi::MAX_LB_SERVICE_ENTRIES as u64),
+        ("twill_lb4_backends", twill_abi::MAX_LB_BACKENDS as u64),
+        ("twill_lb4_reverse_nat", twill_abi::MAX_LB_FRONTENDS as u64),
+        ("twill_lb4_maglev", twill_abi::MAX_LB_MAGLEV as u64),
+        ("twill_lb_affinity", twill_abi::MAX_LB_AFFINITY as u64),
+        ("twill_lb_affinity_match", twill_abi::MAX_LB_SERVICE_ENTRIES as u64),
+        ("twill_lb4_sk", twill_abi::MAX_LB_SOCK_ENTRIES as u64),
+        ("twill_lb_netns", twill_abi::MAX_LB_NETNS as u64),
+        // Two entries per connection, in a table as big as conntrack's.
+        ("twill_lb4_nat", twill_abi::MAX_CT_ENTRIES as u64),
     ]
     .into_iter()
     .collect();
 
     let mut errors = Vec::new();
     let mut seen = BTreeSet::new();
-    for (name, _) in ebpf.maps() {
-        // Not pinned and never read: it only carries struct flow_event into
-        // the BTF, which btf_layout.rs checks.
-        if name == "twill_event_layout" {
-            continue;
-        }
-        seen.insert(name.to_string());
-        let Some(&want) = expected.get(name) else {
-            errors.push(format!("map {name} has no expected size here; add it with its twill_abi constant"));
-            continue;
-        };
-        let pin = pins.0.join(name);
-        match MapInfo::from_pin(&pin) {
-            Ok(info) if u64::from(info.max_entries()) == want => {}
-            Ok(info) => errors.push(format!(
-                "map {name}: the kernel created it with max_entries {} but twill_abi says {want}",
-                info.max_entries()
-            )),
-            Err(e) => errors
-                .push(format!("map {name}: no pin at {} ({e}); is it still pinned by name?", pin.display())),
+    for (object, bytes) in objects {
+        let ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&pins.0)
+            .load(bytes)
+            .unwrap_or_else(|e| panic!("loading the maps of {object}: {e}"));
+        for (name, _) in ebpf.maps() {
+            // Not pinned and never read: it only carries struct flow_event
+            // into the BTF, which btf_layout.rs checks.
+            if name == "twill_event_layout" {
+                continue;
+            }
+            seen.insert(name.to_string());
+            let Some(&want) = expected.get(name) else {
+                errors.push(format!(
+                    "map {name} of {object} has no expected size here; add it with its twill_abi constant"
+                ));
+                continue;
+            };
+            let pin = pins.0.join(name);
+            match MapInfo::from_pin(&pin) {
+                Ok(info) if u64::from(info.max_entries()) == want => {}
+                Ok(info) => errors.push(format!(
+                    "map {name}: the kernel created it with max_entries {} but twill_abi says {want}",
+                    info.max_entries()
+                )),
+                Err(e) => errors.push(format!(
+                    "map {name}: no pin at {} ({e}); is it still pinned by name?",
+                    pin.display()
+                )),
+            }
         }
     }
     for name in expected.keys().filter(|n| !seen.contains(**n)) {
-        errors.push(format!("map {name} is no longer in lxc.o"));
+        errors.push(format!("map {name} is no longer in any object"));
     }
     assert!(errors.is_empty(), "map sizes disagree:\n  {}", errors.join("\n  "));
 }

@@ -2,8 +2,11 @@
 //! eBPF programs and maps, attaching them to endpoint devices, and the
 //! network plumbing (namespaces, veth pairs, routes) around them.
 
+mod bpf_sys;
 mod bpffs;
 mod features;
+mod lb;
+mod lb_maps;
 mod loader;
 pub mod maps;
 pub mod netdev;
@@ -13,8 +16,16 @@ mod netns;
 
 pub use bpffs::ensure_bpffs;
 pub use features::{probe_features, KernelFeatures};
+pub use lb::cgroup2_mount;
 pub use loader::{Datapath, DatapathError, MetricsEntry};
-pub use maps::{EndpointMap, IpcacheEntry, IpcacheMap, PolicyEntry, PolicyMap};
+pub use maps::{EndpointMap, IpcacheEntry, IpcacheMap, LbMaps, NetnsMap, PolicyEntry, PolicyMap};
+pub use netns::{current_netns_cookie, netns_cookie};
 
 /// The compiled endpoint programs (bpf/lxc.c).
 pub static LXC_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lxc.o"));
+
+/// The socket load-balancing programs (bpf/sock.c).
+pub static SOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sock.o"));
+
+/// The NodePort programs for the node's devices (bpf/netdev.c).
+pub static NETDEV_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdev.o"));

@@ -23,11 +23,12 @@ use aya::{
     },
     Ebpf, EbpfError, EbpfLoader,
 };
-use twill_abi::{CtEntry, CtKey, DatapathConfig, EndpointInfo, MetricsValue};
+use twill_abi::{CtEntry, CtKey, DatapathConfig, EndpointInfo, Lb4NatEntry, MetricsValue};
 
+use crate::lb::{LbPrograms, NETDEV_HOOKS};
 use crate::maps::{
     map_err, EndpointMap, IpcacheEntry, IpcacheMap, KernelEndpointMap, KernelIpcacheMap, KernelPolicyMap,
-    PolicyEntry, PolicyMap,
+    LbMaps, NetnsMap, PolicyEntry, PolicyMap,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -44,10 +45,21 @@ pub enum DatapathError {
     Map { name: &'static str, source: MapError },
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
+    #[error("eBPF link of {name}: {source}")]
+    Link { name: &'static str, source: aya::programs::links::LinkError },
+    #[error("pinning {path}: {source}")]
+    Pin { path: String, source: aya::pin::PinError },
+    #[error("socket load balancing on cgroup {cgroup}: {step}: {source}")]
+    Cgroup { cgroup: String, step: &'static str, source: io::Error },
+    #[error("Maglev table of frontend {index} has {len} entries; it needs the configured table size (> 0)")]
+    MaglevSize { index: u32, len: usize },
 }
 
+/// A tc program: its name, hook and the hook's name in errors.
+pub(crate) type TcHook = (&'static str, TcAttachType, &'static str);
+
 /// The two hooks on every endpoint's host-side veth.
-const HOOKS: [(&str, TcAttachType, &str); 2] =
+const HOOKS: [TcHook; 2] =
     [("from_endpoint", TcAttachType::Ingress, "ingress"), ("to_endpoint", TcAttachType::Egress, "egress")];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,10 +83,14 @@ pub struct Datapath {
     events: Option<RingBuf<MapData>>,
     /// Devices attached by this process (or re-attached on restore).
     attached: BTreeSet<String>,
+    /// The service programs and maps (socket LB, NodePort).
+    lb: LbPrograms,
 }
 
 /// Where the endpoint filters sit on each hook (Cilium uses the same).
 const FILTER_PRIORITY: u16 = 1;
+/// Where the NodePort filters sit on a node device.
+const NETDEV_FILTER_PRIORITY: u16 = 2;
 
 fn filter_handle() -> TcHandle {
     TcHandle::new(0, 1)
@@ -91,14 +107,7 @@ impl Datapath {
         crate::ensure_bpffs(root)
             .map_err(|source| DatapathError::Bpffs { path: root.display().to_string(), source })?;
         let mut ebpf = EbpfLoader::new().default_map_pin_directory(root).load(crate::LXC_OBJECT)?;
-        for (name, _, _) in HOOKS {
-            let program: &mut SchedClassifier = ebpf
-                .program_mut(name)
-                .ok_or(DatapathError::Program { name: leak(name), source: ProgramError::NotLoaded })?
-                .try_into()
-                .map_err(|source| DatapathError::Program { name: leak(name), source })?;
-            program.load().map_err(|source| DatapathError::Program { name: leak(name), source })?;
-        }
+        load_programs(&mut ebpf, &HOOKS)?;
         let endpoints = take_map(&mut ebpf, "twill_endpoints")?;
         let endpoints = HashMap::try_from(endpoints).map_err(map_err("twill_endpoints"))?;
         let ipcache = take_map(&mut ebpf, "twill_ipcache")?;
@@ -126,6 +135,7 @@ impl Datapath {
             event_stats,
             events: Some(events),
             attached: BTreeSet::new(),
+            lb: LbPrograms::load(root)?,
         })
     }
 
@@ -134,57 +144,11 @@ impl Datapath {
     }
 
     /// Attaches both endpoint programs to `device` as direct-action cls_bpf
-    /// filters at a fixed priority and handle. If a previous agent already
-    /// attached them, the program in each filter is replaced atomically:
-    /// no packet sees a gap.
-    ///
-    /// Why cls_bpf and not tcx links: attaching a tcx link waits for an RCU
-    /// grace period (about 10 ms here, twice per endpoint), a cls_bpf
-    /// filter takes about 0.2 ms; and the filter belongs to the device's
-    /// qdisc, so it keeps running without any pin when the agent exits.
+    /// filters at a fixed priority and handle (see [`attach_tc`]). If a
+    /// previous agent already attached them, the program in each filter is
+    /// replaced atomically: no packet sees a gap.
     pub fn attach(&mut self, device: &str) -> Result<(), DatapathError> {
-        match tc::qdisc_add_clsact(device) {
-            Ok(()) => {}
-            Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
-            Err(e) => return Err(attach_error(device, "clsact", e.to_string())),
-        }
-        for (name, attach_type, direction) in HOOKS {
-            let program: &mut SchedClassifier = self
-                .ebpf
-                .program_mut(name)
-                .expect("program presence checked at load")
-                .try_into()
-                .expect("program type checked at load");
-            let options = NlOptions { priority: FILTER_PRIORITY, handle: filter_handle(), classid: None };
-            let link_id =
-                match program.attach_with_options(device, attach_type, TcAttachOptions::Netlink(options)) {
-                    Ok(id) => id,
-                    // Already attached (by us, before a restart): swap the program in place.
-                    Err(ProgramError::TcError(TcError::NetlinkError(e)))
-                        if e.raw_os_error() == Some(libc::EEXIST) =>
-                    {
-                        let existing = SchedClassifierLink::attached(
-                            device,
-                            attach_type,
-                            FILTER_PRIORITY,
-                            filter_handle(),
-                            None,
-                        )
-                        .map_err(|e| attach_error(device, direction, e.to_string()))?;
-                        program
-                            .attach_to_link(existing)
-                            .map_err(|e| attach_error(device, direction, e.to_string()))?
-                    }
-                    Err(e) => {
-                        return Err(attach_error(device, direction, format!("{e} ({})", source_chain(&e))))
-                    }
-                };
-            let link =
-                program.take_link(link_id).map_err(|e| attach_error(device, direction, e.to_string()))?;
-            // Dropping the link would delete the filter; the filter must
-            // outlive this process, so ownership passes to the kernel.
-            std::mem::forget(link);
-        }
+        attach_tc(&mut self.ebpf, &HOOKS, device, FILTER_PRIORITY)?;
         self.attached.insert(device.to_string());
         Ok(())
     }
@@ -193,17 +157,7 @@ impl Datapath {
     /// error: detaching is idempotent.
     pub fn detach(&mut self, device: &str) -> Result<(), DatapathError> {
         self.attached.remove(device);
-        if crate::netdev::ifindex(device).is_none() {
-            return Ok(());
-        }
-        for (name, attach_type, direction) in HOOKS {
-            match tc::qdisc_detach_program(device, attach_type, name) {
-                Ok(()) => {}
-                Err(TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(attach_error(device, direction, e.to_string())),
-            }
-        }
-        Ok(())
+        detach_tc(&HOOKS, device)
     }
 
     /// Devices this agent has attached the endpoint programs to, with the hooks.
@@ -215,6 +169,53 @@ impl Datapath {
             .collect();
         out.sort();
         out
+    }
+
+    /// Attaches the NodePort programs to a node device (its uplink, say):
+    /// cls_bpf filters like the endpoint programs', at their own priority
+    /// so they never replace an endpoint filter. Idempotent, and swaps the
+    /// programs in atomically after a restart.
+    pub fn attach_netdev(&mut self, device: &str) -> Result<(), DatapathError> {
+        attach_tc(&mut self.lb.netdev, &NETDEV_HOOKS, device, NETDEV_FILTER_PRIORITY)
+    }
+
+    /// Removes the NodePort filters from `device`. Idempotent.
+    pub fn detach_netdev(&mut self, device: &str) -> Result<(), DatapathError> {
+        detach_tc(&NETDEV_HOOKS, device)
+    }
+
+    /// Attaches socket load balancing (connect4, sendmsg4, recvmsg4,
+    /// getpeername4) to the cgroup v2 directory `cgroup`, usually the
+    /// agent's `--cgroup-root` (for everything on the machine, the root of
+    /// [`crate::cgroup2_mount`]). The links are pinned under the bpf root
+    /// (`<root>/sock/`), so they outlive the agent; on the next call,
+    /// pinned links on the same cgroup get the new programs atomically
+    /// (BPF_LINK_UPDATE). Only sockets of namespaces in
+    /// [`Datapath::netns_map`] are translated.
+    pub fn attach_sock(&mut self, cgroup: &Path) -> Result<(), DatapathError> {
+        self.lb.attach_sock(&self.root, cgroup)
+    }
+
+    /// Unpins the socket links, which detaches the hooks (uninstall).
+    /// Idempotent.
+    pub fn detach_sock(&mut self) -> Result<(), DatapathError> {
+        crate::lb::detach_sock(&self.root)
+    }
+
+    /// The service maps, for the one owner that writes them.
+    pub fn lb_maps(&mut self) -> &mut dyn LbMaps {
+        &mut self.lb.maps
+    }
+
+    /// The namespaces socket load balancing serves, for the one owner that
+    /// writes them.
+    pub fn netns_map(&mut self) -> &mut dyn NetnsMap {
+        &mut self.lb.netns
+    }
+
+    /// NodePort translations in `twill_lb4_nat`, for inspection.
+    pub fn lb_nat_entries(&self) -> Result<Vec<(CtKey, Lb4NatEntry)>, DatapathError> {
+        self.lb.nat.iter().collect::<Result<_, _>>().map_err(map_err("twill_lb4_nat"))
     }
 
     /// The endpoint map, for the one owner that writes it.
@@ -306,16 +307,21 @@ impl Datapath {
         Ok(values.iter().sum())
     }
 
-    /// Runs one of the endpoint programs once on `packet` (an Ethernet
+    /// Runs one of the endpoint or node-device programs once on `packet` (an Ethernet
     /// frame) in the kernel, without attaching it anywhere
     /// (BPF_PROG_TEST_RUN), and returns its verdict (TC_ACT_*). For
     /// testing the datapath with crafted packets.
     pub fn test_run(&self, program: &str, packet: &[u8]) -> Result<u32, DatapathError> {
         use aya::programs::{TestRun, TestRunOptions};
-        let name: &'static str =
-            HOOKS.iter().map(|(n, _, _)| *n).find(|n| *n == program).unwrap_or("unknown");
-        let prog: &SchedClassifier = self
-            .ebpf
+        let name: &'static str = HOOKS
+            .iter()
+            .chain(&NETDEV_HOOKS)
+            .map(|(n, _, _)| *n)
+            .find(|n| *n == program)
+            .unwrap_or("unknown");
+        let object =
+            if NETDEV_HOOKS.iter().any(|(n, _, _)| *n == program) { &self.lb.netdev } else { &self.ebpf };
+        let prog: &SchedClassifier = object
             .program(program)
             .ok_or(DatapathError::Program { name, source: ProgramError::NotLoaded })?
             .try_into()
@@ -331,12 +337,87 @@ impl Datapath {
     }
 }
 
-fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DatapathError> {
+pub(crate) fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DatapathError> {
     ebpf.take_map(name).ok_or(DatapathError::MissingMap(name))
 }
 
-fn leak(name: &str) -> &'static str {
-    HOOKS.iter().map(|(n, _, _)| *n).find(|n| *n == name).unwrap_or("unknown")
+/// Loads the tc programs `hooks` of `ebpf` into the kernel.
+pub(crate) fn load_programs(ebpf: &mut Ebpf, hooks: &[TcHook]) -> Result<(), DatapathError> {
+    for &(name, _, _) in hooks {
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::Program { name, source: ProgramError::NotLoaded })?
+            .try_into()
+            .map_err(|source| DatapathError::Program { name, source })?;
+        program.load().map_err(|source| DatapathError::Program { name, source })?;
+    }
+    Ok(())
+}
+
+/// Attaches the (loaded) programs `hooks` of `ebpf` to `device` as
+/// direct-action cls_bpf filters at `priority`, or swaps them into the
+/// filters already there, atomically: no packet sees a gap.
+///
+/// Why cls_bpf and not tcx links: attaching a tcx link waits for an RCU
+/// grace period (about 10 ms here, twice per device), a cls_bpf filter
+/// takes about 0.2 ms; and the filter belongs to the device's qdisc, so it
+/// keeps running without any pin when the agent exits.
+pub(crate) fn attach_tc(
+    ebpf: &mut Ebpf,
+    hooks: &[TcHook],
+    device: &str,
+    priority: u16,
+) -> Result<(), DatapathError> {
+    match tc::qdisc_add_clsact(device) {
+        Ok(()) => {}
+        Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+        Err(e) => return Err(attach_error(device, "clsact", e.to_string())),
+    }
+    for &(name, attach_type, direction) in hooks {
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .expect("program presence checked at load")
+            .try_into()
+            .expect("program type checked at load");
+        let options = NlOptions { priority, handle: filter_handle(), classid: None };
+        let link_id =
+            match program.attach_with_options(device, attach_type, TcAttachOptions::Netlink(options)) {
+                Ok(id) => id,
+                // Already attached (by us, before a restart): swap the program in place.
+                Err(ProgramError::TcError(TcError::NetlinkError(e)))
+                    if e.raw_os_error() == Some(libc::EEXIST) =>
+                {
+                    let existing =
+                        SchedClassifierLink::attached(device, attach_type, priority, filter_handle(), None)
+                            .map_err(|e| attach_error(device, direction, e.to_string()))?;
+                    program
+                        .attach_to_link(existing)
+                        .map_err(|e| attach_error(device, direction, e.to_string()))?
+                }
+                Err(e) => return Err(attach_error(device, direction, format!("{e} ({})", source_chain(&e)))),
+            };
+        let link = program.take_link(link_id).map_err(|e| attach_error(device, direction, e.to_string()))?;
+        // Dropping the link would delete the filter; the filter must
+        // outlive this process, so ownership passes to the kernel.
+        std::mem::forget(link);
+    }
+    Ok(())
+}
+
+/// Removes the filters of `hooks` from `device`. A missing device or
+/// filter is not an error: detaching is idempotent.
+pub(crate) fn detach_tc(hooks: &[TcHook], device: &str) -> Result<(), DatapathError> {
+    if crate::netdev::ifindex(device).is_none() {
+        return Ok(());
+    }
+    for &(name, attach_type, direction) in hooks {
+        match tc::qdisc_detach_program(device, attach_type, name) {
+            Ok(()) => {}
+            Err(TcError::IoError(e)) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(attach_error(device, direction, e.to_string())),
+        }
+    }
+    Ok(())
 }
 
 fn source_chain(error: &dyn std::error::Error) -> String {

@@ -10,6 +10,7 @@ use twill_abi::{
     POLICY_FLAG_DENY,
 };
 
+pub use crate::lb_maps::{KernelLbMaps, KernelNetnsMap, LbMaps, NetnsMap};
 use crate::DatapathError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,9 +109,11 @@ pub(crate) fn map_err(name: &'static str) -> impl Fn(MapError) -> DatapathError 
     move |source| DatapathError::Map { name, source }
 }
 
-fn absent_ok(name: &'static str, result: Result<(), MapError>) -> Result<(), DatapathError> {
+pub(crate) fn absent_ok(name: &'static str, result: Result<(), MapError>) -> Result<(), DatapathError> {
     match result {
         Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+        // Some aya removals report an absent key as the syscall's ENOENT.
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         Err(e) => Err(map_err(name)(e)),
     }
 }
@@ -197,6 +200,8 @@ impl EndpointMap for KernelEndpointMap {
 /// that a diff touched only what changed.
 pub mod fake {
     use super::*;
+
+    pub use crate::lb_maps::fake::{FakeLbMaps, FakeNetnsMap};
 
     #[derive(Debug, Default)]
     pub struct FakePolicyMap {

@@ -7,7 +7,10 @@ use std::{
     ffi::CString,
     fs::File,
     io,
-    os::unix::{ffi::OsStrExt, fs::DirBuilderExt, fs::OpenOptionsExt},
+    os::{
+        fd::{AsRawFd, FromRawFd},
+        unix::{ffi::OsStrExt, fs::DirBuilderExt, fs::OpenOptionsExt},
+    },
     path::{Path, PathBuf},
     sync::Mutex,
 };
@@ -156,10 +159,7 @@ pub(crate) fn open(path: &Path) -> Result<NewNetns, NetdevError> {
         move |source| NetdevError::Netns { name, step, source }
     };
     let file = File::open(path).map_err(fail("opening it"))?;
-    let fd = {
-        use std::os::fd::AsRawFd;
-        file.as_raw_fd()
-    };
+    let fd = file.as_raw_fd();
     // setns(2) moves only the calling thread: a thread that exits right
     // after opens the socket there, and nothing else runs inside.
     let rtnl = std::thread::Builder::new()
@@ -174,4 +174,54 @@ pub(crate) fn open(path: &Path) -> Result<NewNetns, NetdevError> {
         .unwrap_or_else(|_| Err(("thread", io::Error::other("namespace thread panicked"))))
         .map_err(|(step, source)| NetdevError::Netns { name: name.clone(), step, source })?;
     Ok(NewNetns { file, rtnl })
+}
+
+/// SO_NETNS_COOKIE (linux/asm-generic/socket.h; not in the libc crate).
+const SO_NETNS_COOKIE: libc::c_int = 71;
+
+/// The cookie of the network namespace a socket lives in: the number
+/// `bpf_get_netns_cookie()` returns for it in the socket hooks.
+fn socket_netns_cookie() -> io::Result<u64> {
+    // SAFETY: a plain socket(2); the descriptor is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a new descriptor nobody else owns.
+    let socket = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    check(unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(cookie)
+}
+
+/// The cookie of the caller's network namespace.
+pub fn current_netns_cookie() -> io::Result<u64> {
+    socket_netns_cookie()
+}
+
+/// The cookie of the network namespace at `netns_path` (/run/netns/NAME,
+/// /proc/PID/ns/net, a CNI_NETNS), for `twill_lb_netns`. The socket is
+/// opened on a short-lived thread that entered the namespace: setns(2)
+/// moves only the calling thread.
+pub fn netns_cookie(netns_path: &Path) -> io::Result<u64> {
+    let file = File::open(netns_path)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns(2) on an open namespace file, for this thread only.
+            check(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) })?;
+            socket_netns_cookie()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+    })
 }

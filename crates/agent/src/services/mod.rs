@@ -231,11 +231,6 @@ impl Services {
         self.specs.values()
     }
 
-    /// What a service resolves to now (empty before the first sync).
-    pub fn resolved(&self, key: &ServiceKey) -> Option<&ResolvedService> {
-        self.resolved.get(key)
-    }
-
     /// Brings the kernel's service maps in line: services whose spec
     /// changed, and, when `endpoints_changed`, every service whose
     /// backends depend on endpoints. Returns the number of map writes.

@@ -17,11 +17,11 @@ fn invalid(flag: &str, value: &str, reason: impl std::fmt::Display) -> AgentErro
     AgentError::Invalid(format!("--{flag} {value:?}: {reason}"))
 }
 
-/// PORT[/tcp|/udp].
-fn port_protocol(flag: &str, text: &str) -> Result<(u16, Protocol)> {
+/// PORT[/tcp|/udp]; the protocol only when written.
+fn port_protocol(flag: &str, text: &str) -> Result<(u16, Option<Protocol>)> {
     let (port, protocol) = match text.rsplit_once('/') {
-        Some((port, proto)) => (port, proto.parse().map_err(|e: String| invalid(flag, text, e))?),
-        None => (text, Protocol::Tcp),
+        Some((port, proto)) => (port, Some(proto.parse().map_err(|e: String| invalid(flag, text, e))?)),
+        None => (text, None),
     };
     let port = port
         .parse::<u16>()
@@ -32,7 +32,7 @@ fn port_protocol(flag: &str, text: &str) -> Result<(u16, Protocol)> {
 }
 
 /// IP:PORT[/tcp|/udp].
-fn address_port(flag: &str, text: &str) -> Result<(Ipv4Addr, u16, Protocol)> {
+fn address_port(flag: &str, text: &str) -> Result<(Ipv4Addr, u16, Option<Protocol>)> {
     let (ip, rest) =
         text.split_once(':').ok_or_else(|| invalid(flag, text, "must be IP:PORT, e.g. 10.96.0.10:80"))?;
     let ip: Ipv4Addr = ip.parse().map_err(|_| invalid(flag, text, format!("{ip:?} is not an IPv4 address")))?;
@@ -99,6 +99,7 @@ pub fn from_request(req: &api::ServiceCreate) -> Result<Service> {
         }
     };
     service.cluster_ip = cluster_ip;
+    let protocol = protocol.unwrap_or(Protocol::Tcp);
     let target_port = match &req.target_port {
         None => TargetPort::Number(port),
         Some(t) => match t.parse::<u16>() {
@@ -118,7 +119,7 @@ pub fn from_request(req: &api::ServiceCreate) -> Result<Service> {
     });
     for text in &req.backends {
         let (address, port, backend_protocol) = address_port("backend", text)?;
-        if backend_protocol != protocol {
+        if backend_protocol.is_some_and(|p| p != protocol) {
             return Err(invalid("backend", text, format!("the service's protocol is {protocol}")));
         }
         if req.target_port.is_some() && TargetPort::Number(port) != target_port {
@@ -180,12 +181,13 @@ mod tests {
 
         let s = create(|r| {
             r.frontend = Some("10.96.0.53:53/udp".into());
-            r.backends = vec!["10.200.0.5:5353/udp".into()];
+            r.backends = vec!["10.200.0.5:5353/udp".into(), "10.200.0.6:5353".into()];
         })
         .unwrap();
         assert_eq!(s.cluster_ip, Some("10.96.0.53".parse().unwrap()));
         assert_eq!(s.ports[0].protocol, Protocol::Udp);
         assert_eq!(s.backends[0].ports[0].port, 5353);
+        assert_eq!(s.backends[1].ports[0].protocol, Protocol::Udp, "a backend takes the service's protocol");
     }
 
     #[test]
@@ -204,11 +206,11 @@ mod tests {
         assert!(e.contains("--affinity-timeout \"5x\""), "{e}");
         let e = create(|r| {
             r.port = Some("80/udp".into());
-            r.backends = vec!["10.0.0.1:80".into()];
+            r.backends = vec!["10.0.0.1:80/tcp".into()];
         })
         .unwrap_err()
         .to_string();
-        assert!(e.contains("--backend \"10.0.0.1:80\": the service's protocol is UDP"), "{e}");
+        assert!(e.contains("--backend \"10.0.0.1:80/tcp\": the service's protocol is UDP"), "{e}");
         let e = create(|_| {}).unwrap_err().to_string();
         assert!(e.contains("needs a port"), "{e}");
     }

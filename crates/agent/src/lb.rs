@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+
 use tracing::info;
 use twill_datapath::Datapath;
 
@@ -12,16 +13,34 @@ use crate::{
     error::{AgentError, Result},
 };
 
+/// The cgroup v2 hierarchy: the flag, else where it is mounted, else a
+/// mount of our own in the run directory. `ip netns exec` replaces /sys
+/// in the agent's mount namespace, so the system's mount can be out of
+/// sight; Cilium mounts its own for the same reason.
 fn cgroup_root(config: &Config) -> Result<PathBuf> {
-    match &config.cgroup_root {
-        Some(root) => Ok(root.clone()),
-        None => twill_datapath::cgroup2_mount().ok_or_else(|| {
-            AgentError::Invalid(
-                "no cgroup v2 hierarchy is mounted: mount one (mount -t cgroup2 none /sys/fs/cgroup) or pass --cgroup-root"
-                    .into(),
-            )
-        }),
+    if let Some(root) = &config.cgroup_root {
+        return Ok(root.clone());
     }
+    if let Some(mounted) = twill_datapath::cgroup2_mount() {
+        return Ok(mounted);
+    }
+    let run_dir = config.api_socket.parent().map(PathBuf::from).unwrap_or_else(|| crate::config::DEFAULT_RUN_DIR.into());
+    let own = run_dir.join("cgroupv2");
+    let io = |what: &str, source: std::io::Error| AgentError::Io {
+        what: format!("{what} {} (no cgroup v2 hierarchy is mounted; pass --cgroup-root)", own.display()),
+        source,
+    };
+    std::fs::create_dir_all(&own).map_err(|e| io("creating", e))?;
+    let target = std::ffi::CString::new(own.as_os_str().as_encoded_bytes()).expect("a path without NUL");
+    // SAFETY: mount(2) with NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::mount(c"none".as_ptr(), target.as_ptr(), c"cgroup2".as_ptr(), 0, std::ptr::null())
+    };
+    if rc != 0 {
+        return Err(io("mounting cgroup2 on", std::io::Error::last_os_error()));
+    }
+    info!(path = %own.display(), "mounted the cgroup v2 hierarchy for socket load balancing");
+    Ok(own)
 }
 
 /// Attaches (or re-attaches after a restart) every service hook.

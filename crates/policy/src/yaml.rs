@@ -207,6 +207,16 @@ impl<'de> Deserialize<'de> for RawValue {
 
 // ---- typed deserialization from a node tree.
 
+/// Reads a node tree into `T`. On a mismatch, the field path (empty for
+/// the node itself) and the reason, in the shape document errors use.
+pub fn typed<T: de::DeserializeOwned>(node: &Node) -> Result<T, Vec<(String, String)>> {
+    serde_path_to_error::deserialize(node).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        vec![(path, e.into_inner().to_string())]
+    })
+}
+
 /// A type mismatch while reading a node tree into a typed struct.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error(String);

@@ -12,10 +12,10 @@ use std::{
     ops::RangeInclusive,
 };
 
-use serde::{de::DeserializeOwned, de::IgnoredAny, Deserialize};
+use serde::{de::IgnoredAny, Deserialize};
 use twill_policy::{
     k8s::{IntOrString, ObjectMeta},
-    yaml::{self, Node},
+    yaml::{self, typed, Node},
     DocumentError,
 };
 
@@ -253,14 +253,6 @@ impl Import {
 }
 
 type Problems = Vec<(String, String)>;
-
-fn typed<T: DeserializeOwned>(node: &Node) -> Result<T, Problems> {
-    serde_path_to_error::deserialize(node).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        vec![(path, e.into_inner().to_string())]
-    })
-}
 
 // ---- wire shapes, field for field as the API server serves them.
 

@@ -585,12 +585,11 @@ fn convert_slice(doc: SliceDoc) -> Result<EndpointSlice, Problems> {
     let mut endpoints = Vec::new();
     for (i, e) in doc.endpoints.into_iter().flatten().enumerate() {
         let ready = e.conditions.and_then(|c| c.ready).unwrap_or(true);
-        match e.addresses.first().map(|a| a.parse::<Ipv4Addr>()) {
-            Some(Ok(a)) => endpoints.push((a, ready)),
-            Some(Err(_)) => p.push((
-                format!("endpoints[{i}].addresses[0]"),
-                format!("{:?} is not an IPv4 address", e.addresses[0]),
-            )),
+        match e.addresses.first().map(|a| (a, a.parse::<Ipv4Addr>())) {
+            Some((_, Ok(a))) => endpoints.push((a, ready)),
+            Some((a, Err(_))) => {
+                p.push((format!("endpoints[{i}].addresses[0]"), format!("{a:?} is not an IPv4 address")))
+            }
             None => p.push((format!("endpoints[{i}].addresses"), "needs at least one address".into())),
         }
     }

@@ -4,14 +4,14 @@
 
 use std::{fmt, net::Ipv4Addr};
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
     k8s::{self, IntOrString, RuleLabel},
     model::*,
     selector::{Operator, Requirement, Selector, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY},
-    yaml::{self, Node},
+    yaml::{self, typed, Node},
 };
 
 pub const CILIUM_API_VERSION: &str = "cilium.io/v2";
@@ -184,14 +184,6 @@ pub fn parse_policies(file: &str, text: &str) -> Result<Vec<Policy>, Vec<Documen
     } else {
         Err(errors)
     }
-}
-
-fn typed<T: DeserializeOwned>(node: &Node) -> Result<T, Vec<(String, String)>> {
-    serde_path_to_error::deserialize(node).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        vec![(path, e.into_inner().to_string())]
-    })
 }
 
 /// The document as Twill read it, for `policy get`: strings are strings

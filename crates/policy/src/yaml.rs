@@ -68,10 +68,28 @@ impl Node {
 /// Reads every document of a YAML stream. Empty and null documents are
 /// skipped, as kubectl skips them.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, serde_saphyr::Error> {
+    parse_with_budget(text, serde_saphyr::Budget::default())
+}
+
+/// As [`parse_documents`], for streams of up to `max_documents` documents
+/// (the default budget stops at 1,024): the node, event and scalar
+/// budgets grow in proportion, so each document keeps the default's share.
+pub fn parse_many_documents(text: &str, max_documents: usize) -> Result<Vec<Node>, serde_saphyr::Error> {
+    let mut budget = serde_saphyr::Budget::default();
+    let scale = max_documents.div_ceil(budget.max_documents).max(1);
+    budget.max_documents = budget.max_documents.max(max_documents);
+    budget.max_events = budget.max_events.saturating_mul(scale);
+    budget.max_nodes = budget.max_nodes.saturating_mul(scale);
+    budget.max_total_scalar_bytes = budget.max_total_scalar_bytes.saturating_mul(scale);
+    parse_with_budget(text, budget)
+}
+
+fn parse_with_budget(text: &str, budget: serde_saphyr::Budget) -> Result<Vec<Node>, serde_saphyr::Error> {
     // `.inf` and `.nan` are valid plain scalars: as text where a string is
     // expected, and a type error (not a syntax error) elsewhere.
     let options = serde_saphyr::options! {
         non_finite_float_policy: serde_saphyr::NonFiniteFloatPolicy::PassThrough,
+        budget: Some(budget),
     };
     let raw: Vec<Raw> = serde_saphyr::from_multiple_with_options(text, options)?;
     Ok(raw.into_iter().map(|r| r.into_node(text)).collect())
@@ -188,6 +206,16 @@ impl<'de> Deserialize<'de> for RawValue {
 }
 
 // ---- typed deserialization from a node tree.
+
+/// Reads a node tree into `T`. On a mismatch, the field path (empty for
+/// the node itself) and the reason, in the shape document errors use.
+pub fn typed<T: de::DeserializeOwned>(node: &Node) -> Result<T, Vec<(String, String)>> {
+    serde_path_to_error::deserialize(node).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        vec![(path, e.into_inner().to_string())]
+    })
+}
 
 /// A type mismatch while reading a node tree into a typed struct.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,12 +5,14 @@
 //! the agent decides when and where anything is read or written.
 
 pub mod alloc;
+pub mod k8s;
 pub mod maglev;
 pub mod model;
 pub mod resolve;
 pub mod state;
 
 pub use alloc::{AllocError, ClusterIpAllocator, IdAllocator, NodePortAllocator};
+pub use k8s::{merge, parse_services, EndpointSlice, ImportSet};
 pub use model::*;
 pub use resolve::{resolve, EndpointView, ResolvedFrontend, ResolvedService};
 pub use state::{plan, BackendAddr, Desired, FrontendAddr, LbState, Op, StateError};

@@ -38,6 +38,14 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// The Maglev table of `size` entries for `backends` (a stable name such as
 /// `10.0.0.5:8080/TCP`, and the backend id the entries hold).
 ///
@@ -59,7 +67,13 @@ pub fn table(backends: &[(String, u32)], size: u32) -> Vec<u32> {
         .iter()
         .map(|(name, _)| {
             let offset = mix(fnv1a(FNV_OFFSET, name.as_bytes())) % size;
-            let skip = if size > 1 { mix(fnv1a(SECOND_OFFSET, name.as_bytes())) % (size - 1) + 1 } else { 1 };
+            let mut skip =
+                if size > 1 { mix(fnv1a(SECOND_OFFSET, name.as_bytes())) % (size - 1) + 1 } else { 1 };
+            // Only a skip coprime with the size visits every entry; with a
+            // prime size every skip is, and this never changes one.
+            while gcd(skip, size) != 1 {
+                skip = skip % (size - 1) + 1;
+            }
             (offset, skip)
         })
         .collect();
@@ -108,6 +122,9 @@ mod tests {
         assert!(check_size(16384).unwrap_err().contains("251, 509"));
         assert_eq!(table(&[], 251), vec![0; 251]);
         assert_eq!(table(&named(&[7]), 251), vec![7; 251]);
+        // Not a supported size, but still a complete table rather than a hang.
+        let t = table(&named(&[1, 2, 3]), 16384);
+        assert!(t.iter().all(|&id| (1..=3).contains(&id)));
     }
 
     #[test]

@@ -334,3 +334,33 @@ fn plan_against_foreign_kernel_contents_removes_orphans() {
     let ops = state.prune();
     assert_eq!(ops, [Op::RemoveService(f.key(4))]);
 }
+
+#[test]
+fn one_change_among_thirty_thousand_services_writes_only_that_service() {
+    let mut state = LbState::new(SIZE);
+    let resolved = |i: u32, backends: &[u8]| ResolvedService {
+        key: ServiceKey::new("default", format!("s{i}")),
+        frontends: vec![ResolvedFrontend {
+            address: Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + i),
+            port: 80,
+            protocol: Protocol::Tcp,
+            node_port: false,
+            port_name: None,
+            backends: backends.iter().map(|&b| (Ipv4Addr::new(10, 1, (i >> 8) as u8, b), 8080)).collect(),
+            algorithm: Algorithm::Random,
+            affinity_timeout: 0,
+        }],
+    };
+    for i in 0..30_000 {
+        state.upsert(&resolved(i, &[1, 2])).unwrap();
+    }
+    let ops = state.upsert(&resolved(7, &[1, 3])).unwrap();
+    // Backend .3 (new), slot 2, and nothing else: .2 is shared with s0..s255.
+    assert_eq!(ops.len(), 2, "{ops:?}");
+    assert!(
+        matches!(ops[0], Op::UpsertBackend(..))
+            && matches!(ops[1], Op::UpsertService(k, _) if k.backend_slot == 2)
+    );
+    assert_eq!(state.remove(&ServiceKey::new("default", "s8")).len(), 4);
+    assert_eq!(state.desired().reverse_nat.len(), 29_999);
+}

@@ -315,7 +315,7 @@ impl Agent {
                 let spec = services::request::from_request(&req)?;
                 let key = spec.key.clone();
                 self.check_service_namespace(&key.namespace)?;
-                self.services.upsert(vec![spec], |_| String::new())?;
+                self.services.upsert(vec![spec], |_| format!("service {key}: "))?;
                 self.sync_services(false)?;
                 Outcome::Service(Box::new(self.services.to_api(self.services.get(&key)?)))
             }
@@ -783,8 +783,64 @@ impl Agent {
 
     /// Kubernetes Service and EndpointSlice documents: every file parsed
     /// and every service checked before anything is applied.
-    fn service_import(&mut self, _files: &[api::PolicyFile]) -> Result<Vec<twill_service::ServiceKey>> {
-        Err(AgentError::Internal("service import: pending".into()))
+    /// Kubernetes Service and EndpointSlice documents: every file parsed
+    /// and every service checked before anything is applied.
+    fn service_import(&mut self, files: &[api::PolicyFile]) -> Result<Vec<twill_service::ServiceKey>> {
+        use twill_service::k8s;
+        let mut problems = Vec::new();
+        let mut incoming = Vec::new();
+        let mut slices = Vec::new();
+        for file in files {
+            match k8s::parse_services_with(&file.name, &file.content, self.config.node_port_range.clone()) {
+                Ok(set) => {
+                    incoming.extend(set.services);
+                    slices.extend(set.endpoint_slices);
+                }
+                Err(errors) => problems.extend(errors.iter().map(|e| e.to_string())),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(AgentError::Invalid(problems.join("\n")));
+        }
+        // Slices of services in other files of this import, then slices of
+        // services the agent already has: those services take the slices'
+        // endpoints as their backends.
+        let leftover = k8s::merge(&mut incoming, &slices);
+        let mut by_service: BTreeMap<twill_service::ServiceKey, Vec<&k8s::EndpointSlice>> = BTreeMap::new();
+        for slice in leftover {
+            by_service
+                .entry(twill_service::ServiceKey::new(slice.namespace.clone(), slice.service.clone()))
+                .or_default()
+                .push(slice);
+        }
+        for (key, group) in by_service {
+            let names: Vec<String> = group.iter().map(|s| format!("EndpointSlice {}/{}", s.namespace, s.name)).collect();
+            match self.services.get(&key) {
+                Ok(known) if known.selector.is_none() => {
+                    let mut updated = known.clone();
+                    updated.backends = k8s::backends_of(&group);
+                    incoming.push(updated);
+                }
+                Ok(_) => problems.push(format!(
+                    "{}: metadata.labels.{}: service {key} has a selector; its backends are its endpoints",
+                    names.join(", "),
+                    k8s::SERVICE_NAME_LABEL
+                )),
+                Err(_) => problems.push(format!(
+                    "{}: metadata.labels.{}: service {key} does not exist",
+                    names.join(", "),
+                    k8s::SERVICE_NAME_LABEL
+                )),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(AgentError::Invalid(problems.join("\n")));
+        }
+        for ns in incoming.iter().map(|s| s.key.namespace.clone()).collect::<BTreeSet<String>>() {
+            self.check_service_namespace(&ns)?;
+        }
+        let keys: Vec<String> = incoming.iter().map(|s| format!("Service {}: ", s.key)).collect();
+        self.services.upsert(incoming, |i| keys[i].clone())
     }
 
     /// Brings the kernel's service maps in line with services and endpoints.

@@ -548,7 +548,9 @@ fn main() -> anyhow::Result<()> {
             datapath::run(&bench, &mut rows)?;
         }
         if sections.contains(&"services") {
-            eprintln!("twill-bench: services: socket LB against kube-proxy's iptables rules, 10 to 30,000 services");
+            eprintln!(
+                "twill-bench: services: socket LB against kube-proxy's iptables rules, 10 to 30,000 services"
+            );
             services::run(&bench, &mut rows)?;
         }
         if sections.contains(&"flows") {

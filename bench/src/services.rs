@@ -65,9 +65,13 @@ fn kube_proxy_rules(count: usize, backend: &str, target_port: impl Fn(usize) -> 
     let mut rules = String::new();
     let _ = writeln!(chains, "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]");
     let _ = writeln!(chains, ":KUBE-SERVICES - [0:0]\n:KUBE-MARK-MASQ - [0:0]\n:KUBE-POSTROUTING - [0:0]");
-    let _ = writeln!(rules, "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES");
+    let _ =
+        writeln!(rules, "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES");
     let _ = writeln!(rules, "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES");
-    let _ = writeln!(rules, "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING");
+    let _ = writeln!(
+        rules,
+        "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING"
+    );
     let _ = writeln!(rules, "-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000");
     let _ = writeln!(rules, "-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN");
     let _ = writeln!(rules, "-A KUBE-POSTROUTING -j MARK --set-xmark 0x4000/0x0");
@@ -82,8 +86,12 @@ fn kube_proxy_rules(count: usize, backend: &str, target_port: impl Fn(usize) -> 
             "-A KUBE-SERVICES -d {}/32 -p tcp -m comment --comment \"default/svc-{i} cluster IP\" -m tcp --dport {SERVICE_PORT} -j {svc}",
             cluster_ip(i)
         );
-        let _ = writeln!(rules, "-A {svc} -m comment --comment \"default/svc-{i} -> {backend}:{port}\" -j {sep}");
-        let _ = writeln!(rules, "-A {sep} -s {backend}/32 -m comment --comment \"default/svc-{i}\" -j KUBE-MARK-MASQ");
+        let _ =
+            writeln!(rules, "-A {svc} -m comment --comment \"default/svc-{i} -> {backend}:{port}\" -j {sep}");
+        let _ = writeln!(
+            rules,
+            "-A {sep} -s {backend}/32 -m comment --comment \"default/svc-{i}\" -j KUBE-MARK-MASQ"
+        );
         let _ = writeln!(rules, "-A {sep} -p tcp -m comment --comment \"default/svc-{i}\" -m tcp -j DNAT --to-destination {backend}:{port}");
     }
     format!("{chains}{rules}COMMIT\n")
@@ -131,7 +139,15 @@ fn exe() -> anyhow::Result<String> {
 
 fn server(ns: &str, port: u16) -> anyhow::Result<Running> {
     let child = Command::new("ip")
-        .args(["netns", "exec", ns, &exe()?, "__tcp-server", &port.to_string(), &SERVER_MAX_SECONDS.to_string()])
+        .args([
+            "netns",
+            "exec",
+            ns,
+            &exe()?,
+            "__tcp-server",
+            &port.to_string(),
+            &SERVER_MAX_SECONDS.to_string(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -182,8 +198,9 @@ impl Samples {
 
 fn import(bench: &Bench, name: &str, yaml: String) -> anyhow::Result<Duration> {
     let start = Instant::now();
-    let done: ServicesImported =
-        bench.client().call(&Request::ServiceImport { files: vec![PolicyFile { name: name.into(), content: yaml }] })?;
+    let done: ServicesImported = bench
+        .client()
+        .call(&Request::ServiceImport { files: vec![PolicyFile { name: name.into(), content: yaml }] })?;
     if done.services.is_empty() {
         bail!("the import created no services");
     }
@@ -197,7 +214,10 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     for ns in [IPT_CLIENT, IPT_SERVER] {
         sh(&["ip", "netns", "add", ns])?;
     }
-    sh(&["ip", "-n", IPT_CLIENT, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", IPT_SERVER])?;
+    sh(&[
+        "ip", "-n", IPT_CLIENT, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
+        IPT_SERVER,
+    ])?;
     for (ns, host) in [(IPT_CLIENT, 1), (IPT_SERVER, 2)] {
         sh(&["ip", "-n", ns, "addr", "add", &format!("{IPT_NET}.{host}/24"), "dev", "eth0"])?;
         sh(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
@@ -215,23 +235,36 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         let target_port = FIRST_TARGET_PORT + step as u16;
         let direct_port = FIRST_DIRECT_PORT + step as u16;
         eprintln!("twill-bench: services: {size}");
-        twill_import_steps.push((size - imported, import(bench, "bench-services.yaml", services_yaml(imported..size, target_port))?));
+        twill_import_steps.push((
+            size - imported,
+            import(bench, "bench-services.yaml", services_yaml(imported..size, target_port))?,
+        ));
         imported = size;
         // kube-proxy's whole rule set for this many services, each step's
         // services pointing at that step's port as Twill's do.
         let step_of = |i: usize| SIZES.iter().position(|s| i < *s).unwrap_or(0) as u16;
-        iptables_restore(IPT_CLIENT, &kube_proxy_rules(size, &ipt_backend, |i| FIRST_TARGET_PORT + step_of(i)))?;
+        iptables_restore(
+            IPT_CLIENT,
+            &kube_proxy_rules(size, &ipt_backend, |i| FIRST_TARGET_PORT + step_of(i)),
+        )?;
         let vip = format!("{}:{SERVICE_PORT}", cluster_ip(size - 1));
         for round in 0..ROUNDS {
             let runs: [(&'static str, &str, &str, String, u16); 4] = [
                 ("twill-vip", &client.netns, &backend.netns, vip.clone(), target_port),
-                ("twill-direct", &client.netns, &backend.netns, format!("{}:{direct_port}", backend.ipv4), direct_port),
+                (
+                    "twill-direct",
+                    &client.netns,
+                    &backend.netns,
+                    format!("{}:{direct_port}", backend.ipv4),
+                    direct_port,
+                ),
                 ("iptables-vip", IPT_CLIENT, IPT_SERVER, vip.clone(), target_port),
                 ("bare-direct", IPT_CLIENT, IPT_SERVER, format!("{ipt_backend}:{direct_port}"), direct_port),
             ];
             for k in 0..runs.len() {
                 let (name, c, s, target, port) = &runs[(k + round) % runs.len()];
-                let result = crr(c, s, target, *port).with_context(|| format!("{name} with {size} services"))?;
+                let result =
+                    crr(c, s, target, *port).with_context(|| format!("{name} with {size} services"))?;
                 results.entry((size, name)).or_default().push(result);
             }
         }
@@ -240,19 +273,43 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
 
     let get = |size: usize, name: &'static str| &results[&(size, name)];
     for &size in &SIZES {
-        let (tv, td, iv, bd) = (get(size, "twill-vip"), get(size, "twill-direct"), get(size, "iptables-vip"), get(size, "bare-direct"));
-        let (tv_rate, td_rate, iv_rate, bd_rate) = (median(tv.rate.clone()), median(td.rate.clone()), median(iv.rate.clone()), median(bd.rate.clone()));
+        let (tv, td, iv, bd) = (
+            get(size, "twill-vip"),
+            get(size, "twill-direct"),
+            get(size, "iptables-vip"),
+            get(size, "bare-direct"),
+        );
+        let (tv_rate, td_rate, iv_rate, bd_rate) = (
+            median(tv.rate.clone()),
+            median(td.rate.clone()),
+            median(iv.rate.clone()),
+            median(bd.rate.clone()),
+        );
         rows.push(Row::new(
-            format!("TCP_CRR through a ClusterIP, {} services (ratio: to bare direct)", thousands(size as u64)),
+            format!(
+                "TCP_CRR through a ClusterIP, {} services (ratio: to bare direct)",
+                thousands(size as u64)
+            ),
             format!("{}/s ({:.2}x direct)", thousands(tv_rate as u64), tv_rate / td_rate),
-            format!("kube-proxy iptables {}/s ({:.2}x direct); bare {}/s", thousands(iv_rate as u64), iv_rate / bd_rate, thousands(bd_rate as u64)),
+            format!(
+                "kube-proxy iptables {}/s ({:.2}x direct); bare {}/s",
+                thousands(iv_rate as u64),
+                iv_rate / bd_rate,
+                thousands(bd_rate as u64)
+            ),
             format!("{:.2}", tv_rate / bd_rate),
         ));
         let us = |v: &Vec<f64>| median(v.clone());
         rows.push(Row::new(
             format!("connect() p50 / p99 through a ClusterIP, {} services", thousands(size as u64)),
             format!("{:.0} / {:.0} us", us(&tv.p50), us(&tv.p99)),
-            format!("iptables {:.0} / {:.0} us; bare direct {:.0} / {:.0} us", us(&iv.p50), us(&iv.p99), us(&bd.p50), us(&bd.p99)),
+            format!(
+                "iptables {:.0} / {:.0} us; bare direct {:.0} / {:.0} us",
+                us(&iv.p50),
+                us(&iv.p99),
+                us(&bd.p50),
+                us(&bd.p99)
+            ),
             format!("{:.2}", us(&tv.p99) / us(&iv.p99)),
         ));
     }
@@ -261,7 +318,11 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // services, against iptables-restore of kube-proxy's rules for as many.
     let last = *SIZES.last().unwrap();
     let started = Instant::now();
-    bench.client().call_value(&Request::ServiceDelete { name: String::new(), namespace: "default".into(), all: true })?;
+    bench.client().call_value(&Request::ServiceDelete {
+        name: String::new(),
+        namespace: "default".into(),
+        all: true,
+    })?;
     let delete_all = started.elapsed();
     let twill_import = import(bench, "bench-services.yaml", services_yaml(0..last, FIRST_TARGET_PORT))?;
     sh(&["ip", "netns", "exec", IPT_CLIENT, "iptables", "-t", "nat", "-F"])?;
@@ -271,17 +332,32 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     rows.push(Row::new(
         format!("import {} Services (one file, none before)", thousands(last as u64)),
         fmt_duration(twill_import),
-        format!("iptables-restore of the same ({} rules): {}", thousands(ipt_rules as u64), fmt_duration(ipt_import)),
+        format!(
+            "iptables-restore of the same ({} rules): {}",
+            thousands(ipt_rules as u64),
+            fmt_duration(ipt_import)
+        ),
         format!("{:.2}", twill_import.as_secs_f64() / ipt_import.as_secs_f64()),
     ));
-    let steps: Vec<String> =
-        twill_import_steps.iter().map(|(n, d)| format!("+{} in {}", thousands(*n as u64), fmt_duration(*d))).collect();
-    rows.push(Row::new("service imports of the sweep", steps.join(", "), format!("delete all {}: {}", thousands(last as u64), fmt_duration(delete_all)), ""));
+    let steps: Vec<String> = twill_import_steps
+        .iter()
+        .map(|(n, d)| format!("+{} in {}", thousands(*n as u64), fmt_duration(*d)))
+        .collect();
+    rows.push(Row::new(
+        "service imports of the sweep",
+        steps.join(", "),
+        format!("delete all {}: {}", thousands(last as u64), fmt_duration(delete_all)),
+        "",
+    ));
     let per_service = (rss_after.saturating_sub(rss_before) as f64 * 1024.0) / last as f64;
     rows.push(Row::new(
         format!("agent memory per service (RSS, {} services)", thousands(last as u64)),
         format!("{per_service:.0} bytes"),
-        format!("agent RSS {:.1} MiB with them, {:.1} MiB before", rss_after as f64 / 1024.0, rss_before as f64 / 1024.0),
+        format!(
+            "agent RSS {:.1} MiB with them, {:.1} MiB before",
+            rss_after as f64 / 1024.0,
+            rss_before as f64 / 1024.0
+        ),
         "",
     ));
     Ok(())

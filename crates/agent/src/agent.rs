@@ -25,13 +25,12 @@ use twill_store::{FileStore, Store};
 use crate::{
     config::Config,
     directory::FlowDirectory,
-    lb,
     endpoints::{named_ports_by_identity, Endpoints},
     error::{AgentError, Result},
     identities::Identities,
     inspect,
     ipcache::{self, DesiredIpcache},
-    names,
+    lb, names,
     namespaces::Namespaces,
     policy::{
         ports::{format_named_port, parse_dport},
@@ -327,8 +326,12 @@ impl Agent {
             }
             Change::ServiceDelete { namespace, all: true, .. } => {
                 self.check_service_namespace(&namespace)?;
-                let keys: Vec<twill_service::ServiceKey> =
-                    self.services.specs().filter(|s| s.key.namespace == namespace).map(|s| s.key.clone()).collect();
+                let keys: Vec<twill_service::ServiceKey> = self
+                    .services
+                    .specs()
+                    .filter(|s| s.key.namespace == namespace)
+                    .map(|s| s.key.clone())
+                    .collect();
                 self.services.delete(&keys)?;
                 Outcome::ServicesImported(api::ServicesImported {
                     services: keys.iter().map(|k| k.to_string()).collect(),
@@ -814,7 +817,8 @@ impl Agent {
                 .push(slice);
         }
         for (key, group) in by_service {
-            let names: Vec<String> = group.iter().map(|s| format!("EndpointSlice {}/{}", s.namespace, s.name)).collect();
+            let names: Vec<String> =
+                group.iter().map(|s| format!("EndpointSlice {}/{}", s.namespace, s.name)).collect();
             match self.services.get(&key) {
                 Ok(known) if known.selector.is_none() => {
                     let mut updated = known.clone();
@@ -845,9 +849,12 @@ impl Agent {
 
     /// Brings the kernel's service maps in line with services and endpoints.
     fn sync_services(&mut self, endpoints_changed: bool) -> Result<()> {
-        // Services whose spec changed need the endpoints too.
-        let views: Vec<twill_service::resolve::EndpointView> =
-            self.endpoints.records()?.iter().map(endpoint_view).collect();
+        // Without endpoint changes the services keep the endpoints they saw.
+        let views: Vec<twill_service::resolve::EndpointView> = if endpoints_changed {
+            self.endpoints.records()?.iter().map(endpoint_view).collect()
+        } else {
+            Vec::new()
+        };
         self.services.sync(self.datapath.lb_maps(), &views, endpoints_changed)?;
         Ok(())
     }
@@ -857,8 +864,10 @@ impl Agent {
     fn sync_socket_namespaces(&mut self) -> Result<()> {
         let records = self.endpoints.records()?;
         let mut desired: BTreeMap<u64, twill_abi::LbNetnsValue> = BTreeMap::new();
-        let node = twill_datapath::current_netns_cookie()
-            .map_err(|source| AgentError::Io { what: "reading the node's network namespace cookie".into(), source })?;
+        let node = twill_datapath::current_netns_cookie().map_err(|source| AgentError::Io {
+            what: "reading the node's network namespace cookie".into(),
+            source,
+        })?;
         desired.insert(node, twill_abi::LbNetnsValue { endpoint_id: 0, identity: twill_abi::IDENTITY_HOST });
         let live: BTreeSet<u32> = records.iter().map(|r| r.id).collect();
         self.netns_cookies.retain(|id, _| live.contains(id));
@@ -871,7 +880,10 @@ impl Agent {
                         c
                     }
                     Err(e) => {
-                        warn!("{}/{}: no network namespace cookie, services unavailable to it: {e}", r.namespace, r.name);
+                        warn!(
+                            "{}/{}: no network namespace cookie, services unavailable to it: {e}",
+                            r.namespace, r.name
+                        );
                         continue;
                     }
                 },
@@ -1348,7 +1360,8 @@ fn endpoint_view(r: &EndpointRecord) -> twill_service::resolve::EndpointView {
             .ports
             .iter()
             .filter_map(|p| {
-                twill_service::Protocol::from_number(p.protocol).map(|proto| (p.name.clone(), (p.port, proto)))
+                twill_service::Protocol::from_number(p.protocol)
+                    .map(|proto| (p.name.clone(), (p.port, proto)))
             })
             .collect(),
     }

@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 
-
 use tracing::info;
 use twill_datapath::Datapath;
 
@@ -24,7 +23,11 @@ fn cgroup_root(config: &Config) -> Result<PathBuf> {
     if let Some(mounted) = twill_datapath::cgroup2_mount() {
         return Ok(mounted);
     }
-    let run_dir = config.api_socket.parent().map(PathBuf::from).unwrap_or_else(|| crate::config::DEFAULT_RUN_DIR.into());
+    let run_dir = config
+        .api_socket
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::config::DEFAULT_RUN_DIR.into());
     let own = run_dir.join("cgroupv2");
     let io = |what: &str, source: std::io::Error| AgentError::Io {
         what: format!("{what} {} (no cgroup v2 hierarchy is mounted; pass --cgroup-root)", own.display()),
@@ -33,9 +36,8 @@ fn cgroup_root(config: &Config) -> Result<PathBuf> {
     std::fs::create_dir_all(&own).map_err(|e| io("creating", e))?;
     let target = std::ffi::CString::new(own.as_os_str().as_encoded_bytes()).expect("a path without NUL");
     // SAFETY: mount(2) with NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::mount(c"none".as_ptr(), target.as_ptr(), c"cgroup2".as_ptr(), 0, std::ptr::null())
-    };
+    let rc =
+        unsafe { libc::mount(c"none".as_ptr(), target.as_ptr(), c"cgroup2".as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
         return Err(io("mounting cgroup2 on", std::io::Error::last_os_error()));
     }

@@ -144,7 +144,8 @@ pub fn run(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             show(out, &service, print_service);
         }
         ServiceCmd::Delete { name: Some(name), all: false, namespace } => {
-            let service: ServiceInfo = client.call(&Request::ServiceDelete { name, namespace, all: false })?;
+            let service: ServiceInfo =
+                client.call(&Request::ServiceDelete { name, namespace, all: false })?;
             println!("Deleted service {}/{} ({})", service.namespace, service.name, service.cluster_ip);
         }
         ServiceCmd::Delete { namespace, .. } => {

@@ -22,7 +22,8 @@ fn udp_server(node: &Node, endpoint: &str, port: u16) -> Background {
 /// One TCP request from `client`: the answering backend's name, or the
 /// error socat printed.
 fn request(node: &Node, client: &str, target: &str) -> Result<String, String> {
-    let out = node.exec(client, "default", &["socat", "-T2", "-", &format!("TCP:{target},connect-timeout=2")]);
+    let out =
+        node.exec(client, "default", &["socat", "-T2", "-", &format!("TCP:{target},connect-timeout=2")]);
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
@@ -69,7 +70,12 @@ fn tally(node: &Node, client: &str, target: &str, n: usize) -> BTreeMap<String, 
 
 fn no_service_drops(node: &Node) -> u64 {
     let rows = node.twill_json(&["bpf", "metrics", "list"]);
-    rows.as_array().unwrap().iter().filter(|r| r["reason"] == 158).map(|r| r["packets"].as_u64().unwrap()).sum()
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["reason"] == 158)
+        .map(|r| r["packets"].as_u64().unwrap())
+        .sum()
 }
 
 #[test]
@@ -91,7 +97,8 @@ fn a_cluster_ip_reaches_every_backend_of_its_selector() {
 
     // The kernel's view: one frontend, two backends by slot.
     let lb = node.twill_json(&["bpf", "lb", "list"]);
-    let f = lb.as_array().unwrap().iter().find(|f| f["frontend"] == format!("{target}/TCP")).expect("frontend");
+    let f =
+        lb.as_array().unwrap().iter().find(|f| f["frontend"] == format!("{target}/TCP")).expect("frontend");
     assert_eq!(f["backends"].as_array().unwrap().len(), 2, "{f}");
     assert_eq!(f["algorithm"], "random");
 
@@ -117,7 +124,9 @@ fn selector_services_follow_endpoint_churn_and_refuse_without_backends() {
     let mut both = vec![format!("{}:8080", ip_of(&w1)), format!("{}:8080", ip_of(&w2))];
     both.sort();
     assert_eq!(backends(&node, "web"), both);
-    assert!(wait_until(Duration::from_secs(10), || request(&node, "client", &target).as_deref() == Ok("web2")));
+    assert!(
+        wait_until(Duration::from_secs(10), || request(&node, "client", &target).as_deref() == Ok("web2"))
+    );
 
     // Relabelled away, it leaves; the other keeps answering.
     node.twill_ok(&["endpoint", "label", "web1", "app=old"]);
@@ -188,8 +197,7 @@ fn udp_and_explicit_backends_and_maglev() {
     );
     assert_eq!(cluster_ip(&svc), "10.96.53.53");
     let ask = || {
-        let out =
-            node.exec("client", "default", &["sh", "-c", "echo q | socat -T2 - UDP:10.96.53.53:53"]);
+        let out = node.exec("client", "default", &["sh", "-c", "echo q | socat -T2 - UDP:10.96.53.53:53"]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     assert!(wait_until(Duration::from_secs(5), || !ask().is_empty()));
@@ -291,10 +299,24 @@ fn node_port_answers_clients_outside_the_node() {
     let mut node = Node::prepare("svc-nodeport", "10.200.0.0/24");
     // An outside machine: a namespace joined to the node by a veth pair.
     let outside = format!("{}-out", node.netns);
-    let (out_dev, in_dev) = (format!("vo{}", std::process::id() % 100000), format!("vi{}", std::process::id() % 100000));
+    let (out_dev, in_dev) =
+        (format!("vo{}", std::process::id() % 100000), format!("vi{}", std::process::id() % 100000));
     run_ok(Command::new("ip").args(["netns", "add", &outside]));
     let _cleanup = NetnsGuard(outside.clone());
-    run_ok(Command::new("ip").args(["-n", &outside, "link", "add", &out_dev, "type", "veth", "peer", "name", &in_dev, "netns", &node.netns]));
+    run_ok(Command::new("ip").args([
+        "-n",
+        &outside,
+        "link",
+        "add",
+        &out_dev,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &in_dev,
+        "netns",
+        &node.netns,
+    ]));
     run_ok(Command::new("ip").args(["-n", &outside, "addr", "add", "192.168.77.1/24", "dev", &out_dev]));
     run_ok(Command::new("ip").args(["-n", &outside, "link", "set", &out_dev, "up"]));
     run_ok(Command::new("ip").args(["-n", &node.netns, "addr", "add", "192.168.77.2/24", "dev", &in_dev]));
@@ -306,12 +328,32 @@ fn node_port_answers_clients_outside_the_node() {
     let _s = tcp_server(&node, "web1", 8080);
     let svc = service(
         &node,
-        &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web", "--type", "NodePort", "--node-port", "30080"],
+        &[
+            "web",
+            "--port",
+            "80",
+            "--target-port",
+            "8080",
+            "--selector",
+            "app=web",
+            "--type",
+            "NodePort",
+            "--node-port",
+            "30080",
+        ],
     );
     assert_eq!(svc["ports"][0]["node_port"], 30080);
     let from_outside = |target: &str| {
         let out = Command::new("ip")
-            .args(["netns", "exec", &outside, "socat", "-T2", "-", &format!("TCP:{target},connect-timeout=2")])
+            .args([
+                "netns",
+                "exec",
+                &outside,
+                "socat",
+                "-T2",
+                "-",
+                &format!("TCP:{target},connect-timeout=2"),
+            ])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()

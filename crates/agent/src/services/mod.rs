@@ -44,6 +44,10 @@ pub struct Services {
     resolved: BTreeMap<ServiceKey, ResolvedService>,
     /// Services whose spec changed since the maps were last written.
     dirty: BTreeSet<ServiceKey>,
+    /// The endpoints of each namespace at the last sync: only selector
+    /// services of namespaces whose endpoints changed are resolved again,
+    /// so an endpoint change costs its namespace's services, not all.
+    views: BTreeMap<String, Vec<EndpointView>>,
 }
 
 impl Services {
@@ -72,6 +76,7 @@ impl Services {
             lb: LbState::restore(maglev_size, current),
             resolved: BTreeMap::new(),
             dirty: BTreeSet::new(),
+            views: BTreeMap::new(),
             store,
         };
         for (_, spec) in services.store.list_json::<Service>(PREFIX)? {
@@ -167,14 +172,19 @@ impl Services {
             if spec.service_type == ServiceType::NodePort {
                 for (j, port) in spec.ports.iter_mut().enumerate() {
                     let wanted = port.node_port.or_else(|| {
-                        old.and_then(|o| o.ports.iter().find(|p| p.port == port.port && p.protocol == port.protocol))
-                            .and_then(|p| p.node_port)
-                            .filter(|n| !claimed_ports.contains_key(n))
+                        old.and_then(|o| {
+                            o.ports.iter().find(|p| p.port == port.port && p.protocol == port.protocol)
+                        })
+                        .and_then(|p| p.node_port)
+                        .filter(|n| !claimed_ports.contains_key(n))
                     });
                     let n = match wanted {
                         Some(n) => n,
                         None => node_ports.allocate().ok_or_else(|| {
-                            AgentError::Exhausted(format!("{}no node port left in --node-port-range", describe(i)))
+                            AgentError::Exhausted(format!(
+                                "{}no node port left in --node-port-range",
+                                describe(i)
+                            ))
                         })?,
                     };
                     if let Some(other) = claimed_ports.get(&n) {
@@ -232,8 +242,9 @@ impl Services {
     }
 
     /// Brings the kernel's service maps in line: services whose spec
-    /// changed, and, when `endpoints_changed`, every service whose
-    /// backends depend on endpoints. Returns the number of map writes.
+    /// changed, and, when `endpoints_changed`, the selector services of
+    /// every namespace whose endpoints differ from the last sync. Returns
+    /// the number of map writes.
     pub fn sync(
         &mut self,
         maps: &mut dyn LbMaps,
@@ -242,17 +253,46 @@ impl Services {
     ) -> Result<usize> {
         let mut todo: BTreeSet<ServiceKey> = std::mem::take(&mut self.dirty);
         if endpoints_changed {
-            todo.extend(self.specs.values().filter(|s| s.selector.is_some()).map(|s| s.key.clone()));
+            let mut views: BTreeMap<String, Vec<EndpointView>> = BTreeMap::new();
+            for e in endpoints {
+                views.entry(e.namespace.clone()).or_default().push(e.clone());
+            }
+            for group in views.values_mut() {
+                group.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+            let changed: BTreeSet<String> = views
+                .keys()
+                .chain(self.views.keys())
+                .filter(|ns| views.get(*ns) != self.views.get(*ns))
+                .cloned()
+                .collect();
+            for ns in &changed {
+                let first = ServiceKey::new(ns.clone(), String::new());
+                todo.extend(
+                    self.specs
+                        .range(first..)
+                        .take_while(|(k, _)| &k.namespace == ns)
+                        .filter(|(_, s)| s.selector.is_some())
+                        .map(|(k, _)| k.clone()),
+                );
+            }
+            self.views = views;
         }
         let mut writes = 0;
+        let none = Vec::new();
         for key in &todo {
             let ops = match self.specs.get(key) {
                 Some(spec) => {
-                    let resolved = resolve_spec(spec, endpoints);
+                    // Selectors pick endpoints of the service's own namespace.
+                    let candidates = self.views.get(&key.namespace).unwrap_or(&none);
+                    let resolved = resolve_spec(spec, candidates);
                     if self.resolved.get(key) == Some(&resolved) {
                         continue;
                     }
-                    let ops = self.lb.upsert(&resolved).map_err(|e| AgentError::Invalid(format!("service {key}: {e}")))?;
+                    let ops = self
+                        .lb
+                        .upsert(&resolved)
+                        .map_err(|e| AgentError::Invalid(format!("service {key}: {e}")))?;
                     self.resolved.insert(key.clone(), resolved);
                     ops
                 }
@@ -346,4 +386,136 @@ fn apply(maps: &mut dyn LbMaps, ops: &[Op]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use twill_datapath::maps::fake::FakeLbMaps;
+    use twill_service::{ServicePort, TargetPort};
+    use twill_store::FileStore;
+
+    use super::*;
+
+    fn store(name: &str) -> Arc<dyn Store> {
+        let dir = std::env::temp_dir().join(format!("twill-services-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        Arc::new(FileStore::open(&dir).unwrap())
+    }
+
+    fn services(name: &str) -> (Services, FakeLbMaps) {
+        let maps = FakeLbMaps::default();
+        let s =
+            Services::load(store(name), "10.96.0.0/16".parse().unwrap(), 30000..=32767, 251, &maps).unwrap();
+        (s, maps)
+    }
+
+    fn web(namespace: &str, name: &str) -> Service {
+        let mut s = Service::new(ServiceKey::new(namespace, name));
+        s.selector = Some(BTreeMap::from([("app".to_string(), "web".to_string())]));
+        s.ports.push(ServicePort {
+            name: None,
+            protocol: twill_service::Protocol::Tcp,
+            port: 80,
+            target_port: TargetPort::Number(8080),
+            node_port: None,
+        });
+        s
+    }
+
+    fn endpoint(namespace: &str, name: &str, ip: &str, app: &str) -> EndpointView {
+        EndpointView {
+            name: name.into(),
+            namespace: namespace.into(),
+            address: ip.parse().unwrap(),
+            labels: BTreeMap::from([("app".to_string(), app.to_string())]),
+            named_ports: BTreeMap::new(),
+        }
+    }
+
+    fn backends(s: &Services, namespace: &str, name: &str) -> Vec<String> {
+        let spec = s.get(&ServiceKey::new(namespace, name)).unwrap();
+        s.to_api(spec).frontends.into_iter().flat_map(|f| f.backends).collect()
+    }
+
+    #[test]
+    fn an_endpoint_change_resolves_only_its_namespace_again() {
+        let (mut s, mut maps) = services("namespaces");
+        s.upsert(vec![web("a", "web"), web("b", "web")], |_| String::new()).unwrap();
+        let mut eps =
+            vec![endpoint("a", "a1", "10.200.0.2", "web"), endpoint("b", "b1", "10.200.0.3", "web")];
+        s.sync(&mut maps, &eps, true).unwrap();
+        assert_eq!(backends(&s, "a", "web"), ["10.200.0.2:8080"]);
+        assert_eq!(backends(&s, "b", "web"), ["10.200.0.3:8080"]);
+
+        // Nothing changed: nothing written.
+        let before = maps.writes();
+        assert_eq!(s.sync(&mut maps, &eps, true).unwrap(), 0);
+        assert_eq!(maps.writes(), before);
+
+        // An endpoint of another app joins namespace a: a is resolved again
+        // (nothing to write), b is not touched.
+        eps.push(endpoint("a", "a2", "10.200.0.4", "db"));
+        assert_eq!(s.sync(&mut maps, &eps, true).unwrap(), 0);
+        eps.push(endpoint("a", "a3", "10.200.0.5", "web"));
+        assert!(s.sync(&mut maps, &eps, true).unwrap() > 0);
+        assert_eq!(backends(&s, "a", "web"), ["10.200.0.2:8080", "10.200.0.5:8080"]);
+        assert_eq!(backends(&s, "b", "web"), ["10.200.0.3:8080"]);
+    }
+
+    #[test]
+    fn upserts_are_all_or_nothing_and_addresses_are_unique() {
+        let (mut s, mut maps) = services("atomic");
+        let mut taken = web("default", "one");
+        taken.cluster_ip = Some("10.96.7.7".parse().unwrap());
+        s.upsert(vec![taken.clone()], |_| String::new()).unwrap();
+
+        // A second service on the same address is refused, and so is the
+        // valid service beside it.
+        let mut clash = web("default", "two");
+        clash.cluster_ip = Some("10.96.7.7".parse().unwrap());
+        let e = s.upsert(vec![web("default", "fine"), clash], |i| format!("#{i}: ")).unwrap_err().to_string();
+        assert!(
+            e.contains("#1: spec.clusterIP: 10.96.7.7 is already the address of service default/one"),
+            "{e}"
+        );
+        assert!(s.get(&ServiceKey::new("default", "fine")).is_err(), "nothing of a refused upsert is kept");
+
+        // Replacing a service keeps its allocated address.
+        let plain = s.upsert(vec![web("default", "three")], |_| String::new()).unwrap();
+        let ip = s.get(&plain[0]).unwrap().cluster_ip;
+        s.upsert(vec![web("default", "three")], |_| String::new()).unwrap();
+        assert_eq!(s.get(&plain[0]).unwrap().cluster_ip, ip);
+
+        // Deleting frees the address; the kernel entries go at the next sync.
+        s.sync(&mut maps, &[], true).unwrap();
+        assert!(!maps.services().unwrap().is_empty());
+        s.delete(&[ServiceKey::new("default", "one"), plain[0].clone()]).unwrap();
+        s.sync(&mut maps, &[], false).unwrap();
+        assert!(maps.services().unwrap().is_empty(), "{:?}", maps.services().unwrap());
+        s.upsert(vec![taken], |_| String::new()).unwrap();
+    }
+
+    #[test]
+    fn a_restarted_owner_rewrites_nothing() {
+        let dir = std::env::temp_dir().join(format!("twill-services-restart-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut maps = FakeLbMaps::default();
+        let eps = vec![endpoint("default", "w1", "10.200.0.2", "web")];
+        {
+            let store: Arc<dyn Store> = Arc::new(FileStore::open(&dir).unwrap());
+            let mut s =
+                Services::load(store, "10.96.0.0/16".parse().unwrap(), 30000..=32767, 251, &maps).unwrap();
+            s.upsert(vec![web("default", "web")], |_| String::new()).unwrap();
+            s.sync(&mut maps, &eps, true).unwrap();
+        }
+        let before = maps.writes();
+        let store: Arc<dyn Store> = Arc::new(FileStore::open(&dir).unwrap());
+        let mut s =
+            Services::load(store, "10.96.0.0/16".parse().unwrap(), 30000..=32767, 251, &maps).unwrap();
+        assert_eq!(s.sync(&mut maps, &eps, true).unwrap(), 0);
+        assert_eq!(s.collect_garbage(&mut maps).unwrap(), 0);
+        assert_eq!(maps.writes(), before, "the same services after a restart write nothing");
+    }
 }

@@ -35,7 +35,8 @@ fn port_protocol(flag: &str, text: &str) -> Result<(u16, Option<Protocol>)> {
 fn address_port(flag: &str, text: &str) -> Result<(Ipv4Addr, u16, Option<Protocol>)> {
     let (ip, rest) =
         text.split_once(':').ok_or_else(|| invalid(flag, text, "must be IP:PORT, e.g. 10.96.0.10:80"))?;
-    let ip: Ipv4Addr = ip.parse().map_err(|_| invalid(flag, text, format!("{ip:?} is not an IPv4 address")))?;
+    let ip: Ipv4Addr =
+        ip.parse().map_err(|_| invalid(flag, text, format!("{ip:?} is not an IPv4 address")))?;
     let (port, protocol) = port_protocol(flag, rest)?;
     Ok((ip, port, protocol))
 }
@@ -91,9 +92,10 @@ pub fn from_request(req: &api::ServiceCreate) -> Result<Service> {
         }
         (None, None) => {
             // The backends' port is the natural frontend port.
-            let first = req.backends.first().ok_or_else(|| {
-                AgentError::Invalid("--frontend or --port: a service needs a port".into())
-            })?;
+            let first = req
+                .backends
+                .first()
+                .ok_or_else(|| AgentError::Invalid("--frontend or --port: a service needs a port".into()))?;
             let (_, port, protocol) = address_port("backend", first)?;
             (None, port, protocol)
         }
@@ -156,7 +158,8 @@ mod tests {
     use super::*;
 
     fn create(f: impl FnOnce(&mut api::ServiceCreate)) -> Result<Service> {
-        let mut req = api::ServiceCreate { name: "web".into(), namespace: "default".into(), ..Default::default() };
+        let mut req =
+            api::ServiceCreate { name: "web".into(), namespace: "default".into(), ..Default::default() };
         f(&mut req);
         from_request(&req)
     }

@@ -142,27 +142,6 @@ pub fn policy_entries(
     Ok(entries)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_column_shows_any_single_ports_and_ranges() {
-        let e = |port, l4_prefix| PolicyEntry {
-            endpoint_id: 1,
-            direction: 0,
-            identity: 0,
-            protocol: 6,
-            port,
-            l4_prefix,
-        };
-        assert_eq!(port_text(&e(0, 8)), "ANY");
-        assert_eq!(port_text(&e(80, 24)), "80");
-        assert_eq!(port_text(&e(8080, 21)), "8080-8087");
-        assert_eq!(tcp_flag_letters(0x12), "SA");
-    }
-}
-
 /// `twill bpf lb list`: every frontend with its backends by slot.
 pub fn load_balancer(maps: &dyn twill_datapath::LbMaps) -> Result<Vec<api::BpfLbFrontend>> {
     let services = maps.services()?;
@@ -198,4 +177,25 @@ pub fn load_balancer(maps: &dyn twill_datapath::LbMaps) -> Result<Vec<api::BpfLb
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_column_shows_any_single_ports_and_ranges() {
+        let e = |port, l4_prefix| PolicyEntry {
+            endpoint_id: 1,
+            direction: 0,
+            identity: 0,
+            protocol: 6,
+            port,
+            l4_prefix,
+        };
+        assert_eq!(port_text(&e(0, 8)), "ANY");
+        assert_eq!(port_text(&e(80, 24)), "80");
+        assert_eq!(port_text(&e(8080, 21)), "8080-8087");
+        assert_eq!(tcp_flag_letters(0x12), "SA");
+    }
 }

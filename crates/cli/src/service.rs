@@ -11,50 +11,7 @@ use crate::{read_input, show, table::Table, OutputArg};
 pub enum ServiceCmd {
     /// Create (or replace) a service: a virtual address balanced over
     /// backends in the kernel, without kube-proxy.
-    Create {
-        name: String,
-        #[arg(short, long, default_value = "default")]
-        namespace: String,
-        /// The virtual address, IP:PORT[/tcp|/udp]. Without it a ClusterIP
-        /// is allocated from the agent's service CIDR (give --port).
-        #[arg(long)]
-        frontend: Option<String>,
-        /// The port of an allocated ClusterIP, PORT[/tcp|/udp].
-        #[arg(long)]
-        port: Option<String>,
-        /// The backends' port: a number, or a named port of the selected
-        /// endpoints. Defaults to the frontend's port.
-        #[arg(long)]
-        target_port: Option<String>,
-        /// A backend, IP:PORT; repeat for more.
-        #[arg(long = "backend")]
-        backends: Vec<String>,
-        /// Backends are this namespace's endpoints with these labels
-        /// (k=v,...), followed as endpoints come, go and change labels.
-        #[arg(long, value_delimiter = ',')]
-        selector: Vec<String>,
-        /// ClusterIP or NodePort.
-        #[arg(long = "type", value_parser = ["ClusterIP", "NodePort"])]
-        service_type: Option<String>,
-        /// The node port of a NodePort service (allocated when absent).
-        #[arg(long)]
-        node_port: Option<u16>,
-        /// How a backend is chosen for a new connection.
-        #[arg(long, value_parser = ["random", "maglev"])]
-        algorithm: Option<String>,
-        /// Session affinity: connections of one client go to one backend.
-        #[arg(long, value_parser = ["client-ip"])]
-        affinity: Option<String>,
-        /// How long affinity lasts after the client's last connection
-        /// (seconds, or 90s, 10m, 3h; default 3h as Kubernetes).
-        #[arg(long)]
-        affinity_timeout: Option<String>,
-        /// The service's own labels, k=v (for policies selecting services).
-        #[arg(short, long, value_delimiter = ',')]
-        labels: Vec<String>,
-        #[command(flatten)]
-        out: OutputArg,
-    },
+    Create(Box<CreateArgs>),
     /// Import Kubernetes Service and EndpointSlice YAML ("-" for stdin):
     /// every document is checked first, then all are applied or none.
     Import {
@@ -91,24 +48,71 @@ pub enum ServiceCmd {
     },
 }
 
+#[derive(clap::Args)]
+pub struct CreateArgs {
+    name: String,
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// The virtual address, IP:PORT[/tcp|/udp]. Without it a ClusterIP
+    /// is allocated from the agent's service CIDR (give --port).
+    #[arg(long)]
+    frontend: Option<String>,
+    /// The port of an allocated ClusterIP, PORT[/tcp|/udp].
+    #[arg(long)]
+    port: Option<String>,
+    /// The backends' port: a number, or a named port of the selected
+    /// endpoints. Defaults to the frontend's port.
+    #[arg(long)]
+    target_port: Option<String>,
+    /// A backend, IP:PORT; repeat for more.
+    #[arg(long = "backend")]
+    backends: Vec<String>,
+    /// Backends are this namespace's endpoints with these labels
+    /// (k=v,...), followed as endpoints come, go and change labels.
+    #[arg(long, value_delimiter = ',')]
+    selector: Vec<String>,
+    /// ClusterIP or NodePort.
+    #[arg(long = "type", value_parser = ["ClusterIP", "NodePort"])]
+    service_type: Option<String>,
+    /// The node port of a NodePort service (allocated when absent).
+    #[arg(long)]
+    node_port: Option<u16>,
+    /// How a backend is chosen for a new connection.
+    #[arg(long, value_parser = ["random", "maglev"])]
+    algorithm: Option<String>,
+    /// Session affinity: connections of one client go to one backend.
+    #[arg(long, value_parser = ["client-ip"])]
+    affinity: Option<String>,
+    /// How long affinity lasts after the client's last connection
+    /// (seconds, or 90s, 10m, 3h; default 3h as Kubernetes).
+    #[arg(long)]
+    affinity_timeout: Option<String>,
+    /// The service's own labels, k=v (for policies selecting services).
+    #[arg(short, long, value_delimiter = ',')]
+    labels: Vec<String>,
+    #[command(flatten)]
+    out: OutputArg,
+}
+
 pub fn run(client: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
     match cmd {
-        ServiceCmd::Create {
-            name,
-            namespace,
-            frontend,
-            port,
-            target_port,
-            backends,
-            selector,
-            service_type,
-            node_port,
-            algorithm,
-            affinity,
-            affinity_timeout,
-            labels,
-            out,
-        } => {
+        ServiceCmd::Create(args) => {
+            let CreateArgs {
+                name,
+                namespace,
+                frontend,
+                port,
+                target_port,
+                backends,
+                selector,
+                service_type,
+                node_port,
+                algorithm,
+                affinity,
+                affinity_timeout,
+                labels,
+                out,
+            } = *args;
             let request = ServiceCreate {
                 name,
                 namespace,

@@ -20,8 +20,12 @@ step "Starting twill-agent (log: /tmp/twill-demo-agent.log)"
 "$bin/twill-agent" >/tmp/twill-demo-agent.log 2>&1 &
 agent=$!
 server=
+web1=
+web2=
 cleanup() {
-    if [[ -n "$server" ]]; then kill "$server" 2>/dev/null || true; fi
+    for pid in "$server" "$web1" "$web2"; do
+        if [[ -n "$pid" ]]; then kill "$pid" 2>/dev/null || true; fi
+    done
     if [[ "${KEEP:-0}" != 1 ]]; then
         step "Uninstalling (set KEEP=1 to keep the demo running)"
         twill uninstall || kill "$agent" 2>/dev/null || true
@@ -59,6 +63,25 @@ for _ in $(seq 50); do
 done
 kill "$server" 2>/dev/null || true
 wait "$server" 2>/dev/null || true
+
+step "A service: a ClusterIP over the two frontends, balanced at connect() in the kernel"
+"$bin/twill" endpoint exec frontend -- socat TCP-LISTEN:8080,reuseaddr,fork SYSTEM:'echo frontend' &
+web1=$!
+"$bin/twill" endpoint exec frontend-2 -- socat TCP-LISTEN:8080,reuseaddr,fork SYSTEM:'echo frontend-2' &
+web2=$!
+twill service create web --port 80 --target-port 8080 --selector app=frontend
+vip=$(twill service get web -o json | sed -n 's/.*"cluster_ip": "\(.*\)".*/\1/p')
+for _ in $(seq 50); do
+    twill endpoint exec backend -- socat -T2 - "TCP:$vip:80" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+for i in 1 2 3 4 5 6; do
+    echo "backend -> $vip:80 answered by: $(twill endpoint exec backend -- socat -T2 - "TCP:$vip:80")"
+done
+twill service list
+twill bpf lb list
+kill "$web1" "$web2" 2>/dev/null || true
+wait "$web1" "$web2" 2>/dev/null || true
 
 step "Endpoint -> host (router 10.200.0.1)"
 twill endpoint exec db --namespace prod -- ping -c 1 10.200.0.1

@@ -378,3 +378,31 @@ impl Drop for NetnsGuard {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+#[test]
+fn services_keep_working_while_the_agent_is_down_and_after_it_returns() {
+    let mut node = Node::start("svc-restart");
+    node.endpoint("client", "default", "app=client");
+    node.endpoint("web1", "default", "app=web");
+    let _s = tcp_server(&node, "web1", 8080);
+    let svc = service(&node, &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
+    let target = format!("{}:80", cluster_ip(&svc));
+    assert!(wait_until(Duration::from_secs(5), || request(&node, "client", &target).as_deref() == Ok("web1")));
+    let lb_before = node.twill_json(&["bpf", "lb", "list"]);
+
+    // kill -9: the pinned socket hooks and maps keep translating.
+    node.stop_agent(libc::SIGKILL);
+    let netns = node.endpoint_netns().into_iter().find(|n| n.ends_with("client")).expect("client netns");
+    let out = Command::new("ip")
+        .args(["netns", "exec", &netns, "socat", "-T2", "-", &format!("TCP:{target},connect-timeout=2")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "web1", "the service answers with the agent down");
+
+    // Back up: the same service, the same address, the same kernel entries.
+    node.start_agent();
+    let again = node.twill_json(&["service", "get", "web"]);
+    assert_eq!(cluster_ip(&again), cluster_ip(&svc));
+    assert_eq!(node.twill_json(&["bpf", "lb", "list"]), lb_before, "a restart rewrites no frontend or id");
+    assert_eq!(request(&node, "client", &target).as_deref(), Ok("web1"));
+}

@@ -171,6 +171,25 @@ fn client_ip_affinity_keeps_a_client_on_one_backend() {
     let plain = service(&node, &["plain", "--port", "81", "--target-port", "8080", "--selector", "app=web"]);
     let seen = tally(&node, "client", &format!("{}:81", cluster_ip(&plain)), 30);
     assert!(seen.len() >= 2, "random choice over three backends: {seen:?}");
+
+    // Affinity ends with its timeout: a client idle for longer is placed
+    // afresh (all ten on one of three backends by chance: 1 in 19,683).
+    let short = service(
+        &node,
+        &[
+            "short", "--port", "82", "--target-port", "8080", "--selector", "app=web", "--affinity", "client-ip",
+            "--affinity-timeout", "1s",
+        ],
+    );
+    assert_eq!(short["affinity_timeout"], 1);
+    let target = format!("{}:82", cluster_ip(&short));
+    let mut seen = BTreeMap::new();
+    for _ in 0..10 {
+        let answer = request(&node, "client", &target).expect("short-affinity service answers");
+        *seen.entry(answer).or_insert(0) += 1;
+        std::thread::sleep(Duration::from_millis(1300));
+    }
+    assert!(seen.len() >= 2, "affinity outlived its timeout: {seen:?}");
 }
 
 #[test]

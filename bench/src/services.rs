@@ -224,6 +224,9 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
     }
     let ipt_backend = format!("{IPT_NET}.2");
+    // A virtual address needs a route before kube-proxy's OUTPUT rules see
+    // it, as every node has.
+    sh(&["ip", "-n", IPT_CLIENT, "route", "add", "default", "via", &ipt_backend])?;
 
     let backend = bench.create("svc-backend", "app=svc-backend")?;
     let client = bench.create("svc-client", "app=svc-client")?;

@@ -278,6 +278,11 @@ pub fn run_ok(cmd: &mut Command) -> Output {
 pub struct Background(Option<Child>);
 
 impl Background {
+    /// Owns a process started elsewhere: killed on drop.
+    pub fn from_child(child: Child) -> Self {
+        Background(Some(child))
+    }
+
     /// Waits for the process to finish by itself and returns its output.
     pub fn wait_with_output(mut self) -> Output {
         self.0.take().expect("process present").wait_with_output().expect("waiting for process")

@@ -317,6 +317,20 @@ fn chained_with_portmap_and_bandwidth() {
         assert_eq!(prev["cniVersion"], version, "the chain's result is in {version}: {prev}");
         let host_device = prev["interfaces"][0]["name"].as_str().unwrap().to_string();
         assert!(iptables_nat(&node).contains("--dport 18080"), "portmap's DNAT: {}", iptables_nat(&node));
+        // Traffic through the mapped port: the node's own address, port
+        // 18080, reaches the container's port 80.
+        let server = std::process::Command::new("ip")
+            .args(["netns", "exec", &sandbox.name, "socat", "TCP-LISTEN:80,reuseaddr,fork", "SYSTEM:echo mapped"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let _server = twill_e2e::Background::from_child(server);
+        let through_host_port = || {
+            let out = node.host_cmd(&["socat", "-T2", "-", "TCP:10.200.0.1:18080,connect-timeout=2"]);
+            String::from_utf8_lossy(&out.stdout).trim() == "mapped"
+        };
+        assert!(wait_until(Duration::from_secs(5), through_host_port), "hostPort 18080 -> container port 80");
         let qdisc = node.host_cmd(&["tc", "qdisc", "show", "dev", &host_device]);
         assert!(
             String::from_utf8_lossy(&qdisc.stdout).contains("tbf"),

@@ -32,6 +32,10 @@ const SERVER_MAX_SECONDS: u64 = 60;
 const IPT_CLIENT: &str = "twbench-svc-a";
 const IPT_SERVER: &str = "twbench-svc-b";
 const IPT_NET: &str = "10.252.0";
+/// The bare kernel: a veth pair without a rule.
+const BARE_CLIENT: &str = "twbench-svc-c";
+const BARE_SERVER: &str = "twbench-svc-d";
+const BARE_NET: &str = "10.252.1";
 /// The port every service answers on; each size step's services send to
 /// their own backend port, so no measurement reuses another's 4-tuples.
 const SERVICE_PORT: u16 = 80;
@@ -208,22 +212,27 @@ fn import(bench: &Bench, name: &str, yaml: String) -> anyhow::Result<Duration> {
 }
 
 pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    assert!(IPT_CLIENT.starts_with(OWN_NETNS_PREFIX) && IPT_SERVER.starts_with(OWN_NETNS_PREFIX));
-    // The bare kernel, and kube-proxy's rules on it: two namespaces on a veth pair.
-    let _netns = Netns(vec![IPT_CLIENT.into(), IPT_SERVER.into()]);
-    for ns in [IPT_CLIENT, IPT_SERVER] {
-        sh(&["ip", "netns", "add", ns])?;
-    }
-    sh(&[
-        "ip", "-n", IPT_CLIENT, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
-        IPT_SERVER,
-    ])?;
-    for (ns, host) in [(IPT_CLIENT, 1), (IPT_SERVER, 2)] {
-        sh(&["ip", "-n", ns, "addr", "add", &format!("{IPT_NET}.{host}/24"), "dev", "eth0"])?;
-        sh(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
-        sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+    // kube-proxy's rules on a veth pair, and the bare kernel: another pair
+    // without any (kube-proxy's KUBE-SERVICES walk slows every new
+    // connection of its node, direct ones too).
+    let _netns = Netns(vec![IPT_CLIENT.into(), IPT_SERVER.into(), BARE_CLIENT.into(), BARE_SERVER.into()]);
+    for (client, server, net) in [(IPT_CLIENT, IPT_SERVER, IPT_NET), (BARE_CLIENT, BARE_SERVER, BARE_NET)] {
+        assert!(client.starts_with(OWN_NETNS_PREFIX) && server.starts_with(OWN_NETNS_PREFIX));
+        for ns in [client, server] {
+            sh(&["ip", "netns", "add", ns])?;
+        }
+        sh(&[
+            "ip", "-n", client, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
+            server,
+        ])?;
+        for (ns, host) in [(client, 1), (server, 2)] {
+            sh(&["ip", "-n", ns, "addr", "add", &format!("{net}.{host}/24"), "dev", "eth0"])?;
+            sh(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+        }
     }
     let ipt_backend = format!("{IPT_NET}.2");
+    let bare_backend = format!("{BARE_NET}.2");
     // A virtual address needs a route before kube-proxy's OUTPUT rules see
     // it, as every node has.
     sh(&["ip", "-n", IPT_CLIENT, "route", "add", "default", "via", &ipt_backend])?;
@@ -262,7 +271,13 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
                     direct_port,
                 ),
                 ("iptables-vip", IPT_CLIENT, IPT_SERVER, vip.clone(), target_port),
-                ("bare-direct", IPT_CLIENT, IPT_SERVER, format!("{ipt_backend}:{direct_port}"), direct_port),
+                (
+                    "bare-direct",
+                    BARE_CLIENT,
+                    BARE_SERVER,
+                    format!("{bare_backend}:{direct_port}"),
+                    direct_port,
+                ),
             ];
             for k in 0..runs.len() {
                 let (name, c, s, target, port) = &runs[(k + round) % runs.len()];
@@ -290,12 +305,12 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         );
         rows.push(Row::new(
             format!(
-                "TCP_CRR through a ClusterIP, {} services (ratio: to bare direct)",
+                "TCP_CRR through a ClusterIP, {} services (ratio: to a bare veth pair)",
                 thousands(size as u64)
             ),
-            format!("{}/s ({:.2}x direct)", thousands(tv_rate as u64), tv_rate / td_rate),
+            format!("{}/s ({:.2}x Twill direct)", thousands(tv_rate as u64), tv_rate / td_rate),
             format!(
-                "kube-proxy iptables {}/s ({:.2}x direct); bare {}/s",
+                "kube-proxy iptables {}/s ({:.2}x bare); bare veth {}/s",
                 thousands(iv_rate as u64),
                 iv_rate / bd_rate,
                 thousands(bd_rate as u64)

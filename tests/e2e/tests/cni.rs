@@ -320,7 +320,14 @@ fn chained_with_portmap_and_bandwidth() {
         // Traffic through the mapped port: the node's own address, port
         // 18080, reaches the container's port 80.
         let server = std::process::Command::new("ip")
-            .args(["netns", "exec", &sandbox.name, "socat", "TCP-LISTEN:80,reuseaddr,fork", "SYSTEM:echo mapped"])
+            .args([
+                "netns",
+                "exec",
+                &sandbox.name,
+                "socat",
+                "TCP-LISTEN:80,reuseaddr,fork",
+                "SYSTEM:echo mapped",
+            ])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

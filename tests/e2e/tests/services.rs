@@ -177,8 +177,17 @@ fn client_ip_affinity_keeps_a_client_on_one_backend() {
     let short = service(
         &node,
         &[
-            "short", "--port", "82", "--target-port", "8080", "--selector", "app=web", "--affinity", "client-ip",
-            "--affinity-timeout", "1s",
+            "short",
+            "--port",
+            "82",
+            "--target-port",
+            "8080",
+            "--selector",
+            "app=web",
+            "--affinity",
+            "client-ip",
+            "--affinity-timeout",
+            "1s",
         ],
     );
     assert_eq!(short["affinity_timeout"], 1);
@@ -416,7 +425,11 @@ fn services_keep_working_while_the_agent_is_down_and_after_it_returns() {
         .args(["netns", "exec", &netns, "socat", "-T2", "-", &format!("TCP:{target},connect-timeout=2")])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "web1", "the service answers with the agent down");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "web1",
+        "the service answers with the agent down"
+    );
 
     // Back up: the same service, the same address, the same kernel entries.
     node.start_agent();

@@ -129,8 +129,9 @@ impl Services {
         let mut node_ports = self.node_ports.clone();
         let mut claimed_ips: BTreeMap<Ipv4Addr, ServiceKey> = BTreeMap::new();
         let mut claimed_ports: BTreeMap<u16, ServiceKey> = BTreeMap::new();
+        let replaced: BTreeSet<&ServiceKey> = incoming.iter().map(|s| &s.key).collect();
         for spec in self.specs.values() {
-            if !incoming.iter().any(|s| s.key == spec.key) {
+            if !replaced.contains(&spec.key) {
                 if let Some(ip) = spec.cluster_ip {
                     claimed_ips.insert(ip, spec.key.clone());
                 }

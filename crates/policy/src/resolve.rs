@@ -24,7 +24,7 @@ use twill_identity::LabelSet;
 
 use crate::model::*;
 use crate::selector::Selector;
-use crate::services::{ServiceBackends, ServiceCatalog};
+use crate::services::{CatalogService, ServiceBackends, ServiceCatalog};
 
 /// What kind of identity a number stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,19 +216,21 @@ impl Universe {
     /// sees them (the endpoint's identity where an endpoint has the
     /// address, and the address's /32 CIDR identity).
     pub fn service(&self, peer: &ServicePeer, requires: &[&Selector]) -> Vec<u32> {
-        let mut out = Vec::new();
-        for service in self.services.matching(peer) {
-            match &service.backends {
-                ServiceBackends::Selected(selector) => out.extend(self.endpoints(selector, requires)),
-                ServiceBackends::Addresses(addresses) => {
-                    for a in addresses {
-                        out.extend(a.endpoint_identity);
-                        out.extend(self.cidr(&CidrPeer { cidr: a.prefix(), except: vec![] }));
-                    }
-                }
-            }
+        self.services.matching(peer).flat_map(|s| self.backends(s, requires)).collect()
+    }
+
+    /// Identities the current backends of one service have.
+    pub fn backends(&self, service: &CatalogService, requires: &[&Selector]) -> Vec<u32> {
+        match &service.backends {
+            ServiceBackends::Selected(selector) => self.endpoints(selector, requires),
+            ServiceBackends::Addresses(addresses) => addresses
+                .iter()
+                .flat_map(|a| {
+                    let cidr = self.cidr(&CidrPeer { cidr: a.prefix(), except: vec![] });
+                    a.endpoint_identity.into_iter().chain(cidr)
+                })
+                .collect(),
         }
-        out
     }
 
     /// Identities an endpoint selector picks that also meet every one of

@@ -308,4 +308,25 @@ impl Node {
             .unwrap();
         Background(Some(child))
     }
+
+    /// A TCP server in `endpoint` (namespace default) answering every
+    /// connection with the endpoint's name, so a client sees who served it.
+    pub fn tcp_server(&self, endpoint: &str, port: u16) -> Background {
+        let listen = format!("TCP-LISTEN:{port},reuseaddr,fork");
+        let reply = format!("SYSTEM:echo {endpoint}");
+        self.spawn_in(endpoint, "default", &["socat", &listen, &reply])
+    }
+
+    /// One TCP request from `client` (namespace default) to `target`
+    /// (ADDR:PORT): the answering server's name, or the error socat printed
+    /// (a dropped SYN times out after 2 s, a missing server is "refused").
+    pub fn tcp_request(&self, client: &str, target: &str) -> Result<String, String> {
+        let out =
+            self.exec(client, "default", &["socat", "-T2", "-", &format!("TCP:{target},connect-timeout=2")]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
 }

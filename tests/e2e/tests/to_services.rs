@@ -6,40 +6,21 @@
 
 use std::time::Duration;
 
-use twill_e2e::{wait_until, Background, Node, Value};
+use twill_e2e::{wait_until, Node, Value};
 
 const WAIT: Duration = Duration::from_secs(15);
-
-/// A TCP server in `endpoint` answering every connection with its name.
-fn tcp_server(node: &Node, endpoint: &str, port: u16) -> Background {
-    let listen = format!("TCP-LISTEN:{port},reuseaddr,fork");
-    let reply = format!("SYSTEM:echo {endpoint}");
-    node.spawn_in(endpoint, "default", &["socat", &listen, &reply])
-}
-
-/// One TCP request from `client`: the answering server's name, or the
-/// error socat printed (a dropped SYN times out after 2 s).
-fn request(node: &Node, client: &str, target: &str) -> Result<String, String> {
-    let out =
-        node.exec(client, "default", &["socat", "-T2", "-", &format!("TCP:{target},connect-timeout=2")]);
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
 
 /// Whether `client` reaches `target` and `server` answers, polled (policy
 /// is applied when the CLI returns, servers start asynchronously).
 fn reaches(node: &Node, client: &str, target: &str, server: &str) -> bool {
-    wait_until(WAIT, || request(node, client, target).as_deref() == Ok(server))
+    wait_until(WAIT, || node.tcp_request(client, target).as_deref() == Ok(server))
 }
 
 /// Whether connections from `client` to `target` are dropped, polled: the
 /// connect times out. A refused connect means the SYN got through (only
 /// the server is missing), which policy did not stop.
 fn denied(node: &Node, client: &str, target: &str) -> bool {
-    wait_until(WAIT, || match request(node, client, target) {
+    wait_until(WAIT, || match node.tcp_request(client, target) {
         Ok(_) => false,
         Err(e) => !e.contains("refused"),
     })
@@ -85,8 +66,8 @@ fn a_named_service_allows_its_current_backends_and_nothing_else() {
     node.endpoint("client", "default", "app=client");
     let web1 = node.endpoint("web1", "default", "app=web");
     let other = node.endpoint("other", "default", "app=other");
-    let _s1 = tcp_server(&node, "web1", 8080);
-    let _so = tcp_server(&node, "other", 8080);
+    let _s1 = node.tcp_server("web1", 8080);
+    let _so = node.tcp_server("other", 8080);
     let svc = service(&node, &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
     let vip = format!("{}:80", cluster_ip(&svc));
     let other_addr = format!("{}:8080", ip_of(&other));
@@ -95,7 +76,7 @@ fn a_named_service_allows_its_current_backends_and_nothing_else() {
     import(&node, "client.yaml", &client_policy("[{k8sService: {serviceName: web, namespace: default}}]"));
     assert!(reaches(&node, "client", &vip, "web1"), "through the ClusterIP to web's backend");
     let web1_addr = format!("{}:8080", ip_of(&web1));
-    assert_eq!(request(&node, "client", &web1_addr).as_deref(), Ok("web1"), "the backend by its address");
+    assert_eq!(node.tcp_request("client", &web1_addr).as_deref(), Ok("web1"), "the backend by its address");
     assert!(denied(&node, "client", &other_addr), "other is no backend of web");
 
     // `policy trace` says which service made the allow.
@@ -120,12 +101,12 @@ fn a_named_service_allows_its_current_backends_and_nothing_else() {
     // An endpoint joining the selector becomes reachable; relabelled out,
     // it is denied again.
     let web2 = node.endpoint("web2", "default", "app=web");
-    let _s2 = tcp_server(&node, "web2", 8080);
+    let _s2 = node.tcp_server("web2", 8080);
     let web2_addr = format!("{}:8080", ip_of(&web2));
     assert!(reaches(&node, "client", &web2_addr, "web2"), "a new backend is allowed");
     node.twill_ok(&["endpoint", "label", "web2", "app=old"]);
     assert!(denied(&node, "client", &web2_addr), "a former backend is denied");
-    assert!(request(&node, "client", &vip).as_deref() == Ok("web1"), "web1 still serves");
+    assert!(node.tcp_request("client", &vip).as_deref() == Ok("web1"), "web1 still serves");
 
     // The service gone, its backends are no longer allowed; back, they are.
     node.twill_ok(&["service", "delete", "web"]);
@@ -141,8 +122,8 @@ fn a_service_without_selector_allows_exactly_its_backend_addresses() {
     node.endpoint("client", "default", "app=client");
     let db = node.endpoint("db", "default", "app=db");
     let other = node.endpoint("other", "default", "app=other");
-    let _sd = tcp_server(&node, "db", 8080);
-    let _so = tcp_server(&node, "other", 8080);
+    let _sd = node.tcp_server("db", 8080);
+    let _so = node.tcp_server("other", 8080);
     let (db_addr, other_addr) = (format!("{}:8080", ip_of(&db)), format!("{}:8080", ip_of(&other)));
     // The policy comes first: a service that does not exist allows nothing.
     import(&node, "client.yaml", &client_policy("[{k8sService: {serviceName: ext}}]"));
@@ -178,8 +159,8 @@ fn services_selected_by_their_labels_follow_label_changes() {
     node.endpoint("client", "default", "app=client");
     let web = node.endpoint("web", "default", "app=web");
     let db = node.endpoint("db", "default", "app=db");
-    let _sw = tcp_server(&node, "web", 8080);
-    let _sd = tcp_server(&node, "db", 8080);
+    let _sw = node.tcp_server("web", 8080);
+    let _sd = node.tcp_server("db", 8080);
     let (web_addr, db_addr) = (format!("{}:8080", ip_of(&web)), format!("{}:8080", ip_of(&db)));
     service(
         &node,
@@ -220,6 +201,6 @@ spec:
     assert!(denied(&node, "client", &web_addr), "a service relabelled out is followed");
 
     // toPorts alongside restricts the port: db on another port is denied.
-    let _sd2 = tcp_server(&node, "db", 9090);
+    let _sd2 = node.tcp_server("db", 9090);
     assert!(denied(&node, "client", &format!("{}:9090", ip_of(&db))), "only 8080 is allowed");
 }

@@ -20,6 +20,7 @@ use twill_abi::EndpointInfo;
 use twill_api as api;
 use twill_datapath::{netdev, Datapath, KernelFeatures, PolicyEntry};
 use twill_identity::LabelSet;
+use twill_policy::{resolve::Universe, services::ServiceCatalog};
 use twill_store::{FileStore, Store};
 
 use crate::{
@@ -36,6 +37,7 @@ use crate::{
         ports::{format_named_port, parse_dport},
         realize::{to_entry, PolicyRealizer},
         resolve_for,
+        services::catalog,
         trace::{trace, Party},
         PolicyRepository, PolicySelection,
     },
@@ -156,6 +158,10 @@ pub struct Agent {
     policies: PolicyRepository,
     services: Services,
     realizer: PolicyRealizer,
+    /// The services policy was last resolved against. `toServices` rules
+    /// follow services and their backends: when what they see changes,
+    /// every endpoint's policy is regenerated.
+    service_catalog: ServiceCatalog,
     directory: FlowDirectory,
     started: Instant,
     /// Network namespace cookies of endpoints, by endpoint id, so the
@@ -202,6 +208,7 @@ impl Agent {
             identities: Identities::new(store.clone()),
             policies: PolicyRepository::load(store.clone())?,
             realizer,
+            service_catalog: ServiceCatalog::default(),
             directory: FlowDirectory::new(&config.node_name),
             store,
             datapath,
@@ -346,7 +353,13 @@ impl Agent {
         })
     }
 
-    fn follow_up(&mut self, effects: Effects) -> Result<()> {
+    fn follow_up(&mut self, mut effects: Effects) -> Result<()> {
+        // Services created, changed or deleted, and endpoints at a
+        // selector-less service's backend address, change what toServices
+        // allows; nothing does when no rule names services.
+        if !effects.regenerate && self.policy_services()? != self.service_catalog {
+            effects.regenerate = true;
+        }
         if effects.regenerate {
             self.regenerate_all()?;
         }
@@ -929,7 +942,7 @@ impl Agent {
     /// Resolves and realizes the policy of one endpoint that may not be in
     /// the store yet (during creation).
     fn regenerate_endpoint(&mut self, record: &EndpointRecord) -> Result<()> {
-        let universe = self.identities.universe()?;
+        let universe = self.universe()?;
         let mut peer_ports = named_ports_by_identity(&self.endpoints.records()?);
         peer_ports.entry(record.identity).or_default().extend(record.ports.iter().cloned());
         let labels = self.identities.labels(record.identity)?;
@@ -947,8 +960,13 @@ impl Agent {
     /// removes map state of endpoints that are gone.
     fn regenerate_all(&mut self) -> Result<()> {
         let started = Instant::now();
-        self.identities.sync_cidrs(self.policies.cidr_prefixes());
-        let universe = self.identities.universe()?;
+        let services = self.policy_services()?;
+        // Selector-less services' backends are CIDRs too (Cilium turns them
+        // into toCIDR /32s): they get identities and ipcache entries.
+        let mut prefixes = self.policies.cidr_prefixes();
+        prefixes.extend(services.backend_prefixes(self.policies.rules()));
+        self.identities.sync_cidrs(prefixes);
+        let universe = self.identities.universe()?.with_services(services.clone());
         let records = self.endpoints.records()?;
         let peer_ports = named_ports_by_identity(&records);
         let mut by_identity: BTreeMap<u32, LabelSet> = BTreeMap::new();
@@ -977,8 +995,24 @@ impl Agent {
             self.realizer.forget(self.datapath.policy_map(), id)?;
         }
         self.sync_ipcache(&records)?;
+        // Only once realized: a failure midway is retried by the next change.
+        self.service_catalog = services;
         debug!(endpoints = records.len(), elapsed = ?started.elapsed(), "policy regenerated");
         Ok(())
+    }
+
+    /// The services toServices rules resolve against; none when no rule
+    /// names services, so that 30,000 services cost nothing then.
+    fn policy_services(&self) -> Result<ServiceCatalog> {
+        if !self.policies.uses_services() {
+            return Ok(ServiceCatalog::default());
+        }
+        Ok(catalog(self.services.specs(), &self.endpoints.records()?))
+    }
+
+    /// Every identity policy can refer to, and the services it can name.
+    fn universe(&self) -> Result<Universe> {
+        Ok(self.identities.universe()?.with_services(self.policy_services()?))
     }
 
     fn sync_ipcache(&mut self, records: &[EndpointRecord]) -> Result<()> {
@@ -1054,7 +1088,7 @@ impl Agent {
         let src = self.trace_party(&req.src_endpoint, &req.src_namespace, &req.src_labels, "src")?;
         let dst = self.trace_party(&req.dst_endpoint, &req.dst_namespace, &req.dst_labels, "dst")?;
         let peer_ports = named_ports_by_identity(&self.endpoints.records()?);
-        Ok(trace(&self.identities.universe()?, self.policies.rules(), peer_ports, &src, &dst, protocol, port))
+        Ok(trace(&self.universe()?, self.policies.rules(), peer_ports, &src, &dst, protocol, port))
     }
 
     // ---- datapath views --------------------------------------------------
@@ -1079,7 +1113,7 @@ impl Agent {
         let r = self.endpoints.get(namespace, name)?;
         let id = r.id as u16;
         // Provenance comes from the resolver; verdicts from the kernel map.
-        let universe = self.identities.universe()?;
+        let universe = self.universe()?;
         let labels = self.identities.labels(r.identity)?;
         let peer_ports = named_ports_by_identity(&self.endpoints.records()?);
         let resolved = resolve_for(&labels, &r.ports, &universe, self.policies.rules(), &peer_ports);

@@ -503,7 +503,7 @@ fn convert_cilium_rule(
     }
     for (i, r) in rule.egress.iter().flatten().enumerate() {
         let path = format!("{}[{i}]", join(path, "egress"));
-        let (peer_rule, requires) = egress_rule(r, &path, &scope, p);
+        let (peer_rule, requires) = egress_rule(r, &path, namespace, &scope, p);
         egress.allow.extend(peer_rule);
         egress.requires.extend(requires);
     }
@@ -512,7 +512,7 @@ fn convert_cilium_rule(
         if r.to_requires.is_some() {
             p.add(format!("{path}.toRequires"), "is not allowed in deny rules");
         }
-        let (peer_rule, _) = egress_rule(r, &path, &scope, p);
+        let (peer_rule, _) = egress_rule(r, &path, namespace, &scope, p);
         egress.deny.extend(peer_rule);
     }
     // Cilium: a direction is covered when the rule has (non-empty) allow or
@@ -534,6 +534,8 @@ struct PeerFields<'a> {
     cidr_set: &'a Option<Vec<k8s::CidrRule>>,
     to_ports: &'a Option<Vec<k8s::PortRule>>,
     icmps: &'a Option<Vec<k8s::IcmpRule>>,
+    /// `toServices`, already converted (egress only); None when absent.
+    services: Option<Vec<Peer>>,
     /// "from" or "to", for field names in errors.
     prefix: &'static str,
 }
@@ -557,6 +559,7 @@ fn ingress_rule(
             cidr_set: &r.from_cidr_set,
             to_ports: &r.to_ports,
             icmps: &r.icmps,
+            services: None,
             prefix: "from",
         },
         path,
@@ -568,11 +571,17 @@ fn ingress_rule(
 fn egress_rule(
     r: &k8s::EgressRule,
     path: &str,
+    namespace: Option<&str>,
     scope: &dyn Fn(Selector) -> Selector,
     p: &mut Problems,
 ) -> (Option<PeerRule>, Vec<Selector>) {
     p.unsupported(path, "toFQDNs", r.to_fqdns.is_some());
-    p.unsupported(path, "toServices", r.to_services.is_some());
+    let services = r.to_services.as_ref().map(|list| {
+        list.iter()
+            .enumerate()
+            .flat_map(|(i, s)| service_peers(s, &format!("{path}.toServices[{i}]"), namespace, p))
+            .collect()
+    });
     p.unsupported(path, "toNodes", r.to_nodes.is_some());
     p.unsupported(path, "toGroups", r.to_groups.is_some());
     p.unsupported(path, "authentication", r.authentication.is_some());
@@ -586,6 +595,7 @@ fn egress_rule(
             cidr_set: &r.to_cidr_set,
             to_ports: &r.to_ports,
             icmps: &r.icmps,
+            services,
             prefix: "to",
         },
         path,
@@ -642,6 +652,8 @@ fn peer_rule(
             peers.push(Peer::Cidr(peer));
         }
     }
+    let services_given = f.services.is_some();
+    peers.extend(f.services.into_iter().flatten());
     let has_ports = f.to_ports.as_ref().is_some_and(|v| !v.is_empty());
     let has_icmps = f.icmps.as_ref().is_some_and(|v| !v.is_empty());
     if has_ports && has_icmps {
@@ -677,8 +689,11 @@ fn peer_rule(
             }
         }
     }
-    let selects_peers =
-        f.endpoints.is_some() || f.entities.is_some() || f.cidr.is_some() || f.cidr_set.is_some();
+    let selects_peers = f.endpoints.is_some()
+        || f.entities.is_some()
+        || f.cidr.is_some()
+        || f.cidr_set.is_some()
+        || services_given;
     if !selects_peers && (has_ports || has_icmps) {
         // Only L4 given: the rule applies to every peer.
         peers.push(Peer::Any);
@@ -693,6 +708,81 @@ fn peer_rule(
         return (None, requires);
     }
     (Some(PeerRule { peers, l4 }), requires)
+}
+
+/// One `toServices` entry. As in Cilium, a namespaced policy's entry
+/// without a namespace names services of the policy's own namespace; a
+/// rule without a namespace (cluster-wide) names services of any. An
+/// entry may hold both forms; each selects services on its own.
+fn service_peers(s: &k8s::ServiceRule, path: &str, namespace: Option<&str>, p: &mut Problems) -> Vec<Peer> {
+    let mut out = Vec::new();
+    if s.k8s_service.is_none() && s.k8s_service_selector.is_none() {
+        p.add(path, "one of k8sService or k8sServiceSelector is required");
+        return out;
+    }
+    let namespace_of = |given: &Option<String>, path: String, p: &mut Problems| match given {
+        Some(ns) => match check_dns_label(ns) {
+            Ok(()) => Some(Some(ns.clone())),
+            Err(reason) => {
+                p.add(path, format!("{ns:?} is not a namespace name: {reason}"));
+                None
+            }
+        },
+        None => Some(namespace.map(str::to_string)),
+    };
+    if let Some(svc) = &s.k8s_service {
+        let spath = format!("{path}.k8sService");
+        let ns = namespace_of(&svc.namespace, format!("{spath}.namespace"), p);
+        let name = match svc.service_name.as_deref() {
+            None | Some("") => {
+                p.add(format!("{spath}.serviceName"), "is required");
+                None
+            }
+            Some(name) => match check_dns_label(name) {
+                Ok(()) => Some(name.to_string()),
+                Err(reason) => {
+                    p.add(
+                        format!("{spath}.serviceName"),
+                        format!("{name:?} is not a service name: {reason}"),
+                    );
+                    None
+                }
+            },
+        };
+        if let (Some(namespace), Some(name)) = (ns, name) {
+            out.push(Peer::Service(ServicePeer { namespace, select: ServiceMatch::Name(name) }));
+        }
+    }
+    if let Some(svc) = &s.k8s_service_selector {
+        let spath = format!("{path}.k8sServiceSelector");
+        let ns = namespace_of(&svc.namespace, format!("{spath}.namespace"), p);
+        let sel = match &svc.selector {
+            Some(sel) => Some(selector(sel, &format!("{spath}.selector"), p)),
+            None => {
+                p.add(format!("{spath}.selector"), "is required (use {} to select every service)");
+                None
+            }
+        };
+        if let (Some(namespace), Some(sel)) = (ns, sel) {
+            out.push(Peer::Service(ServicePeer { namespace, select: ServiceMatch::Labels(sel) }));
+        }
+    }
+    out
+}
+
+/// A DNS label as Kubernetes names services and namespaces: at most 63
+/// lowercase letters, digits and '-', starting and ending alphanumeric.
+fn check_dns_label(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() || s.len() > 63 {
+        return Err("must be 1-63 characters");
+    }
+    if !s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        return Err("only lowercase letters, digits and '-' are allowed");
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Err("must start and end with a letter or digit");
+    }
+    Ok(())
 }
 
 fn selector(sel: &k8s::LabelSelector, path: &str, p: &mut Problems) -> Selector {

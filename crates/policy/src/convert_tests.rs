@@ -698,7 +698,6 @@ spec:
     auth: {type: spire}
   - toNodes: [{}]
   - toGroups: [{aws: {}}]
-  - toServices: [{k8sService: {serviceName: x}}]
   - toPorts:
     - ports: [{port: "443"}]
       terminatingTLS: {secret: {name: a}}
@@ -716,18 +715,17 @@ spec:
         "spec.egress[0].auth",
         "spec.egress[1].toNodes",
         "spec.egress[2].toGroups",
-        "spec.egress[3].toServices",
-        "spec.egress[4].toPorts[0].terminatingTLS",
-        "spec.egress[4].toPorts[0].originatingTLS",
-        "spec.egress[4].toPorts[0].serverNames",
-        "spec.egress[4].toPorts[0].listener",
+        "spec.egress[3].toPorts[0].terminatingTLS",
+        "spec.egress[3].toPorts[0].originatingTLS",
+        "spec.egress[3].toPorts[0].serverNames",
+        "spec.egress[3].toPorts[0].listener",
     ];
     for needle in expect {
         let line = format!("{needle}: is not supported by Twill yet");
         assert!(errs.iter().any(|e| e.contains(&line)), "missing {line:?} in {errs:#?}");
     }
     assert_eq!(errs.len(), expect.len(), "{errs:#?}");
-    // Implemented ones are accepted: fromRequires, icmps, enableDefaultDeny.
+    // Implemented ones are accepted: fromRequires, icmps, enableDefaultDeny, toServices.
     parse(
         r#"
 apiVersion: cilium.io/v2
@@ -741,8 +739,121 @@ spec:
   - icmps: [{fields: [{type: 8, family: IPv4}]}]
   egress:
   - toRequires: [{matchLabels: {env: prod}}]
+  - toServices: [{k8sService: {serviceName: x}}]
 "#,
     );
+}
+
+fn egress_peers(p: &Policy) -> Vec<Peer> {
+    p.rules[0].egress.allow.iter().flat_map(|r| r.peers.clone()).collect()
+}
+
+fn named(namespace: Option<&str>, name: &str) -> Peer {
+    Peer::Service(ServicePeer {
+        namespace: namespace.map(str::to_string),
+        select: ServiceMatch::Name(name.into()),
+    })
+}
+
+#[test]
+fn to_services_names_services_in_the_policy_namespace_unless_told() {
+    let p = &parse(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: client, namespace: prod}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toServices:
+    - k8sService: {serviceName: web}
+    - k8sService: {serviceName: db, namespace: data}
+    - k8sServiceSelector:
+        selector:
+          matchLabels: {team: a}
+          matchExpressions: [{key: tier, operator: NotIn, values: [test]}]
+    toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+"#,
+    )[0];
+    let peers = egress_peers(p);
+    assert_eq!(peers[0], named(Some("prod"), "web"), "defaults to the policy's namespace");
+    assert_eq!(peers[1], named(Some("data"), "db"));
+    let Peer::Service(ServicePeer { namespace, select: ServiceMatch::Labels(sel) }) = &peers[2] else {
+        panic!("{peers:?}");
+    };
+    assert_eq!(namespace.as_deref(), Some("prod"));
+    // Over the service's labels: not scoped to a pod namespace.
+    assert_eq!(sel.requirements.len(), 2, "{sel}");
+    assert!(!sel.mentions(POD_NAMESPACE_KEY));
+    // toPorts alongside restricts ports, and no "any peer" appears.
+    let rule = &p.rules[0].egress.allow[0];
+    assert_eq!(rule.l4, vec![L4 { protocol: PROTO_TCP, ports: PortMatch::Range(8080, 8080) }]);
+    assert!(!peers.contains(&Peer::Any));
+    assert_eq!(p.document["spec"]["egress"][0]["toServices"][0]["k8sService"]["serviceName"], "web");
+}
+
+#[test]
+fn to_services_without_a_namespace_in_cluster_wide_rules_names_any_namespace() {
+    let p = &parse(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumClusterwideNetworkPolicy
+metadata: {name: everyone}
+spec:
+  endpointSelector: {}
+  egress:
+  - toServices: [{k8sService: {serviceName: dns}}, {k8sService: {serviceName: web, namespace: default}}]
+"#,
+    )[0];
+    assert_eq!(egress_peers(p), vec![named(None, "dns"), named(Some("default"), "web")]);
+    let list = &parse(
+        r#"[{"endpointSelector": {}, "egressDeny": [{"toServices": [{"k8sService": {"serviceName": "web"}}]}]}]"#,
+    )[0];
+    let deny: Vec<Peer> = list.rules[0].egress.deny.iter().flat_map(|r| r.peers.clone()).collect();
+    assert_eq!(deny, vec![named(None, "web")], "deny rules name services too");
+}
+
+#[test]
+fn bad_to_services_entries_are_named_by_field() {
+    let errs = errors(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: bad}
+spec:
+  endpointSelector: {}
+  egress:
+  - toServices:
+    - k8sService: {namespace: default}
+    - k8sService: {serviceName: Web_1}
+    - k8sServiceSelector: {namespace: default}
+    - {}
+    - k8sServiceSelector: {selector: {matchLabels: {"": x}}, namespace: "-x"}
+"#,
+    );
+    let expect = [
+        "spec.egress[0].toServices[0].k8sService.serviceName: is required",
+        r#"spec.egress[0].toServices[1].k8sService.serviceName: "Web_1" is not a service name"#,
+        "spec.egress[0].toServices[2].k8sServiceSelector.selector: is required",
+        "spec.egress[0].toServices[3]: one of k8sService or k8sServiceSelector is required",
+        r#"spec.egress[0].toServices[4].k8sServiceSelector.namespace: "-x" is not a namespace name"#,
+        "spec.egress[0].toServices[4].k8sServiceSelector.selector.matchLabels: label keys must not be empty",
+    ];
+    for needle in expect {
+        assert!(errs.iter().any(|e| e.contains(needle)), "missing {needle:?} in {errs:#?}");
+    }
+    assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+    let typo = errors(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: typo}
+spec:
+  endpointSelector: {}
+  egress: [{toServices: [{k8sService: {name: web}}]}]
+"#,
+    );
+    assert!(typo[0].contains("spec.egress[0].toServices[0].k8sService.name: unknown field"), "{typo:#?}");
 }
 
 #[test]

@@ -224,15 +224,37 @@ pub struct EgressRule {
     pub to_cidr_set: Option<Vec<CidrRule>>,
     pub to_ports: Option<Vec<PortRule>>,
     pub icmps: Option<Vec<IcmpRule>>,
+    pub to_services: Option<Vec<ServiceRule>>,
     // Not supported yet: reported by name.
     #[serde(rename = "toFQDNs")]
     pub to_fqdns: Option<Value>,
-    pub to_services: Option<Value>,
     pub to_nodes: Option<Value>,
     pub to_groups: Option<Value>,
     pub authentication: Option<Value>,
     /// Cilium 1.13's name for `authentication`.
     pub auth: Option<Value>,
+}
+
+/// One `toServices` entry: Cilium's `Service`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceRule {
+    pub k8s_service: Option<K8sService>,
+    pub k8s_service_selector: Option<K8sServiceSelector>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct K8sService {
+    pub service_name: Option<String>,
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct K8sServiceSelector {
+    pub selector: Option<LabelSelector>,
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ pub mod k8s;
 pub mod model;
 pub mod resolve;
 pub mod selector;
+pub mod services;
 pub mod yaml;
 
 pub use convert::{parse_policies, DocumentError, KIND_RULES};

@@ -143,6 +143,38 @@ pub enum Peer {
     Endpoints(Selector),
     Entity(Entity),
     Cidr(CidrPeer),
+    /// `toServices`: the current backends of the services it names.
+    Service(ServicePeer),
+}
+
+/// Which services a `toServices` entry names. Resolution follows the
+/// services as they are at the time (see [`crate::services`]), so a rule
+/// keeps up with backends coming and going without being re-imported.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServicePeer {
+    /// The services' namespace. None only in rules without a namespace
+    /// (cluster-wide policies, Cilium rule lists) that name none: then
+    /// services of every namespace match.
+    pub namespace: Option<String>,
+    pub select: ServiceMatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ServiceMatch {
+    /// `k8sService.serviceName`.
+    Name(String),
+    /// `k8sServiceSelector.selector`, over the services' own labels.
+    Labels(Selector),
+}
+
+impl fmt::Display for ServicePeer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ns = self.namespace.as_deref().unwrap_or("*");
+        match &self.select {
+            ServiceMatch::Name(name) => write!(f, "k8sService {ns}/{name}"),
+            ServiceMatch::Labels(sel) => write!(f, "k8sServiceSelector {ns}/{sel}"),
+        }
+    }
 }
 
 pub const PROTO_ANY: u8 = 0;

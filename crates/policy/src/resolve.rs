@@ -24,6 +24,7 @@ use twill_identity::LabelSet;
 
 use crate::model::*;
 use crate::selector::Selector;
+use crate::services::{CatalogService, ServiceBackends, ServiceCatalog};
 
 /// What kind of identity a number stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +67,8 @@ pub struct Universe {
     /// looks at a handful of candidates instead of every identity.
     by_label: HashMap<u64, Vec<u32>>,
     cache: std::sync::Mutex<HashMap<Selector, Arc<Vec<u32>>>>,
+    /// The services `toServices` entries resolve against.
+    services: ServiceCatalog,
 }
 
 fn label_hash(key: &str, value: &str) -> u64 {
@@ -85,7 +88,17 @@ impl Universe {
                 by_label.entry(label_hash(&label.key, &label.value)).or_default().push(i.id);
             }
         }
-        Self { identities, by_label, cache: Default::default() }
+        Self { identities, by_label, cache: Default::default(), services: ServiceCatalog::default() }
+    }
+
+    /// The same identities, with the services `toServices` names.
+    pub fn with_services(mut self, services: ServiceCatalog) -> Self {
+        self.services = services;
+        self
+    }
+
+    pub fn services(&self) -> &ServiceCatalog {
+        &self.services
     }
 
     /// Identities that may match `selector`: those carrying the values of
@@ -194,6 +207,54 @@ impl Universe {
             v.extend([reserved::WORLD, reserved::WORLD_IPV4]);
         }
         v
+    }
+
+    /// Identities the current backends of the services a `toServices`
+    /// entry names have: a selector service's endpoints (those that also
+    /// meet `requires`, as for the endpoint selector Cilium translates it
+    /// to), a selector-less service's backend addresses as the datapath
+    /// sees them (the endpoint's identity where an endpoint has the
+    /// address, and the address's /32 CIDR identity).
+    pub fn service(&self, peer: &ServicePeer, requires: &[&Selector]) -> Vec<u32> {
+        self.services.matching(peer).flat_map(|s| self.backends(s, requires)).collect()
+    }
+
+    /// Identities the current backends of one service have.
+    pub fn backends(&self, service: &CatalogService, requires: &[&Selector]) -> Vec<u32> {
+        match &service.backends {
+            ServiceBackends::Selected(selector) => self.endpoints(selector, requires),
+            ServiceBackends::Addresses(addresses) => addresses
+                .iter()
+                .flat_map(|a| {
+                    let cidr = self.cidr(&CidrPeer { cidr: a.prefix(), except: vec![] });
+                    a.endpoint_identity.into_iter().chain(cidr)
+                })
+                .collect(),
+        }
+    }
+
+    /// Identities an endpoint selector picks that also meet every one of
+    /// `requires` (fromRequires / toRequires).
+    fn endpoints(&self, selector: &Selector, requires: &[&Selector]) -> Vec<u32> {
+        self.select(selector)
+            .iter()
+            .copied()
+            .filter(|id| {
+                requires.is_empty()
+                    || self.get(*id).is_some_and(|i| requires.iter().all(|r| r.matches(&i.labels)))
+            })
+            .collect()
+    }
+
+    /// Identities one peer of a rule stands for; 0 is any peer.
+    pub fn peer(&self, peer: &Peer, requires: &[&Selector]) -> Vec<u32> {
+        match peer {
+            Peer::Any => vec![0],
+            Peer::Endpoints(selector) => self.endpoints(selector, requires),
+            Peer::Entity(entity) => self.entity(*entity).unwrap_or_else(|| vec![0]),
+            Peer::Cidr(cidr) => self.cidr(cidr),
+            Peer::Service(service) => self.service(service, requires),
+        }
     }
 }
 
@@ -556,29 +617,8 @@ fn add_peer_rule(
     requires: &[&Selector],
     peer_ports: &dyn Fn(u32) -> Vec<NamedPort>,
 ) {
-    // Peer identities; None stands for "any peer" (identity 0).
-    let mut peers: BTreeSet<u32> = BTreeSet::new();
-    for peer in &rule.peers {
-        match peer {
-            Peer::Any => {
-                peers.insert(0);
-            }
-            Peer::Endpoints(selector) => {
-                let selected = universe.select(selector);
-                peers.extend(selected.iter().copied().filter(|id| {
-                    requires.is_empty()
-                        || universe.get(*id).is_some_and(|i| requires.iter().all(|r| r.matches(&i.labels)))
-                }));
-            }
-            Peer::Entity(entity) => match universe.entity(*entity) {
-                None => {
-                    peers.insert(0);
-                }
-                Some(ids) => peers.extend(ids),
-            },
-            Peer::Cidr(cidr) => peers.extend(universe.cidr(cidr)),
-        }
-    }
+    // Peer identities; 0 stands for "any peer".
+    let peers: BTreeSet<u32> = rule.peers.iter().flat_map(|peer| universe.peer(peer, requires)).collect();
     let any_l4 = [L4::any()];
     let l4s: &[L4] = if rule.l4.is_empty() { &any_l4 } else { &rule.l4 };
     for peer in peers {

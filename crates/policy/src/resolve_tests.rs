@@ -180,3 +180,104 @@ fn any_protocol_with_ports_means_tcp_udp_and_sctp() {
     }
     assert!(!p.lookup(Direction::Ingress, 257, PROTO_ICMP, 53).allowed());
 }
+
+mod to_services {
+    use std::{collections::BTreeMap, net::Ipv4Addr};
+
+    use super::*;
+    use crate::services::{BackendAddress, CatalogService, ServiceCatalog};
+
+    fn pairs(list: &[(&str, &str)]) -> BTreeMap<String, String> {
+        list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// web selects app=web (identity 256); "external" has no selector and
+    /// two backends: 192.0.2.2 (which has a /32 CIDR identity) and an
+    /// endpoint's address (identity 258, db).
+    fn catalog() -> ServiceCatalog {
+        ServiceCatalog::new([
+            CatalogService::new(
+                "default",
+                "web",
+                &pairs(&[("team", "a")]),
+                Some(&pairs(&[("app", "web")])),
+                vec![],
+            ),
+            CatalogService::new(
+                "default",
+                "external",
+                &pairs(&[("team", "b")]),
+                None,
+                vec![
+                    BackendAddress { address: Ipv4Addr::new(192, 0, 2, 2), endpoint_identity: None },
+                    BackendAddress { address: Ipv4Addr::new(10, 0, 0, 9), endpoint_identity: Some(258) },
+                ],
+            ),
+            CatalogService::new(
+                "prod",
+                "web",
+                &pairs(&[("team", "a")]),
+                Some(&pairs(&[("app", "client")])),
+                vec![],
+            ),
+        ])
+    }
+
+    fn client_egress(to: &str, services: ServiceCatalog) -> EndpointPolicy {
+        let yaml = format!(
+            "{HEADER}spec:\n  endpointSelector: {{matchLabels: {{app: client}}}}\n  egress:\n  - toServices: [{to}]\n    toPorts: [{{ports: [{{port: '8080', protocol: TCP}}]}}]\n"
+        );
+        let u = universe().with_services(services);
+        let labels = u.get(257).unwrap().labels.clone();
+        resolve(&rules(&yaml), &u, &Subject { labels: &labels, named_ports: &[] }, &|_| vec![])
+    }
+
+    fn allows(p: &EndpointPolicy, id: u32) -> bool {
+        p.lookup(Direction::Egress, id, PROTO_TCP, 8080).allowed()
+    }
+
+    #[test]
+    fn a_selector_service_allows_the_endpoints_it_selects_in_its_namespace() {
+        let p = client_egress("{k8sService: {serviceName: web}}", catalog());
+        assert!(p.egress_enforced);
+        assert!(allows(&p, 256), "web's endpoints");
+        assert!(!allows(&p, 258) && !allows(&p, 257), "others are not backends");
+        // prod/web selects app=client, but in prod: no default endpoint.
+        assert!(!p.lookup(Direction::Egress, 256, PROTO_TCP, 9090).allowed(), "toPorts restricts");
+    }
+
+    #[test]
+    fn a_selector_less_service_allows_its_backend_addresses_identities() {
+        let p = client_egress("{k8sService: {serviceName: external, namespace: default}}", catalog());
+        assert!(allows(&p, 16777218), "the /32 CIDR identity of 192.0.2.2");
+        assert!(allows(&p, 258), "the endpoint at a backend address");
+        assert!(!allows(&p, 16777217), "the /24 is not a backend");
+        assert!(!allows(&p, 256));
+    }
+
+    #[test]
+    fn service_labels_select_services_and_a_missing_service_allows_nothing() {
+        let p = client_egress("{k8sServiceSelector: {selector: {matchLabels: {team: a}}}}", catalog());
+        assert!(allows(&p, 256) && !allows(&p, 258), "web only (prod/web is another namespace)");
+        let p = client_egress("{k8sServiceSelector: {selector: {matchLabels: {team: b}}}}", catalog());
+        assert!(allows(&p, 258) && !allows(&p, 256));
+        let p = client_egress("{k8sService: {serviceName: web}}", ServiceCatalog::default());
+        assert!(p.egress_enforced, "{p:?}");
+        assert!(!p.entries.keys().any(|k| k.direction == Direction::Egress), "nothing allowed: {p:?}");
+    }
+
+    #[test]
+    fn selector_less_backends_named_by_rules_need_cidr_identities() {
+        let yaml = format!(
+            "{HEADER}spec:\n  endpointSelector: {{}}\n  egress: [{{toServices: [{{k8sServiceSelector: {{selector: {{}}}}}}]}}]\n"
+        );
+        let prefixes: Vec<String> =
+            catalog().backend_prefixes(&rules(&yaml)).iter().map(|p| p.to_string()).collect();
+        assert_eq!(prefixes, vec!["10.0.0.9/32", "192.0.2.2/32"]);
+        let none = rules(&format!(
+            "{HEADER}spec:\n  endpointSelector: {{}}\n  egress: [{{toCIDR: [10.0.0.0/8]}}]\n"
+        ));
+        assert!(catalog().backend_prefixes(&none).is_empty());
+        assert!(!crate::services::uses_services(&none));
+    }
+}

@@ -218,6 +218,9 @@ mod reference {
                     && requires.iter().all(|r| selector_matches(r, &ident.labels))
             }
             Peer::Entity(entity) => entity_matches(*entity, ident),
+            // The generated policies name no services: their resolution is
+            // tested on hand-checked catalogs in the crate.
+            Peer::Service(_) => unreachable!("no toServices peers are generated"),
             Peer::Cidr(cidr) => {
                 let by_prefix = match &ident.kind {
                     IdentityKind::Cidr(p) => {
@@ -355,6 +358,7 @@ fn show_peer(p: &Peer) -> String {
         Peer::Any => "any".into(),
         Peer::Endpoints(sel) => format!("endpoints{{{sel}}}").replace("{{}}", "{}"),
         Peer::Entity(e) => format!("entity:{}", e.name()),
+        Peer::Service(svc) => format!("service:{svc}"),
         Peer::Cidr(c) if c.except.is_empty() => format!("cidr:{}", c.cidr),
         Peer::Cidr(c) => format!(
             "cidr:{} except {}",

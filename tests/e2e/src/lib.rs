@@ -313,4 +313,54 @@ impl Node {
             .unwrap();
         Background(Some(child))
     }
+
+    /// A TCP server in `endpoint` (namespace default) answering every
+    /// connection with the endpoint's name, so a client sees who served it.
+    pub fn tcp_server(&self, endpoint: &str, port: u16) -> Background {
+        let listen = format!("TCP-LISTEN:{port},reuseaddr,fork");
+        let reply = format!("SYSTEM:echo {endpoint}");
+        let server = self.spawn_in(endpoint, "default", &["socat", &listen, &reply]);
+        self.wait_for_socket(endpoint, "-tln", port);
+        server
+    }
+
+    /// A UDP server in `endpoint` (namespace default) answering every
+    /// datagram with the endpoint's name; returns once it is bound.
+    pub fn udp_server(&self, endpoint: &str, port: u16) -> Background {
+        let listen = format!("UDP-RECVFROM:{port},fork");
+        let reply = format!("SYSTEM:echo {endpoint}");
+        let server = self.spawn_in(endpoint, "default", &["socat", &listen, &reply]);
+        self.wait_for_socket(endpoint, "-uln", port);
+        server
+    }
+
+    /// Waits until a socket of the kind `ss` lists with `kind` (-tln, -uln)
+    /// is bound to `port` inside `endpoint`: a client started before would
+    /// be refused, and a balanced service would fail one of its backends.
+    fn wait_for_socket(&self, endpoint: &str, kind: &str, port: u16) {
+        let ep = self.twill_json(&["endpoint", "get", endpoint, "--namespace", "default"]);
+        let netns = ep["netns"].as_str().unwrap().to_string();
+        let filter = format!("sport = :{port}");
+        let bound = wait_until(Duration::from_secs(10), || {
+            Command::new("ip")
+                .args(["netns", "exec", &netns, "ss", "-H", kind, &filter])
+                .output()
+                .map(|o| !o.stdout.is_empty())
+                .unwrap_or(false)
+        });
+        assert!(bound, "nothing bound to port {port} in {endpoint}");
+    }
+
+    /// One TCP request from `client` (namespace default) to `target`
+    /// (ADDR:PORT): the answering server's name, or the error socat printed
+    /// (a dropped SYN times out after 2 s, a missing server is "refused").
+    pub fn tcp_request(&self, client: &str, target: &str) -> Result<String, String> {
+        let out =
+            self.exec(client, "default", &["socat", "-T2", "-", &format!("TCP:{target},connect-timeout=2")]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
 }

@@ -6,31 +6,6 @@ use std::{collections::BTreeMap, process::Command, time::Duration};
 
 use twill_e2e::{run_ok, wait_until, Background, Node, Value};
 
-/// A TCP server in `endpoint` answering every connection with its name.
-fn tcp_server(node: &Node, endpoint: &str, port: u16) -> Background {
-    let listen = format!("TCP-LISTEN:{port},reuseaddr,fork");
-    let reply = format!("SYSTEM:echo {endpoint}");
-    node.spawn_in(endpoint, "default", &["socat", &listen, &reply])
-}
-
-fn udp_server(node: &Node, endpoint: &str, port: u16) -> Background {
-    let listen = format!("UDP-RECVFROM:{port},fork");
-    let reply = format!("SYSTEM:echo {endpoint}");
-    node.spawn_in(endpoint, "default", &["socat", &listen, &reply])
-}
-
-/// One TCP request from `client`: the answering backend's name, or the
-/// error socat printed.
-fn request(node: &Node, client: &str, target: &str) -> Result<String, String> {
-    let out =
-        node.exec(client, "default", &["socat", "-T2", "-", &format!("TCP:{target},connect-timeout=2")]);
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
 fn service(node: &Node, args: &[&str]) -> Value {
     node.twill_json(&[&["service", "create"], args].concat())
 }
@@ -62,7 +37,7 @@ fn ip_of(ep: &Value) -> String {
 fn tally(node: &Node, client: &str, target: &str, n: usize) -> BTreeMap<String, usize> {
     let mut seen = BTreeMap::new();
     for _ in 0..n {
-        let answer = request(node, client, target).unwrap_or_else(|e| panic!("{client} -> {target}: {e}"));
+        let answer = node.tcp_request(client, target).unwrap_or_else(|e| panic!("{client} -> {target}: {e}"));
         *seen.entry(answer).or_insert(0) += 1;
     }
     seen
@@ -84,13 +59,13 @@ fn a_cluster_ip_reaches_every_backend_of_its_selector() {
     node.endpoint("client", "default", "app=client");
     node.endpoint("web1", "default", "app=web");
     node.endpoint("web2", "default", "app=web");
-    let _s1 = tcp_server(&node, "web1", 8080);
-    let _s2 = tcp_server(&node, "web2", 8080);
+    let _s1 = node.tcp_server("web1", 8080);
+    let _s2 = node.tcp_server("web2", 8080);
     let svc = service(&node, &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
     let vip = cluster_ip(&svc);
     assert!(vip.starts_with("10.96."), "allocated from the default service CIDR: {vip}");
     let target = format!("{vip}:80");
-    assert!(wait_until(Duration::from_secs(5), || request(&node, "client", &target).is_ok()));
+    assert!(wait_until(Duration::from_secs(5), || node.tcp_request("client", &target).is_ok()));
 
     let seen = tally(&node, "client", &target, 30);
     assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), vec!["web1", "web2"], "{seen:?}");
@@ -105,7 +80,7 @@ fn a_cluster_ip_reaches_every_backend_of_its_selector() {
     // Deleting the service: the address stops answering.
     node.twill_ok(&["service", "delete", "web"]);
     assert!(node.twill_json(&["service", "list"]).as_array().unwrap().is_empty());
-    assert!(request(&node, "client", &target).is_err(), "a deleted service still answers");
+    assert!(node.tcp_request("client", &target).is_err(), "a deleted service still answers");
 }
 
 #[test]
@@ -113,19 +88,19 @@ fn selector_services_follow_endpoint_churn_and_refuse_without_backends() {
     let node = Node::start("svc-churn");
     node.endpoint("client", "default", "app=client");
     let w1 = node.endpoint("web1", "default", "app=web");
-    let _s1 = tcp_server(&node, "web1", 8080);
+    let _s1 = node.tcp_server("web1", 8080);
     let svc = service(&node, &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
     let target = format!("{}:80", cluster_ip(&svc));
     assert_eq!(backends(&node, "web"), vec![format!("{}:8080", ip_of(&w1))]);
 
     // A new endpoint with the labels joins.
     let w2 = node.endpoint("web2", "default", "app=web");
-    let _s2 = tcp_server(&node, "web2", 8080);
+    let _s2 = node.tcp_server("web2", 8080);
     let mut both = vec![format!("{}:8080", ip_of(&w1)), format!("{}:8080", ip_of(&w2))];
     both.sort();
     assert_eq!(backends(&node, "web"), both);
     assert!(
-        wait_until(Duration::from_secs(10), || request(&node, "client", &target).as_deref() == Ok("web2"))
+        wait_until(Duration::from_secs(10), || node.tcp_request("client", &target).as_deref() == Ok("web2"))
     );
 
     // Relabelled away, it leaves; the other keeps answering.
@@ -138,7 +113,7 @@ fn selector_services_follow_endpoint_churn_and_refuse_without_backends() {
     node.twill_ok(&["endpoint", "delete", "web2"]);
     assert!(backends(&node, "web").is_empty());
     let before = no_service_drops(&node);
-    let err = request(&node, "client", &target).expect_err("a service without backends answered");
+    let err = node.tcp_request("client", &target).expect_err("a service without backends answered");
     assert!(err.contains("refused"), "{err}");
     assert!(wait_until(Duration::from_secs(5), || no_service_drops(&node) > before));
 
@@ -155,7 +130,7 @@ fn client_ip_affinity_keeps_a_client_on_one_backend() {
     let mut servers = Vec::new();
     for name in ["web1", "web2", "web3"] {
         node.endpoint(name, "default", "app=web");
-        servers.push(tcp_server(&node, name, 8080));
+        servers.push(node.tcp_server(name, 8080));
     }
     let svc = service(
         &node,
@@ -163,7 +138,7 @@ fn client_ip_affinity_keeps_a_client_on_one_backend() {
     );
     assert_eq!(svc["affinity_timeout"], 10800, "Kubernetes' default timeout");
     let target = format!("{}:80", cluster_ip(&svc));
-    assert!(wait_until(Duration::from_secs(5), || request(&node, "client", &target).is_ok()));
+    assert!(wait_until(Duration::from_secs(5), || node.tcp_request("client", &target).is_ok()));
     let seen = tally(&node, "client", &target, 15);
     assert_eq!(seen.len(), 1, "one client, one backend: {seen:?}");
 
@@ -194,7 +169,7 @@ fn client_ip_affinity_keeps_a_client_on_one_backend() {
     let target = format!("{}:82", cluster_ip(&short));
     let mut seen = BTreeMap::new();
     for _ in 0..10 {
-        let answer = request(&node, "client", &target).expect("short-affinity service answers");
+        let answer = node.tcp_request("client", &target).expect("short-affinity service answers");
         *seen.entry(answer).or_insert(0) += 1;
         std::thread::sleep(Duration::from_millis(1300));
     }
@@ -207,8 +182,8 @@ fn udp_and_explicit_backends_and_maglev() {
     node.endpoint("client", "default", "app=client");
     let d1 = node.endpoint("dns1", "default", "app=dns");
     let d2 = node.endpoint("dns2", "default", "app=dns");
-    let _u1 = udp_server(&node, "dns1", 5353);
-    let _u2 = udp_server(&node, "dns2", 5353);
+    let _u1 = node.udp_server("dns1", 5353);
+    let _u2 = node.udp_server("dns2", 5353);
     let svc = service(
         &node,
         &[
@@ -248,7 +223,7 @@ fn policy_applies_to_the_backend_behind_the_virtual_address() {
     node.endpoint("good", "default", "app=good");
     node.endpoint("bad", "default", "app=bad");
     node.endpoint("web1", "default", "app=web");
-    let _s = tcp_server(&node, "web1", 8080);
+    let _s = node.tcp_server("web1", 8080);
     let svc = service(&node, &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
     let target = format!("{}:80", cluster_ip(&svc));
     let policy = node.state_dir.parent().unwrap().join("web-policy.yaml");
@@ -260,8 +235,8 @@ fn policy_applies_to_the_backend_behind_the_virtual_address() {
     )
     .unwrap();
     node.twill_ok(&["policy", "import", policy.to_str().unwrap()]);
-    assert!(wait_until(Duration::from_secs(5), || request(&node, "good", &target).as_deref() == Ok("web1")));
-    assert!(request(&node, "bad", &target).is_err(), "policy must deny bad -> web behind the service");
+    assert!(wait_until(Duration::from_secs(5), || node.tcp_request("good", &target).as_deref() == Ok("web1")));
+    assert!(node.tcp_request("bad", &target).is_err(), "policy must deny bad -> web behind the service");
 }
 
 #[test]
@@ -269,7 +244,7 @@ fn import_of_kubernetes_services_is_all_or_nothing() {
     let node = Node::start("svc-import");
     node.endpoint("client", "default", "app=client");
     node.twill_json(&["endpoint", "create", "web1", "--labels", "app=web", "--port", "http=8080/tcp"]);
-    let _s = tcp_server(&node, "web1", 8080);
+    let _s = node.tcp_server("web1", 8080);
     let dir = node.state_dir.parent().unwrap().to_path_buf();
     let good = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: default\nspec:\n  \
                 selector: {app: web}\n  ports:\n  - name: http\n    port: 80\n    targetPort: http\n";
@@ -289,7 +264,9 @@ fn import_of_kubernetes_services_is_all_or_nothing() {
     let list = node.twill_json(&["service", "list"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
     let target = format!("{}:80", cluster_ip(&list[0]));
-    assert!(wait_until(Duration::from_secs(5), || request(&node, "client", &target).as_deref() == Ok("web1")));
+    assert!(
+        wait_until(Duration::from_secs(5), || node.tcp_request("client", &target).as_deref() == Ok("web1"))
+    );
 }
 
 #[test]
@@ -299,11 +276,11 @@ fn backends_churn_under_load_without_failed_requests() {
     let mut servers = Vec::new();
     for name in ["web1", "web2", "web3"] {
         node.endpoint(name, "default", "app=web");
-        servers.push(tcp_server(&node, name, 8080));
+        servers.push(node.tcp_server(name, 8080));
     }
     let svc = service(&node, &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
     let target = format!("{}:80", cluster_ip(&svc));
-    assert!(wait_until(Duration::from_secs(5), || request(&node, "client", &target).is_ok()));
+    assert!(wait_until(Duration::from_secs(5), || node.tcp_request("client", &target).is_ok()));
 
     // 200 sequential requests from a shell loop inside the client while
     // web3 leaves and rejoins the service; every request must succeed.
@@ -353,7 +330,7 @@ fn node_port_answers_clients_outside_the_node() {
     node.start_agent();
 
     node.endpoint("web1", "default", "app=web");
-    let _s = tcp_server(&node, "web1", 8080);
+    let _s = node.tcp_server("web1", 8080);
     let svc = service(
         &node,
         &[
@@ -412,10 +389,12 @@ fn services_keep_working_while_the_agent_is_down_and_after_it_returns() {
     let mut node = Node::start("svc-restart");
     node.endpoint("client", "default", "app=client");
     node.endpoint("web1", "default", "app=web");
-    let _s = tcp_server(&node, "web1", 8080);
+    let _s = node.tcp_server("web1", 8080);
     let svc = service(&node, &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
     let target = format!("{}:80", cluster_ip(&svc));
-    assert!(wait_until(Duration::from_secs(5), || request(&node, "client", &target).as_deref() == Ok("web1")));
+    assert!(
+        wait_until(Duration::from_secs(5), || node.tcp_request("client", &target).as_deref() == Ok("web1"))
+    );
     let lb_before = node.twill_json(&["bpf", "lb", "list"]);
 
     // kill -9: the pinned socket hooks and maps keep translating.
@@ -436,5 +415,5 @@ fn services_keep_working_while_the_agent_is_down_and_after_it_returns() {
     let again = node.twill_json(&["service", "get", "web"]);
     assert_eq!(cluster_ip(&again), cluster_ip(&svc));
     assert_eq!(node.twill_json(&["bpf", "lb", "list"]), lb_before, "a restart rewrites no frontend or id");
-    assert_eq!(request(&node, "client", &target).as_deref(), Ok("web1"));
+    assert_eq!(node.tcp_request("client", &target).as_deref(), Ok("web1"));
 }

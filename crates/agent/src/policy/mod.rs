@@ -1,12 +1,14 @@
 //! Policy in the agent: the repository of imported policies (this module),
 //! realizing resolved policy in the kernel by diff (`realize`), what-if
-//! evaluation (`trace`) and the port syntax users type (`ports`).
+//! evaluation (`trace`), the port syntax users type (`ports`) and the
+//! services `toServices` rules resolve against (`services`).
 //!
 //! Resolution itself is pure and lives in `twill_policy`; which endpoints
 //! to resolve for, and when, is decided by the agent's one entry point.
 
 pub mod ports;
 pub mod realize;
+pub mod services;
 pub mod trace;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -77,6 +79,12 @@ impl PolicyRepository {
 
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Whether any rule names services (`toServices`): only then do
+    /// services and their backends change what policy resolves to.
+    pub fn uses_services(&self) -> bool {
+        twill_policy::services::uses_services(&self.rules)
     }
 
     fn bump_revision(&mut self) -> Result<u64> {

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use twill_api as api;
 use twill_identity::LabelSet;
 use twill_policy::{
-    model::{protocol_name, Direction},
-    resolve::{IdentityKind, KnownIdentity, NamedPort, Universe, Verdict},
+    model::{protocol_name, Direction, Peer},
+    resolve::{IdentityKind, KnownIdentity, NamedPort, Origin, Universe, Verdict},
     Rule,
 };
 
@@ -43,7 +43,7 @@ pub fn trace(
             });
         }
     }
-    let universe = Universe::new(known);
+    let universe = Universe::new(known).with_services(universe.services().clone());
     peer_ports.entry(dst.identity).or_default().extend(dst.ports.iter().cloned());
     let mut steps = Vec::new();
     let mut allowed = true;
@@ -57,7 +57,9 @@ pub fn trace(
             Direction::Egress => resolved.egress_enforced,
         };
         let (text, reasons) = match &verdict {
-            Verdict::Allowed(o) => ("ALLOWED", o.iter().map(|o| o.to_string()).collect()),
+            Verdict::Allowed(o) => {
+                ("ALLOWED", o.iter().map(|o| explain(o, rules, &universe, direction, peer)).collect())
+            }
             Verdict::Denied(o) => ("DENIED", o.iter().map(|o| o.to_string()).collect()),
             Verdict::DefaultDenied => ("DENIED", vec!["default deny: no rule allows it".to_string()]),
         };
@@ -79,5 +81,37 @@ pub fn trace(
         port,
         steps,
         verdict: if allowed { "ALLOWED" } else { "DENIED" }.into(),
+    }
+}
+
+/// An allow origin, and when its rule allows the peer through services,
+/// which `toServices` entries and which of their services did: the rule
+/// alone does not say, since services and their backends change.
+fn explain(origin: &Origin, rules: &[Rule], universe: &Universe, direction: Direction, peer: u32) -> String {
+    let text = origin.to_string();
+    let Some(rule) =
+        rules.iter().find(|r| Some(&r.policy) == origin.policy.as_ref() && r.index == origin.rule)
+    else {
+        return text;
+    };
+    let mut via = Vec::new();
+    for peer_rule in &rule.direction(direction).allow {
+        for p in &peer_rule.peers {
+            let Peer::Service(service) = p else { continue };
+            let names: Vec<String> = universe
+                .services()
+                .matching(service)
+                .filter(|s| universe.backends(s, &[]).contains(&peer))
+                .map(|s| format!("a backend of service {}/{}", s.namespace, s.name))
+                .collect();
+            if !names.is_empty() {
+                via.push(format!("toServices {service}: {}", names.join(", ")));
+            }
+        }
+    }
+    if via.is_empty() {
+        text
+    } else {
+        format!("{text}, via {}", via.join("; "))
     }
 }

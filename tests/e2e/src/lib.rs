@@ -325,13 +325,14 @@ impl Node {
     }
 
     /// A UDP server in `endpoint` (namespace default) answering every
-    /// datagram with the endpoint's name; returns once it is bound.
-    pub fn udp_server(&self, endpoint: &str, port: u16) -> Background {
-        let listen = format!("UDP-RECVFROM:{port},fork");
-        let reply = format!("SYSTEM:echo {endpoint}");
-        let server = self.spawn_in(endpoint, "default", &["socat", &listen, &reply]);
-        self.wait_for_socket(endpoint, "-uln", port);
-        server
+    /// datagram with the endpoint's name, bound when this returns. A thread
+    /// of the test in the endpoint's namespace rather than `socat
+    /// UDP-RECVFROM,fork`, whose forked children race for datagrams under
+    /// load and leave some unanswered.
+    pub fn udp_server(&self, endpoint: &str, port: u16) -> UdpServer {
+        let ep = self.twill_json(&["endpoint", "get", endpoint, "--namespace", "default"]);
+        let netns = PathBuf::from("/run/netns").join(ep["netns"].as_str().unwrap());
+        UdpServer::start(&netns, port, endpoint.to_string())
     }
 
     /// Waits until a socket of the kind `ss` lists with `kind` (-tln, -uln)
@@ -361,6 +362,60 @@ impl Node {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
         } else {
             Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        }
+    }
+}
+
+/// A UDP responder on its own thread inside a network namespace; stopped
+/// and joined on drop.
+pub struct UdpServer {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl UdpServer {
+    fn start(netns: &Path, port: u16, reply: String) -> UdpServer {
+        use std::os::fd::AsRawFd;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let file = std::fs::File::open(netns).unwrap_or_else(|e| panic!("{}: {e}", netns.display()));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            // SAFETY: setns(2) on this thread only, with a namespace fd we own.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                let _ = ready_tx.send(Err(std::io::Error::last_os_error()));
+                return;
+            }
+            let socket = match std::net::UdpSocket::bind(("0.0.0.0", port)) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+            let _ = ready_tx.send(Ok(()));
+            let mut buf = [0u8; 2048];
+            let answer = format!("{reply}\n");
+            while !flag.load(Ordering::SeqCst) {
+                if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                    let _ = socket.send_to(answer.as_bytes(), peer);
+                }
+            }
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => UdpServer { stop, thread: Some(thread) },
+            Ok(Err(e)) => panic!("UDP server on port {port} in {}: {e}", netns.display()),
+            Err(e) => panic!("UDP server on port {port} in {}: {e}", netns.display()),
+        }
+    }
+}
+
+impl Drop for UdpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }

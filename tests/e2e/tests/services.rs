@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeMap, process::Command, time::Duration};
 
-use twill_e2e::{run_ok, wait_until, Background, Node, Value};
+use twill_e2e::{run_ok, wait_until, Node, Value};
 
 fn service(node: &Node, args: &[&str]) -> Value {
     node.twill_json(&[&["service", "create"], args].concat())
@@ -200,14 +200,17 @@ fn udp_and_explicit_backends_and_maglev() {
     );
     assert_eq!(cluster_ip(&svc), "10.96.53.53");
     let ask = || {
-        let out = node.exec("client", "default", &["sh", "-c", "echo q | socat -T2 - UDP:10.96.53.53:53"]);
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        let out = node.exec("client", "default", &["sh", "-c", "echo q | socat -d -T2 - UDP:10.96.53.53:53"]);
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
     };
-    assert!(wait_until(Duration::from_secs(5), || !ask().is_empty()));
+    assert!(wait_until(Duration::from_secs(5), || !ask().0.is_empty()));
     let mut seen = BTreeMap::new();
     for _ in 0..20 {
-        let answer = ask();
-        assert!(answer == "dns1" || answer == "dns2", "a UDP answer from a backend: {answer:?}");
+        let (answer, err) = ask();
+        assert!(answer == "dns1" || answer == "dns2", "a UDP answer from a backend: {answer:?} {err}");
         *seen.entry(answer).or_insert(0) += 1;
     }
     assert_eq!(seen.len(), 2, "maglev over sockets spreads: {seen:?}");

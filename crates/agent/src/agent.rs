@@ -24,7 +24,7 @@ use twill_store::{FileStore, Store};
 
 use crate::{
     config::Config,
-    directory::FlowDirectory,
+    directory::{self, FlowDirectory},
     endpoints::{named_ports_by_identity, Endpoints},
     error::{AgentError, Result},
     identities::Identities,
@@ -1197,7 +1197,12 @@ impl Agent {
                 (r, ifindex)
             })
             .collect();
-        self.directory.rebuild(&universe, &endpoints, self.namespaces.names()?);
+        self.directory.rebuild(directory::Sources {
+            universe: &universe,
+            endpoints: &endpoints,
+            namespaces: self.namespaces.names()?,
+            services: self.services.resolved(),
+        });
         Ok(())
     }
 

@@ -17,20 +17,7 @@ fn hubble_bin() -> PathBuf {
 
 /// `hubble observe ARGS -o json` against the node's socket: the flows.
 fn hubble_observe(node: &Node, args: &[&str]) -> Vec<Value> {
-    let out = Command::new(hubble_bin())
-        .arg("observe")
-        .arg("--server")
-        .arg(format!("unix://{}", node.hubble_socket().display()))
-        .args(args)
-        .args(["-o", "json"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "hubble observe {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
-        .filter_map(|v| v.get("flow").cloned())
-        .collect()
+    node.observe_with(&hubble_bin(), args)
 }
 
 fn tcp_server(node: &Node, endpoint: &str, port: u16) -> Background {

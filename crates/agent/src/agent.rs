@@ -25,7 +25,7 @@ use twill_store::{FileStore, Store};
 
 use crate::{
     config::Config,
-    directory::FlowDirectory,
+    directory::{self, FlowDirectory},
     endpoints::{named_ports_by_identity, Endpoints},
     error::{AgentError, Result},
     identities::Identities,
@@ -1231,7 +1231,12 @@ impl Agent {
                 (r, ifindex)
             })
             .collect();
-        self.directory.rebuild(&universe, &endpoints, self.namespaces.names()?);
+        self.directory.rebuild(directory::Sources {
+            universe: &universe,
+            endpoints: &endpoints,
+            namespaces: self.namespaces.names()?,
+            services: self.services.resolved(),
+        });
         Ok(())
     }
 

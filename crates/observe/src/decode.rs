@@ -166,6 +166,11 @@ pub fn decode(e: &FlowEvent, dir: &Directory, clock: &Clock) -> flow::Flow {
         l4,
         ..Default::default()
     };
+    // Services have ports: ICMP and other protocols belong to none.
+    if matches!(e.protocol, 6 | 17 | 132) {
+        f.source_service = dir.services.lookup(src_ip, e.sport, e.protocol, e.src_identity).cloned();
+        f.destination_service = dir.services.lookup(dst_ip, e.dport, e.protocol, e.dst_identity).cloned();
+    }
     let policy_direction = if e.direction == DIR_INGRESS {
         flow::TrafficDirection::Ingress
     } else {
@@ -298,5 +303,52 @@ mod tests {
         let verdict = decoded(EVENT_POLICY_VERDICT, 0, 0x02);
         assert_eq!(event_type(&verdict), (5, 0));
         assert_eq!(verdict.verdict(), flow::Verdict::Forwarded);
+    }
+
+    fn service_directory() -> Directory {
+        let mut services = crate::ServiceIndex::new();
+        let web = services.add_service("default", "web");
+        services.add_frontend(web, Ipv4Addr::new(10, 96, 0, 10), 80, 6);
+        // The event's destination, 10.200.0.3:80, is a backend of web.
+        services.add_backend(web, Ipv4Addr::new(10, 200, 0, 3), 80, 6);
+        let mut dir = Directory::new("node");
+        dir.services = std::sync::Arc::new(services);
+        dir
+    }
+
+    fn service_name(s: &Option<flow::Service>) -> Option<(String, String)> {
+        s.as_ref().map(|s| (s.namespace.clone(), s.name.clone()))
+    }
+
+    #[test]
+    fn requests_to_a_backend_name_the_destination_service_and_replies_the_source() {
+        let dir = service_directory();
+        let web = Some(("default".to_string(), "web".to_string()));
+        let request = decode(&event(EVENT_TRACE, twill_abi::TRACE_FROM_ENDPOINT, 0x02), &dir, &Clock::now());
+        assert_eq!(service_name(&request.destination_service), web);
+        assert_eq!(request.source_service, None);
+
+        let mut e = event(EVENT_TRACE, twill_abi::TRACE_TO_ENDPOINT, 0x12);
+        (e.saddr, e.daddr, e.sport, e.dport) = (e.daddr, e.saddr, e.dport, e.sport);
+        e.ct_state = CT_REPLY;
+        let reply = decode(&e, &dir, &Clock::now());
+        assert_eq!(service_name(&reply.source_service), web);
+        assert_eq!(reply.destination_service, None);
+
+        let mut icmp = event(EVENT_TRACE, twill_abi::TRACE_FROM_ENDPOINT, 0);
+        (icmp.protocol, icmp.dport) = (1, 80);
+        assert_eq!(decode(&icmp, &dir, &Clock::now()).destination_service, None, "ICMP has no service");
+    }
+
+    #[test]
+    fn a_refused_connect_to_a_frontend_names_its_service() {
+        let dir = service_directory();
+        let mut e = event(EVENT_DROP, 158, 0);
+        e.saddr = 0;
+        e.sport = 0;
+        e.daddr = u32::from(Ipv4Addr::new(10, 96, 0, 10)).to_be();
+        let drop = decode(&e, &dir, &Clock::now());
+        assert_eq!(service_name(&drop.destination_service), Some(("default".into(), "web".into())));
+        assert_eq!(drop.drop_reason_desc(), flow::DropReason::ServiceBackendNotFound);
     }
 }

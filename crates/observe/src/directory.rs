@@ -1,12 +1,16 @@
-//! What the agent knows about endpoints and identities, as flows need it:
-//! a snapshot the agent replaces after every change, read by the decoder.
+//! What the agent knows about endpoints, identities and services, as
+//! flows need it: a snapshot the agent replaces after every change, read
+//! by the decoder.
 
 use std::{
     collections::{BTreeSet, HashMap},
     net::Ipv4Addr,
+    sync::Arc,
 };
 
 use twill_observe_proto::flow;
+
+use crate::ServiceIndex;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointMeta {
@@ -29,6 +33,9 @@ pub struct Directory {
     /// Labels of every identity, `source:key=value`, sorted.
     pub identities: HashMap<u32, Vec<String>>,
     pub namespaces: BTreeSet<String>,
+    /// Shared: services change far less often than endpoints, and a
+    /// snapshot with 30,000 of them is not rebuilt for an endpoint change.
+    pub services: Arc<ServiceIndex>,
 }
 
 impl Directory {

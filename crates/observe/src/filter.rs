@@ -25,15 +25,15 @@ pub fn matches(flow: &Flow, f: &FlowFilter) -> bool {
     any_of(&f.uuid, |u| *u == flow.uuid)
         && any_of(&f.source_ip, |c| ip_matches(c, &ip.source))
         && any_of(&f.destination_ip, |c| ip_matches(c, &ip.destination))
-        && any_of(&f.source_pod, |p| pod_matches(p, &src))
-        && any_of(&f.destination_pod, |p| pod_matches(p, &dst))
+        && any_of(&f.source_pod, |p| named_matches(p, &src.namespace, &src.pod_name))
+        && any_of(&f.destination_pod, |p| named_matches(p, &dst.namespace, &dst.pod_name))
         && any_of(&f.source_label, |s| selector_matches(s, &src.labels))
         && any_of(&f.destination_label, |s| selector_matches(s, &dst.labels))
         && any_of(&f.source_identity, |i| *i == src.identity)
         && any_of(&f.destination_identity, |i| *i == dst.identity)
-        // Twill has no services or FQDNs yet: such filters match nothing.
-        && f.source_service.is_empty()
-        && f.destination_service.is_empty()
+        && any_of(&f.source_service, |s| service_matches(s, flow.source_service.as_ref()))
+        && any_of(&f.destination_service, |s| service_matches(s, flow.destination_service.as_ref()))
+        // Twill has no FQDNs or workloads yet: such filters match nothing.
         && f.source_fqdn.is_empty()
         && f.destination_fqdn.is_empty()
         && f.source_workload.is_empty()
@@ -93,14 +93,37 @@ fn ip_matches(filter: &str, ip: &str) -> bool {
     }
 }
 
-/// `namespace/pod-name-prefix`; without a namespace, Hubble's default:
-/// the "default" namespace.
-fn pod_matches(filter: &str, ep: &flow::Endpoint) -> bool {
-    if ep.pod_name.is_empty() {
+/// Rejects filters Hubble rejects before matching anything: an empty pod
+/// or service name filter (it would otherwise mean all of "default").
+pub fn validate(filters: &[FlowFilter]) -> Result<(), String> {
+    for f in filters {
+        let named = [&f.source_pod, &f.destination_pod, &f.source_service, &f.destination_service];
+        if named.iter().any(|values| values.iter().any(String::is_empty)) {
+            return Err("invalid filter, must be [namespace/][<name>], got \"\"".into());
+        }
+    }
+    Ok(())
+}
+
+/// A pod or service filter, `[namespace/]name-prefix`, as Hubble reads
+/// it: without a slash the namespace is "default"; an empty namespace
+/// (`/web`) is any namespace; an empty name (`prod/`) any name. Something
+/// without namespace and name (no pod, no service) matches none.
+fn named_matches(filter: &str, namespace: &str, name: &str) -> bool {
+    if namespace.is_empty() && name.is_empty() {
         return false;
     }
-    let (ns, prefix) = filter.split_once('/').unwrap_or(("default", filter));
-    ep.namespace == ns && ep.pod_name.starts_with(prefix)
+    let mut parts = filter.split('/');
+    let first = parts.next().unwrap_or_default();
+    let (ns, prefix) = match parts.next() {
+        Some(rest) => (first, rest),
+        None => ("default", first),
+    };
+    (ns.is_empty() || ns == namespace) && name.starts_with(prefix)
+}
+
+fn service_matches(filter: &str, service: Option<&flow::Service>) -> bool {
+    service.is_some_and(|s| named_matches(filter, &s.namespace, &s.name))
 }
 
 fn event_type_matches(filter: &flow::EventTypeFilter, flow: &Flow) -> bool {
@@ -262,12 +285,44 @@ mod tests {
         assert!(glob("node-*", "node-1") && glob("*", "x") && !glob("node-*", "other"));
         assert!(ip_matches("10.0.0.0/8", "10.1.2.3") && !ip_matches("10.0.0.0/8", "11.1.2.3"));
         assert!(ip_matches("10.1.2.3", "10.1.2.3"));
-        let ep = flow::Endpoint { namespace: "prod".into(), pod_name: "web-1".into(), ..Default::default() };
-        assert!(pod_matches("prod/web", &ep) && pod_matches("prod/", &ep));
+        let pod = |filter| named_matches(filter, "prod", "web-1");
+        assert!(pod("prod/web") && pod("prod/") && pod("/web"));
+        assert!(!pod("dev/web") && !pod("web"), "bare names mean namespace default");
+        assert!(!named_matches("/", "", ""), "no pod matches no filter");
+    }
+
+    fn to_service(namespace: &str, name: &str) -> Flow {
+        Flow {
+            destination_service: Some(flow::Service { name: name.into(), namespace: namespace.into() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn service_filters_take_a_namespace_and_a_name_prefix() {
+        let web = to_service("default", "web-frontend");
+        let prod = to_service("prod", "web");
+        let to = |v: &str| FlowFilter { destination_service: vec![v.into()], ..Default::default() };
+        let from = |v: &str| FlowFilter { source_service: vec![v.into()], ..Default::default() };
         assert!(
-            !pod_matches("dev/web", &ep) && !pod_matches("web", &ep),
-            "bare names mean namespace default"
+            matches(&web, &to("default/web")) && matches(&web, &to("web")),
+            "a name prefix, default namespace"
         );
+        assert!(!matches(&web, &to("default/other")) && !matches(&web, &to("default/frontend")));
+        assert!(!matches(&prod, &to("web")), "a bare name is in namespace default");
+        assert!(matches(&prod, &to("prod/")) && matches(&prod, &to("/we")), "any name, any namespace");
+        assert!(!matches(&web, &from("default/web")), "the source has no service");
+        assert!(!matches(&Flow::default(), &to("/")), "a flow without service matches no service filter");
+        let either =
+            FlowFilter { destination_service: vec!["prod/x".into(), "prod/w".into()], ..Default::default() };
+        assert!(matches(&prod, &either), "any of the values");
+    }
+
+    #[test]
+    fn empty_names_are_rejected_as_hubble_does() {
+        let empty = FlowFilter { destination_service: vec![String::new()], ..Default::default() };
+        assert!(validate(&[FlowFilter::default(), empty]).is_err());
+        assert!(validate(&[FlowFilter { source_pod: vec!["/".into()], ..Default::default() }]).is_ok());
     }
 
     #[test]

@@ -7,9 +7,11 @@ mod directory;
 pub mod filter;
 mod ring;
 pub mod server;
+mod services;
 
 pub use decode::{decode, Clock};
 pub use directory::{Directory, EndpointMeta};
 pub use ring::{FlowRing, Stored, DEFAULT_CAPACITY};
 pub use server::ObserverService;
+pub use services::{ServiceId, ServiceIndex};
 pub use twill_observe_proto as proto;

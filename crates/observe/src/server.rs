@@ -102,6 +102,9 @@ impl Observer for ObserverService {
         if req.first && req.follow {
             return Err(Status::invalid_argument("first and follow cannot be combined"));
         }
+        filter::validate(&req.whitelist)
+            .and_then(|()| filter::validate(&req.blacklist))
+            .map_err(Status::invalid_argument)?;
         let node = self.directory.read().expect("directory lock").node_name.clone();
         let (history, mut live) = self.ring.snapshot_and_follow();
         let selected = select_history(&history, &req);

@@ -184,7 +184,13 @@ impl Node {
     /// `twill observe ARGS -o json` against this node's Hubble socket: the
     /// flows, in order (other response kinds are left out).
     pub fn observe(&self, args: &[&str]) -> Vec<Value> {
-        let out = Command::new(bin_dir().join("twill"))
+        self.observe_with(&bin_dir().join("twill"), args)
+    }
+
+    /// `observe` with another client binary that takes hubble's flags and
+    /// prints its JSON: the upstream `hubble` CLI.
+    pub fn observe_with(&self, client: &Path, args: &[&str]) -> Vec<Value> {
+        let out = Command::new(client)
             .arg("observe")
             .arg("--server")
             .arg(format!("unix://{}", self.hubble_socket().display()))

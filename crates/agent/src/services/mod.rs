@@ -42,6 +42,9 @@ pub struct Services {
     lb: LbState,
     /// What each service resolved to when the maps were last written.
     resolved: BTreeMap<ServiceKey, ResolvedService>,
+    /// Counts changes of `resolved`, so readers (the flow directory)
+    /// rebuild what they derive from it only when it changed.
+    resolved_revision: u64,
     /// Services whose spec changed since the maps were last written.
     dirty: BTreeSet<ServiceKey>,
     /// The endpoints of each namespace at the last sync: only selector
@@ -75,6 +78,7 @@ impl Services {
             cluster_ips,
             lb: LbState::restore(maglev_size, current),
             resolved: BTreeMap::new(),
+            resolved_revision: 0,
             dirty: BTreeSet::new(),
             views: BTreeMap::new(),
             store,
@@ -242,6 +246,13 @@ impl Services {
         self.specs.values()
     }
 
+    /// What every service resolved to, as the kernel's maps have it, by
+    /// namespace then name; with the revision of that state (see
+    /// `resolved_revision`).
+    pub fn resolved(&self) -> (u64, &BTreeMap<ServiceKey, ResolvedService>) {
+        (self.resolved_revision, &self.resolved)
+    }
+
     /// Brings the kernel's service maps in line: services whose spec
     /// changed, and, when `endpoints_changed`, the selector services of
     /// every namespace whose endpoints differ from the last sync. Returns
@@ -295,10 +306,12 @@ impl Services {
                         .upsert(&resolved)
                         .map_err(|e| AgentError::Invalid(format!("service {key}: {e}")))?;
                     self.resolved.insert(key.clone(), resolved);
+                    self.resolved_revision += 1;
                     ops
                 }
                 None => {
                     self.resolved.remove(key);
+                    self.resolved_revision += 1;
                     self.lb.remove(key)
                 }
             };
@@ -307,6 +320,7 @@ impl Services {
                 // Try again at the next sync rather than believe the maps.
                 self.dirty.insert(key.clone());
                 self.resolved.remove(key);
+                self.resolved_revision += 1;
                 return Err(e);
             }
         }

@@ -383,6 +383,33 @@ fn command_line_keeps_filter_order() {
     );
 }
 
+/// The filters `hubble observe --print-raw-filters` shows for the same flags.
+#[test]
+fn service_flags_build_hubble_s_filters() {
+    let r =
+        plan(&["--to-service", "default/web", "--to-service", "/db", "--from-service", "x"]).unwrap().request;
+    assert_eq!(
+        r.whitelist,
+        vec![flow::FlowFilter {
+            source_service: vec!["x".into()],
+            destination_service: vec!["default/web".into(), "/db".into()],
+            ..Default::default()
+        }]
+    );
+    let r = plan(&["--service", "web", "--not", "--to-service", "prod/"]).unwrap().request;
+    assert_eq!(
+        r.whitelist,
+        vec![
+            flow::FlowFilter { source_service: vec!["web".into()], ..Default::default() },
+            flow::FlowFilter { destination_service: vec!["web".into()], ..Default::default() },
+        ]
+    );
+    assert_eq!(
+        r.blacklist,
+        vec![flow::FlowFilter { destination_service: vec!["prod/".into()], ..Default::default() }]
+    );
+}
+
 #[test]
 fn selectors_like_hubble() {
     let r = plan(&[]).unwrap().request;

@@ -96,7 +96,7 @@ enum Workload {
 const WORKLOADS: [Workload; 3] = [Workload::Stream, Workload::Rr, Workload::Crr];
 
 /// Deletes namespaces the benchmark created, however it ends.
-struct Netns(Vec<String>);
+pub(crate) struct Netns(Vec<String>);
 
 impl Drop for Netns {
     fn drop(&mut self) {
@@ -107,7 +107,7 @@ impl Drop for Netns {
 }
 
 /// Kills a server process, however the benchmark ends.
-struct Running(Child);
+pub(crate) struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -116,14 +116,14 @@ impl Drop for Running {
     }
 }
 
-struct Pair {
-    client_ns: String,
-    server_ns: String,
-    server_ip: String,
+pub(crate) struct Pair {
+    pub(crate) client_ns: String,
+    pub(crate) server_ns: String,
+    pub(crate) server_ip: String,
 }
 
 /// Two namespaces joined by a veth pair, client .1 and server .2 of `net`.
-fn veth_pair(client_ns: &str, server_ns: &str, net: &str) -> anyhow::Result<(Netns, Pair)> {
+pub(crate) fn veth_pair(client_ns: &str, server_ns: &str, net: &str) -> anyhow::Result<(Netns, Pair)> {
     assert!(client_ns.starts_with(OWN_NETNS_PREFIX) && server_ns.starts_with(OWN_NETNS_PREFIX));
     let mut guard = Netns(Vec::new());
     for ns in [client_ns, server_ns] {
@@ -233,7 +233,7 @@ fn iptables_rules(client_ip: &str) -> String {
     r
 }
 
-fn iptables_restore(ns: &str, rules: &str) -> anyhow::Result<Duration> {
+pub(crate) fn iptables_restore(ns: &str, rules: &str) -> anyhow::Result<Duration> {
     let start = Instant::now();
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns, "iptables-restore"])
@@ -251,7 +251,7 @@ fn iptables_restore(ns: &str, rules: &str) -> anyhow::Result<Duration> {
 }
 
 /// Runs a command, killed after `limit` if it has not finished.
-fn bounded(limit: Duration, args: &[&str]) -> anyhow::Result<std::process::Output> {
+pub(crate) fn bounded(limit: Duration, args: &[&str]) -> anyhow::Result<std::process::Output> {
     let secs = limit.as_secs().max(1).to_string();
     let out = Command::new("timeout")
         .args(["-k", "2", &secs])
@@ -261,18 +261,18 @@ fn bounded(limit: Duration, args: &[&str]) -> anyhow::Result<std::process::Outpu
     Ok(out)
 }
 
-fn exe() -> anyhow::Result<String> {
+pub(crate) fn exe() -> anyhow::Result<String> {
     Ok(std::env::current_exe()?.display().to_string())
 }
 
 /// The CPU request/response clients and servers run on, both of them:
 /// the last one.
-fn bench_cpu() -> String {
+pub(crate) fn bench_cpu() -> String {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     (cpus - 1).to_string()
 }
 
-fn start_server(ns: &str, port: u16) -> anyhow::Result<Running> {
+pub(crate) fn start_server(ns: &str, port: u16) -> anyhow::Result<Running> {
     let child = Command::new("ip")
         .args([
             "netns",

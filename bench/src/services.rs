@@ -14,21 +14,22 @@
 use std::{
     collections::BTreeMap,
     fmt::Write as _,
-    io::Write as _,
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context};
 use twill_api::{PolicyFile, Request, ServicesImported};
 
-use crate::{fmt_duration, median, rss_kib, sh, thousands, Bench, Row, OWN_NETNS_PREFIX};
+use crate::{
+    datapath::{bench_cpu, exe, iptables_restore, start_server, veth_pair},
+    fmt_duration, median, rss_kib, sh, thousands, Bench, Row,
+};
 
 const SIZES: [usize; 4] = [10, 1_000, 10_000, 30_000];
 const ROUNDS: usize = 3;
 const CRR_SECONDS: f64 = 2.0;
 const CRR_MAX: u64 = 20_000;
-const SERVER_MAX_SECONDS: u64 = 60;
 const IPT_CLIENT: &str = "twbench-svc-a";
 const IPT_SERVER: &str = "twbench-svc-b";
 const IPT_NET: &str = "10.252.0";
@@ -101,63 +102,6 @@ fn kube_proxy_rules(count: usize, backend: &str, target_port: impl Fn(usize) -> 
     format!("{chains}{rules}COMMIT\n")
 }
 
-fn iptables_restore(ns: &str, rules: &str) -> anyhow::Result<Duration> {
-    let start = Instant::now();
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "iptables-restore"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .context("running iptables-restore (is iptables installed?)")?;
-    child.stdin.take().context("stdin")?.write_all(rules.as_bytes())?;
-    let out = child.wait_with_output()?;
-    if !out.status.success() {
-        bail!("iptables-restore failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    Ok(start.elapsed())
-}
-
-struct Netns(Vec<String>);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn exe() -> anyhow::Result<String> {
-    Ok(std::env::current_exe()?.display().to_string())
-}
-
-fn server(ns: &str, port: u16) -> anyhow::Result<Running> {
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            ns,
-            &exe()?,
-            "__tcp-server",
-            &port.to_string(),
-            &SERVER_MAX_SECONDS.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    Ok(Running(child))
-}
-
 /// One TCP_CRR run: connections per second and connect() p50/p99 in µs.
 struct Crr {
     rate: f64,
@@ -166,11 +110,11 @@ struct Crr {
 }
 
 fn crr(client_ns: &str, server_ns: &str, target: &str, server_port: u16) -> anyhow::Result<Crr> {
-    let _server = server(server_ns, server_port)?;
+    let _server = start_server(server_ns, server_port)?;
     let out = Command::new("timeout")
         .args(["-k", "2", &format!("{}", CRR_SECONDS as u64 + 20)])
         .args(["ip", "netns", "exec", client_ns, &exe()?, "__tcp-client", target, "crr"])
-        .args([&CRR_SECONDS.to_string(), &CRR_MAX.to_string()])
+        .args([&CRR_SECONDS.to_string(), &CRR_MAX.to_string(), &bench_cpu()])
         .output()?;
     if !out.status.success() {
         bail!("crr from {client_ns} to {target} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -215,24 +159,10 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // kube-proxy's rules on a veth pair, and the bare kernel: another pair
     // without any (kube-proxy's KUBE-SERVICES walk slows every new
     // connection of its node, direct ones too).
-    let _netns = Netns(vec![IPT_CLIENT.into(), IPT_SERVER.into(), BARE_CLIENT.into(), BARE_SERVER.into()]);
-    for (client, server, net) in [(IPT_CLIENT, IPT_SERVER, IPT_NET), (BARE_CLIENT, BARE_SERVER, BARE_NET)] {
-        assert!(client.starts_with(OWN_NETNS_PREFIX) && server.starts_with(OWN_NETNS_PREFIX));
-        for ns in [client, server] {
-            sh(&["ip", "netns", "add", ns])?;
-        }
-        sh(&[
-            "ip", "-n", client, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
-            server,
-        ])?;
-        for (ns, host) in [(client, 1), (server, 2)] {
-            sh(&["ip", "-n", ns, "addr", "add", &format!("{net}.{host}/24"), "dev", "eth0"])?;
-            sh(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;
-            sh(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-        }
-    }
-    let ipt_backend = format!("{IPT_NET}.2");
-    let bare_backend = format!("{BARE_NET}.2");
+    let (_ipt_ns, ipt) = veth_pair(IPT_CLIENT, IPT_SERVER, IPT_NET)?;
+    let (_bare_ns, bare) = veth_pair(BARE_CLIENT, BARE_SERVER, BARE_NET)?;
+    let ipt_backend = ipt.server_ip.clone();
+    let bare_backend = bare.server_ip.clone();
     // A virtual address needs a route before kube-proxy's OUTPUT rules see
     // it, as every node has.
     sh(&["ip", "-n", IPT_CLIENT, "route", "add", "default", "via", &ipt_backend])?;

@@ -168,6 +168,9 @@ pub struct Agent {
     /// socket hooks' namespace map is kept without entering namespaces
     /// on every change.
     netns_cookies: BTreeMap<u32, u64>,
+    /// What the socket hooks' namespace map holds, as last written (read
+    /// from the kernel once, at the first sync).
+    netns_written: Option<BTreeMap<u64, twill_abi::LbNetnsValue>>,
 }
 
 impl Agent {
@@ -216,6 +219,7 @@ impl Agent {
             config,
             started: Instant::now(),
             netns_cookies: BTreeMap::new(),
+            netns_written: None,
         };
         agent.namespaces.ensure_default()?;
         agent.restore()?;
@@ -904,7 +908,10 @@ impl Agent {
             desired.insert(cookie, twill_abi::LbNetnsValue { endpoint_id: r.id, identity: r.identity });
         }
         let map = self.datapath.netns_map();
-        let current: BTreeMap<u64, twill_abi::LbNetnsValue> = map.entries()?.into_iter().collect();
+        let current = match self.netns_written.take() {
+            Some(written) => written,
+            None => map.entries()?.into_iter().collect(),
+        };
         for cookie in current.keys().filter(|c| !desired.contains_key(c)) {
             map.remove(*cookie)?;
         }
@@ -913,6 +920,8 @@ impl Agent {
                 map.upsert(*cookie, *value)?;
             }
         }
+        // Only once every write succeeded: a failure reads the map again.
+        self.netns_written = Some(desired);
         Ok(())
     }
 

@@ -7,7 +7,8 @@
 
 use std::path::PathBuf;
 
-const PROTOS: [&str; 3] = ["flow/flow.proto", "relay/relay.proto", "observer/observer.proto"];
+const PROTOS: [&str; 4] =
+    ["flow/flow.proto", "relay/relay.proto", "observer/observer.proto", "peer/peer.proto"];
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");

@@ -6,7 +6,7 @@
 //! public API (`flow`, `observer`, `relay`), so the upstream `hubble` CLI and
 //! Hubble Relay can talk to a Twill server, and Twill can talk to Hubble.
 //!
-//! Modules, one per protobuf package:
+//! Modules, one per protobuf package (plus [`peer`], the node list):
 //!
 //! - [`flow`]: the [`flow::Flow`] record and everything it refers to
 //!   (endpoints, L2-L7 headers, verdicts, drop reasons, ...), the
@@ -56,6 +56,14 @@ pub mod relay {
 #[allow(deprecated, clippy::all, clippy::pedantic, rustdoc::all)]
 pub mod observer {
     include!(concat!(env!("OUT_DIR"), "/observer.rs"));
+}
+
+/// Protobuf package `peer`: the `peer.Peer` gRPC service, which tells
+/// Hubble Relay where the cluster's Hubble servers are.
+// Generated code: keep lint noise (pedantic clippy, doc-comment markup) out.
+#[allow(deprecated, clippy::all, clippy::pedantic, rustdoc::all)]
+pub mod peer {
+    include!(concat!(env!("OUT_DIR"), "/peer.rs"));
 }
 
 /// Full gRPC path of `GetFlows`, as the `hubble` CLI calls it.

@@ -5,12 +5,14 @@
 pub mod decode;
 mod directory;
 pub mod filter;
+pub mod peer;
 mod ring;
 pub mod server;
 mod services;
 
 pub use decode::{decode, Clock};
 pub use directory::{Directory, EndpointMeta};
+pub use peer::{PeerInfo, PeerService, Peers};
 pub use ring::{FlowRing, Stored, DEFAULT_CAPACITY};
 pub use server::ObserverService;
 pub use services::{ServiceId, ServiceIndex};

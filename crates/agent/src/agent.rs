@@ -1202,6 +1202,11 @@ impl Agent {
             bpf_root: self.config.bpf_root.display().to_string(),
             hubble_socket: self.config.hubble_socket.as_ref().map(|p| p.display().to_string()),
             hubble_listen: self.config.hubble_listen.map(|a| a.to_string()),
+            hubble_tls: match &self.config.hubble_tls {
+                None => api::HubbleTls::Off,
+                Some(tls) if tls.client_ca.is_some() => api::HubbleTls::Mutual,
+                Some(_) => api::HubbleTls::On,
+            },
             kernel: serde_json::to_value(&self.features).unwrap_or_default(),
             endpoints: records.len(),
             identities: self.identities.allocated()?.len(),

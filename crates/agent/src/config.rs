@@ -46,9 +46,20 @@ pub struct Args {
     #[arg(long)]
     pub hubble_socket: Option<String>,
     /// TCP address of the observer API ("" to disable). Only loopback
-    /// unless you ask otherwise.
-    #[arg(long, default_value = "127.0.0.1:4244")]
-    pub hubble_listen: String,
+    /// unless you ask otherwise. (`--hubble-listen` is the older name.)
+    #[arg(long, alias = "hubble-listen", default_value = "127.0.0.1:4244")]
+    pub hubble_listen_address: String,
+    /// PEM certificate (chain) of the TCP listener: with --hubble-tls-key,
+    /// the listener speaks TLS only.
+    #[arg(long)]
+    pub hubble_tls_cert: Option<PathBuf>,
+    /// PEM private key of --hubble-tls-cert.
+    #[arg(long)]
+    pub hubble_tls_key: Option<PathBuf>,
+    /// PEM CA certificates: clients of the TCP listener must present a
+    /// certificate signed by one of them (mutual TLS).
+    #[arg(long)]
+    pub hubble_tls_client_ca: Option<PathBuf>,
     /// Address of the Prometheus metrics endpoint ("" to disable).
     #[arg(long, default_value = "127.0.0.1:9962")]
     pub prometheus_listen: String,
@@ -98,6 +109,8 @@ pub struct Config {
     /// The observer API socket, removed by `twill uninstall`.
     pub hubble_socket: Option<PathBuf>,
     pub hubble_listen: Option<SocketAddr>,
+    /// TLS of the TCP listener; the Unix socket is always plaintext.
+    pub hubble_tls: Option<HubbleTls>,
     pub prometheus_listen: Option<SocketAddr>,
     pub flow_buffer_size: usize,
     pub cni_queue_dir: PathBuf,
@@ -106,6 +119,16 @@ pub struct Config {
     pub maglev_table_size: u32,
     pub devices: Vec<String>,
     pub cgroup_root: Option<PathBuf>,
+}
+
+/// The files of the Hubble TCP listener's TLS, as given; read and checked
+/// when the listener starts (see `hubble_tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubbleTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Set: mutual TLS, client certificates must chain to these CAs.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// A flag whose value is wrong: names the flag, the value and the reason.
@@ -174,6 +197,15 @@ impl Config {
                 reason: "not a network device name (1 to 15 characters, no '/')".into(),
             });
         }
+        let hubble_listen = optional_addr("hubble-listen-address", &args.hubble_listen_address)?;
+        let hubble_tls = hubble_tls(args.hubble_tls_cert, args.hubble_tls_key, args.hubble_tls_client_ca)?;
+        if let (Some(tls), None) = (&hubble_tls, hubble_listen) {
+            return Err(FlagError {
+                flag: "hubble-tls-cert",
+                value: tls.cert.display().to_string(),
+                reason: "TLS is for the TCP listener, and --hubble-listen-address is empty".into(),
+            });
+        }
         Ok(Config {
             service_cidr,
             node_port_range,
@@ -194,10 +226,34 @@ impl Config {
             },
             flows: !args.disable_flows,
             hubble_socket,
-            hubble_listen: optional_addr("hubble-listen", &args.hubble_listen)?,
+            hubble_listen,
+            hubble_tls,
             prometheus_listen: optional_addr("prometheus-listen", &args.prometheus_listen)?,
             flow_buffer_size: args.flow_buffer_size,
         })
+    }
+}
+
+/// The TLS flags come as a set: a certificate needs its key and the other
+/// way round, and client CAs mean nothing without a server certificate.
+fn hubble_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+) -> Result<Option<HubbleTls>, FlagError> {
+    let missing = |flag: &'static str, value: &PathBuf, needs: &str| FlagError {
+        flag,
+        value: value.display().to_string(),
+        reason: format!("needs --{needs} as well"),
+    };
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(HubbleTls { cert, key, client_ca })),
+        (Some(cert), None) => Err(missing("hubble-tls-cert", &cert, "hubble-tls-key")),
+        (None, Some(key)) => Err(missing("hubble-tls-key", &key, "hubble-tls-cert")),
+        (None, None) => match client_ca {
+            Some(ca) => Err(missing("hubble-tls-client-ca", &ca, "hubble-tls-cert and --hubble-tls-key")),
+            None => Ok(None),
+        },
     }
 }
 
@@ -245,7 +301,7 @@ mod tests {
             "--pod-cidr: \"10.0.0.1/24\": host bits are set; did you mean 10.0.0.0/24?"
         );
         let e = config(&["--hubble-listen", "nowhere"]).unwrap_err();
-        assert!(e.to_string().starts_with("--hubble-listen: \"nowhere\": "), "{e}");
+        assert!(e.to_string().starts_with("--hubble-listen-address: \"nowhere\": "), "{e}");
         let e = config(&["--flow-buffer-size", "0"]).unwrap_err();
         assert_eq!(e.flag, "flow-buffer-size");
         let e = config(&["--node-port-range", "32767-30000"]).unwrap_err();
@@ -254,7 +310,20 @@ mod tests {
         assert_eq!(e.flag, "bpf-lb-maglev-table-size");
         let e = config(&["--service-cidr", "10.96.0.1/16"]).unwrap_err();
         assert_eq!(e.flag, "service-cidr");
+        let e = config(&["--hubble-tls-cert", "/c.pem"]).unwrap_err();
+        assert_eq!(e.to_string(), "--hubble-tls-cert: \"/c.pem\": needs --hubble-tls-key as well");
+        let e = config(&["--hubble-tls-key", "/k.pem"]).unwrap_err();
+        assert_eq!(e.flag, "hubble-tls-key");
+        let e = config(&["--hubble-tls-client-ca", "/ca.pem"]).unwrap_err();
+        assert_eq!(e.flag, "hubble-tls-client-ca");
+        let tls = ["--hubble-tls-cert", "/c.pem", "--hubble-tls-key", "/k.pem"];
+        let e = config(&[&tls[..], &["--hubble-listen-address", ""]].concat()).unwrap_err();
+        assert_eq!(e.flag, "hubble-tls-cert");
+        let c = config(&tls).unwrap();
+        assert_eq!(c.hubble_tls.map(|t| t.key), Some(PathBuf::from("/k.pem")));
         let c = config(&[]).unwrap();
+        assert_eq!(c.hubble_listen, Some("127.0.0.1:4244".parse().unwrap()));
+        assert_eq!(c.hubble_tls, None);
         assert_eq!(c.node_port_range, 30000..=32767);
         assert_eq!(c.maglev_table_size, 16381);
     }

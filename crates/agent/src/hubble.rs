@@ -1,6 +1,7 @@
-//! Serving the Hubble-compatible observer API, on a Unix socket and on a
-//! TCP address (loopback by default), from a small tokio runtime of its
-//! own so the rest of the agent stays synchronous.
+//! Serving the Hubble API: the observer, the gRPC health service (the
+//! hubble CLI asks it first) and the peer service, on a Unix socket and on
+//! a TCP address (loopback by default, TLS when configured), from a small
+//! tokio runtime of its own so the rest of the agent stays synchronous.
 
 use std::{
     net::SocketAddr,
@@ -9,34 +10,62 @@ use std::{
     time::Instant,
 };
 
+use anyhow::Context as _;
 use tracing::{error, info};
 use twill_observe::{
     proto::{
         observer::observer_server::ObserverServer,
-        tonic::transport::{server::TcpIncoming, Server},
+        peer::peer_server::PeerServer,
+        tonic::transport::{server::TcpIncoming, Server, ServerTlsConfig},
     },
-    Directory, FlowRing, ObserverService,
+    Directory, FlowRing, ObserverService, PeerInfo, PeerService, Peers,
 };
 
+use crate::hubble_tls;
+
 pub struct HubbleConfig {
+    pub node_name: String,
     pub socket: Option<PathBuf>,
     pub listen: Option<SocketAddr>,
+    /// TLS of the TCP listener, its files already read.
+    pub tls: Option<ServerTlsConfig>,
 }
 
+/// Starts the Hubble servers. Returns the node list the peer service
+/// reports: this node alone, until something that knows the cluster
+/// replaces it.
 pub fn spawn(
     config: HubbleConfig,
     ring: Arc<FlowRing>,
     directory: Arc<RwLock<Directory>>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Peers> {
+    let tls_on = config.tls.is_some();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let address = config.listen.map(|a| a.to_string()).unwrap_or_default();
-    let service = || ObserverService {
-        ring: ring.clone(),
-        directory: directory.clone(),
+    let peers = Peers::new(vec![PeerInfo {
+        name: config.node_name.clone(),
+        address: address.clone(),
+        tls_server_name: tls_on.then(|| hubble_tls::server_name(&config.node_name)),
+    }]);
+    let observer = ObserverServer::new(ObserverService {
+        ring,
+        directory,
         version: format!("twill {}", env!("CARGO_PKG_VERSION")),
         started: Instant::now(),
-        address: address.clone(),
-    };
+        address,
+    });
+    let peer = PeerServer::new(PeerService { peers: peers.clone() });
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    // "" (the whole server) is SERVING from the start; the observer by its
+    // service name too, for clients that ask about it.
+    runtime.block_on(health_reporter.set_serving::<ObserverServer<ObserverService>>());
+    let mut tcp_server = Server::builder();
+    if let Some(tls) = config.tls {
+        tcp_server = tcp_server
+            .tls_config(tls)
+            .context("--hubble-tls-cert and --hubble-tls-key: not a usable certificate and key")?;
+    }
+
     // Bind before returning, so a bad address fails the agent's start.
     let unix = match &config.socket {
         Some(path) => {
@@ -46,7 +75,8 @@ pub fn spawn(
             let _ = std::fs::remove_file(path);
             let listener = runtime
                 .block_on(async { tokio::net::UnixListener::bind(path) })
-                .map_err(|e| anyhow::anyhow!("binding Hubble socket {}: {e}", path.display()))?;
+                .with_context(|| format!("binding Hubble socket {}", path.display()))?;
+            // Plaintext, so only root may connect (as Cilium's socket).
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
             Some(listener)
@@ -57,26 +87,31 @@ pub fn spawn(
         Some(addr) => Some(
             runtime
                 .block_on(tokio::net::TcpListener::bind(addr))
-                .map_err(|e| anyhow::anyhow!("binding Hubble address {addr}: {e}"))?,
+                .with_context(|| format!("binding Hubble address {addr}"))?,
         ),
         None => None,
     };
-    let (unix_service, tcp_service) = (service(), service());
     std::thread::Builder::new().name("hubble".into()).spawn(move || {
+        // Kept alive with the servers: dropping it ends Watch streams.
+        let _health_reporter = health_reporter;
         runtime.block_on(async move {
             let mut tasks = Vec::new();
             if let Some(listener) = unix {
                 let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
                 tasks.push(tokio::spawn(
                     Server::builder()
-                        .add_service(ObserverServer::new(unix_service))
+                        .add_service(health.clone())
+                        .add_service(observer.clone())
+                        .add_service(peer.clone())
                         .serve_with_incoming(incoming),
                 ));
             }
             if let Some(listener) = tcp {
                 tasks.push(tokio::spawn(
-                    Server::builder()
-                        .add_service(ObserverServer::new(tcp_service))
+                    tcp_server
+                        .add_service(health)
+                        .add_service(observer)
+                        .add_service(peer)
                         .serve_with_incoming(TcpIncoming::from(listener)),
                 ));
             }
@@ -89,6 +124,6 @@ pub fn spawn(
             }
         })
     })?;
-    info!(socket = ?config.socket, listen = ?config.listen, "Hubble observer API serving");
-    Ok(())
+    info!(socket = ?config.socket, listen = ?config.listen, tls = tls_on, "Hubble API serving");
+    Ok(peers)
 }

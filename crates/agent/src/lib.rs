@@ -10,6 +10,7 @@ mod endpoints;
 pub mod error;
 mod events;
 mod hubble;
+mod hubble_tls;
 mod identities;
 mod inspect;
 mod ipcache;
@@ -48,6 +49,9 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("twill-agent must run as root (it loads eBPF programs and creates network namespaces)");
     }
+    // Read before anything is set up, so a bad file stops the start with
+    // nothing to undo.
+    let hubble_tls = config.hubble_tls.as_ref().map(hubble_tls::server_config).transpose()?;
     let (shutdown_tx, shutdown_rx) = mpsc::channel();
     spawn_signal_thread(shutdown_tx.clone())?;
     let listener = server::bind(&config.api_socket)?;
@@ -65,8 +69,14 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
         };
         events::spawn_reader(events, hub.clone(), sink);
     }
-    hubble::spawn(
-        hubble::HubbleConfig { socket: config.hubble_socket.clone(), listen: config.hubble_listen },
+    // Standalone: the peer service's node list stays this node alone.
+    let _peers = hubble::spawn(
+        hubble::HubbleConfig {
+            node_name: config.node_name.clone(),
+            socket: config.hubble_socket.clone(),
+            listen: config.hubble_listen,
+            tls: hubble_tls,
+        },
         ring.clone(),
         directory,
     )?;

@@ -505,6 +505,18 @@ pub struct SubsystemHealth {
     pub message: String,
 }
 
+/// TLS of the Hubble TCP listener.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HubbleTls {
+    #[default]
+    Off,
+    /// Server certificate only.
+    On,
+    /// Clients must present a certificate from the configured CA.
+    Mutual,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Status {
     pub version: String,
@@ -524,6 +536,9 @@ pub struct Status {
     /// The agent's Hubble observer TCP address.
     #[serde(default)]
     pub hubble_listen: Option<String>,
+    /// Whether the TCP address speaks TLS (the Unix socket never does).
+    #[serde(default)]
+    pub hubble_tls: HubbleTls,
     pub kernel: serde_json::Value,
     pub endpoints: usize,
     pub identities: usize,

@@ -420,6 +420,7 @@ fn status_text(s: &Status) {
             .collect();
         println!("Kernel:       {release} ({})", flags.join(", "));
     }
+    println!("Hubble:       {}", hubble_listeners(s));
     println!("Endpoints:    {}", s.endpoints);
     println!("Policy:       revision {}, {} policies", s.policy_revision, s.policies);
     println!(
@@ -432,6 +433,22 @@ fn status_text(s: &Status) {
     println!("Health:");
     for h in &s.health {
         println!("  {:<10} {:<4} {}", h.name, if h.ok { "ok" } else { "FAIL" }, h.message);
+    }
+}
+
+/// Where the agent serves the Hubble API: "unix:///run/twill/hubble.sock,
+/// 127.0.0.1:4244 (TLS)".
+fn hubble_listeners(s: &Status) -> String {
+    let tcp = s.hubble_listen.as_ref().map(|addr| match s.hubble_tls {
+        twill_api::HubbleTls::Off => format!("{addr} (no TLS)"),
+        twill_api::HubbleTls::On => format!("{addr} (TLS)"),
+        twill_api::HubbleTls::Mutual => format!("{addr} (mutual TLS)"),
+    });
+    let listeners: Vec<String> = s.hubble_socket.iter().map(|p| format!("unix://{p}")).chain(tcp).collect();
+    if listeners.is_empty() {
+        "off".into()
+    } else {
+        listeners.join(", ")
     }
 }
 

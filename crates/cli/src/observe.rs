@@ -27,7 +27,7 @@ use twill_observe_proto::{
     observer::{observer_client::ObserverClient, GetFlowsRequest},
     tonic::{
         self,
-        transport::{Channel, Endpoint},
+        transport::{Channel, ClientTlsConfig, Endpoint},
     },
 };
 
@@ -53,6 +53,8 @@ pub struct Options {
     /// Dialing timeout for the server (Go duration, e.g. 5s).
     #[arg(long, default_value = "5s", value_parser = parse_timeout, help_heading = "Server")]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub tls: TlsOptions,
 
     /// Get all flows stored in the server's buffer.
     #[arg(long, help_heading = "Selectors")]
@@ -98,6 +100,57 @@ pub struct Options {
     /// Also show informational node status events.
     #[arg(long, help_heading = "Formatting")]
     pub debug: bool,
+}
+
+/// TLS to a host:port server, with the hubble CLI's flag names.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Speak TLS to the server (also implied by a tls:// server address).
+    #[arg(long, help_heading = "Server")]
+    pub tls: bool,
+    /// PEM files of the CAs the server certificate must chain to,
+    /// comma-separated.
+    #[arg(long, value_delimiter = ',', help_heading = "Server")]
+    pub tls_ca_cert_files: Vec<std::path::PathBuf>,
+    /// PEM client certificate, for servers that require one (mutual TLS).
+    #[arg(long, help_heading = "Server")]
+    pub tls_client_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-client-cert-file.
+    #[arg(long, help_heading = "Server")]
+    pub tls_client_key_file: Option<std::path::PathBuf>,
+    /// The name the server certificate is checked against (default: the
+    /// server's host).
+    #[arg(long, help_heading = "Server")]
+    pub tls_server_name: Option<String>,
+}
+
+impl TlsOptions {
+    /// The client TLS configuration, its files read and checked.
+    fn client_config(&self) -> anyhow::Result<ClientTlsConfig> {
+        use twill_observe_proto::tls;
+        if self.tls_ca_cert_files.is_empty() {
+            // Twill's client carries no system root store: Hubble servers
+            // use a private CA anyway.
+            bail!("--tls needs --tls-ca-cert-files: the CA the server certificate is checked against");
+        }
+        let mut config = ClientTlsConfig::new();
+        for file in &self.tls_ca_cert_files {
+            config = config.ca_certificate(tls::certificates(file).context("--tls-ca-cert-files")?);
+        }
+        match (&self.tls_client_cert_file, &self.tls_client_key_file) {
+            (Some(cert), Some(key)) => {
+                config = config.identity(
+                    tls::identity(cert, key).context("--tls-client-cert-file/--tls-client-key-file")?,
+                )
+            }
+            (None, None) => {}
+            _ => bail!("--tls-client-cert-file and --tls-client-key-file go together"),
+        }
+        if let Some(name) = &self.tls_server_name {
+            config = config.domain_name(name.clone());
+        }
+        Ok(config)
+    }
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
@@ -264,16 +317,26 @@ impl Plan {
 }
 
 /// The tonic endpoint for a `--server` value.
-fn endpoint(server: &str, timeout: Duration) -> anyhow::Result<Endpoint> {
-    let uri = if server.starts_with("unix:") || server.starts_with("http://") {
+fn endpoint(server: &str, timeout: Duration, tls: &TlsOptions) -> anyhow::Result<Endpoint> {
+    let bare = server.strip_prefix("tls://").or_else(|| server.strip_prefix("https://"));
+    let use_tls = tls.tls || bare.is_some();
+    let uri = if server.starts_with("unix:") {
+        if use_tls {
+            bail!("{server}: TLS is for host:port servers; a Unix socket is plaintext");
+        }
         server.to_string()
-    } else if server.starts_with("https://") || server.starts_with("tls://") {
-        bail!("{server}: TLS is not supported, use a unix: socket or a plain host:port");
+    } else if use_tls {
+        format!("https://{}", bare.unwrap_or(server))
+    } else if server.starts_with("http://") {
+        server.to_string()
     } else {
         format!("http://{server}")
     };
-    let endpoint =
+    let mut endpoint =
         Endpoint::from_shared(uri).map_err(|e| anyhow!("invalid --server address {server:?}: {e}"))?;
+    if use_tls {
+        endpoint = endpoint.tls_config(tls.client_config()?)?;
+    }
     Ok(endpoint.connect_timeout(timeout))
 }
 
@@ -287,8 +350,12 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-pub async fn connect(server: &str, timeout: Duration) -> anyhow::Result<ObserverClient<Channel>> {
-    let channel = endpoint(server, timeout)?.connect().await.map_err(|e| {
+pub async fn connect(
+    server: &str,
+    timeout: Duration,
+    tls: &TlsOptions,
+) -> anyhow::Result<ObserverClient<Channel>> {
+    let channel = endpoint(server, timeout, tls)?.connect().await.map_err(|e| {
         anyhow!(
             "cannot reach the Hubble API at {server}: {}; is the agent running? Point --server (or {SERVER_ENV}) at its Hubble address",
             root_cause(&e)
@@ -353,7 +420,7 @@ pub async fn observe<W: Write, E: Write>(
     printer: &mut Printer<W, E>,
 ) -> anyhow::Result<()> {
     let server = opts.server.as_deref().context("no --server given and no agent to ask for one")?;
-    let mut client = connect(server, opts.timeout).await?;
+    let mut client = connect(server, opts.timeout, &opts.tls).await?;
     tokio::select! {
         r = stream_flows(&mut client, request, printer) => r,
         _ = tokio::signal::ctrl_c() => write_result(printer.finish()).map(|_| ()),

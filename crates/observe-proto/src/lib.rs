@@ -66,6 +66,8 @@ pub mod peer {
     include!(concat!(env!("OUT_DIR"), "/peer.rs"));
 }
 
+pub mod tls;
+
 /// Full gRPC path of `GetFlows`, as the `hubble` CLI calls it.
 pub const GET_FLOWS_PATH: &str = "/observer.Observer/GetFlows";
 

@@ -599,7 +599,8 @@ async fn observe_against_an_in_process_server() {
 async fn unreachable_server_names_the_address() {
     let dir = socket_dir("missing");
     let server = format!("unix://{}/nothing.sock", dir.display());
-    let err = super::connect(&server, Duration::from_secs(1)).await.unwrap_err().to_string();
+    let err =
+        super::connect(&server, Duration::from_secs(1), &Default::default()).await.unwrap_err().to_string();
     let _ = std::fs::remove_dir_all(&dir);
     assert!(err.starts_with(&format!("cannot reach the Hubble API at {server}: ")), "{err}");
     assert!(err.contains("--server") && !err.contains('\n'), "{err}");

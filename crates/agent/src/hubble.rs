@@ -21,7 +21,12 @@ use twill_observe::{
     Directory, FlowRing, ObserverService, PeerInfo, PeerService, Peers,
 };
 
+use tonic_health::ServingStatus;
+
 use crate::hubble_tls;
+
+/// The observer's name in the health service, as Hubble defines it.
+const OBSERVER_HEALTH_NAME: &str = "hubble.server.Observer";
 
 pub struct HubbleConfig {
     pub node_name: String,
@@ -56,9 +61,13 @@ pub fn spawn(
     });
     let peer = PeerServer::new(PeerService { peers: peers.clone() });
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    // "" (the whole server) is SERVING from the start; the observer by its
-    // service name too, for clients that ask about it.
-    runtime.block_on(health_reporter.set_serving::<ObserverServer<ObserverService>>());
+    // "" (the whole server) is SERVING from the start. The observer is
+    // SERVING under the name Hubble checks it by (`hubble status` asks for
+    // it and fails on NotFound) and under its gRPC service name.
+    runtime.block_on(async {
+        health_reporter.set_service_status(OBSERVER_HEALTH_NAME, ServingStatus::Serving).await;
+        health_reporter.set_serving::<ObserverServer<ObserverService>>().await;
+    });
     let mut tcp_server = Server::builder();
     if let Some(tls) = config.tls {
         tcp_server = tcp_server

@@ -112,7 +112,8 @@ pub struct TlsOptions {
     /// comma-separated.
     #[arg(long, value_delimiter = ',', help_heading = "Server")]
     pub tls_ca_cert_files: Vec<std::path::PathBuf>,
-    /// PEM client certificate, for servers that require one (mutual TLS).
+    /// PEM client certificate, for servers that require one (mutual TLS;
+    /// implies --tls).
     #[arg(long, help_heading = "Server")]
     pub tls_client_cert_file: Option<std::path::PathBuf>,
     /// PEM private key of --tls-client-cert-file.
@@ -319,7 +320,8 @@ impl Plan {
 /// The tonic endpoint for a `--server` value.
 fn endpoint(server: &str, timeout: Duration, tls: &TlsOptions) -> anyhow::Result<Endpoint> {
     let bare = server.strip_prefix("tls://").or_else(|| server.strip_prefix("https://"));
-    let use_tls = tls.tls || bare.is_some();
+    // A client certificate implies TLS, as in the hubble CLI.
+    let use_tls = tls.tls || bare.is_some() || tls.tls_client_cert_file.is_some();
     let uri = if server.starts_with("unix:") {
         if use_tls {
             bail!("{server}: TLS is for host:port servers; a Unix socket is plaintext");

@@ -32,6 +32,14 @@ pub fn bin_dir() -> PathBuf {
     dir
 }
 
+/// The upstream Hubble CLI (`HUBBLE`, else ../shared/bin/hubble), which
+/// must work with Twill unchanged. Absent, the test fails saying so.
+pub fn hubble_cli() -> PathBuf {
+    let path = std::env::var_os("HUBBLE").map(PathBuf::from).unwrap_or("/work/shared/bin/hubble".into());
+    assert!(path.exists(), "the upstream hubble CLI is not at {} (set HUBBLE)", path.display());
+    path
+}
+
 /// Polls `check` until it returns true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

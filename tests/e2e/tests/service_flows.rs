@@ -4,20 +4,13 @@
 //! and the upstream hubble CLI filter on it with `--to-service` and
 //! `--from-service`.
 
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{process::Command, time::Duration};
 
-use twill_e2e::{wait_until, Background, Node, Value};
-
-/// The upstream Hubble CLI, which must read Twill's flows unchanged.
-fn hubble_bin() -> PathBuf {
-    let path = std::env::var_os("HUBBLE").map(PathBuf::from).unwrap_or("/work/shared/bin/hubble".into());
-    assert!(path.exists(), "the upstream hubble CLI is not at {} (set HUBBLE)", path.display());
-    path
-}
+use twill_e2e::{hubble_cli, wait_until, Background, Node, Value};
 
 /// `hubble observe ARGS -o json` against the node's socket: the flows.
 fn hubble_observe(node: &Node, args: &[&str]) -> Vec<Value> {
-    node.observe_with(&hubble_bin(), args)
+    node.observe_with(&hubble_cli(), args)
 }
 
 fn tcp_server(node: &Node, endpoint: &str, port: u16) -> Background {
@@ -163,7 +156,7 @@ fn a_service_without_backends_is_named_in_the_refused_connect_s_drop() {
     );
 
     // The compact line names the service where no pod is, as Hubble's does.
-    let out = Command::new(hubble_bin())
+    let out = Command::new(hubble_cli())
         .args(["observe", "--server"])
         .arg(format!("unix://{}", node.hubble_socket().display()))
         .args(["--all", "--to-service", "default/empty"])

@@ -70,9 +70,8 @@ pub fn spawn(
     });
     let mut tcp_server = Server::builder();
     if let Some(tls) = config.tls {
-        tcp_server = tcp_server
-            .tls_config(tls)
-            .context("--hubble-tls-cert and --hubble-tls-key: not a usable certificate and key")?;
+        // Checked by hubble_tls::server_config already.
+        tcp_server = tcp_server.tls_config(tls).context("Hubble TLS")?;
     }
 
     // Bind before returning, so a bad address fails the agent's start.

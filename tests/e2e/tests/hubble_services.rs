@@ -297,5 +297,8 @@ fn bad_tls_flags_stop_the_agent_naming_the_flag() {
         &["--hubble-tls-cert", &cert, "--hubble-tls-key", &key, "--hubble-tls-client-ca", &junk],
     );
     assert!(e.contains("--hubble-tls-client-ca: "), "{e}");
+    let other_key = pki.path("client.key");
+    let e = agent_refuses(&node, &["--hubble-tls-cert", &cert, "--hubble-tls-key", &other_key]);
+    assert!(e.contains("--hubble-tls-cert and --hubble-tls-key: not a usable certificate and key"), "{e}");
     assert!(!node.socket.exists(), "no agent came up");
 }

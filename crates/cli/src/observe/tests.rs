@@ -660,3 +660,29 @@ fn identity_flags_take_cilium_s_reserved_names() {
     assert_eq!(parse_identity("unknown"), Err(expected.to_string()));
     assert_eq!(parse_identity("World"), Err(expected.to_string()));
 }
+
+/// TLS flag mistakes are reported before anything is dialed.
+#[test]
+fn tls_flags_are_checked_before_dialing() {
+    let tls = |f: fn(&mut super::TlsOptions)| {
+        let mut t = super::TlsOptions::default();
+        f(&mut t);
+        super::endpoint("127.0.0.1:4244", Duration::from_secs(1), &t).unwrap_err().to_string()
+    };
+    assert!(tls(|t| t.tls = true).starts_with("--tls needs --tls-ca-cert-files"));
+    let e = tls(|t| {
+        t.tls = true;
+        t.tls_ca_cert_files = vec!["/nonexistent/ca.pem".into()];
+    });
+    assert_eq!(e, "--tls-ca-cert-files");
+    // A client certificate implies TLS, and wants its key.
+    let e = tls(|t| {
+        t.tls_ca_cert_files = vec!["/etc/hostname".into()];
+        t.tls_client_cert_file = Some("/nonexistent/c.pem".into());
+    });
+    assert_eq!(e, "--tls-ca-cert-files", "/etc/hostname is no PEM, and TLS was implied");
+    let unix = super::TlsOptions { tls: true, ..Default::default() };
+    let e = super::endpoint("unix:///run/x.sock", Duration::from_secs(1), &unix).unwrap_err().to_string();
+    assert!(e.contains("a Unix socket is plaintext"), "{e}");
+    assert!(super::endpoint("127.0.0.1:4244", Duration::from_secs(1), &Default::default()).is_ok());
+}

@@ -14,6 +14,7 @@ packages=(
     iputils-ping socat iperf3 python3     # traffic in the demo, tests and benchmarks
     protobuf-compiler libprotobuf-dev     # the Hubble-compatible gRPC API
     prometheus                            # promtool, to check the metrics output in tests
+    openssl                               # test CA and certificates for the Hubble TLS tests
     containerd runc busybox-static        # a real runtime for the CNI tests (ctr run --cni on a busybox image)
     containernetworking-plugins           # reference CNI plugins: chaining (portmap, bandwidth) and the CNI benchmark
 )

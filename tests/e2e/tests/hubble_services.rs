@@ -84,6 +84,8 @@ fn hubble_status_works_on_the_socket_and_on_tcp() {
     let status = ok(hubble(&node, &["status", "--server", TCP]), "hubble status over TCP");
     assert!(status.contains(&format!("Healthcheck (via {TCP}): Ok")), "{status}");
     assert!(current_flows(&status) > 0, "{status}");
+    let nodes = ok(hubble(&node, &["list", "nodes", "--server", TCP]), "hubble list nodes over TCP");
+    assert!(nodes.lines().any(|l| l.starts_with(&node.name) && l.contains("Connected")), "{nodes}");
     let text = node.twill_ok(&["status"]);
     assert!(
         text.contains(&format!("Hubble:       {socket}, {TCP} (no TLS)")),

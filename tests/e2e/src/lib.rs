@@ -111,15 +111,8 @@ impl Node {
         let child = Command::new("nsenter")
             .arg(format!("--net=/run/netns/{}", self.netns))
             .arg(bin_dir().join("twill-agent"))
-            .arg("--state-dir")
-            .arg(&self.state_dir)
-            .arg("--api-socket")
-            .arg(&self.socket)
-            .arg("--bpf-root")
-            .arg(&self.bpf_root)
-            .arg("--hubble-socket")
-            .arg(self.hubble_socket())
-            .args(["--pod-cidr", &self.pod_cidr, "--node-name", &self.name, "--log-level", "debug"])
+            .args(self.agent_flags())
+            .args(["--log-level", "debug"])
             .args(&self.agent_args)
             .stdout(Stdio::null())
             .stderr(log)
@@ -129,6 +122,24 @@ impl Node {
         let ready =
             wait_until(Duration::from_secs(30), || self.twill(&["status", "-o", "json"]).status.success());
         assert!(ready, "agent did not become ready; log:\n{}", self.agent_log());
+    }
+
+    /// The flags that make an agent this node's: its directories, sockets,
+    /// pod CIDR and name (for tests that start an agent themselves).
+    pub fn agent_flags(&self) -> Vec<std::ffi::OsString> {
+        let hubble = self.hubble_socket();
+        let mut flags: Vec<std::ffi::OsString> = Vec::new();
+        for (flag, value) in [
+            ("--state-dir", self.state_dir.as_os_str()),
+            ("--api-socket", self.socket.as_os_str()),
+            ("--bpf-root", self.bpf_root.as_os_str()),
+            ("--hubble-socket", hubble.as_os_str()),
+            ("--pod-cidr", self.pod_cidr.as_ref()),
+            ("--node-name", self.name.as_ref()),
+        ] {
+            flags.extend([flag.into(), value.into()]);
+        }
+        flags
     }
 
     /// The agent's Hubble-compatible observer socket.

@@ -11,7 +11,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 use twill_observe::{
     proto::{
         observer::observer_server::ObserverServer,
@@ -45,6 +45,10 @@ pub fn spawn(
     directory: Arc<RwLock<Directory>>,
 ) -> anyhow::Result<Peers> {
     let tls_on = config.tls.is_some();
+    if let Some(addr) = config.listen.filter(|a| !a.ip().is_loopback() && !tls_on) {
+        // Flows name every workload and address: worth a line in the log.
+        warn!(%addr, "Hubble API on a non-loopback address without TLS (see --hubble-tls-cert)");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let address = config.listen.map(|a| a.to_string()).unwrap_or_default();
     let peers = Peers::new(vec![PeerInfo {

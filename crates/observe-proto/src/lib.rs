@@ -3,10 +3,10 @@
 //! Rust types and gRPC code generated (prost + tonic) from Twill's own
 //! `.proto` files under `proto/`. Those files use the same package names,
 //! service and method names, message/enum names and field numbers as Hubble's
-//! public API (`flow`, `observer`, `relay`), so the upstream `hubble` CLI and
+//! public API (`flow`, `observer`, `relay`, `peer`), so the upstream `hubble` CLI and
 //! Hubble Relay can talk to a Twill server, and Twill can talk to Hubble.
 //!
-//! Modules, one per protobuf package (plus [`peer`], the node list):
+//! Modules, one per protobuf package, and [`tls`]:
 //!
 //! - [`flow`]: the [`flow::Flow`] record and everything it refers to
 //!   (endpoints, L2-L7 headers, verdicts, drop reasons, ...), the
@@ -22,6 +22,10 @@
 //!   `serve_with_incoming`). Client side:
 //!   [`observer::observer_client::ObserverClient`] over a
 //!   [`tonic::transport::Channel`] (`http://host:port` or `unix:/path`).
+//! - [`peer`]: the `peer.Peer` gRPC service (Notify: the cluster's Hubble
+//!   servers and their changes).
+//! - [`tls`]: PEM certificate and key files read and checked for tonic's
+//!   TLS (rustls), for servers and clients alike.
 //!
 //! Well-known types (`Timestamp`, `BoolValue`, `Any`, `FieldMask`, ...) are
 //! [`prost_types`]. The crates the generated code is built on are re-exported

@@ -372,6 +372,14 @@ fn node_port_answers_clients_outside_the_node() {
         node.agent_log()
     );
 
+    // From inside the node the socket hooks translate a node address and
+    // the node port: from an endpoint to the node's router address, and
+    // from the node's own namespace to its outside address.
+    node.endpoint("client", "default", "app=client");
+    assert_eq!(node.tcp_request("client", "10.200.0.1:30080").as_deref(), Ok("web1"));
+    let out = node.host_cmd(&["socat", "-T2", "-", "TCP:192.168.77.2:30080,connect-timeout=2"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "web1", "the node itself to its node port");
+
     // Without backends the node drops it as "Service backend not found".
     node.twill_ok(&["endpoint", "label", "web1", "app=none"]);
     let before = no_service_drops(&node);

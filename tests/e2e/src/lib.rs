@@ -377,6 +377,11 @@ impl Node {
         assert!(bound, "nothing bound to port {port} in {endpoint}");
     }
 
+    /// `twill service create ARGS -o json`.
+    pub fn service_create(&self, args: &[&str]) -> Value {
+        self.twill_json(&[&["service", "create"], args].concat())
+    }
+
     /// One TCP request from `client` (namespace default) to `target`
     /// (ADDR:PORT): the answering server's name, or the error socat printed
     /// (a dropped SYN times out after 2 s, a missing server is "refused").
@@ -443,4 +448,14 @@ impl Drop for UdpServer {
             let _ = t.join();
         }
     }
+}
+
+/// A service's ClusterIP, from its JSON.
+pub fn cluster_ip(svc: &Value) -> String {
+    svc["cluster_ip"].as_str().expect("cluster_ip").to_string()
+}
+
+/// An endpoint's IPv4 address, from its JSON.
+pub fn ip_of(ep: &Value) -> String {
+    ep["ipv4"].as_str().expect("ipv4").to_string()
 }

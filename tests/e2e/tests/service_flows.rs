@@ -6,46 +6,15 @@
 
 use std::{process::Command, time::Duration};
 
-use twill_e2e::{hubble_cli, wait_until, Background, Node, Value};
+use twill_e2e::{cluster_ip, hubble_cli, ip_of, wait_until, Node, Value};
 
 /// `hubble observe ARGS -o json` against the node's socket: the flows.
 fn hubble_observe(node: &Node, args: &[&str]) -> Vec<Value> {
     node.observe_with(&hubble_cli(), args)
 }
 
-fn tcp_server(node: &Node, endpoint: &str, port: u16) -> Background {
-    let listen = format!("TCP-LISTEN:{port},reuseaddr,fork");
-    node.spawn_in(endpoint, "default", &["socat", &listen, &format!("SYSTEM:echo {endpoint}")])
-}
-
-/// One TCP request from `client`: the answer, or socat's error.
-fn request(node: &Node, client: &str, target: &str) -> Result<String, String> {
-    let out =
-        node.exec(client, "default", &["socat", "-T2", "-", &format!("TCP:{target},connect-timeout=2")]);
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
-    }
-}
-
 fn service(node: &Node, name: &str, selector: &str) -> String {
-    let svc = node.twill_json(&[
-        "service",
-        "create",
-        name,
-        "--port",
-        "80",
-        "--target-port",
-        "8080",
-        "--selector",
-        selector,
-    ]);
-    svc["cluster_ip"].as_str().expect("cluster_ip").to_string()
-}
-
-fn ip_of(ep: &Value) -> String {
-    ep["ipv4"].as_str().unwrap().to_string()
+    cluster_ip(&node.service_create(&[name, "--port", "80", "--target-port", "8080", "--selector", selector]))
 }
 
 /// What identifies one flow across two readers of the ring.
@@ -59,13 +28,13 @@ fn flows_through_a_cluster_ip_name_the_service_both_ways() {
     node.endpoint("client", "default", "app=client");
     let web1 = node.endpoint("web1", "default", "app=web");
     node.endpoint("db1", "default", "app=db");
-    let _web = tcp_server(&node, "web1", 8080);
-    let _db = tcp_server(&node, "db1", 8080);
+    let _web = node.tcp_server("web1", 8080);
+    let _db = node.tcp_server("db1", 8080);
     let vip = service(&node, "web", "app=web");
     service(&node, "other", "app=db");
     let target = format!("{vip}:80");
     assert!(
-        wait_until(Duration::from_secs(10), || request(&node, "client", &target).as_deref() == Ok("web1"))
+        wait_until(Duration::from_secs(10), || node.tcp_request("client", &target).as_deref() == Ok("web1"))
     );
     // Traffic that is no service's: ICMP to the backend.
     assert!(node.ping("client", "default", &ip_of(&web1)));
@@ -131,7 +100,7 @@ fn a_service_without_backends_is_named_in_the_refused_connect_s_drop() {
     node.endpoint("client", "default", "app=client");
     let vip = service(&node, "empty", "app=nothing");
     let err =
-        request(&node, "client", &format!("{vip}:80")).expect_err("a service without backends answered");
+        node.tcp_request("client", &format!("{vip}:80")).expect_err("a service without backends answered");
     assert!(err.contains("refused"), "{err}");
 
     let empty = serde_json::json!({"name": "empty", "namespace": "default"});

@@ -4,15 +4,7 @@
 
 use std::{collections::BTreeMap, process::Command, time::Duration};
 
-use twill_e2e::{run_ok, wait_until, Node, Value};
-
-fn service(node: &Node, args: &[&str]) -> Value {
-    node.twill_json(&[&["service", "create"], args].concat())
-}
-
-fn cluster_ip(svc: &Value) -> String {
-    svc["cluster_ip"].as_str().expect("cluster_ip").to_string()
-}
+use twill_e2e::{cluster_ip, ip_of, run_ok, wait_until, Node};
 
 /// The backends of the service's ClusterIP frontend, as `twill service get` shows them.
 fn backends(node: &Node, name: &str) -> Vec<String> {
@@ -28,10 +20,6 @@ fn backends(node: &Node, name: &str) -> Vec<String> {
         frontend["backends"].as_array().unwrap().iter().map(|b| b.as_str().unwrap().to_string()).collect();
     out.sort();
     out
-}
-
-fn ip_of(ep: &Value) -> String {
-    ep["ipv4"].as_str().unwrap().to_string()
 }
 
 fn tally(node: &Node, client: &str, target: &str, n: usize) -> BTreeMap<String, usize> {
@@ -61,7 +49,7 @@ fn a_cluster_ip_reaches_every_backend_of_its_selector() {
     node.endpoint("web2", "default", "app=web");
     let _s1 = node.tcp_server("web1", 8080);
     let _s2 = node.tcp_server("web2", 8080);
-    let svc = service(&node, &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
+    let svc = node.service_create(&["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
     let vip = cluster_ip(&svc);
     assert!(vip.starts_with("10.96."), "allocated from the default service CIDR: {vip}");
     let target = format!("{vip}:80");
@@ -89,7 +77,7 @@ fn selector_services_follow_endpoint_churn_and_refuse_without_backends() {
     node.endpoint("client", "default", "app=client");
     let w1 = node.endpoint("web1", "default", "app=web");
     let _s1 = node.tcp_server("web1", 8080);
-    let svc = service(&node, &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
+    let svc = node.service_create(&["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
     let target = format!("{}:80", cluster_ip(&svc));
     assert_eq!(backends(&node, "web"), vec![format!("{}:8080", ip_of(&w1))]);
 
@@ -132,10 +120,17 @@ fn client_ip_affinity_keeps_a_client_on_one_backend() {
         node.endpoint(name, "default", "app=web");
         servers.push(node.tcp_server(name, 8080));
     }
-    let svc = service(
-        &node,
-        &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web", "--affinity", "client-ip"],
-    );
+    let svc = node.service_create(&[
+        "web",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+        "--selector",
+        "app=web",
+        "--affinity",
+        "client-ip",
+    ]);
     assert_eq!(svc["affinity_timeout"], 10800, "Kubernetes' default timeout");
     let target = format!("{}:80", cluster_ip(&svc));
     assert!(wait_until(Duration::from_secs(5), || node.tcp_request("client", &target).is_ok()));
@@ -143,28 +138,26 @@ fn client_ip_affinity_keeps_a_client_on_one_backend() {
     assert_eq!(seen.len(), 1, "one client, one backend: {seen:?}");
 
     // Without affinity the same client spreads.
-    let plain = service(&node, &["plain", "--port", "81", "--target-port", "8080", "--selector", "app=web"]);
+    let plain =
+        node.service_create(&["plain", "--port", "81", "--target-port", "8080", "--selector", "app=web"]);
     let seen = tally(&node, "client", &format!("{}:81", cluster_ip(&plain)), 30);
     assert!(seen.len() >= 2, "random choice over three backends: {seen:?}");
 
     // Affinity ends with its timeout: a client idle for longer is placed
     // afresh (all ten on one of three backends by chance: 1 in 19,683).
-    let short = service(
-        &node,
-        &[
-            "short",
-            "--port",
-            "82",
-            "--target-port",
-            "8080",
-            "--selector",
-            "app=web",
-            "--affinity",
-            "client-ip",
-            "--affinity-timeout",
-            "1s",
-        ],
-    );
+    let short = node.service_create(&[
+        "short",
+        "--port",
+        "82",
+        "--target-port",
+        "8080",
+        "--selector",
+        "app=web",
+        "--affinity",
+        "client-ip",
+        "--affinity-timeout",
+        "1s",
+    ]);
     assert_eq!(short["affinity_timeout"], 1);
     let target = format!("{}:82", cluster_ip(&short));
     let mut seen = BTreeMap::new();
@@ -184,20 +177,17 @@ fn udp_and_explicit_backends_and_maglev() {
     let d2 = node.endpoint("dns2", "default", "app=dns");
     let _u1 = node.udp_server("dns1", 5353);
     let _u2 = node.udp_server("dns2", 5353);
-    let svc = service(
-        &node,
-        &[
-            "dns",
-            "--frontend",
-            "10.96.53.53:53/udp",
-            "--backend",
-            &format!("{}:5353", ip_of(&d1)),
-            "--backend",
-            &format!("{}:5353", ip_of(&d2)),
-            "--algorithm",
-            "maglev",
-        ],
-    );
+    let svc = node.service_create(&[
+        "dns",
+        "--frontend",
+        "10.96.53.53:53/udp",
+        "--backend",
+        &format!("{}:5353", ip_of(&d1)),
+        "--backend",
+        &format!("{}:5353", ip_of(&d2)),
+        "--algorithm",
+        "maglev",
+    ]);
     assert_eq!(cluster_ip(&svc), "10.96.53.53");
     let ask = || {
         let out = node.exec("client", "default", &["sh", "-c", "echo q | socat -d -T2 - UDP:10.96.53.53:53"]);
@@ -227,7 +217,7 @@ fn policy_applies_to_the_backend_behind_the_virtual_address() {
     node.endpoint("bad", "default", "app=bad");
     node.endpoint("web1", "default", "app=web");
     let _s = node.tcp_server("web1", 8080);
-    let svc = service(&node, &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
+    let svc = node.service_create(&["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
     let target = format!("{}:80", cluster_ip(&svc));
     let policy = node.state_dir.parent().unwrap().join("web-policy.yaml");
     std::fs::write(
@@ -281,7 +271,7 @@ fn backends_churn_under_load_without_failed_requests() {
         node.endpoint(name, "default", "app=web");
         servers.push(node.tcp_server(name, 8080));
     }
-    let svc = service(&node, &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
+    let svc = node.service_create(&["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
     let target = format!("{}:80", cluster_ip(&svc));
     assert!(wait_until(Duration::from_secs(5), || node.tcp_request("client", &target).is_ok()));
 
@@ -334,22 +324,19 @@ fn node_port_answers_clients_outside_the_node() {
 
     node.endpoint("web1", "default", "app=web");
     let _s = node.tcp_server("web1", 8080);
-    let svc = service(
-        &node,
-        &[
-            "web",
-            "--port",
-            "80",
-            "--target-port",
-            "8080",
-            "--selector",
-            "app=web",
-            "--type",
-            "NodePort",
-            "--node-port",
-            "30080",
-        ],
-    );
+    let svc = node.service_create(&[
+        "web",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+        "--selector",
+        "app=web",
+        "--type",
+        "NodePort",
+        "--node-port",
+        "30080",
+    ]);
     assert_eq!(svc["ports"][0]["node_port"], 30080);
     let from_outside = |target: &str| {
         let out = Command::new("ip")
@@ -401,7 +388,7 @@ fn services_keep_working_while_the_agent_is_down_and_after_it_returns() {
     node.endpoint("client", "default", "app=client");
     node.endpoint("web1", "default", "app=web");
     let _s = node.tcp_server("web1", 8080);
-    let svc = service(&node, &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
+    let svc = node.service_create(&["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
     let target = format!("{}:80", cluster_ip(&svc));
     assert!(
         wait_until(Duration::from_secs(5), || node.tcp_request("client", &target).as_deref() == Ok("web1"))

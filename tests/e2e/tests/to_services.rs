@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use twill_e2e::{wait_until, Node, Value};
+use twill_e2e::{cluster_ip, ip_of, wait_until, Node};
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -24,18 +24,6 @@ fn denied(node: &Node, client: &str, target: &str) -> bool {
         Ok(_) => false,
         Err(e) => !e.contains("refused"),
     })
-}
-
-fn ip_of(ep: &Value) -> String {
-    ep["ipv4"].as_str().unwrap().to_string()
-}
-
-fn cluster_ip(svc: &Value) -> String {
-    svc["cluster_ip"].as_str().expect("cluster_ip").to_string()
-}
-
-fn service(node: &Node, args: &[&str]) -> Value {
-    node.twill_json(&[&["service", "create"], args].concat())
 }
 
 /// Imports a policy from a file in the node's scratch directory (removed
@@ -68,7 +56,7 @@ fn a_named_service_allows_its_current_backends_and_nothing_else() {
     let other = node.endpoint("other", "default", "app=other");
     let _s1 = node.tcp_server("web1", 8080);
     let _so = node.tcp_server("other", 8080);
-    let svc = service(&node, &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
+    let svc = node.service_create(&["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
     let vip = format!("{}:80", cluster_ip(&svc));
     let other_addr = format!("{}:8080", ip_of(&other));
     assert!(reaches(&node, "client", &other_addr, "other"), "without policy everything is allowed");
@@ -111,7 +99,7 @@ fn a_named_service_allows_its_current_backends_and_nothing_else() {
     // The service gone, its backends are no longer allowed; back, they are.
     node.twill_ok(&["service", "delete", "web"]);
     assert!(denied(&node, "client", &web1_addr), "a deleted service allows nothing");
-    service(&node, &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
+    node.service_create(&["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
     assert!(reaches(&node, "client", &web1_addr, "web1"), "a recreated service allows again");
     assert!(denied(&node, "client", &other_addr));
 }
@@ -130,8 +118,15 @@ fn a_service_without_selector_allows_exactly_its_backend_addresses() {
     assert!(denied(&node, "client", &db_addr), "no service yet: nothing allowed");
 
     // One backend is an endpoint, one an address outside the node.
-    let svc =
-        service(&node, &["ext", "--port", "5432", "--backend", &db_addr, "--backend", "192.0.2.10:8080"]);
+    let svc = node.service_create(&[
+        "ext",
+        "--port",
+        "5432",
+        "--backend",
+        &db_addr,
+        "--backend",
+        "192.0.2.10:8080",
+    ]);
     let vip = format!("{}:5432", cluster_ip(&svc));
     assert!(reaches(&node, "client", &vip, "db"), "the endpoint backend through the ClusterIP");
     assert!(denied(&node, "client", &other_addr), "other is no backend");
@@ -143,7 +138,7 @@ fn a_service_without_selector_allows_exactly_its_backend_addresses() {
     assert!(identity.as_u64().unwrap() >= 1 << 24, "a CIDR identity: {identity}");
 
     // New backends replace the old: other allowed, db no longer.
-    service(&node, &["ext", "--port", "5432", "--backend", &other_addr]);
+    node.service_create(&["ext", "--port", "5432", "--backend", &other_addr]);
     assert!(reaches(&node, "client", &other_addr, "other"), "the new backend is allowed");
     assert!(denied(&node, "client", &db_addr), "the old backend is denied");
     let ipcache = node.twill_json(&["bpf", "ipcache", "list"]);
@@ -162,10 +157,17 @@ fn services_selected_by_their_labels_follow_label_changes() {
     let _sw = node.tcp_server("web", 8080);
     let _sd = node.tcp_server("db", 8080);
     let (web_addr, db_addr) = (format!("{}:8080", ip_of(&web)), format!("{}:8080", ip_of(&db)));
-    service(
-        &node,
-        &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web", "--labels", "team=a"],
-    );
+    node.service_create(&[
+        "web",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+        "--selector",
+        "app=web",
+        "--labels",
+        "team=a",
+    ]);
     // The other service comes as Kubernetes YAML, labelled by metadata.labels.
     let db_yaml = |team: &str| {
         format!(
@@ -194,10 +196,17 @@ spec:
     std::fs::write(&file, db_yaml("a")).unwrap();
     node.twill_ok(&["service", "import", file.to_str().unwrap()]);
     assert!(reaches(&node, "client", &db_addr, "db"), "a service relabelled in is followed");
-    service(
-        &node,
-        &["web", "--port", "80", "--target-port", "8080", "--selector", "app=web", "--labels", "team=c"],
-    );
+    node.service_create(&[
+        "web",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+        "--selector",
+        "app=web",
+        "--labels",
+        "team=c",
+    ]);
     assert!(denied(&node, "client", &web_addr), "a service relabelled out is followed");
 
     // toPorts alongside restricts the port: db on another port is denied.

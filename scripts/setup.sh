@@ -17,6 +17,7 @@ packages=(
     openssl                               # test CA and certificates for the Hubble TLS tests
     containerd runc busybox-static        # a real runtime for the CNI tests (ctr run --cni on a busybox image)
     containernetworking-plugins           # reference CNI plugins: chaining (portmap, bandwidth) and the CNI benchmark
+    etcd-server                           # the cluster-mode store, started by the store's and the cluster tests
 )
 missing=()
 for p in "${packages[@]}"; do

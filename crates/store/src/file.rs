@@ -3,6 +3,13 @@
 //! change. State is small (endpoints, identities, IPs on one host), so a
 //! full rewrite per change costs well under a millisecond and a crash can
 //! only ever leave the previous or the next complete state on disk.
+//!
+//! Watches and leases live in memory only. Watchers are fed after a change
+//! is on disk, so a watcher never sees a change a crash could undo. There is
+//! no history: a watch can start now or at the next revision, never in the
+//! past. A lease belongs to this process, as an etcd lease belongs to a live
+//! client, so keys written under a lease are dropped when the store is
+//! opened again.
 
 use std::{
     collections::BTreeMap,
@@ -10,17 +17,22 @@ use std::{
     io::Write,
     os::fd::AsRawFd,
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc::{sync_channel, SyncSender, TrySendError},
+        Arc, Mutex, MutexGuard,
+    },
+    time::{Duration, Instant},
 };
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Entry, Store, StoreError};
+use crate::{Entry, LeaseId, Store, StoreError, Watch, WatchEvent, WATCH_CAPACITY};
 
 const DATA_FILE: &str = "store.json";
 const LOCK_FILE: &str = "store.lock";
 
-#[derive(Default, Serialize, Deserialize)]
+#[derive(Default, Clone, Serialize, Deserialize)]
 struct Snapshot {
     revision: u64,
     entries: BTreeMap<String, StoredEntry>,
@@ -30,11 +42,80 @@ struct Snapshot {
 struct StoredEntry {
     value: String,
     mod_revision: u64,
+    // Recorded so that a reopened store can drop what a dead process held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease: Option<LeaseId>,
+}
+
+struct Lease {
+    ttl: Duration,
+    deadline: Instant,
+}
+
+struct Subscriber {
+    prefix: String,
+    from_revision: u64,
+    events: SyncSender<Result<WatchEvent, StoreError>>,
+    overflowed: Arc<AtomicBool>,
+}
+
+struct State {
+    snapshot: Snapshot,
+    leases: BTreeMap<LeaseId, Lease>,
+    next_lease: LeaseId,
+    subscribers: Vec<Subscriber>,
+}
+
+/// A change being prepared on a copy of the snapshot. The revision is
+/// taken on the first write, so one call (a batch, a prefix delete, a lease
+/// expiry) is one revision, as one etcd transaction is.
+struct Pending {
+    snapshot: Snapshot,
+    events: Vec<WatchEvent>,
+    written: bool,
+}
+
+impl Pending {
+    fn new(snapshot: &Snapshot) -> Self {
+        Self { snapshot: snapshot.clone(), events: Vec::new(), written: false }
+    }
+
+    fn revision(&mut self) -> u64 {
+        if !self.written {
+            self.snapshot.revision += 1;
+            self.written = true;
+        }
+        self.snapshot.revision
+    }
+
+    fn put(&mut self, key: &str, value: &str, lease: Option<LeaseId>) -> u64 {
+        let revision = self.revision();
+        self.snapshot
+            .entries
+            .insert(key.to_string(), StoredEntry { value: value.to_string(), mod_revision: revision, lease });
+        self.events.push(WatchEvent::Put { key: key.to_string(), value: value.to_string(), mod_revision: revision });
+        revision
+    }
+
+    fn remove(&mut self, key: &str) -> bool {
+        if !self.snapshot.entries.contains_key(key) {
+            return false;
+        }
+        let revision = self.revision();
+        self.snapshot.entries.remove(key);
+        self.events.push(WatchEvent::Delete { key: key.to_string(), mod_revision: revision });
+        true
+    }
+
+    fn get(&self, key: &str) -> Option<&StoredEntry> {
+        self.snapshot.entries.get(key)
+    }
 }
 
 pub struct FileStore {
+    dir: PathBuf,
     path: PathBuf,
-    state: Mutex<Snapshot>,
+    state: Mutex<State>,
     // Held for the store's lifetime: the kernel drops the flock with it.
     _lock: File,
 }
@@ -61,7 +142,7 @@ impl FileStore {
         write!(lock, "{}", std::process::id()).map_err(|e| io(&lock_path, e))?;
 
         let path = dir.join(DATA_FILE);
-        let snapshot = match fs::read_to_string(&path) {
+        let snapshot: Snapshot = match fs::read_to_string(&path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
                 path: path.display().to_string(),
                 reason: e.to_string(),
@@ -69,20 +150,98 @@ impl FileStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Snapshot::default(),
             Err(e) => return Err(io(&path, e)),
         };
-        Ok(Self { path, state: Mutex::new(snapshot), _lock: lock })
+        let store = Self {
+            dir: dir.to_path_buf(),
+            path,
+            state: Mutex::new(State { snapshot, leases: BTreeMap::new(), next_lease: 1, subscribers: Vec::new() }),
+            _lock: lock,
+        };
+        // The leases of the process that wrote these keys died with it.
+        {
+            let mut state = store.lock_raw();
+            let mut pending = Pending::new(&state.snapshot);
+            let leased: Vec<String> =
+                state.snapshot.entries.iter().filter(|(_, e)| e.lease.is_some()).map(|(k, _)| k.clone()).collect();
+            for key in &leased {
+                pending.remove(key);
+            }
+            store.commit(&mut state, pending)?;
+        }
+        Ok(store)
     }
 
-    /// Runs `change` on the state; persists and commits it only if it
-    /// reports a modification and the write succeeds.
-    fn mutate<T>(&self, change: impl FnOnce(&mut Snapshot) -> (bool, T)) -> Result<T, StoreError> {
-        let mut guard = self.state.lock().expect("store mutex poisoned");
-        let mut next = Snapshot { revision: guard.revision, entries: guard.entries.clone() };
-        let (modified, result) = change(&mut next);
-        if modified {
-            self.persist(&next)?;
-            *guard = next;
+    fn lock_raw(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("store mutex poisoned")
+    }
+
+    /// The state, after expiring every lease whose deadline has passed:
+    /// there is no timer thread, so every call does it first.
+    fn lock(&self) -> Result<MutexGuard<'_, State>, StoreError> {
+        let mut state = self.lock_raw();
+        let now = Instant::now();
+        let expired: Vec<LeaseId> =
+            state.leases.iter().filter(|(_, l)| l.deadline <= now).map(|(id, _)| *id).collect();
+        for id in expired {
+            state.leases.remove(&id);
+            self.drop_lease_keys(&mut state, id)?;
         }
+        Ok(state)
+    }
+
+    fn drop_lease_keys(&self, state: &mut State, lease: LeaseId) -> Result<(), StoreError> {
+        let mut pending = Pending::new(&state.snapshot);
+        let keys: Vec<String> = state
+            .snapshot
+            .entries
+            .iter()
+            .filter(|(_, e)| e.lease == Some(lease))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &keys {
+            pending.remove(key);
+        }
+        self.commit(state, pending)
+    }
+
+    /// Runs `change` on a copy of the state; persists and commits it only if
+    /// it wrote something and the write to disk succeeds.
+    fn mutate<T>(
+        &self,
+        change: impl FnOnce(&mut Pending, &BTreeMap<LeaseId, Lease>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut state = self.lock()?;
+        let mut pending = Pending::new(&state.snapshot);
+        let result = change(&mut pending, &state.leases)?;
+        self.commit(&mut state, pending)?;
         Ok(result)
+    }
+
+    fn commit(&self, state: &mut State, pending: Pending) -> Result<(), StoreError> {
+        if !pending.written {
+            return Ok(());
+        }
+        self.persist(&pending.snapshot)?;
+        state.snapshot = pending.snapshot;
+        // Sent under the lock, so every watcher sees changes in revision order.
+        state.subscribers.retain(|sub| {
+            for event in pending.events.iter().filter(|e| e.key().starts_with(&sub.prefix)) {
+                if event.mod_revision() < sub.from_revision {
+                    continue;
+                }
+                match sub.events.try_send(Ok(event.clone())) {
+                    Ok(()) => {}
+                    Err(TrySendError::Disconnected(_)) => return false,
+                    // Blocking here would stall every writer behind one slow
+                    // reader; ending its watch makes it re-list instead.
+                    Err(TrySendError::Full(_)) => {
+                        sub.overflowed.store(true, Ordering::Release);
+                        return false;
+                    }
+                }
+            }
+            true
+        });
+        Ok(())
     }
 
     fn persist(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
@@ -100,99 +259,178 @@ fn io(path: &Path, source: std::io::Error) -> StoreError {
     StoreError::Io { path: path.display().to_string(), source }
 }
 
-fn write_entry(snapshot: &mut Snapshot, key: &str, value: &str) -> u64 {
-    snapshot.revision += 1;
-    let revision = snapshot.revision;
-    snapshot
-        .entries
-        .insert(key.to_string(), StoredEntry { value: value.to_string(), mod_revision: revision });
-    revision
+fn entry(e: &StoredEntry) -> Entry {
+    Entry { value: e.value.clone(), mod_revision: e.mod_revision }
+}
+
+fn check_lease(leases: &BTreeMap<LeaseId, Lease>, lease: LeaseId) -> Result<(), StoreError> {
+    if leases.contains_key(&lease) {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseNotFound(lease))
+    }
 }
 
 impl Store for FileStore {
     fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        let guard = self.state.lock().expect("store mutex poisoned");
-        Ok(guard.entries.get(key).map(|e| Entry { value: e.value.clone(), mod_revision: e.mod_revision }))
+        let state = self.lock()?;
+        Ok(state.snapshot.entries.get(key).map(entry))
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<(String, Entry)>, StoreError> {
-        let guard = self.state.lock().expect("store mutex poisoned");
-        Ok(guard
-            .entries
-            .range(prefix.to_string()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-            .map(|(k, e)| (k.clone(), Entry { value: e.value.clone(), mod_revision: e.mod_revision }))
-            .collect())
+        Ok(self.list_at(prefix)?.0)
     }
 
     fn put(&self, key: &str, value: &str) -> Result<u64, StoreError> {
-        self.mutate(|s| (true, write_entry(s, key, value)))
+        self.mutate(|p, _| Ok(p.put(key, value, None)))
     }
 
     fn create(&self, key: &str, value: &str) -> Result<bool, StoreError> {
-        self.mutate(|s| {
-            if s.entries.contains_key(key) {
-                (false, false)
-            } else {
-                write_entry(s, key, value);
-                (true, true)
+        self.mutate(|p, _| {
+            if p.get(key).is_some() {
+                return Ok(false);
             }
+            p.put(key, value, None);
+            Ok(true)
         })
     }
 
     fn compare_and_swap(&self, key: &str, expected: u64, value: &str) -> Result<bool, StoreError> {
-        self.mutate(|s| match s.entries.get(key) {
+        self.mutate(|p, _| match p.get(key) {
             Some(e) if e.mod_revision == expected => {
-                write_entry(s, key, value);
-                (true, true)
+                // Like an etcd put without a lease, a swap detaches the key
+                // from the lease it had.
+                p.put(key, value, None);
+                Ok(true)
             }
-            _ => (false, false),
+            _ => Ok(false),
         })
     }
 
     fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.mutate(|s| {
-            let existed = s.entries.remove(key).is_some();
-            (existed, existed)
-        })
+        self.mutate(|p, _| Ok(p.remove(key)))
     }
 
     fn compare_and_delete(&self, key: &str, expected: u64) -> Result<bool, StoreError> {
-        self.mutate(|s| match s.entries.get(key) {
-            Some(e) if e.mod_revision == expected => {
-                s.entries.remove(key);
-                (true, true)
-            }
-            _ => (false, false),
+        self.mutate(|p, _| match p.get(key) {
+            Some(e) if e.mod_revision == expected => Ok(p.remove(key)),
+            _ => Ok(false),
         })
     }
 
     fn delete_prefix(&self, prefix: &str) -> Result<usize, StoreError> {
-        self.mutate(|s| {
-            let keys: Vec<String> = s.entries.keys().filter(|k| k.starts_with(prefix)).cloned().collect();
+        self.mutate(|p, _| {
+            let keys: Vec<String> = p
+                .snapshot
+                .entries
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, _)| k.clone())
+                .collect();
             for key in &keys {
-                s.entries.remove(key);
+                p.remove(key);
             }
-            (!keys.is_empty(), keys.len())
+            Ok(keys.len())
         })
     }
 
     fn write_batch(&self, puts: &[(String, String)], deletes: &[String]) -> Result<u64, StoreError> {
-        self.mutate(|s| {
-            let mut modified = !puts.is_empty();
+        self.mutate(|p, _| {
             for key in deletes {
-                modified |= s.entries.remove(key).is_some();
+                // A key both deleted and written ends up written. etcd refuses
+                // a transaction naming a key twice; the etcd backend drops
+                // such deletes the same way.
+                if !puts.iter().any(|(k, _)| k == key) {
+                    p.remove(key);
+                }
             }
-            // One revision for the whole batch, as etcd gives a transaction.
-            if modified {
-                s.revision += 1;
-            }
-            let revision = s.revision;
             for (key, value) in puts {
-                s.entries.insert(key.clone(), StoredEntry { value: value.clone(), mod_revision: revision });
+                p.put(key, value, None);
             }
-            (modified, revision)
+            Ok(p.snapshot.revision)
         })
+    }
+
+    fn list_at(&self, prefix: &str) -> Result<(Vec<(String, Entry)>, u64), StoreError> {
+        let state = self.lock()?;
+        let entries = state
+            .snapshot
+            .entries
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, e)| (k.clone(), entry(e)))
+            .collect();
+        Ok((entries, state.snapshot.revision))
+    }
+
+    fn watch(&self, prefix: &str, from_revision: u64) -> Result<Watch, StoreError> {
+        let mut state = self.lock()?;
+        let next = state.snapshot.revision + 1;
+        // No history is kept: only "from now" can be served, and a start in
+        // the future is served by skipping events until then.
+        if from_revision != 0 && from_revision < next {
+            return Err(StoreError::Compacted { revision: state.snapshot.revision });
+        }
+        let (tx, rx) = sync_channel(WATCH_CAPACITY);
+        let overflowed = Arc::new(AtomicBool::new(false));
+        state.subscribers.push(Subscriber {
+            prefix: prefix.to_string(),
+            from_revision: from_revision.max(next),
+            events: tx,
+            overflowed: overflowed.clone(),
+        });
+        Ok(Watch::new(prefix, rx, overflowed, None))
+    }
+
+    fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
+        let mut state = self.lock()?;
+        let id = state.next_lease;
+        state.next_lease += 1;
+        state.leases.insert(id, Lease { ttl, deadline: Instant::now() + ttl });
+        Ok(id)
+    }
+
+    fn keep_alive(&self, lease: LeaseId) -> Result<bool, StoreError> {
+        let mut state = self.lock()?;
+        match state.leases.get_mut(&lease) {
+            Some(l) => {
+                l.deadline = Instant::now() + l.ttl;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        let mut state = self.lock()?;
+        if state.leases.remove(&lease).is_none() {
+            return Err(StoreError::LeaseNotFound(lease));
+        }
+        self.drop_lease_keys(&mut state, lease)
+    }
+
+    fn put_leased(&self, key: &str, value: &str, lease: LeaseId) -> Result<u64, StoreError> {
+        self.mutate(|p, leases| {
+            check_lease(leases, lease)?;
+            Ok(p.put(key, value, Some(lease)))
+        })
+    }
+
+    fn create_leased(&self, key: &str, value: &str, lease: LeaseId) -> Result<bool, StoreError> {
+        self.mutate(|p, leases| {
+            // Existence first, as etcd's transaction compares before it
+            // looks at the lease of the put it would run.
+            if p.get(key).is_some() {
+                return Ok(false);
+            }
+            check_lease(leases, lease)?;
+            p.put(key, value, Some(lease));
+            Ok(true)
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("file {}", self.dir.display())
     }
 }
 

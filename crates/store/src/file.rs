@@ -513,4 +513,143 @@ mod tests {
         assert_eq!(fs::read_to_string(dir.join(DATA_FILE)).unwrap(), "{not json");
         fs::remove_dir_all(&dir).unwrap();
     }
+
+    const SOON: Duration = Duration::from_secs(2);
+
+    fn next(watch: &Watch) -> WatchEvent {
+        watch.recv_timeout(SOON).unwrap().expect("an event within 2 s")
+    }
+
+    #[test]
+    fn watch_sees_puts_and_deletes_in_order_under_its_prefix() {
+        let dir = temp_dir("watch");
+        let store = FileStore::open(&dir).unwrap();
+        let watch = store.watch("w/", 0).unwrap();
+        let r1 = store.put("w/a", "1").unwrap();
+        store.put("other/x", "ignored").unwrap();
+        let r2 = store.put("w/b", "2").unwrap();
+        assert!(store.delete("w/a").unwrap());
+        let r4 = store.get("w/b").unwrap().unwrap().mod_revision + 2;
+        let puts = vec![("w/c".to_string(), "3".to_string())];
+        let rb = store.write_batch(&puts, &["w/b".to_string()]).unwrap();
+        assert_eq!(rb, r4);
+        assert_eq!(next(&watch), WatchEvent::Put { key: "w/a".into(), value: "1".into(), mod_revision: r1 });
+        assert_eq!(next(&watch), WatchEvent::Put { key: "w/b".into(), value: "2".into(), mod_revision: r2 });
+        assert_eq!(next(&watch), WatchEvent::Delete { key: "w/a".into(), mod_revision: r2 + 1 });
+        assert_eq!(next(&watch), WatchEvent::Delete { key: "w/b".into(), mod_revision: rb });
+        assert_eq!(next(&watch), WatchEvent::Put { key: "w/c".into(), value: "3".into(), mod_revision: rb });
+        assert_eq!(watch.recv_timeout(Duration::from_millis(20)).unwrap(), None);
+        assert_eq!(store.delete_prefix("w/").unwrap(), 1);
+        assert_eq!(next(&watch), WatchEvent::Delete { key: "w/c".into(), mod_revision: rb + 1 });
+        drop(store);
+        assert!(matches!(watch.recv_timeout(SOON), Err(StoreError::WatchEnded { .. })), "store closed");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn list_at_then_watch_from_the_next_revision_misses_nothing() {
+        let dir = temp_dir("gapless");
+        let store = FileStore::open(&dir).unwrap();
+        store.put("g/1", "a").unwrap();
+        store.put("g/2", "b").unwrap();
+        let (listed, revision) = store.list_at("g/").unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(revision, 2);
+        let watch = store.watch("g/", revision + 1).unwrap();
+        store.put("g/3", "c").unwrap();
+        assert_eq!(next(&watch), WatchEvent::Put { key: "g/3".into(), value: "c".into(), mod_revision: 3 });
+        // The file store keeps no history: an older start is compacted away.
+        assert!(matches!(store.watch("g/", revision), Err(StoreError::Compacted { revision: 3 })));
+        // A start in the future waits for it.
+        let later = store.watch("g/", 5).unwrap();
+        store.put("g/4", "d").unwrap();
+        store.put("g/5", "e").unwrap();
+        assert_eq!(next(&later).mod_revision(), 5);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_reader_that_falls_behind_loses_its_watch_not_the_writers() {
+        let dir = temp_dir("overflow");
+        let store = FileStore::open(&dir).unwrap();
+        let watch = store.watch("o/", 0).unwrap();
+        let puts: Vec<(String, String)> = (0..WATCH_CAPACITY + 1).map(|i| (format!("o/{i:06}"), "x".into())).collect();
+        store.write_batch(&puts, &[]).unwrap();
+        for _ in 0..WATCH_CAPACITY {
+            next(&watch);
+        }
+        let e = watch.recv_timeout(SOON).unwrap_err();
+        assert!(e.to_string().contains("not read in time"), "{e}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_expired_lease_deletes_its_keys_and_emits_deletes() {
+        let dir = temp_dir("expiry");
+        let store = FileStore::open(&dir).unwrap();
+        let lease = store.grant_lease(Duration::from_millis(100)).unwrap();
+        assert!(store.put_leased("l/a", "1", lease).unwrap() > 0);
+        assert!(store.create_leased("l/b", "2", lease).unwrap());
+        assert!(!store.create_leased("l/b", "3", lease).unwrap());
+        store.put("l/plain", "stays").unwrap();
+        // Overwritten without the lease: no longer bound to it.
+        store.put_leased("l/c", "4", lease).unwrap();
+        store.put("l/c", "5").unwrap();
+        let watch = store.watch("l/", 0).unwrap();
+        assert!(store.keep_alive(lease).unwrap());
+        let start = Instant::now();
+        while store.get("l/a").unwrap().is_some() {
+            assert!(start.elapsed() < SOON, "lease did not expire");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(start.elapsed() >= Duration::from_millis(90));
+        let keys: Vec<String> = store.list("l/").unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["l/c", "l/plain"]);
+        let (a, b) = (next(&watch), next(&watch));
+        assert!(matches!(&a, WatchEvent::Delete { key, .. } if key == "l/a"), "{a:?}");
+        assert!(matches!(&b, WatchEvent::Delete { key, .. } if key == "l/b"), "{b:?}");
+        assert_eq!(a.mod_revision(), b.mod_revision(), "one expiry, one revision");
+        assert!(!store.keep_alive(lease).unwrap());
+        assert!(matches!(store.put_leased("l/d", "x", lease), Err(StoreError::LeaseNotFound(l)) if l == lease));
+        assert!(matches!(store.revoke_lease(lease), Err(StoreError::LeaseNotFound(_))));
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn revoking_a_lease_deletes_its_keys() {
+        let dir = temp_dir("revoke");
+        let store = FileStore::open(&dir).unwrap();
+        let lease = store.grant_lease(Duration::from_secs(60)).unwrap();
+        let other = store.grant_lease(Duration::from_secs(60)).unwrap();
+        assert_ne!(lease, other);
+        store.put_leased("r/a", "1", lease).unwrap();
+        store.put_leased("r/b", "2", other).unwrap();
+        store.revoke_lease(lease).unwrap();
+        assert!(store.get("r/a").unwrap().is_none());
+        assert!(store.get("r/b").unwrap().is_some());
+        assert!(store.keep_alive(other).unwrap());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn leased_keys_are_gone_after_reopen() {
+        let dir = temp_dir("leased-reopen");
+        {
+            let store = FileStore::open(&dir).unwrap();
+            let lease = store.grant_lease(Duration::from_secs(60)).unwrap();
+            store.put_leased("n/node-a", "up", lease).unwrap();
+            store.put("n/config", "kept").unwrap();
+        }
+        let store = FileStore::open(&dir).unwrap();
+        let keys: Vec<String> = store.list("n/").unwrap().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["n/config"]);
+        let (_, revision) = store.list_at("").unwrap();
+        assert_eq!(revision, 3, "the drop at open is a revision of its own");
+        drop(store);
+        // Nothing leased is left on disk either.
+        let store = FileStore::open(&dir).unwrap();
+        assert_eq!(store.list_at("").unwrap().1, 3);
+        assert_eq!(store.describe(), format!("file {}", dir.display()));
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -258,3 +258,177 @@ fn vxlan_device_native_routes_and_overlay_attach() {
         assert_eq!(netdev::ifindex(netdev::TUNNEL_DEVICE), None);
     });
 }
+
+/// One node of the two-node test: its namespace, pod CIDR router, endpoint
+/// and underlay address.
+struct NodeSpec {
+    netns: String,
+    underlay: Ipv4Addr,
+    router: Ipv4Addr,
+    endpoint_netns: String,
+    endpoint: Ipv4Addr,
+    identity: u32,
+}
+
+/// Removes the endpoints' namespaces, also when an assertion fails (the
+/// nodes' go with [`Netns`]).
+struct EndpointNetns(Vec<String>);
+
+impl Drop for EndpointNetns {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = netdev::delete_netns(name);
+        }
+    }
+}
+
+/// Brings up a node's datapath the way an agent in cluster mode would: on
+/// a thread inside the node's namespace (loading, attaching and plumbing
+/// all act on the calling thread's namespace), returning the datapath,
+/// whose maps work from any thread.
+fn bring_up(node: &NodeSpec, peer: &NodeSpec, root: &std::path::Path, tunnel: bool) -> Datapath {
+    in_netns(&node.netns, || {
+        netdev::ensure_host_device(node.router).unwrap();
+        let mut dp = Datapath::load(root).unwrap();
+        let device = "twov-lxc";
+        let plumbing = netdev::EndpointPlumbing {
+            netns: &node.endpoint_netns,
+            host_device: device,
+            host_mac: [2, 0xaa, 0, 0, 0, 1],
+            endpoint_mac: [2, 0xbb, 0, 0, 0, 1],
+            ip: node.endpoint,
+            router: node.router,
+        };
+        netdev::create_endpoint(&plumbing).unwrap();
+        dp.attach(device).unwrap();
+        let info = EndpointInfo {
+            ifindex: netdev::ifindex(device).unwrap(),
+            endpoint_id: 1,
+            identity: node.identity,
+            flags: 0,
+            mac: plumbing.endpoint_mac,
+            host_mac: plumbing.host_mac,
+        };
+        dp.upsert_endpoint(node.endpoint, info).unwrap();
+        for direction in [0, 1] {
+            dp.upsert_policy(allow_all(1, direction), false).unwrap();
+        }
+        dp.upsert_ipcache(&IpcacheEntry::local(node.endpoint, 32, node.identity)).unwrap();
+        dp.upsert_ipcache(&IpcacheEntry::local(peer.underlay, 32, IDENTITY_REMOTE_NODE)).unwrap();
+        let tunnel_endpoint = tunnel.then_some(peer.underlay);
+        let remote =
+            IpcacheEntry { tunnel_endpoint, ..IpcacheEntry::local(peer.endpoint, 32, peer.identity) };
+        dp.upsert_ipcache(&remote).unwrap();
+        let tunnel_ifindex = if tunnel {
+            let index =
+                netdev::ensure_vxlan_device(netdev::TUNNEL_DEVICE, netdev::VXLAN_PORT, Some("u0")).unwrap();
+            dp.attach_overlay(netdev::TUNNEL_DEVICE).unwrap();
+            index
+        } else {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
+            let pods = Ipv4Addr::from(u32::from(peer.endpoint) & 0xffff_ff00);
+            netdev::replace_route(pods, 24, peer.underlay).unwrap();
+            0
+        };
+        dp.set_config(DatapathConfig {
+            allow_localhost: 1,
+            aggregation: twill_abi::AGGREGATION_NONE,
+            events: 0,
+            maglev_table_size: twill_abi::LB_MAGLEV_DEFAULT_SIZE,
+            tunnel_ifindex,
+        })
+        .unwrap();
+        dp
+    })
+}
+
+fn ping(netns: &str, dst: Ipv4Addr) -> bool {
+    Command::new("ip")
+        .args(["netns", "exec", netns, "ping", "-c", "1", "-W", "2", &dst.to_string()])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// Two nodes joined by a veth pair (10.200.0.1 and .2), an endpoint on
+/// each: `tunnel` picks VXLAN or native routing between them.
+fn two_nodes(tag: &str, tunnel: bool) -> (Netns, EndpointNetns, Root, Root, [NodeSpec; 2], [Datapath; 2]) {
+    let name = format!("twov-{tag}-{}", std::process::id());
+    let mut netns = Netns(Vec::new());
+    let a = netns.add(&format!("{name}-a"));
+    let b = netns.add(&format!("{name}-b"));
+    ip(&["-n", &a, "link", "add", "u0", "type", "veth", "peer", "name", "u0", "netns", &b]);
+    for (ns, addr) in [(&a, "10.200.0.1/24"), (&b, "10.200.0.2/24")] {
+        ip(&["-n", ns, "addr", "add", addr, "dev", "u0"]);
+        ip(&["-n", ns, "link", "set", "u0", "up"]);
+    }
+    let nodes = [
+        NodeSpec {
+            netns: a,
+            underlay: Ipv4Addr::new(10, 200, 0, 1),
+            router: Ipv4Addr::new(10, 210, 1, 1),
+            endpoint_netns: format!("{name}-a-ep"),
+            endpoint: Ipv4Addr::new(10, 210, 1, 2),
+            identity: 1000,
+        },
+        NodeSpec {
+            netns: b,
+            underlay: Ipv4Addr::new(10, 200, 0, 2),
+            router: Ipv4Addr::new(10, 210, 2, 1),
+            endpoint_netns: format!("{name}-b-ep"),
+            endpoint: Ipv4Addr::new(10, 210, 2, 2),
+            identity: 2000,
+        },
+    ];
+    let endpoints = EndpointNetns(nodes.iter().map(|n| n.endpoint_netns.clone()).collect());
+    let roots = (Root::new(&format!("{tag}-a")), Root::new(&format!("{tag}-b")));
+    let dps = [
+        bring_up(&nodes[0], &nodes[1], &roots.0 .0, tunnel),
+        bring_up(&nodes[1], &nodes[0], &roots.1 .0, tunnel),
+    ];
+    (netns, endpoints, roots.0, roots.1, nodes, dps)
+}
+
+#[test]
+fn endpoints_on_two_nodes_reach_each_other_through_the_tunnel() {
+    let (_netns, _endpoints, _ra, _rb, nodes, mut dps) = two_nodes("vxlan", true);
+    assert!(ping(&nodes[0].endpoint_netns, nodes[1].endpoint), "a -> b through the tunnel");
+    // Both ways went through the overlay program: delivered from it on each
+    // node (ingress) and encapsulated (egress).
+    for dp in &dps {
+        assert!(count(dp, METRIC_DIR_INGRESS, 0) >= 1);
+        assert!(count(dp, METRIC_DIR_EGRESS, 0) >= 1);
+    }
+
+    // The receiver's ingress policy sees the sender's identity from the
+    // VNI: allowing only identity 1000 keeps a -> b working.
+    dps[1].remove_policy(allow_all(1, 0)).unwrap();
+    let from_a = PolicyEntry { identity: nodes[0].identity, ..allow_all(1, 0) };
+    dps[1].upsert_policy(from_a, false).unwrap();
+    assert!(ping(&nodes[0].endpoint_netns, nodes[1].endpoint), "identity 1000 is allowed into b");
+    dps[1].remove_policy(from_a).unwrap();
+    dps[1].upsert_policy(PolicyEntry { identity: 1001, ..allow_all(1, 0) }, false).unwrap();
+    let denied = count(&dps[1], METRIC_DIR_INGRESS, twill_abi::DROP_POLICY);
+    assert!(!ping(&nodes[0].endpoint_netns, nodes[1].endpoint), "only identity 1001 is allowed into b");
+    assert!(
+        count(&dps[1], METRIC_DIR_INGRESS, twill_abi::DROP_POLICY) > denied,
+        "counted as 'Policy denied'"
+    );
+
+    // A sender that is not a known node is dropped, whatever its VNI says.
+    dps[1].upsert_policy(allow_all(1, 0), false).unwrap();
+    dps[1].remove_ipcache(nodes[0].underlay, 32).unwrap();
+    let unknown = count(&dps[1], METRIC_DIR_INGRESS, twill_abi::DROP_UNKNOWN_SENDER);
+    assert!(!ping(&nodes[0].endpoint_netns, nodes[1].endpoint), "a is no longer a known node on b");
+    assert!(count(&dps[1], METRIC_DIR_INGRESS, twill_abi::DROP_UNKNOWN_SENDER) > unknown);
+}
+
+#[test]
+fn endpoints_on_two_nodes_reach_each_other_by_native_routing() {
+    let (_netns, _endpoints, _ra, _rb, nodes, dps) = two_nodes("native", false);
+    for dp in &dps {
+        assert_eq!(count(dp, METRIC_DIR_INGRESS, 0), 0);
+    }
+    assert!(ping(&nodes[0].endpoint_netns, nodes[1].endpoint), "a -> b through the nodes' routes");
+    assert!(ping(&nodes[1].endpoint_netns, nodes[0].endpoint), "b -> a");
+}

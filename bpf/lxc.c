@@ -22,6 +22,7 @@
 #include "lib/metrics.h"
 #include "lib/parse.h"
 #include "lib/policy.h"
+#include "lib/tunnel.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -53,7 +54,10 @@ int from_endpoint(struct __sk_buff *skb)
 		return drop(skb, DIR_EGRESS, DROP_INVALID_SOURCE_IP, 0, 0, 0, &p);
 
 	dst = endpoint_lookup4(p.tuple.daddr.v4);
-	dst_identity = dst ? dst->identity : identity_of4(p.tuple.daddr.v4);
+	/* A remote address may sit behind another node, which the overlay
+	 * reaches directly. */
+	struct ipcache_value *remote = dst ? 0 : ipcache_lookup4(p.tuple.daddr.v4);
+	dst_identity = dst ? dst->identity : remote ? remote->identity : IDENTITY_WORLD;
 
 	p.now = bpf_ktime_get_ns();
 	struct datapath_config *cfg = config();
@@ -79,7 +83,18 @@ int from_endpoint(struct __sk_buff *skb)
 		return ipv4_deliver_to_endpoint(skb, dst, src->endpoint_id, &p);
 	}
 
-	/* Not a local endpoint: the host stack routes it. */
+	/* Behind another node, with a tunnel to it: encapsulated with the
+	 * source identity in the VNI, so the receiver need not guess it from
+	 * the address. */
+	if (remote && remote->tunnel_endpoint && cfg && cfg->tunnel_ifindex) {
+		trace(skb, cfg, &ct, TRACE_TO_OVERLAY, DIR_EGRESS, src->endpoint_id, src->identity, dst_identity,
+		      &p);
+		return tunnel_encap4(skb, cfg->tunnel_ifindex, remote->tunnel_endpoint, src->identity,
+				     src->endpoint_id, &p);
+	}
+
+	/* Not a local endpoint, or routed natively: the host stack routes it
+	 * (with native routing, by the routes the agent installs). */
 	trace(skb, cfg, &ct, TRACE_TO_STACK, DIR_EGRESS, src->endpoint_id, src->identity, dst_identity, &p);
 	count(DIR_EGRESS, METRIC_FORWARDED, skb->len);
 	return TC_ACT_OK;

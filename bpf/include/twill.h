@@ -15,6 +15,9 @@
 #define IDENTITY_UNKNOWN 0
 #define IDENTITY_HOST 1
 #define IDENTITY_WORLD 2
+/* Another node of the cluster: the only sender whose VXLAN VNI is
+ * trusted as a source identity. */
+#define IDENTITY_REMOTE_NODE 6
 
 /* Drop reasons, with Cilium's numeric codes (pkg/monitor/api). */
 #define DROP_INVALID_SOURCE_IP 132
@@ -22,7 +25,10 @@
 #define DROP_INVALID_PACKET 134
 #define DROP_CT_INVALID_HDR 135
 #define DROP_UNSUPPORTED_L3 139
+#define DROP_WRITE_ERROR 141
+#define DROP_NO_TUNNEL_KEY 147
 #define DROP_NO_SERVICE 158
+#define DROP_UNKNOWN_SENDER 172
 #define DROP_POLICY_DENY 181
 
 /* Index 0 of the reason space means "forwarded". */
@@ -71,7 +77,11 @@ struct ipcache_key {
 
 struct ipcache_value {
 	__u32 identity;
-	__u32 flags;
+	__u32 flags;           /* none defined yet; written 0 */
+	/* The underlay IPv4 address (network byte order) of the node hosting
+	 * the address, which traffic to it is encapsulated to; 0 for local
+	 * addresses and those behind no node. */
+	__u32 tunnel_endpoint;
 };
 
 /* Per-CPU packet and byte counters, indexed by
@@ -165,6 +175,10 @@ struct datapath_config {
 	__u32 aggregation;     /* AGGREGATION_*: how many trace events to emit */
 	__u32 events;          /* bit 0: drop, bit 1: trace, bit 2: policy verdict */
 	__u32 maglev_table_size; /* entries of every Maglev table (a prime, LB_MAGLEV_* ) */
+	/* The VXLAN device (collect-metadata mode) traffic to remote nodes'
+	 * endpoints is encapsulated through; 0: no tunnel (native routing, or
+	 * a standalone node), and the host stack routes that traffic. */
+	__u32 tunnel_ifindex;
 };
 
 /* Trace aggregation levels (Cilium's names). */
@@ -176,7 +190,9 @@ struct datapath_config {
 
 /* Observation points in trace events, with Hubble's numbers. */
 #define TRACE_TO_STACK 3
+#define TRACE_TO_OVERLAY 4
 #define TRACE_FROM_ENDPOINT 5
+#define TRACE_FROM_OVERLAY 9
 #define TRACE_TO_ENDPOINT 101
 
 #define EVENTS_DROP (1 << 0)

@@ -32,12 +32,20 @@ static __always_inline struct endpoint_info *endpoint_lookup4(__u32 addr)
 	return bpf_map_lookup_elem(&twill_endpoints, &key);
 }
 
+/* The ipcache's longest match for an address, NULL if nothing covers it:
+ * for callers that need more than the identity (the node behind it). */
+static __always_inline struct ipcache_value *ipcache_lookup4(__u32 addr)
+{
+	struct ipcache_key key = { .prefixlen = 32, .ip = addr };
+
+	return bpf_map_lookup_elem(&twill_ipcache, &key);
+}
+
 /* The identity of a peer address: the ipcache's longest match, else the
  * world. Local endpoints are in the ipcache too, so this also names them. */
 static __always_inline __u32 identity_of4(__u32 addr)
 {
-	struct ipcache_key key = { .prefixlen = 32, .ip = addr };
-	struct ipcache_value *v = bpf_map_lookup_elem(&twill_ipcache, &key);
+	struct ipcache_value *v = ipcache_lookup4(addr);
 
 	return v ? v->identity : IDENTITY_WORLD;
 }

@@ -39,8 +39,8 @@ fn main() {
     let flags = cflags(&root);
 
     // One object per attach point: endpoint devices, cgroup socket hooks,
-    // the node's own devices.
-    for program in ["lxc", "sock", "netdev"] {
+    // the node's own devices, the tunnel device.
+    for program in ["lxc", "sock", "netdev", "overlay"] {
         let source = format!("{program}.c");
         let object = out.join(format!("{program}.o"));
         let status = Command::new(&clang)

@@ -37,7 +37,11 @@ pub struct IpcacheKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpcacheValue {
     pub identity: u32,
+    /// No flag is defined yet; always 0.
     pub flags: u32,
+    /// Underlay IPv4 address (network byte order) of the node hosting the
+    /// address; 0 for local addresses and those behind no node.
+    pub tunnel_endpoint: u32,
 }
 
 /// Per-CPU value of `twill_metrics`.
@@ -132,6 +136,8 @@ pub const AGGREGATION_MAXIMUM: u32 = 3;
 pub const TRACE_TO_STACK: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_TO_STACK);
 pub const TRACE_FROM_ENDPOINT: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_FROM_LXC);
 pub const TRACE_TO_ENDPOINT: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_TO_LXC);
+pub const TRACE_TO_OVERLAY: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_TO_OVERLAY);
+pub const TRACE_FROM_OVERLAY: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_FROM_OVERLAY);
 
 /// Index 0 of `twill_config`.
 #[repr(C)]
@@ -142,6 +148,9 @@ pub struct DatapathConfig {
     pub events: u32,
     /// Entries of every Maglev table (a prime).
     pub maglev_table_size: u32,
+    /// The VXLAN device remote endpoints are reached through; 0 for none
+    /// (native routing or standalone: the host stack routes).
+    pub tunnel_ifindex: u32,
 }
 
 pub const EVENTS_DROP: u32 = 1;
@@ -246,7 +255,10 @@ pub const DROP_REASONS: &[(u32, &str)] = &[
     emitted(twill_numbers::DROP_INVALID_PACKET),
     emitted(twill_numbers::DROP_CT_INVALID_HDR),
     emitted(twill_numbers::DROP_UNSUPPORTED_L3),
+    emitted(twill_numbers::DROP_WRITE_ERROR),
+    emitted(twill_numbers::DROP_NO_TUNNEL_KEY),
     emitted(twill_numbers::DROP_NO_SERVICE),
+    emitted(twill_numbers::DROP_UNKNOWN_SENDER),
     emitted(twill_numbers::DROP_POLICY_DENY),
 ];
 
@@ -270,7 +282,7 @@ pub fn drop_reason_text(code: u32) -> &'static str {
 
 /// Reserved identities the datapath itself relies on (Cilium's numbers,
 /// defined in twill-numbers).
-pub use twill_numbers::{IDENTITY_HOST, IDENTITY_UNKNOWN, IDENTITY_WORLD};
+pub use twill_numbers::{IDENTITY_HOST, IDENTITY_REMOTE_NODE, IDENTITY_UNKNOWN, IDENTITY_WORLD};
 
 /// Drop reasons the datapath emits (Cilium's codes, defined in
 /// twill-numbers), as the u32 the metrics and event records carry.
@@ -280,6 +292,9 @@ pub const DROP_INVALID_PACKET: u32 = twill_numbers::DROP_INVALID_PACKET as u32;
 pub const DROP_CT_INVALID_HDR: u32 = twill_numbers::DROP_CT_INVALID_HDR as u32;
 pub const DROP_UNSUPPORTED_L3: u32 = twill_numbers::DROP_UNSUPPORTED_L3 as u32;
 pub const DROP_NO_SERVICE: u32 = twill_numbers::DROP_NO_SERVICE as u32;
+pub const DROP_WRITE_ERROR: u32 = twill_numbers::DROP_WRITE_ERROR as u32;
+pub const DROP_NO_TUNNEL_KEY: u32 = twill_numbers::DROP_NO_TUNNEL_KEY as u32;
+pub const DROP_UNKNOWN_SENDER: u32 = twill_numbers::DROP_UNKNOWN_SENDER as u32;
 pub const DROP_POLICY_DENY: u32 = twill_numbers::DROP_POLICY_DENY as u32;
 
 /// The reason slot of forwarded packets in `twill_metrics`.

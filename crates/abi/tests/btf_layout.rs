@@ -394,7 +394,7 @@ fn rust_mirrors_match_btf_of_lxc_object() {
             EndpointInfo { ifindex, endpoint_id, identity, flags, mac, host_mac }
         ),
         compare_layout!(&btf, "ipcache_key", IpcacheKey { prefixlen, ip }),
-        compare_layout!(&btf, "ipcache_value", IpcacheValue { identity, flags }),
+        compare_layout!(&btf, "ipcache_value", IpcacheValue { identity, flags, tunnel_endpoint }),
         compare_layout!(&btf, "metrics_value", MetricsValue { packets, bytes }),
         compare_layout!(
             &btf,
@@ -411,7 +411,7 @@ fn rust_mirrors_match_btf_of_lxc_object() {
         compare_layout!(
             &btf,
             "datapath_config",
-            DatapathConfig { allow_localhost, aggregation, events, maglev_table_size }
+            DatapathConfig { allow_localhost, aggregation, events, maglev_table_size, tunnel_ifindex }
         ),
         compare_layout!(
             &btf,
@@ -447,6 +447,29 @@ fn rust_mirrors_match_btf_of_lxc_object() {
         "Rust mirrors in crates/abi/src/lib.rs disagree with bpf/include/twill.h:\n  {}",
         errors.join("\n  ")
     );
+}
+
+/// The overlay program reads the same shared structs through its own
+/// object: checked there too, so a header it alone includes cannot shift
+/// them.
+#[test]
+fn rust_mirrors_match_btf_of_overlay_object() {
+    let btf = object_btf(twill_datapath::OVERLAY_OBJECT, "overlay.o");
+    let errors: Vec<String> = [
+        compare_layout!(&btf, "ipcache_value", IpcacheValue { identity, flags, tunnel_endpoint }),
+        compare_layout!(
+            &btf,
+            "endpoint_info",
+            EndpointInfo { ifindex, endpoint_id, identity, flags, mac, host_mac }
+        ),
+        compare_layout!(
+            &btf,
+            "datapath_config",
+            DatapathConfig { allow_localhost, aggregation, events, maglev_table_size, tunnel_ifindex }
+        ),
+    ]
+    .concat();
+    assert!(errors.is_empty(), "Rust mirrors disagree with overlay.o:\n  {}", errors.join("\n  "));
 }
 
 /// The service structs, against the objects whose maps use them: the

@@ -239,6 +239,7 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         IDENTITY_UNKNOWN,
         IDENTITY_HOST,
         IDENTITY_WORLD,
+        IDENTITY_REMOTE_NODE,
         // Endpoint flags.
         ENDPOINT_F_INGRESS_ENFORCED,
         ENDPOINT_F_EGRESS_ENFORCED,
@@ -249,6 +250,9 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         DROP_CT_INVALID_HDR,
         DROP_UNSUPPORTED_L3,
         DROP_POLICY_DENY,
+        DROP_WRITE_ERROR,
+        DROP_NO_TUNNEL_KEY,
+        DROP_UNKNOWN_SENDER,
         // Metrics.
         METRIC_FORWARDED,
         METRIC_DIR_INGRESS,
@@ -290,6 +294,8 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         TRACE_TO_STACK,
         TRACE_FROM_ENDPOINT,
         TRACE_TO_ENDPOINT,
+        TRACE_TO_OVERLAY,
+        TRACE_FROM_OVERLAY,
         EVENTS_DROP,
         EVENTS_TRACE,
         EVENTS_POLICY,
@@ -423,6 +429,7 @@ fn loaded_map_sizes_match_rust_side() {
         ("lxc.o", twill_datapath::LXC_OBJECT),
         ("sock.o", twill_datapath::SOCK_OBJECT),
         ("netdev.o", twill_datapath::NETDEV_OBJECT),
+        ("overlay.o", twill_datapath::OVERLAY_OBJECT),
     ];
 
     // (map, size user space assumes). Single-slot maps have no constant:

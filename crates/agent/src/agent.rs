@@ -194,6 +194,7 @@ impl Agent {
             aggregation: config.aggregation,
             events,
             maglev_table_size: config.maglev_table_size,
+            tunnel_ifindex: 0,
         })?;
         let realizer = PolicyRealizer::from_map(datapath.policy_map())?;
         let services = Services::load(
@@ -441,7 +442,7 @@ impl Agent {
 
     fn program_maps(&mut self, r: &EndpointRecord) -> Result<()> {
         self.write_endpoint_entry(r)?;
-        self.datapath.ipcache_map().upsert(r.ip, 32, r.identity)?;
+        self.datapath.ipcache_map().upsert(&twill_datapath::IpcacheEntry::local(r.ip, 32, r.identity))?;
         Ok(())
     }
 

@@ -29,3 +29,6 @@ pub static SOCK_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 /// The NodePort programs for the node's devices (bpf/netdev.c).
 pub static NETDEV_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netdev.o"));
+
+/// The program of the VXLAN tunnel device (bpf/overlay.c).
+pub static OVERLAY_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/overlay.o"));

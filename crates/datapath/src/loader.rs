@@ -62,6 +62,10 @@ pub(crate) type TcHook = (&'static str, TcAttachType, &'static str);
 const HOOKS: [TcHook; 2] =
     [("from_endpoint", TcAttachType::Ingress, "ingress"), ("to_endpoint", TcAttachType::Egress, "egress")];
 
+/// The hook on the tunnel device: what it decapsulated. What leaves
+/// through it was encapsulated by from_endpoint already.
+const OVERLAY_HOOKS: [TcHook; 1] = [("from_overlay", TcAttachType::Ingress, "ingress")];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsEntry {
     pub direction: u32,
@@ -85,6 +89,8 @@ pub struct Datapath {
     attached: BTreeSet<String>,
     /// The service programs and maps (socket LB, NodePort).
     lb: LbPrograms,
+    /// The tunnel device's program (bpf/overlay.c).
+    overlay: Ebpf,
 }
 
 /// Where the endpoint filters sit on each hook (Cilium uses the same).
@@ -106,6 +112,10 @@ impl Datapath {
     pub fn load(root: &Path) -> Result<Self, DatapathError> {
         crate::ensure_bpffs(root)
             .map_err(|source| DatapathError::Bpffs { path: root.display().to_string(), source })?;
+        replace_incompatible_pins(
+            root,
+            &[crate::LXC_OBJECT, crate::SOCK_OBJECT, crate::NETDEV_OBJECT, crate::OVERLAY_OBJECT],
+        )?;
         let mut ebpf = EbpfLoader::new().default_map_pin_directory(root).load(crate::LXC_OBJECT)?;
         load_programs(&mut ebpf, &HOOKS)?;
         let endpoints = take_map(&mut ebpf, "twill_endpoints")?;
@@ -123,6 +133,9 @@ impl Datapath {
             .map_err(map_err("twill_event_stats"))?;
         let events =
             RingBuf::try_from(take_map(&mut ebpf, "twill_events")?).map_err(map_err("twill_events"))?;
+        let lb = LbPrograms::load(root)?;
+        let mut overlay = EbpfLoader::new().default_map_pin_directory(root).load(crate::OVERLAY_OBJECT)?;
+        load_programs(&mut overlay, &OVERLAY_HOOKS)?;
         Ok(Self {
             ebpf,
             root: root.to_path_buf(),
@@ -135,7 +148,8 @@ impl Datapath {
             event_stats,
             events: Some(events),
             attached: BTreeSet::new(),
-            lb: LbPrograms::load(root)?,
+            lb,
+            overlay,
         })
     }
 
@@ -182,6 +196,20 @@ impl Datapath {
     /// Removes the NodePort filters from `device`. Idempotent.
     pub fn detach_netdev(&mut self, device: &str) -> Result<(), DatapathError> {
         detach_tc(&NETDEV_HOOKS, device)
+    }
+
+    /// Attaches the overlay program to the tunnel device's tc ingress (see
+    /// [`crate::netdev::ensure_vxlan_device`]); like the endpoint
+    /// programs, idempotent and swapped in atomically after a restart.
+    /// Packets go out through the device only once
+    /// [`DatapathConfig::tunnel_ifindex`] names it.
+    pub fn attach_overlay(&mut self, device: &str) -> Result<(), DatapathError> {
+        attach_tc(&mut self.overlay, &OVERLAY_HOOKS, device, FILTER_PRIORITY)
+    }
+
+    /// Removes the overlay program from `device`. Idempotent.
+    pub fn detach_overlay(&mut self, device: &str) -> Result<(), DatapathError> {
+        detach_tc(&OVERLAY_HOOKS, device)
     }
 
     /// Attaches socket load balancing (connect4, sendmsg4, recvmsg4,
@@ -245,13 +273,8 @@ impl Datapath {
         self.endpoints.entries()
     }
 
-    pub fn upsert_ipcache(
-        &mut self,
-        ip: Ipv4Addr,
-        prefix_len: u8,
-        identity: u32,
-    ) -> Result<(), DatapathError> {
-        self.ipcache.upsert(ip, prefix_len, identity)
+    pub fn upsert_ipcache(&mut self, entry: &IpcacheEntry) -> Result<(), DatapathError> {
+        self.ipcache.upsert(entry)
     }
 
     pub fn remove_ipcache(&mut self, ip: Ipv4Addr, prefix_len: u8) -> Result<(), DatapathError> {
@@ -316,11 +339,17 @@ impl Datapath {
         let name: &'static str = HOOKS
             .iter()
             .chain(&NETDEV_HOOKS)
+            .chain(&OVERLAY_HOOKS)
             .map(|(n, _, _)| *n)
             .find(|n| *n == program)
             .unwrap_or("unknown");
-        let object =
-            if NETDEV_HOOKS.iter().any(|(n, _, _)| *n == program) { &self.lb.netdev } else { &self.ebpf };
+        let object = if NETDEV_HOOKS.iter().any(|(n, _, _)| *n == program) {
+            &self.lb.netdev
+        } else if OVERLAY_HOOKS.iter().any(|(n, _, _)| *n == program) {
+            &self.overlay
+        } else {
+            &self.ebpf
+        };
         let prog: &SchedClassifier = object
             .program(program)
             .ok_or(DatapathError::Program { name, source: ProgramError::NotLoaded })?
@@ -335,6 +364,45 @@ impl Datapath {
     pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
         self.events.take()
     }
+}
+
+/// A pinned map that no longer fits the object's definition of it (a key or
+/// value that grew in an upgrade, say) cannot be reused: the programs would
+/// fail verification against it, or user space would misread it. Such pins
+/// are removed, so the load creates and pins the map afresh; the agent then
+/// refills it by diff like any empty map. Programs still attached keep the
+/// old map until they are swapped out.
+pub(crate) fn replace_incompatible_pins(root: &Path, objects: &[&[u8]]) -> Result<(), DatapathError> {
+    let mut checked = BTreeSet::new();
+    for bytes in objects {
+        let object =
+            aya_obj::Object::parse(bytes).map_err(|e| DatapathError::Load(EbpfError::ParseError(e)))?;
+        for (name, map) in &object.maps {
+            if !matches!(map.pinning(), aya_obj::maps::PinningType::ByName) || !checked.insert(name.clone()) {
+                continue;
+            }
+            let pin = root.join(name);
+            let Ok(info) = aya::maps::MapInfo::from_pin(&pin) else { continue };
+            let pinned = (
+                info.map_type().map_or(u32::MAX, |t| t as u32),
+                info.key_size(),
+                info.value_size(),
+                info.max_entries(),
+            );
+            let wanted = (map.map_type(), map.key_size(), map.value_size(), map.max_entries());
+            if pinned == wanted {
+                continue;
+            }
+            tracing::warn!(
+                map = %name,
+                pin = %pin.display(),
+                "pinned map has (type, key size, value size, max entries) {pinned:?}, this build wants {wanted:?}: replacing it, its entries are lost"
+            );
+            std::fs::remove_file(&pin)
+                .map_err(|source| DatapathError::Bpffs { path: pin.display().to_string(), source })?;
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, DatapathError> {

@@ -18,6 +18,25 @@ pub struct IpcacheEntry {
     pub ip: Ipv4Addr,
     pub prefix_len: u8,
     pub identity: u32,
+    /// The underlay address of the node hosting the prefix, for traffic
+    /// the datapath encapsulates to it; `None` for local addresses and
+    /// those behind no node.
+    pub tunnel_endpoint: Option<Ipv4Addr>,
+}
+
+impl IpcacheEntry {
+    /// A prefix that is not behind another node.
+    pub fn local(ip: Ipv4Addr, prefix_len: u8, identity: u32) -> Self {
+        Self { ip, prefix_len, identity, tunnel_endpoint: None }
+    }
+
+    fn value(&self) -> IpcacheValue {
+        IpcacheValue {
+            identity: self.identity,
+            flags: 0,
+            tunnel_endpoint: self.tunnel_endpoint.map_or(0, |a| u32::from(a).to_be()),
+        }
+    }
 }
 
 /// One policy map entry, in host terms.
@@ -89,7 +108,8 @@ pub trait PolicyMap: Send {
 
 /// The ipcache (`twill_ipcache`): address prefix to identity.
 pub trait IpcacheMap: Send {
-    fn upsert(&mut self, ip: Ipv4Addr, prefix_len: u8, identity: u32) -> Result<(), DatapathError>;
+    /// Inserts or replaces the entry of `entry.ip/entry.prefix_len`.
+    fn upsert(&mut self, entry: &IpcacheEntry) -> Result<(), DatapathError>;
     /// Removing an absent entry is not an error.
     fn remove(&mut self, ip: Ipv4Addr, prefix_len: u8) -> Result<(), DatapathError>;
     /// Sorted by address, then prefix length.
@@ -143,9 +163,9 @@ impl PolicyMap for KernelPolicyMap {
 pub struct KernelIpcacheMap(pub(crate) LpmTrie<MapData, u32, IpcacheValue>);
 
 impl IpcacheMap for KernelIpcacheMap {
-    fn upsert(&mut self, ip: Ipv4Addr, prefix_len: u8, identity: u32) -> Result<(), DatapathError> {
-        let key = LpmKey::new(prefix_len as u32, u32::from(ip).to_be());
-        self.0.insert(&key, IpcacheValue { identity, flags: 0 }, 0).map_err(map_err("twill_ipcache"))
+    fn upsert(&mut self, entry: &IpcacheEntry) -> Result<(), DatapathError> {
+        let key = LpmKey::new(entry.prefix_len as u32, u32::from(entry.ip).to_be());
+        self.0.insert(&key, entry.value(), 0).map_err(map_err("twill_ipcache"))
     }
 
     fn remove(&mut self, ip: Ipv4Addr, prefix_len: u8) -> Result<(), DatapathError> {
@@ -162,6 +182,8 @@ impl IpcacheMap for KernelIpcacheMap {
                     ip: Ipv4Addr::from(u32::from_be(k.data())),
                     prefix_len: k.prefix_len() as u8,
                     identity: v.identity,
+                    tunnel_endpoint: (v.tunnel_endpoint != 0)
+                        .then(|| Ipv4Addr::from(u32::from_be(v.tunnel_endpoint))),
                 })
             })
             .collect::<Result<Vec<_>, _>>()
@@ -261,7 +283,7 @@ pub mod fake {
 
     #[derive(Debug, Default, Clone)]
     pub struct FakeIpcacheMap {
-        entries: BTreeMap<(u32, u8), u32>,
+        entries: BTreeMap<(u32, u8), (u32, Option<Ipv4Addr>)>,
         writes: usize,
     }
 
@@ -272,9 +294,10 @@ pub mod fake {
     }
 
     impl IpcacheMap for FakeIpcacheMap {
-        fn upsert(&mut self, ip: Ipv4Addr, prefix_len: u8, identity: u32) -> Result<(), DatapathError> {
+        fn upsert(&mut self, entry: &IpcacheEntry) -> Result<(), DatapathError> {
             self.writes += 1;
-            self.entries.insert((u32::from(ip), prefix_len), identity);
+            self.entries
+                .insert((u32::from(entry.ip), entry.prefix_len), (entry.identity, entry.tunnel_endpoint));
             Ok(())
         }
         fn remove(&mut self, ip: Ipv4Addr, prefix_len: u8) -> Result<(), DatapathError> {
@@ -286,10 +309,11 @@ pub mod fake {
             Ok(self
                 .entries
                 .iter()
-                .map(|((ip, len), id)| IpcacheEntry {
+                .map(|((ip, len), (id, tunnel))| IpcacheEntry {
                     ip: Ipv4Addr::from(*ip),
                     prefix_len: *len,
                     identity: *id,
+                    tunnel_endpoint: *tunnel,
                 })
                 .collect())
         }

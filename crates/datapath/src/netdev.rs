@@ -16,8 +16,8 @@ use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
 use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage},
     link::{
-        AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags,
-        LinkInfo, LinkMessage,
+        AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute,
+        LinkFlags, LinkInfo, LinkMessage,
     },
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
     route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType},
@@ -31,6 +31,21 @@ use crate::{netlink::Rtnl, netns};
 /// need not have the dummy driver).
 pub const HOST_DEVICE: &str = "twill_host";
 const HOST_DEVICE_PEER: &str = "twill_net";
+/// The VXLAN device of cluster mode's tunnel routing, one per node for
+/// every remote node (collect-metadata mode: the datapath names the remote
+/// node per packet).
+pub const TUNNEL_DEVICE: &str = "twill_vxlan";
+/// The UDP port of the overlay: Cilium's VXLAN port, so firewalls set up
+/// for Cilium let Twill through.
+pub const VXLAN_PORT: u16 = 8472;
+/// What VXLAN over IPv4 adds to every frame: outer IPv4 (20), UDP (8),
+/// VXLAN (8) and inner Ethernet (14) headers.
+const VXLAN_OVERHEAD: u32 = 50;
+/// The protocol number Twill's routes carry (`ip route ... proto 116`), so
+/// the agent can tell its native-routing routes from everyone else's and
+/// reconcile them after a restart. Unassigned in the kernel's list and
+/// iproute2's rt_protos.
+pub const ROUTE_PROTOCOL: u8 = 116;
 /// Interface name of an endpoint inside its namespace.
 pub const ENDPOINT_DEVICE: &str = "eth0";
 const LOOPBACK: &str = "lo";
@@ -533,4 +548,171 @@ pub fn delete_netns(netns: &str) -> Result<(), NetdevError> {
 /// Idempotent.
 pub fn delete_link(device: &str) -> Result<(), NetdevError> {
     delete_device(device)
+}
+
+/// The link message of `device` in the caller's namespace, if it exists.
+fn link_message(rtnl: &mut Rtnl, device: &str) -> Result<Option<LinkMessage>, NetdevError> {
+    let mut message = LinkMessage::default();
+    message.attributes.push(LinkAttribute::IfName(device.into()));
+    match rtnl.get(RouteNetlinkMessage::GetLink(message)) {
+        Ok(Some(RouteNetlinkMessage::NewLink(link))) => Ok(Some(link)),
+        Ok(_) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+        Err(source) => Err(NetdevError::Netlink { operation: format!("link show {device}"), source }),
+    }
+}
+
+fn link_mtu(link: &LinkMessage) -> Option<u32> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::Mtu(mtu) => Some(*mtu),
+        _ => None,
+    })
+}
+
+/// Whether `link` is a collect-metadata VXLAN device on `port`: anything
+/// else under the tunnel's name would encapsulate with the wrong VNI, or
+/// not at all.
+fn is_metadata_vxlan(link: &LinkMessage, port: u16) -> bool {
+    let Some(info) = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(info) => Some(info),
+        _ => None,
+    }) else {
+        return false;
+    };
+    let vxlan = info.iter().find_map(|i| match i {
+        LinkInfo::Data(InfoData::Vxlan(v)) => Some(v),
+        _ => None,
+    });
+    vxlan.is_some_and(|v| v.contains(&InfoVxlan::CollectMetadata(true)) && v.contains(&InfoVxlan::Port(port)))
+}
+
+/// Creates (or repairs) the tunnel device `name`: VXLAN in collect-metadata
+/// ("external") mode on UDP `port`, without learning (the datapath names
+/// the remote node of every packet), up. With `underlay_device`, its MTU is
+/// the underlay's less the encapsulation overhead; without, the kernel's
+/// default for a VXLAN device (1450) stays. A device of that name that is
+/// not such a VXLAN device is replaced. Returns the device's ifindex, for
+/// [`twill_abi::DatapathConfig::tunnel_ifindex`].
+pub fn ensure_vxlan_device(name: &str, port: u16, underlay_device: Option<&str>) -> Result<u32, NetdevError> {
+    let mut rtnl = open()?;
+    let mtu = match underlay_device {
+        Some(underlay) => {
+            let link =
+                link_message(&mut rtnl, underlay)?.ok_or_else(|| NetdevError::NoDevice(underlay.into()))?;
+            link_mtu(&link).map(|mtu| mtu.saturating_sub(VXLAN_OVERHEAD))
+        }
+        None => None,
+    };
+    match link_message(&mut rtnl, name)? {
+        Some(link) if is_metadata_vxlan(&link, port) => {}
+        existing => {
+            if existing.is_some() {
+                tracing::warn!(
+                    "{name} exists but is not a collect-metadata VXLAN device on port {port}: replacing it"
+                );
+                delete_device(name)?;
+            }
+            let mut message = LinkMessage::default();
+            message.attributes.push(LinkAttribute::IfName(name.into()));
+            message.attributes.push(LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Vxlan),
+                LinkInfo::Data(InfoData::Vxlan(vec![
+                    InfoVxlan::CollectMetadata(true),
+                    InfoVxlan::Port(port),
+                    InfoVxlan::Learning(false),
+                ])),
+            ]));
+            request(&mut rtnl, RouteNetlinkMessage::NewLink(message), NLM_F_CREATE | NLM_F_EXCL, || {
+                format!("link add {name} type vxlan external dstport {port} nolearning")
+            })?;
+        }
+    }
+    let index = link_index(&mut rtnl, name)?;
+    if let Some(mtu) = mtu {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message.attributes.push(LinkAttribute::Mtu(mtu));
+        request(&mut rtnl, RouteNetlinkMessage::SetLink(message), 0, || {
+            format!("link set {name} mtu {mtu}")
+        })?;
+    }
+    set_addrgenmode_none(&mut rtnl, index, name)?;
+    set_up(&mut rtnl, index, name)?;
+    Ok(index)
+}
+
+/// Removes the tunnel device. Idempotent.
+pub fn delete_vxlan_device(name: &str) -> Result<(), NetdevError> {
+    delete_device(name)
+}
+
+/// A native-routing route in the main table, tagged [`ROUTE_PROTOCOL`].
+fn route_message(dst: Ipv4Addr, prefix_len: u8) -> RouteMessage {
+    let mut message = RouteMessage::default();
+    message.header.address_family = AddressFamily::Inet;
+    message.header.table = RouteHeader::RT_TABLE_MAIN;
+    message.header.protocol = RouteProtocol::Other(ROUTE_PROTOCOL);
+    message.header.destination_prefix_length = prefix_len;
+    message.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+    message
+}
+
+/// `ip route replace DST/LEN via VIA proto 116`: native routing to another
+/// node's pod CIDR, through that node's address. The kernel picks the
+/// device from its route to `via` (which must be on a connected network).
+pub fn replace_route(dst: Ipv4Addr, prefix_len: u8, via: Ipv4Addr) -> Result<(), NetdevError> {
+    let mut message = route_message(dst, prefix_len);
+    message.header.kind = RouteType::Unicast;
+    message.header.scope = RouteScope::Universe;
+    message.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(via)));
+    request(&mut open()?, RouteNetlinkMessage::NewRoute(message), NLM_F_CREATE | NLM_F_REPLACE, || {
+        format!("route replace {dst}/{prefix_len} via {via} proto {ROUTE_PROTOCOL}")
+    })
+}
+
+/// Removes a route [`replace_route`] installed. A missing route is not an
+/// error; a route to the same prefix that is not Twill's is left alone.
+pub fn delete_route(dst: Ipv4Addr, prefix_len: u8) -> Result<(), NetdevError> {
+    let mut message = route_message(dst, prefix_len);
+    message.header.scope = RouteScope::NoWhere;
+    match open()?.execute(RouteNetlinkMessage::DelRoute(message), 0) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+        Err(source) => Err(NetdevError::Netlink {
+            operation: format!("route del {dst}/{prefix_len} proto {ROUTE_PROTOCOL}"),
+            source,
+        }),
+    }
+}
+
+/// Twill's routes in the main table (protocol [`ROUTE_PROTOCOL`]), as
+/// (destination, prefix length, gateway), sorted.
+pub fn list_routes_by_protocol() -> Result<Vec<(Ipv4Addr, u8, Ipv4Addr)>, NetdevError> {
+    let mut request = RouteMessage::default();
+    request.header.address_family = AddressFamily::Inet;
+    let routes = open()?
+        .dump(RouteNetlinkMessage::GetRoute(request))
+        .map_err(|source| NetdevError::Netlink { operation: "-4 route show".into(), source })?;
+    let mut out: Vec<(Ipv4Addr, u8, Ipv4Addr)> = routes
+        .iter()
+        .filter_map(|m| {
+            let RouteNetlinkMessage::NewRoute(r) = m else { return None };
+            if r.header.table != RouteHeader::RT_TABLE_MAIN
+                || r.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
+            {
+                return None;
+            }
+            let dst = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(*d),
+                _ => None,
+            })?;
+            let via = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
+                _ => None,
+            })?;
+            Some((dst, r.header.destination_prefix_length, via))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
 }

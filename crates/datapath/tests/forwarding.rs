@@ -11,7 +11,7 @@ use std::{
 };
 
 use twill_abi::{metrics_index, EndpointInfo, METRIC_DIR_EGRESS};
-use twill_datapath::{netdev, Datapath, PolicyEntry};
+use twill_datapath::{netdev, Datapath, IpcacheEntry, PolicyEntry};
 
 /// Runs the test body in a thread that has moved into a fresh network
 /// namespace of its own (gone when the thread ends, with every device in
@@ -167,7 +167,7 @@ fn endpoints_reach_each_other_through_ebpf_and_spoofing_is_dropped() {
                 host_mac: plumbing.host_mac,
             };
             datapath.upsert_endpoint(ip, info).unwrap();
-            datapath.upsert_ipcache(ip, 32, 256).unwrap();
+            datapath.upsert_ipcache(&IpcacheEntry::local(ip, 32, 256)).unwrap();
             // No policy: allow everything both ways (identity 0, any L4).
             for direction in [0, 1] {
                 datapath.upsert_policy(allow_all(n as u16, direction), false).unwrap();
@@ -180,6 +180,7 @@ fn endpoints_reach_each_other_through_ebpf_and_spoofing_is_dropped() {
                 aggregation: 0,
                 events: 0,
                 maglev_table_size: twill_abi::LB_MAGLEV_DEFAULT_SIZE,
+                tunnel_ifindex: 0,
             })
             .unwrap();
         assert!(ping(&sandbox.endpoint_netns(1), ips[1]), "endpoint 1 -> endpoint 2");

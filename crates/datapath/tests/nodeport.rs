@@ -60,7 +60,7 @@ fn fixture(tag: &str) -> Fixture {
 
     let root = PathBuf::from(format!("/sys/fs/bpf/{name}"));
     let mut dp = Datapath::load(&root).unwrap();
-    dp.upsert_ipcache(NODE, 32, IDENTITY_HOST).unwrap();
+    dp.upsert_ipcache(&twill_datapath::IpcacheEntry::local(NODE, 32, IDENTITY_HOST)).unwrap();
     in_netns(&node, || dp.attach_netdev("n0").unwrap());
     // Attaching again (a restarted agent) swaps the programs in place.
     in_netns(&node, || dp.attach_netdev("n0").unwrap());

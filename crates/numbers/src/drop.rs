@@ -8,7 +8,10 @@ pub const DROP_POLICY: u8 = 133;
 pub const DROP_INVALID_PACKET: u8 = 134;
 pub const DROP_CT_INVALID_HDR: u8 = 135;
 pub const DROP_UNSUPPORTED_L3: u8 = 139;
+pub const DROP_WRITE_ERROR: u8 = 141;
+pub const DROP_NO_TUNNEL_KEY: u8 = 147;
 pub const DROP_NO_SERVICE: u8 = 158;
+pub const DROP_UNKNOWN_SENDER: u8 = 172;
 pub const DROP_POLICY_DENY: u8 = 181;
 
 /// Every code Cilium names, with its text. Flows from other agents (a
@@ -122,6 +125,9 @@ mod tests {
         assert_eq!(drop_reason_text(DROP_CT_INVALID_HDR), Some("CT: Truncated or invalid header"));
         assert_eq!(drop_reason_text(DROP_UNSUPPORTED_L3), Some("Unsupported L3 protocol"));
         assert_eq!(drop_reason_text(DROP_POLICY_DENY), Some("Policy denied by denylist"));
+        assert_eq!(drop_reason_text(DROP_WRITE_ERROR), Some("Error writing to packet"));
+        assert_eq!(drop_reason_text(DROP_NO_TUNNEL_KEY), Some("Error retrieving tunnel key"));
+        assert_eq!(drop_reason_text(DROP_UNKNOWN_SENDER), Some("Unknown sender"));
     }
 
     #[test]

@@ -24,7 +24,8 @@ use twill_policy::{resolve::Universe, services::ServiceCatalog};
 use twill_store::{FileStore, Store};
 
 use crate::{
-    config::Config,
+    cluster::{mirror, Cluster},
+    config::{Config, RoutingMode},
     directory::{self, FlowDirectory},
     endpoints::{named_ports_by_identity, Endpoints},
     error::{AgentError, Result},
@@ -106,9 +107,25 @@ pub enum Change {
         namespace: String,
         all: bool,
     },
+    /// Cluster mode: what other nodes changed in the shared store.
+    Cluster(mirror::Batch),
 }
 
 impl Change {
+    /// What the change is, if it cannot be made without the shared store
+    /// (cluster mode): it then fails at once while the store is down.
+    fn needs_store(&self) -> Option<&'static str> {
+        Some(match self {
+            Change::EndpointCreate { .. } | Change::CniAdd(_) => "creating an endpoint",
+            Change::EndpointLabel { .. } => "relabeling an endpoint",
+            Change::NamespaceCreate { .. } | Change::NamespaceLabel { .. } | Change::NamespaceDelete { .. } => {
+                "changing a namespace"
+            }
+            Change::PolicyImport { .. } | Change::PolicyDelete { .. } => "changing policy",
+            _ => return None,
+        })
+    }
+
     /// Whether the change can add, remove or relabel endpoints, which
     /// selector services and the socket hooks' namespaces follow.
     fn touches_endpoints(&self) -> bool {
@@ -134,6 +151,8 @@ pub enum Outcome {
     CniRemoved(api::CniRemoved),
     Service(Box<api::ServiceInfo>),
     ServicesImported(api::ServicesImported),
+    /// A change from the store was applied.
+    Synced,
 }
 
 /// What follows from a change beyond the change itself.
@@ -145,10 +164,16 @@ struct Effects {
     /// Endpoints came, went or changed labels: selector services and the
     /// socket hooks' namespaces follow.
     endpoints: bool,
+    /// Remote nodes or endpoints changed (cluster mode): the ipcache.
+    ipcache: bool,
+    /// Remote nodes' pod CIDRs or addresses changed: native routes.
+    routes: bool,
 }
 
 pub struct Agent {
     config: Config,
+    /// Set in cluster mode.
+    cluster: Option<Cluster>,
     store: Arc<dyn Store>,
     datapath: Datapath,
     features: KernelFeatures,
@@ -177,9 +202,18 @@ impl Agent {
     /// Opens the store, loads the datapath and brings kernel state in line
     /// with the store: restored endpoints keep their IPs, identities and
     /// devices; leftovers of interrupted operations are removed.
-    pub fn start(config: Config) -> Result<Self> {
+    pub fn start(mut config: Config) -> Result<Self> {
         names::check_node_name(&config.node_name)?;
+        // Node-local state (this node's endpoints, addresses, CNI
+        // attachments) stays in the embedded store in every mode; what the
+        // cluster shares (identities, namespaces, policies) goes where
+        // every node reads it.
         let store: Arc<dyn Store> = Arc::new(FileStore::open(&config.state_dir)?);
+        let mut cluster = match config.cluster {
+            Some(_) => Some(Cluster::join(&mut config)?),
+            None => None,
+        };
+        let shared = cluster.as_ref().map(|c| c.store()).unwrap_or_else(|| store.clone());
         check_pod_cidr(store.as_ref(), &config)?;
         let features = twill_datapath::probe_features();
         let mut datapath = Datapath::load(&config.bpf_root)?;
@@ -189,12 +223,16 @@ impl Agent {
         } else {
             0
         };
+        let tunnel_ifindex = match &mut cluster {
+            Some(c) => c.prepare_datapath(&mut datapath)?,
+            None => 0,
+        };
         datapath.set_config(twill_abi::DatapathConfig {
             allow_localhost: 1,
             aggregation: config.aggregation,
             events,
             maglev_table_size: config.maglev_table_size,
-            tunnel_ifindex: 0,
+            tunnel_ifindex,
         })?;
         let realizer = PolicyRealizer::from_map(datapath.policy_map())?;
         let services = Services::load(
@@ -207,10 +245,11 @@ impl Agent {
         lb::attach(&mut datapath, &config)?;
         let mut agent = Self {
             services,
-            namespaces: Namespaces::new(store.clone()),
+            namespaces: Namespaces::new(shared.clone()),
             endpoints: Endpoints::new(store.clone(), &config.node_name, config.pod_cidr),
-            identities: Identities::new(store.clone()),
-            policies: PolicyRepository::load(store.clone())?,
+            identities: Identities::new(shared.clone(), cluster.as_ref().map(|c| c.session())),
+            policies: PolicyRepository::load(shared.clone())?,
+            cluster,
             realizer,
             service_catalog: ServiceCatalog::default(),
             directory: FlowDirectory::new(&config.node_name),
@@ -223,8 +262,9 @@ impl Agent {
             netns_written: None,
         };
         agent.namespaces.ensure_default()?;
+        agent.cluster_initial_sync()?;
         agent.restore()?;
-        agent.follow_up(Effects { regenerate: true, endpoints: true })?;
+        agent.follow_up(Effects { regenerate: true, endpoints: true, ipcache: true, routes: true })?;
         let garbage = agent.services.collect_garbage(agent.datapath.lb_maps())?;
         if garbage > 0 {
             info!(writes = garbage, "removed service map entries no service wants");
@@ -274,7 +314,14 @@ impl Agent {
     }
 
     fn change(&mut self, change: Change, effects: &mut Effects) -> Result<Outcome> {
+        if let (Some(cluster), Some(what)) = (&self.cluster, change.needs_store()) {
+            cluster.check_reachable(what)?;
+        }
         Ok(match change {
+            Change::Cluster(batch) => {
+                self.cluster_sync(batch, effects)?;
+                Outcome::Synced
+            }
             Change::EndpointCreate { name, namespace, labels, ports } => Outcome::Endpoint(Box::new(
                 self.endpoint_create(&name, &namespace, &labels, &ports, None, effects)?,
             )),
@@ -372,7 +419,108 @@ impl Agent {
             self.sync_socket_namespaces()?;
         }
         self.sync_services(effects.endpoints)?;
+        if let Some(cluster) = &mut self.cluster {
+            cluster.publish(&self.endpoints.records()?);
+        }
+        if effects.ipcache && !effects.regenerate {
+            let records = self.endpoints.records()?;
+            self.sync_ipcache(&records)?;
+        }
+        if effects.routes {
+            self.sync_routes()?;
+        }
         self.rebuild_directory()
+    }
+
+    // ---- cluster ---------------------------------------------------------
+
+    /// A batch of other nodes' changes from the store.
+    fn cluster_sync(&mut self, batch: mirror::Batch, effects: &mut Effects) -> Result<()> {
+        let Some(cluster) = &mut self.cluster else { return Ok(()) };
+        let delta = cluster.apply(batch);
+        effects.ipcache |= delta.ipcache;
+        effects.routes |= delta.routes;
+        effects.regenerate |= delta.identities;
+        if delta.policies && self.policies.reload()? {
+            effects.regenerate = true;
+        }
+        if delta.namespaces {
+            // Namespace labels are part of every member's identity.
+            for record in self.endpoints.records()? {
+                let ns = self.namespaces.get_or_default(&record.namespace)?;
+                let before = record.identity;
+                let after = self.apply_identity(record, &ns, effects)?;
+                if after.identity != before {
+                    effects.endpoints = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Native routing: a route to each other node's pod CIDR via its
+    /// address; only routes Twill made are touched.
+    fn sync_routes(&mut self) -> Result<()> {
+        let Some(cluster) = &self.cluster else { return Ok(()) };
+        let wanted: BTreeMap<(Ipv4Addr, u8), Ipv4Addr> = match cluster.routing() {
+            RoutingMode::Native => {
+                cluster.routes().into_iter().map(|(cidr, via)| ((cidr.network, cidr.prefix_len), via)).collect()
+            }
+            RoutingMode::Tunnel => BTreeMap::new(),
+        };
+        let current: BTreeMap<(Ipv4Addr, u8), Ipv4Addr> =
+            netdev::list_routes_by_protocol()?.into_iter().map(|(dst, len, via)| ((dst, len), via)).collect();
+        for key in current.keys().filter(|k| !wanted.contains_key(k)) {
+            netdev::delete_route(key.0, key.1)?;
+        }
+        for (key, via) in &wanted {
+            if current.get(key) != Some(via) {
+                netdev::replace_route(key.0, key.1, *via)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads what other nodes already published, so the first ipcache
+    /// sync after a restart keeps their entries instead of dropping them
+    /// until the mirrors catch up.
+    fn cluster_initial_sync(&mut self) -> Result<()> {
+        let Some(cluster) = &mut self.cluster else { return Ok(()) };
+        let store = cluster.store();
+        for (kind, prefix) in cluster.mirrored() {
+            if !matches!(kind, mirror::Kind::Nodes | mirror::Kind::Ips) {
+                continue;
+            }
+            let (entries, revision) = store.list_at(&prefix)?;
+            cluster.apply(mirror::Batch {
+                kind,
+                update: mirror::Update::Resync(entries.into_iter().map(|(k, e)| (k, e.value)).collect()),
+                revision,
+            });
+        }
+        Ok(())
+    }
+
+    /// Cluster mode: the part of the cluster the mirrors keep, the
+    /// heartbeat, and what the API's node listing needs.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.as_ref()
+    }
+
+    pub fn node_list(&self) -> Result<Vec<api::NodeInfo>> {
+        match &self.cluster {
+            Some(cluster) => Ok(cluster.node_list()),
+            None => Err(AgentError::Invalid(
+                "this agent runs standalone: nodes exist in cluster mode (--kvstore-endpoints)".into(),
+            )),
+        }
+    }
+
+    pub fn node_get(&self, name: &str) -> Result<api::NodeInfo> {
+        self.node_list()?
+            .into_iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| AgentError::NotFound(format!("node {name:?} is not in the cluster")))
     }
 
     // ---- endpoints -------------------------------------------------------
@@ -1028,11 +1176,16 @@ impl Agent {
     fn sync_ipcache(&mut self, records: &[EndpointRecord]) -> Result<()> {
         let cidrs: Vec<(Ipv4Addr, u8, u32)> =
             self.identities.cidr_entries().map(|(p, id)| (Ipv4Addr::from(p.addr), p.len, id)).collect();
-        let desired = DesiredIpcache::new(
+        let mut desired = DesiredIpcache::new(
             host_addresses(self.config.pod_cidr.router()),
             cidrs,
             records.iter().map(|r| (r.ip, r.identity)),
         );
+        if let Some(cluster) = &self.cluster {
+            for entry in cluster.remote_ipcache() {
+                desired.insert_remote(entry.ip, 32, entry.identity, entry.tunnel_endpoint);
+            }
+        }
         ipcache::sync(self.datapath.ipcache_map(), &desired)?;
         Ok(())
     }
@@ -1156,6 +1309,18 @@ impl Agent {
                 Err(e) => e.to_string(),
             },
         });
+        if let Some(cluster) = &self.cluster {
+            let kv = cluster.status();
+            health.push(api::SubsystemHealth {
+                name: "kvstore".into(),
+                ok: kv.reachable,
+                message: if kv.reachable {
+                    format!("etcd at {}, revision {}", kv.endpoints.join(","), kv.last_sync_revision)
+                } else {
+                    format!("etcd at {} unreachable: {}", kv.endpoints.join(","), kv.message)
+                },
+            });
+        }
         let maps = self.datapath.ipcache_entries();
         health.push(api::SubsystemHealth {
             name: "datapath".into(),
@@ -1194,7 +1359,7 @@ impl Agent {
         Ok(api::Status {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_seconds: self.started.elapsed().as_secs(),
-            mode: "standalone".into(),
+            mode: if self.cluster.is_some() { "cluster" } else { "standalone" }.into(),
             node_name: self.config.node_name.clone(),
             pod_cidr: self.config.pod_cidr.to_string(),
             router_ipv4: self.config.pod_cidr.router().to_string(),
@@ -1210,11 +1375,13 @@ impl Agent {
             },
             kernel: serde_json::to_value(&self.features).unwrap_or_default(),
             endpoints: records.len(),
-            identities: self.identities.allocated()?.len(),
+            identities: self.identities.allocated().map(|a| a.len()).unwrap_or(0),
             policy_revision: self.policies.revision(),
             policies: self.policies.len(),
             programs,
             health,
+            kvstore: self.cluster.as_ref().map(|c| c.status()),
+            nodes: self.cluster.as_ref().map(|c| c.node_count()).unwrap_or(0),
         })
     }
 
@@ -1249,7 +1416,19 @@ impl Agent {
         self.directory.rebuild(directory::Sources {
             universe: &universe,
             endpoints: &endpoints,
-            namespaces: self.namespaces.names()?,
+            namespaces: self.namespaces.names().unwrap_or_default(),
+            remote: self
+                .cluster
+                .iter()
+                .flat_map(|c| c.remote_ips())
+                .map(|r| twill_observe::RemoteEndpointMeta {
+                    name: r.name.clone(),
+                    namespace: r.namespace.clone(),
+                    ip: r.ip,
+                    identity: r.identity,
+                    node: r.node.clone(),
+                })
+                .collect(),
             services: self.services.resolved(),
         });
         Ok(())
@@ -1362,6 +1541,9 @@ impl Agent {
             self.tear_down(r);
         }
         let mut removed = Vec::new();
+        if let Some(cluster) = &self.cluster {
+            removed.extend(cluster.leave(&mut self.datapath)?);
+        }
         removed.extend(lb::detach(&mut self.datapath, &self.config)?);
         netdev::remove_host_device()?;
         removed.push(format!("device {}", netdev::HOST_DEVICE));

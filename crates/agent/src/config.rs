@@ -27,9 +27,11 @@ pub struct Args {
     /// bpffs directory for pinned maps and links.
     #[arg(long, default_value = "/sys/fs/bpf/twill")]
     pub bpf_root: PathBuf,
-    /// IPv4 CIDR endpoints on this node get addresses from.
-    #[arg(long, default_value = "10.200.0.0/24")]
-    pub pod_cidr: String,
+    /// IPv4 CIDR endpoints on this node get addresses from (standalone
+    /// default 10.200.0.0/24; in cluster mode, taken from --cluster-pool
+    /// unless given).
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
     /// Name of this node (default: the hostname).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -89,6 +91,44 @@ pub struct Args {
     /// (default: the cgroup v2 mount, so every process).
     #[arg(long)]
     pub cgroup_root: Option<PathBuf>,
+    /// etcd v3 client URLs, comma-separated: cluster mode. Without them
+    /// the agent runs standalone on its embedded store.
+    #[arg(long, value_delimiter = ',')]
+    pub kvstore_endpoints: Vec<String>,
+    /// PEM CA certificates etcd's server certificate must chain to.
+    #[arg(long)]
+    pub kvstore_ca: Option<PathBuf>,
+    /// PEM client certificate presented to etcd (with --kvstore-key).
+    #[arg(long)]
+    pub kvstore_cert: Option<PathBuf>,
+    /// PEM private key of --kvstore-cert.
+    #[arg(long)]
+    pub kvstore_key: Option<PathBuf>,
+    /// Seconds this node's keys outlive its last renewal: a node silent
+    /// for that long leaves every other node's view.
+    #[arg(long, default_value_t = 15)]
+    pub kvstore_lease_ttl: u64,
+    /// The node's underlay address, which other nodes tunnel or route to
+    /// (default: the source address of the default route).
+    #[arg(long)]
+    pub node_ip: Option<String>,
+    /// IPv4 CIDR the nodes' pod CIDRs are carved from.
+    #[arg(long)]
+    pub cluster_pool: Option<String>,
+    /// Prefix length of each node's pod CIDR from --cluster-pool.
+    #[arg(long, default_value_t = 24)]
+    pub cluster_pool_mask_size: u8,
+    /// How pod traffic crosses nodes: tunnel (VXLAN, UDP 8472, the
+    /// sender's identity in the VNI) or native (routes to each node's pod
+    /// CIDR via its node IP, on a shared L2).
+    #[arg(long, default_value = "tunnel", value_parser = ["tunnel", "native"])]
+    pub routing_mode: String,
+    /// Name of the cluster this node joins.
+    #[arg(long, default_value = "default")]
+    pub cluster_name: String,
+    /// Labels of this node, k=v comma-separated, for fromNodes/toNodes.
+    #[arg(long, value_delimiter = ',')]
+    pub node_labels: Vec<String>,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: tracing::Level,
@@ -100,7 +140,14 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub api_socket: PathBuf,
     pub bpf_root: PathBuf,
+    /// In cluster mode without --pod-cidr, replaced by the CIDR the node
+    /// holds in the store before the agent starts.
     pub pod_cidr: Cidr,
+    /// Whether --pod-cidr was given (cluster mode checks it against the
+    /// other nodes' instead of taking one from the pool).
+    pub pod_cidr_explicit: bool,
+    /// Set: cluster mode.
+    pub cluster: Option<ClusterConfig>,
     pub node_name: String,
     /// Trace event aggregation level (twill_abi::AGGREGATION_*).
     pub aggregation: u32,
@@ -119,6 +166,38 @@ pub struct Config {
     pub maglev_table_size: u32,
     pub devices: Vec<String>,
     pub cgroup_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutingMode {
+    Tunnel,
+    Native,
+}
+
+impl RoutingMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RoutingMode::Tunnel => "tunnel",
+            RoutingMode::Native => "native",
+        }
+    }
+}
+
+/// Cluster mode: the shared store and this node's place in the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub endpoints: Vec<String>,
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub lease_ttl: std::time::Duration,
+    /// None: found from the default route when the agent starts.
+    pub node_ip: Option<std::net::Ipv4Addr>,
+    pub pool: Option<Cidr>,
+    pub pool_mask_size: u8,
+    pub routing: RoutingMode,
+    pub name: String,
+    pub node_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The files of the Hubble TCP listener's TLS, as given; read and checked
@@ -157,14 +236,106 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+fn parse_cidr(flag: &'static str, text: &str) -> Result<Cidr, FlagError> {
+    // CidrError's text already quotes the value.
+    text.parse().map_err(|e: twill_ipam::CidrError| FlagError {
+        flag,
+        value: text.into(),
+        reason: e.to_string().trim_start_matches(&format!("{text:?}: ")).to_string(),
+    })
+}
+
+/// Cluster flags without --kvstore-endpoints would be silently ignored:
+/// name the first one instead.
+fn cluster_config(args: &Args) -> Result<Option<ClusterConfig>, FlagError> {
+    let flag = |flag: &'static str, value: &str, reason: &str| FlagError {
+        flag,
+        value: value.into(),
+        reason: reason.into(),
+    };
+    if args.kvstore_endpoints.is_empty() {
+        let given = [
+            ("kvstore-ca", args.kvstore_ca.as_ref().map(|p| p.display().to_string())),
+            ("kvstore-cert", args.kvstore_cert.as_ref().map(|p| p.display().to_string())),
+            ("kvstore-key", args.kvstore_key.as_ref().map(|p| p.display().to_string())),
+            ("node-ip", args.node_ip.clone()),
+            ("cluster-pool", args.cluster_pool.clone()),
+            ("node-labels", (!args.node_labels.is_empty()).then(|| args.node_labels.join(","))),
+        ];
+        if let Some((name, Some(value))) = given.into_iter().find(|(_, v)| v.is_some()) {
+            return Err(flag(name, &value, "is for cluster mode: give --kvstore-endpoints as well"));
+        }
+        return Ok(None);
+    }
+    for url in &args.kvstore_endpoints {
+        let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
+        if rest.is_none_or(|r| r.is_empty() || r.contains('/')) {
+            return Err(flag("kvstore-endpoints", url, "must be an etcd client URL, http(s)://HOST:PORT"));
+        }
+    }
+    match (&args.kvstore_cert, &args.kvstore_key) {
+        (Some(c), None) => return Err(flag("kvstore-cert", &c.display().to_string(), "needs --kvstore-key as well")),
+        (None, Some(k)) => return Err(flag("kvstore-key", &k.display().to_string(), "needs --kvstore-cert as well")),
+        _ => {}
+    }
+    if args.kvstore_lease_ttl < 2 {
+        return Err(flag("kvstore-lease-ttl", &args.kvstore_lease_ttl.to_string(), "must be at least 2 seconds"));
+    }
+    let node_ip = match &args.node_ip {
+        None => None,
+        Some(text) => match text.parse::<std::net::Ipv4Addr>() {
+            Ok(ip) if !ip.is_unspecified() && !ip.is_loopback() && !ip.is_multicast() => Some(ip),
+            _ => return Err(flag("node-ip", text, "must be this node's unicast IPv4 underlay address")),
+        },
+    };
+    let pool = args.cluster_pool.as_deref().map(|p| parse_cidr("cluster-pool", p)).transpose()?;
+    let mask = args.cluster_pool_mask_size;
+    if let Some(pool) = &pool {
+        if mask < pool.prefix_len || mask > 30 {
+            return Err(flag(
+                "cluster-pool-mask-size",
+                &mask.to_string(),
+                &format!("must be between the pool's prefix length ({}) and 30", pool.prefix_len),
+            ));
+        }
+    } else if args.pod_cidr.is_none() {
+        return Err(flag("cluster-pool", "", "cluster mode needs --cluster-pool (or this node's --pod-cidr)"));
+    }
+    let name = &args.cluster_name;
+    if name.is_empty()
+        || name.len() > 32
+        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(flag("cluster-name", name, "1 to 32 characters of a-z, 0-9 and '-'"));
+    }
+    let mut node_labels = std::collections::BTreeMap::new();
+    for label in &args.node_labels {
+        match label.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) && !k.starts_with('/') => {
+                node_labels.insert(k.to_string(), v.to_string());
+            }
+            _ => return Err(flag("node-labels", label, "each label is KEY=VALUE")),
+        }
+    }
+    Ok(Some(ClusterConfig {
+        endpoints: args.kvstore_endpoints.clone(),
+        ca: args.kvstore_ca.clone(),
+        cert: args.kvstore_cert.clone(),
+        key: args.kvstore_key.clone(),
+        lease_ttl: std::time::Duration::from_secs(args.kvstore_lease_ttl),
+        node_ip,
+        pool,
+        pool_mask_size: mask,
+        routing: if args.routing_mode == "native" { RoutingMode::Native } else { RoutingMode::Tunnel },
+        name: name.clone(),
+        node_labels,
+    }))
+}
+
 impl Config {
     pub fn from_args(args: Args) -> Result<Self, FlagError> {
-        // CidrError's text already quotes the value.
-        let pod_cidr = args.pod_cidr.parse().map_err(|e: twill_ipam::CidrError| FlagError {
-            flag: "pod-cidr",
-            value: args.pod_cidr.clone(),
-            reason: e.to_string().trim_start_matches(&format!("{:?}: ", args.pod_cidr)).to_string(),
-        })?;
+        let pod_cidr = parse_cidr("pod-cidr", args.pod_cidr.as_deref().unwrap_or("10.200.0.0/24"))?;
+        let cluster = cluster_config(&args)?;
         if args.flow_buffer_size == 0 {
             return Err(FlagError {
                 flag: "flow-buffer-size",
@@ -179,11 +350,7 @@ impl Config {
             None => Some(run_dir.join("hubble.sock")),
         };
         let cni_queue_dir = args.cni_queue_dir.unwrap_or_else(|| args.state_dir.join("cni-queue"));
-        let service_cidr = args.service_cidr.parse().map_err(|e: twill_ipam::CidrError| FlagError {
-            flag: "service-cidr",
-            value: args.service_cidr.clone(),
-            reason: e.to_string().trim_start_matches(&format!("{:?}: ", args.service_cidr)).to_string(),
-        })?;
+        let service_cidr = parse_cidr("service-cidr", &args.service_cidr)?;
         let node_port_range = parse_port_range(&args.node_port_range)?;
         twill_service::maglev::check_size(args.bpf_lb_maglev_table_size).map_err(|reason| FlagError {
             flag: "bpf-lb-maglev-table-size",
@@ -217,6 +384,8 @@ impl Config {
             api_socket: args.api_socket,
             bpf_root: args.bpf_root,
             pod_cidr,
+            pod_cidr_explicit: args.pod_cidr.is_some(),
+            cluster,
             node_name: args.node_name.unwrap_or_else(hostname),
             aggregation: match args.monitor_aggregation.as_str() {
                 "none" => twill_abi::AGGREGATION_NONE,
@@ -326,5 +495,43 @@ mod tests {
         assert_eq!(c.hubble_tls, None);
         assert_eq!(c.node_port_range, 30000..=32767);
         assert_eq!(c.maglev_table_size, 16381);
+    }
+
+    #[test]
+    fn cluster_flags_are_checked() {
+        let c = config(&[]).unwrap();
+        assert!(c.cluster.is_none());
+        let e = config(&["--cluster-pool", "10.0.0.0/16"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--cluster-pool: \"10.0.0.0/16\": is for cluster mode: give --kvstore-endpoints as well"
+        );
+        let kv = ["--kvstore-endpoints", "http://192.168.1.2:2379"];
+        let e = config(&kv).unwrap_err();
+        assert_eq!(e.flag, "cluster-pool");
+        let e = config(&["--kvstore-endpoints", "192.168.1.2:2379", "--cluster-pool", "10.0.0.0/16"]).unwrap_err();
+        assert_eq!(e.flag, "kvstore-endpoints");
+        let pool = ["--cluster-pool", "10.0.0.0/16"];
+        let e = config(&[&kv[..], &pool, &["--cluster-pool-mask-size", "12"]].concat()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--cluster-pool-mask-size: \"12\": must be between the pool's prefix length (16) and 30"
+        );
+        let e = config(&[&kv[..], &pool, &["--node-ip", "127.0.0.1"]].concat()).unwrap_err();
+        assert_eq!(e.flag, "node-ip");
+        let e = config(&[&kv[..], &pool, &["--node-labels", "zone"]].concat()).unwrap_err();
+        assert_eq!(e.flag, "node-labels");
+        let e = config(&[&kv[..], &pool, &["--cluster-name", "Prod"]].concat()).unwrap_err();
+        assert_eq!(e.flag, "cluster-name");
+        let c = config(&[&kv[..], &pool, &["--routing-mode", "native", "--node-labels", "zone=a,rack=r1"]].concat())
+            .unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.routing, RoutingMode::Native);
+        assert_eq!(cluster.pool.unwrap().to_string(), "10.0.0.0/16");
+        assert_eq!(cluster.pool_mask_size, 24);
+        assert_eq!(cluster.node_labels.get("rack").map(String::as_str), Some("r1"));
+        assert!(!c.pod_cidr_explicit);
+        let c = config(&[&kv[..], &["--pod-cidr", "10.9.0.0/24"]].concat()).unwrap();
+        assert!(c.pod_cidr_explicit && c.cluster.is_some());
     }
 }

@@ -8,7 +8,7 @@ use std::{
     sync::{Arc, RwLock},
 };
 
-use twill_observe::{Directory, EndpointMeta, ServiceIndex};
+use twill_observe::{Directory, EndpointMeta, RemoteEndpointMeta, ServiceIndex};
 use twill_policy::resolve::Universe;
 use twill_service::{ResolvedService, ServiceKey};
 
@@ -28,6 +28,8 @@ pub struct Sources<'a> {
     pub universe: &'a Universe,
     pub endpoints: &'a [(EndpointRecord, u32)],
     pub namespaces: Vec<String>,
+    /// Cluster mode: endpoints other nodes host.
+    pub remote: Vec<RemoteEndpointMeta>,
     /// `Services::resolved`: its revision and the resolved services.
     pub services: (u64, &'a BTreeMap<ServiceKey, ResolvedService>),
 }
@@ -61,6 +63,7 @@ impl FlowDirectory {
             });
         }
         dir.namespaces.extend(from.namespaces);
+        dir.remote = from.remote.into_iter().map(|r| (r.ip, r)).collect();
         let (revision, resolved) = from.services;
         dir.services = match &self.services {
             Some((built, index)) if *built == revision => index.clone(),
@@ -175,6 +178,7 @@ mod tests {
                 universe: &universe,
                 endpoints: &[],
                 namespaces: vec![],
+                remote: vec![],
                 services: (revision, resolved),
             });
             let handle = dir.handle();

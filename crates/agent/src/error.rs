@@ -34,6 +34,9 @@ pub enum AgentError {
     },
     #[error("{0}")]
     Internal(String),
+    /// Cluster mode, the kvstore is down: the change was not made.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl AgentError {
@@ -46,6 +49,11 @@ impl AgentError {
             AgentError::Exhausted(_) => "exhausted",
             AgentError::Identity(twill_identity::AllocatorError::Exhausted) => "exhausted",
             AgentError::Ipam(twill_ipam::IpamError::Exhausted { .. }) => "exhausted",
+            AgentError::Unavailable(_) => "unavailable",
+            AgentError::Store(twill_store::StoreError::Unavailable { .. }) => "unavailable",
+            AgentError::Identity(twill_identity::AllocatorError::Store(twill_store::StoreError::Unavailable {
+                ..
+            })) => "unavailable",
             _ => "internal",
         }
     }

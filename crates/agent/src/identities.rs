@@ -13,7 +13,7 @@ use twill_policy::{
     model::Prefix,
     resolve::{IdentityKind, KnownIdentity, Universe},
 };
-use twill_store::Store;
+use twill_store::{Session, Store};
 
 use crate::error::Result;
 
@@ -23,11 +23,20 @@ pub const FIRST_CIDR_IDENTITY: u32 = 1 << 24;
 pub struct Identities {
     allocator: IdentityAllocator,
     cidrs: CidrIdentities,
+    /// The last identity list read: while a shared store is unreachable,
+    /// flows and policy keep the identities known until then.
+    last_known: std::sync::Mutex<Option<Vec<Identity>>>,
 }
 
 impl Identities {
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { allocator: IdentityAllocator::new(store), cidrs: CidrIdentities::default() }
+    /// With a session (cluster mode), this node's references to
+    /// identities are bound to its lease.
+    pub fn new(store: Arc<dyn Store>, session: Option<Arc<Session>>) -> Self {
+        let allocator = match session {
+            Some(session) => IdentityAllocator::with_session(store, session),
+            None => IdentityAllocator::new(store),
+        };
+        Self { allocator, cidrs: CidrIdentities::default(), last_known: Default::default() }
     }
 
     pub fn acquire(&self, labels: &LabelSet, owner: &str) -> Result<u32> {
@@ -57,7 +66,20 @@ impl Identities {
     }
 
     pub fn allocated(&self) -> Result<Vec<Identity>> {
-        Ok(self.allocator.list()?.into_iter().map(|(i, _)| i).collect())
+        let mut last = self.last_known.lock().unwrap_or_else(|p| p.into_inner());
+        match self.allocator.identities() {
+            Ok(list) => {
+                *last = Some(list.clone());
+                Ok(list)
+            }
+            Err(e) => match &*last {
+                Some(list) => {
+                    tracing::debug!("identities from the last read: {e}");
+                    Ok(list.clone())
+                }
+                None => Err(e.into()),
+            },
+        }
     }
 
     /// Makes the CIDR identities exactly those for `prefixes`; returns

@@ -21,7 +21,11 @@ pub fn ipcache(datapath: &Datapath) -> Result<Vec<api::IpcacheEntry>> {
     Ok(datapath
         .ipcache_entries()?
         .into_iter()
-        .map(|e| api::IpcacheEntry { cidr: format!("{}/{}", e.ip, e.prefix_len), identity: e.identity })
+        .map(|e| api::IpcacheEntry {
+            cidr: format!("{}/{}", e.ip, e.prefix_len),
+            identity: e.identity,
+            tunnel_endpoint: e.tunnel_endpoint.map(|ip| ip.to_string()),
+        })
         .collect())
 }
 

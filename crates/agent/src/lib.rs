@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod cluster;
 mod directory;
 mod endpoints;
 pub mod error;
@@ -42,6 +43,29 @@ fn sampler(agent: Arc<Mutex<Agent>>) -> impl Fn() -> Option<metrics::Sample> + S
     move || agent.lock().unwrap_or_else(|p| p.into_inner()).metrics_sample().ok()
 }
 
+/// Cluster mode: one mirror per shared prefix, feeding the entry point,
+/// and the heartbeat beside them.
+fn start_cluster_threads(agent: &Arc<Mutex<Agent>>) -> anyhow::Result<()> {
+    let guard = agent.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(cluster) = guard.cluster() else { return Ok(()) };
+    for (kind, prefix) in cluster.mirrored() {
+        let agent = agent.clone();
+        cluster::mirror::spawn(cluster.store(), kind, prefix, cluster.health(), move |batch| {
+            let mut agent = agent.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = agent.apply(Change::Cluster(batch)) {
+                tracing::warn!("applying a change from the kvstore: {}", e.chain());
+            }
+        })?;
+    }
+    let mut housekeeping = cluster.housekeeping();
+    let interval = cluster.housekeeping_interval();
+    std::thread::Builder::new().name("cluster-housekeeping".into()).spawn(move || loop {
+        std::thread::sleep(interval);
+        housekeeping();
+    })?;
+    Ok(())
+}
+
 /// Runs the agent until a signal or `twill uninstall`; returns why it
 /// stopped. Errors at start name the flag or subsystem that failed.
 pub fn run(config: Config) -> anyhow::Result<Shutdown> {
@@ -56,6 +80,8 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
     spawn_signal_thread(shutdown_tx.clone())?;
     let listener = server::bind(&config.api_socket)?;
     let mut agent = Agent::start(config.clone()).map_err(|e| anyhow::anyhow!("{}", e.chain()))?;
+    // Cluster mode may have taken the pod CIDR from the pool.
+    let config = agent.config().clone();
     let agent_metrics = metrics::AgentMetrics::new();
     let hub = Arc::new(events::EventHub::default());
     let ring = Arc::new(twill_observe::FlowRing::new(config.flow_buffer_size));
@@ -81,6 +107,7 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
         directory,
     )?;
     let agent = Arc::new(Mutex::new(agent));
+    start_cluster_threads(&agent)?;
     // Kept alive for the agent's lifetime: dropping it stops the server.
     let _metrics_server = match config.prometheus_listen {
         Some(addr) => Some(

@@ -223,6 +223,7 @@ fn apply(agent: &mut Agent, change: Change) -> Result<serde_json::Value> {
         Outcome::CniRemoved(r) => json(r),
         Outcome::Service(s) => json(s),
         Outcome::ServicesImported(s) => json(s),
+        Outcome::Synced => json(serde_json::json!({})),
     }
 }
 
@@ -276,5 +277,7 @@ fn dispatch(agent: &mut Agent, request: Request) -> Result<serde_json::Value> {
             apply(agent, Change::ServiceDelete { name, namespace, all })
         }
         Request::BpfLbList => json(agent.bpf_lb_list()?),
+        Request::NodeList => json(agent.node_list()?),
+        Request::NodeGet { name } => json(agent.node_get(&name)?),
     }
 }

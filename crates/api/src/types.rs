@@ -116,6 +116,11 @@ pub enum Request {
         all: bool,
     },
     BpfLbList,
+    /// Cluster mode: every node the store knows.
+    NodeList,
+    NodeGet {
+        name: String,
+    },
 }
 
 /// `twill service create`, as typed: every field is checked by the agent
@@ -471,6 +476,9 @@ pub struct NamespaceInfo {
 pub struct IpcacheEntry {
     pub cidr: String,
     pub identity: u32,
+    /// Cluster mode: the node that hosts the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -548,6 +556,49 @@ pub struct Status {
     pub policies: usize,
     pub programs: Vec<AttachedProgram>,
     pub health: Vec<SubsystemHealth>,
+    /// Cluster mode: the shared store as this agent sees it.
+    #[serde(default)]
+    pub kvstore: Option<KvstoreStatus>,
+    /// Cluster mode: nodes in the store, this one included.
+    #[serde(default)]
+    pub nodes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KvstoreStatus {
+    pub endpoints: Vec<String>,
+    pub reachable: bool,
+    /// The lease this node's keys are bound to, as etcd prints it (hex).
+    pub lease: String,
+    pub lease_alive: bool,
+    /// Highest store revision this agent has applied.
+    pub last_sync_revision: u64,
+    pub cluster_name: String,
+    pub routing_mode: String,
+    pub node_ip: String,
+    /// Why the store is unreachable, when it is.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// One node of the cluster, as `twill node list` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub cluster: String,
+    pub node_ip: String,
+    pub pod_cidr: String,
+    pub routing_mode: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// alive: its lease holds and it renewed recently; unreachable: its
+    /// heartbeat is older than its lease TTL.
+    pub state: String,
+    /// Unix seconds of the node's last heartbeat in the store.
+    pub last_heartbeat: u64,
+    /// This agent's own node.
+    pub local: bool,
+    /// Endpoints the node publishes.
+    pub endpoints: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

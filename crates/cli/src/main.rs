@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use twill_api::{
     BpfEndpoint, BpfPolicy, Client, CtRow, Endpoint, IdentityInfo, IpcacheEntry, MetricsRow, MonitorEvent,
-    NamespaceInfo, PolicyFile, PolicyImported, PolicyList, Request, Status, TraceRequest, TraceResult,
+    NamespaceInfo, NodeInfo, PolicyFile, PolicyImported, PolicyList, Request, Status, TraceRequest, TraceResult,
     Uninstalled,
 };
 
@@ -55,6 +55,9 @@ enum Commands {
     /// Inspect security identities.
     #[command(subcommand)]
     Identity(IdentityCmd),
+    /// Cluster mode: the nodes of the cluster.
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Manage namespaces.
     #[command(subcommand)]
     Namespace(NamespaceCmd),
@@ -166,6 +169,21 @@ enum IdentityCmd {
     /// Show one identity.
     Get {
         id: u32,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// List the cluster's nodes, this one included.
+    List {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Show one node.
+    Get {
+        name: String,
         #[command(flatten)]
         out: OutputArg,
     },
@@ -388,6 +406,29 @@ fn identities_table(identities: &[IdentityInfo]) {
     t.print();
 }
 
+fn nodes_table(nodes: &[NodeInfo]) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut t = Table::new(&["NAME", "NODE IP", "POD CIDR", "ROUTING", "STATE", "HEARTBEAT", "ENDPOINTS", "LABELS"]);
+    for n in nodes {
+        let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let name = if n.local { format!("{} (local)", n.name) } else { n.name.clone() };
+        t.row(vec![
+            name,
+            n.node_ip.clone(),
+            n.pod_cidr.clone(),
+            n.routing_mode.clone(),
+            n.state.clone(),
+            format!("{}s ago", now.saturating_sub(n.last_heartbeat)),
+            n.endpoints.to_string(),
+            labels_cell(&labels),
+        ]);
+    }
+    t.print();
+}
+
 fn namespaces_table(namespaces: &[NamespaceInfo]) {
     let mut t = Table::new(&["NAME", "LABELS", "ENDPOINTS"]);
     for n in namespaces {
@@ -421,6 +462,17 @@ fn status_text(s: &Status) {
         println!("Kernel:       {release} ({})", flags.join(", "));
     }
     println!("Hubble:       {}", hubble_listeners(s));
+    if let Some(kv) = &s.kvstore {
+        println!("Cluster:      {} ({} routing, node IP {}), {} nodes", kv.cluster_name, kv.routing_mode, kv.node_ip, s.nodes);
+        let state = if kv.reachable { "reachable".to_string() } else { format!("UNREACHABLE: {}", kv.message) };
+        println!(
+            "KVStore:      etcd {} {state}, lease {} {}, last sync revision {}",
+            kv.endpoints.join(","),
+            kv.lease,
+            if kv.lease_alive { "alive" } else { "lapsed" },
+            kv.last_sync_revision
+        );
+    }
     println!("Endpoints:    {}", s.endpoints);
     println!("Policy:       revision {}, {} policies", s.policy_revision, s.policies);
     println!(
@@ -488,13 +540,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let identity: IdentityInfo = client.call(&Request::IdentityGet { id })?;
             show(out, &identity, |i| identities_table(std::slice::from_ref(i)));
         }
+        Commands::Node(NodeCmd::List { out }) => {
+            let list: Vec<NodeInfo> = client.call(&Request::NodeList)?;
+            show(out, &list, |l| nodes_table(l));
+        }
+        Commands::Node(NodeCmd::Get { name, out }) => {
+            let node: NodeInfo = client.call(&Request::NodeGet { name })?;
+            show(out, &node, |n| nodes_table(std::slice::from_ref(n)));
+        }
         Commands::Namespace(cmd) => namespace(&client, cmd)?,
         Commands::Bpf(BpfCmd::Ipcache(ListOnly::List { out })) => {
             let entries: Vec<IpcacheEntry> = client.call(&Request::BpfIpcacheList)?;
             show(out, &entries, |entries| {
-                let mut t = Table::new(&["PREFIX", "IDENTITY"]);
+                let mut t = Table::new(&["PREFIX", "IDENTITY", "TUNNEL ENDPOINT"]);
                 for e in entries {
-                    t.row(vec![e.cidr.clone(), e.identity.to_string()]);
+                    t.row(vec![e.cidr.clone(), e.identity.to_string(), e.tunnel_endpoint.clone().unwrap_or_default()]);
                 }
                 t.print();
             });

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use twill_store::{Store, StoreError, StoreExt};
+use twill_store::{Session, Store, StoreError, StoreExt};
 
 use crate::{LabelSet, FIRST_ALLOCATED, LAST_ALLOCATED};
 
@@ -37,6 +37,14 @@ const MAX_ATTEMPTS: usize = 64;
 
 pub struct IdentityAllocator {
     store: Arc<dyn Store>,
+    /// Cluster mode: references are bound to the node's lease, so a node
+    /// that dies drops them by itself, and numbers are freed only by
+    /// [`IdentityAllocator::collect_unused`], never by a release, which
+    /// could race with another node taking the same labels.
+    session: Option<Arc<Session>>,
+    /// Numbers found unreferenced by the last collection, with the
+    /// revision of their key: freed only if still so at the next.
+    candidates: std::sync::Mutex<std::collections::BTreeMap<u32, u64>>,
 }
 
 fn id_key(id: u32) -> String {
@@ -51,7 +59,26 @@ fn refs_prefix(id: u32) -> String {
 
 impl IdentityAllocator {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self { store, session: None, candidates: Default::default() }
+    }
+
+    /// An allocator whose references live and die with `session`.
+    pub fn with_session(store: Arc<dyn Store>, session: Arc<Session>) -> Self {
+        Self { store, session: Some(session), candidates: Default::default() }
+    }
+
+    fn put_ref(&self, key: &str) -> Result<(), StoreError> {
+        match &self.session {
+            Some(session) => session.put(key, "").map(|_| ()),
+            None => self.store.put(key, "").map(|_| ()),
+        }
+    }
+
+    fn delete_ref(&self, key: &str) -> Result<(), StoreError> {
+        match &self.session {
+            Some(session) => session.delete(key).map(|_| ()),
+            None => self.store.delete(key).map(|_| ()),
+        }
     }
 
     /// Returns the identity for `labels`, allocating it if needed, and
@@ -65,13 +92,13 @@ impl IdentityAllocator {
                     None => continue,
                 },
             };
-            self.store.put(&format!("{}{owner}", refs_prefix(id)), "")?;
+            self.put_ref(&format!("{}{owner}", refs_prefix(id)))?;
             // A concurrent release may have freed the number between the
             // lookup and our reference; only a still-mapped id is ours.
             if self.lookup(labels)? == Some(id) {
                 return Ok(Identity { id, labels: labels.clone() });
             }
-            self.store.delete(&format!("{}{owner}", refs_prefix(id)))?;
+            self.delete_ref(&format!("{}{owner}", refs_prefix(id)))?;
         }
         Err(AllocatorError::Contended(MAX_ATTEMPTS))
     }
@@ -79,8 +106,8 @@ impl IdentityAllocator {
     /// Drops `owner`'s use of `id`; frees the number when nobody uses it.
     /// Returns whether the identity was freed.
     pub fn release(&self, id: u32, owner: &str) -> Result<bool, AllocatorError> {
-        self.store.delete(&format!("{}{owner}", refs_prefix(id)))?;
-        if !self.store.list(&refs_prefix(id))?.is_empty() {
+        self.delete_ref(&format!("{}{owner}", refs_prefix(id)))?;
+        if self.session.is_some() || !self.store.list(&refs_prefix(id))?.is_empty() {
             return Ok(false);
         }
         let Some((labels, id_rev)) = self.store.get_json::<LabelSet>(&id_key(id))? else {
@@ -112,6 +139,61 @@ impl IdentityAllocator {
         }
         out.sort_by_key(|(i, _)| i.id);
         Ok(out)
+    }
+
+    /// Every allocated identity, in numeric order, in one read (no user
+    /// counts): what policy resolution needs, cheap against etcd.
+    pub fn identities(&self) -> Result<Vec<Identity>, AllocatorError> {
+        let mut out: Vec<Identity> = self
+            .store
+            .list_json::<LabelSet>("identities/id/")?
+            .into_iter()
+            .filter_map(|(key, labels)| Some(Identity { id: key.rsplit('/').next()?.parse().ok()?, labels }))
+            .collect();
+        out.sort_by_key(|i| i.id);
+        Ok(out)
+    }
+
+    /// Frees numbers nobody references (their owners released them or
+    /// their nodes' leases lapsed): as Cilium's allocator does, a number
+    /// goes only when two collections in a row found it unreferenced and
+    /// unchanged, so a node that took it between them keeps it. Returns
+    /// the numbers freed.
+    pub fn collect_unused(&self) -> Result<Vec<u32>, AllocatorError> {
+        let referenced: std::collections::BTreeSet<u32> = self
+            .store
+            .list("identities/refs/")?
+            .into_iter()
+            .filter_map(|(k, _)| k.strip_prefix("identities/refs/")?.split('/').next()?.parse().ok())
+            .collect();
+        let mut unused = std::collections::BTreeMap::new();
+        for (key, entry) in self.store.list("identities/id/")? {
+            let Some(id) = key.rsplit('/').next().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            if !referenced.contains(&id) {
+                unused.insert(id, (entry.mod_revision, entry.value));
+            }
+        }
+        let mut candidates = self.candidates.lock().unwrap_or_else(|p| p.into_inner());
+        let mut freed = Vec::new();
+        for (id, (revision, value)) in &unused {
+            // Looked at again just before: a reference taken since the
+            // listing above keeps the number.
+            if candidates.get(id) != Some(revision) || !self.store.list(&refs_prefix(*id))?.is_empty() {
+                continue;
+            }
+            if let Ok(labels) = serde_json::from_str::<LabelSet>(value) {
+                if let Some(entry) = self.store.get(&labels_key(&labels))? {
+                    if entry.value == id.to_string() {
+                        self.store.compare_and_delete(&labels_key(&labels), entry.mod_revision)?;
+                    }
+                }
+            }
+            if self.store.compare_and_delete(&id_key(*id), *revision)? {
+                freed.push(*id);
+            }
+        }
+        *candidates = unused.into_iter().map(|(id, (rev, _))| (id, rev)).collect();
+        Ok(freed)
     }
 
     /// The owners recorded for `id`.

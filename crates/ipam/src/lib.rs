@@ -8,7 +8,7 @@ use std::{collections::BTreeSet, fmt, net::Ipv4Addr, str::FromStr, sync::Arc};
 
 use twill_store::{Store, StoreError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Cidr {
     pub network: Ipv4Addr,
     pub prefix_len: u8,
@@ -75,6 +75,28 @@ impl Cidr {
     pub fn capacity(&self) -> u32 {
         (1u32 << (32 - self.prefix_len)) - 3
     }
+}
+
+impl Cidr {
+    /// Whether the two share any address.
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        let shorter = self.prefix_len.min(other.prefix_len);
+        u32::from(self.network) & mask(shorter) == u32::from(other.network) & mask(shorter)
+    }
+}
+
+/// The lowest `/mask` subnet of `pool` that overlaps none of `taken`:
+/// how a node picks its pod CIDR from the cluster pool. Taken CIDRs of
+/// other sizes (an explicit --pod-cidr) are avoided too.
+pub fn first_free_subnet(pool: &Cidr, mask_len: u8, taken: &BTreeSet<Cidr>) -> Option<Cidr> {
+    if mask_len < pool.prefix_len || mask_len > 30 {
+        return None;
+    }
+    let count = 1u64 << (mask_len - pool.prefix_len);
+    let step = 1u64 << (32 - mask_len);
+    (0..count)
+        .map(|i| Cidr { network: Ipv4Addr::from((u32::from(pool.network) as u64 + i * step) as u32), prefix_len: mask_len })
+        .find(|candidate| !taken.iter().any(|t| t.overlaps(candidate)))
 }
 
 /// The lowest address of `cidr` that endpoints may use and `used` lacks.
@@ -163,6 +185,24 @@ impl Ipam {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn subnets_come_from_the_pool_lowest_first_and_never_overlap() {
+        let pool: Cidr = "10.8.0.0/16".parse().unwrap();
+        let mut taken = BTreeSet::new();
+        let a = first_free_subnet(&pool, 24, &taken).unwrap();
+        assert_eq!(a.to_string(), "10.8.0.0/24");
+        taken.insert(a);
+        // An explicit, larger CIDR inside the pool is stepped over whole.
+        taken.insert("10.8.2.0/23".parse().unwrap());
+        let b = first_free_subnet(&pool, 24, &taken).unwrap();
+        assert_eq!(b.to_string(), "10.8.1.0/24");
+        taken.insert(b);
+        assert_eq!(first_free_subnet(&pool, 24, &taken).unwrap().to_string(), "10.8.4.0/24");
+        let small: Cidr = "10.9.0.0/29".parse().unwrap();
+        assert_eq!(first_free_subnet(&small, 30, &BTreeSet::from([small])), None, "all taken");
+        assert_eq!(first_free_subnet(&pool, 12, &BTreeSet::new()), None, "mask shorter than the pool");
+    }
+
     use super::*;
     use twill_store::FileStore;
 

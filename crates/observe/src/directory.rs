@@ -24,8 +24,20 @@ pub struct EndpointMeta {
     pub ifindex: u32,
 }
 
+/// An endpoint another node of the cluster hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteEndpointMeta {
+    pub name: String,
+    pub namespace: String,
+    pub ip: Ipv4Addr,
+    pub identity: u32,
+    pub node: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
+    /// Cluster mode: endpoints on other nodes, by address.
+    pub remote: HashMap<Ipv4Addr, RemoteEndpointMeta>,
     pub node_name: String,
     pub endpoints: HashMap<u32, EndpointMeta>,
     by_ip: HashMap<Ipv4Addr, u32>,
@@ -75,7 +87,18 @@ impl Directory {
                 pod_name: ep.name.clone(),
                 ..Default::default()
             },
-            None => flow::Endpoint { identity, labels, ..Default::default() },
+            None => match self.remote.get(&ip) {
+                // Hubble names a remote pod by namespace and name too; its
+                // endpoint ID is the other node's, which flows leave out.
+                Some(remote) => flow::Endpoint {
+                    identity: remote.identity,
+                    namespace: remote.namespace.clone(),
+                    labels: self.identities.get(&remote.identity).cloned().unwrap_or(labels),
+                    pod_name: remote.name.clone(),
+                    ..Default::default()
+                },
+                None => flow::Endpoint { identity, labels, ..Default::default() },
+            },
         }
     }
 }

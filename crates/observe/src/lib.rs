@@ -11,7 +11,7 @@ pub mod server;
 mod services;
 
 pub use decode::{decode, Clock};
-pub use directory::{Directory, EndpointMeta};
+pub use directory::{Directory, EndpointMeta, RemoteEndpointMeta};
 pub use peer::{PeerInfo, PeerService, Peers};
 pub use ring::{FlowRing, Stored, DEFAULT_CAPACITY};
 pub use server::ObserverService;

@@ -64,6 +64,17 @@ impl PolicyRepository {
         Ok(repo)
     }
 
+    /// Reads the policies again: in cluster mode another node changed
+    /// them. Returns whether anything differs.
+    pub fn reload(&mut self) -> Result<bool> {
+        let fresh = Self::load(self.store.clone())?;
+        if fresh.revision == self.revision && fresh.policies == self.policies {
+            return Ok(false);
+        }
+        *self = fresh;
+        Ok(true)
+    }
+
     fn reindex(&mut self) {
         self.policies.sort_by(|a, b| a.key.cmp(&b.key));
         self.rules = self.policies.iter().flat_map(|p| p.rules.iter().cloned()).collect();

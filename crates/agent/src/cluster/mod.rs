@@ -1,0 +1,533 @@
+//! Cluster mode: this node's membership in a cluster that shares state
+//! through etcd. The module owns the node's session (the lease its keys
+//! are bound to), its pod CIDR claim, what it publishes (its node record,
+//! its endpoints' addresses) and the mirror of what the other nodes
+//! publish. The agent's entry point feeds it the mirrors' batches and asks
+//! it what the ipcache, the routes and the flow directory should hold.
+
+pub mod keys;
+pub mod mirror;
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use tracing::{debug, info, warn};
+use twill_api as api;
+use twill_datapath::{netdev, Datapath};
+use twill_identity::IdentityAllocator;
+use twill_ipam::Cidr;
+use twill_store::{EtcdOptions, EtcdStore, Session, Store};
+
+use self::{
+    keys::{IpRecord, NodeRecord},
+    mirror::{Batch, Health, Kind, Update},
+};
+use crate::{
+    config::{ClusterConfig, Config, RoutingMode},
+    error::{AgentError, Result},
+    records::EndpointRecord,
+};
+
+/// VXLAN's port, as Cilium uses it.
+pub const TUNNEL_PORT: u16 = 8472;
+
+/// Every key of the cluster lives under this prefix in etcd.
+pub const STORE_PREFIX: &str = "twill/";
+const STORE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What a batch from the store changed, for the entry point to follow up.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Delta {
+    /// Remote nodes or endpoints came, went or moved: ipcache, directory.
+    pub ipcache: bool,
+    /// Remote nodes' CIDRs or addresses changed: native routes.
+    pub routes: bool,
+    /// Identities were allocated or freed: policy resolution.
+    pub identities: bool,
+    pub policies: bool,
+    pub namespaces: bool,
+}
+
+/// A remote address and what the ipcache says of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteEntry {
+    pub ip: Ipv4Addr,
+    pub identity: u32,
+    /// The node to tunnel to; None for the nodes' own addresses.
+    pub tunnel_endpoint: Option<Ipv4Addr>,
+}
+
+pub struct Cluster {
+    config: ClusterConfig,
+    node: String,
+    node_ip: Ipv4Addr,
+    pod_cidr: Cidr,
+    store: Arc<dyn Store>,
+    session: Arc<Session>,
+    health: Arc<Health>,
+    nodes: BTreeMap<String, NodeRecord>,
+    /// Every node's published endpoint addresses, this node's included.
+    ips: BTreeMap<Ipv4Addr, IpRecord>,
+    /// What this node has written under its lease.
+    published: BTreeMap<Ipv4Addr, IpRecord>,
+}
+
+impl Cluster {
+    /// Connects to the store, takes this node's lease and pod CIDR and
+    /// registers the node. Sets `config.pod_cidr` to the CIDR held.
+    pub fn join(config: &mut Config) -> Result<Cluster> {
+        let cluster = config.cluster.clone().expect("cluster mode");
+        let store: Arc<dyn Store> = Arc::new(
+            EtcdStore::connect(EtcdOptions {
+                endpoints: cluster.endpoints.clone(),
+                prefix: STORE_PREFIX.into(),
+                ca: cluster.ca.clone(),
+                cert: cluster.cert.clone(),
+                key: cluster.key.clone(),
+                timeout: STORE_TIMEOUT,
+            })
+            .map_err(|e| {
+                AgentError::Invalid(format!(
+                    "joining the cluster through --kvstore-endpoints {}: {e}",
+                    cluster.endpoints.join(",")
+                ))
+            })?,
+        );
+        let node_ip = match cluster.node_ip {
+            Some(ip) => ip,
+            None => default_route_source()?,
+        };
+        let session = Session::start(store.clone(), cluster.lease_ttl)?;
+        let pod_cidr = claim_pod_cidr(store.as_ref(), &cluster, &config.node_name, config)?;
+        config.pod_cidr = pod_cidr;
+        let mut me = Cluster {
+            node: config.node_name.clone(),
+            node_ip,
+            pod_cidr,
+            store,
+            session,
+            health: Arc::new(Health::default()),
+            nodes: BTreeMap::new(),
+            ips: BTreeMap::new(),
+            published: BTreeMap::new(),
+            config: cluster,
+        };
+        me.heartbeat()?;
+        info!(node = %me.node, node_ip = %node_ip, pod_cidr = %pod_cidr, cluster = %me.config.name,
+              routing = me.config.routing.as_str(), "joined the cluster");
+        Ok(me)
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    pub fn session(&self) -> Arc<Session> {
+        self.session.clone()
+    }
+
+    pub fn routing(&self) -> RoutingMode {
+        self.config.routing
+    }
+
+    pub fn node_ip(&self) -> Ipv4Addr {
+        self.node_ip
+    }
+
+    fn record(&self) -> NodeRecord {
+        NodeRecord {
+            name: self.node.clone(),
+            cluster: self.config.name.clone(),
+            node_ip: self.node_ip,
+            pod_cidr: self.pod_cidr.to_string(),
+            routing_mode: self.config.routing.as_str().into(),
+            labels: self.config.node_labels.clone(),
+            heartbeat: unix_now(),
+            lease_ttl: self.config.lease_ttl.as_secs(),
+        }
+    }
+
+    /// Writes the node record with a fresh heartbeat.
+    fn heartbeat(&mut self) -> Result<()> {
+        let record = self.record();
+        self.session.put(&keys::node_key(&self.config.name, &self.node), &json(&record))?;
+        self.nodes.insert(self.node.clone(), record);
+        Ok(())
+    }
+
+    /// The prefixes other nodes' state arrives under, for the mirrors.
+    pub fn mirrored(&self) -> Vec<(Kind, String)> {
+        vec![
+            (Kind::Nodes, keys::nodes_prefix(&self.config.name)),
+            (Kind::Ips, keys::ips_prefix(&self.config.name)),
+            (Kind::Identities, keys::IDENTITIES_PREFIX.into()),
+            (Kind::Namespaces, keys::NAMESPACES_PREFIX.into()),
+            (Kind::Policies, keys::POLICIES_PREFIX.into()),
+        ]
+    }
+
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
+    }
+
+    /// What runs beside the agent, off its lock: the heartbeat and the
+    /// collection of identities nobody references, every third of the
+    /// lease TTL.
+    pub fn housekeeping(&self) -> impl FnMut() + Send + 'static {
+        let session = self.session.clone();
+        let key = keys::node_key(&self.config.name, &self.node);
+        let mut record = self.record();
+        let allocator = IdentityAllocator::new(self.store.clone());
+        move || {
+            record.heartbeat = unix_now();
+            if let Err(e) = session.put(&key, &json(&record)) {
+                debug!("heartbeat not written: {e}");
+            }
+            match allocator.collect_unused() {
+                Ok(freed) if !freed.is_empty() => info!(?freed, "freed identities no node references"),
+                Ok(_) => {}
+                Err(e) => debug!("identity collection skipped: {e}"),
+            }
+        }
+    }
+
+    pub fn housekeeping_interval(&self) -> Duration {
+        self.config.lease_ttl / 3
+    }
+
+    /// Applies one mirrored batch; says what follows from it.
+    pub fn apply(&mut self, batch: Batch) -> Delta {
+        let mut delta = Delta::default();
+        match batch.kind {
+            Kind::Nodes => {
+                let before = self.remote_nodes_view();
+                let mut nodes = match &batch.update {
+                    Update::Resync(_) => BTreeMap::new(),
+                    Update::Changes(_) => std::mem::take(&mut self.nodes),
+                };
+                for (key, value) in entries(&batch.update) {
+                    let Some(name) = key.rsplit('/').next() else { continue };
+                    match value.map(serde_json::from_str::<NodeRecord>) {
+                        Some(Ok(record)) => {
+                            nodes.insert(name.to_string(), record);
+                        }
+                        Some(Err(e)) => warn!(key, "ignoring a node record that does not decode: {e}"),
+                        None => {
+                            nodes.remove(name);
+                        }
+                    }
+                }
+                // This node is in the cluster while it runs, whatever
+                // the store said during an outage.
+                nodes.insert(self.node.clone(), self.record_or_current(&nodes));
+                self.nodes = nodes;
+                if self.remote_nodes_view() != before {
+                    delta.ipcache = true;
+                    delta.routes = true;
+                }
+            }
+            Kind::Ips => {
+                let before = self.remote_ips_view();
+                if matches!(batch.update, Update::Resync(_)) {
+                    self.ips.clear();
+                }
+                for (key, value) in entries(&batch.update) {
+                    let Some(ip) = key.rsplit('/').next().and_then(|ip| ip.parse::<Ipv4Addr>().ok()) else {
+                        continue;
+                    };
+                    match value.map(serde_json::from_str::<IpRecord>) {
+                        Some(Ok(record)) => {
+                            self.ips.insert(ip, record);
+                        }
+                        Some(Err(e)) => warn!(key, "ignoring an IP record that does not decode: {e}"),
+                        None => {
+                            self.ips.remove(&ip);
+                        }
+                    }
+                }
+                // After an outage the store may have dropped what this
+                // node wrote (its lease lapsed); the session puts it
+                // back, but until then the mirror must not forget it.
+                delta.ipcache = self.remote_ips_view() != before;
+            }
+            Kind::Identities => delta.identities = true,
+            Kind::Namespaces => delta.namespaces = true,
+            Kind::Policies => delta.policies = true,
+        }
+        delta
+    }
+
+    fn record_or_current(&self, nodes: &BTreeMap<String, NodeRecord>) -> NodeRecord {
+        nodes.get(&self.node).cloned().unwrap_or_else(|| self.record())
+    }
+
+    fn remote_nodes_view(&self) -> Vec<(String, Ipv4Addr, String)> {
+        self.remote_nodes().map(|n| (n.name.clone(), n.node_ip, n.pod_cidr.clone())).collect()
+    }
+
+    fn remote_ips_view(&self) -> Vec<IpRecord> {
+        self.remote_ips().cloned().collect()
+    }
+
+    fn remote_nodes(&self) -> impl Iterator<Item = &NodeRecord> + '_ {
+        self.nodes.values().filter(|n| n.name != self.node)
+    }
+
+    /// Endpoint addresses other nodes publish.
+    pub fn remote_ips(&self) -> impl Iterator<Item = &IpRecord> + '_ {
+        self.ips.values().filter(|r| r.node != self.node)
+    }
+
+    /// What the ipcache holds beyond this node: every other node's
+    /// address as remote-node, every remote endpoint with the node that
+    /// hosts it.
+    pub fn remote_ipcache(&self) -> Vec<RemoteEntry> {
+        let mut out: Vec<RemoteEntry> = self
+            .remote_nodes()
+            .filter(|n| n.node_ip != self.node_ip)
+            .map(|n| RemoteEntry { ip: n.node_ip, identity: twill_identity::REMOTE_NODE, tunnel_endpoint: None })
+            .collect();
+        out.extend(self.remote_ips().map(|r| RemoteEntry {
+            ip: r.ip,
+            identity: r.identity,
+            tunnel_endpoint: Some(r.node_ip),
+        }));
+        out
+    }
+
+    /// Native routing: each other node's pod CIDR via its address.
+    pub fn routes(&self) -> Vec<(Cidr, Ipv4Addr)> {
+        self.remote_nodes()
+            .filter_map(|n| Some((n.pod_cidr.parse::<Cidr>().ok()?, n.node_ip)))
+            .filter(|(cidr, _)| *cidr != self.pod_cidr)
+            .collect()
+    }
+
+    /// Publishes this node's endpoints, writing only what changed. A
+    /// store that is down is not an error here: what could not be
+    /// written is tried again at the next change, and the session puts
+    /// back whatever the store lost once it returns.
+    pub fn publish(&mut self, records: &[EndpointRecord]) {
+        let wanted: BTreeMap<Ipv4Addr, IpRecord> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.ip,
+                    IpRecord {
+                        ip: r.ip,
+                        identity: r.identity,
+                        node: self.node.clone(),
+                        node_ip: self.node_ip,
+                        name: r.name.clone(),
+                        namespace: r.namespace.clone(),
+                    },
+                )
+            })
+            .collect();
+        let gone: Vec<Ipv4Addr> = self.published.keys().filter(|ip| !wanted.contains_key(ip)).copied().collect();
+        for ip in gone {
+            match self.session.delete(&keys::ip_key(&self.config.name, ip)) {
+                Ok(_) => {
+                    self.published.remove(&ip);
+                }
+                Err(e) => warn!(%ip, "withdrawing the endpoint address from the cluster failed: {e}"),
+            }
+        }
+        for (ip, record) in wanted {
+            if self.published.get(&ip) == Some(&record) {
+                continue;
+            }
+            match self.session.put(&keys::ip_key(&self.config.name, ip), &json(&record)) {
+                Ok(_) => {
+                    self.published.insert(ip, record);
+                }
+                Err(e) => warn!(%ip, "publishing the endpoint address to the cluster failed: {e}"),
+            }
+        }
+    }
+
+    pub fn node_list(&self) -> Vec<api::NodeInfo> {
+        let now = unix_now();
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for r in self.ips.values() {
+            *counts.entry(r.node.as_str()).or_default() += 1;
+        }
+        self.nodes
+            .values()
+            .map(|n| {
+                let local = n.name == self.node;
+                let fresh = now.saturating_sub(n.heartbeat) <= n.lease_ttl.max(1);
+                api::NodeInfo {
+                    name: n.name.clone(),
+                    cluster: n.cluster.clone(),
+                    node_ip: n.node_ip.to_string(),
+                    pod_cidr: n.pod_cidr.clone(),
+                    routing_mode: n.routing_mode.clone(),
+                    labels: n.labels.clone(),
+                    state: if fresh || (local && self.session.alive()) { "alive" } else { "unreachable" }.into(),
+                    last_heartbeat: n.heartbeat,
+                    local,
+                    endpoints: if local {
+                        self.published.len()
+                    } else {
+                        counts.get(n.name.as_str()).copied().unwrap_or(0)
+                    },
+                }
+            })
+            .collect()
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn status(&self) -> api::KvstoreStatus {
+        let session = self.session.status();
+        let reachable = self.health.reachable() && session.alive;
+        api::KvstoreStatus {
+            endpoints: self.config.endpoints.clone(),
+            reachable,
+            lease: format!("{:x}", session.lease),
+            lease_alive: session.alive,
+            last_sync_revision: self.health.revision(),
+            cluster_name: self.config.name.clone(),
+            routing_mode: self.config.routing.as_str().into(),
+            node_ip: self.node_ip.to_string(),
+            message: if reachable { String::new() } else { self.health.last_error() },
+        }
+    }
+
+    /// A change that must be in the store fails now, with the reason,
+    /// rather than after the store's timeout for each of its writes.
+    pub fn check_reachable(&self, what: &str) -> Result<()> {
+        if self.health.reachable() {
+            return Ok(());
+        }
+        Err(AgentError::Unavailable(format!(
+            "{what} needs the kvstore at {}, which is unreachable ({}); nothing was changed",
+            self.config.endpoints.join(","),
+            self.health.last_error()
+        )))
+    }
+
+    /// Sets up what the routing mode needs in the datapath; returns the
+    /// tunnel device's ifindex for the programs (0: no tunnel).
+    pub fn prepare_datapath(&mut self, datapath: &mut Datapath) -> Result<u32> {
+        // Native routing hands pod traffic to the stack, which forwards it
+        // between the underlay device and the endpoints.
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(|source| AgentError::Io { what: "enabling IPv4 forwarding".into(), source })?;
+        match self.config.routing {
+            RoutingMode::Tunnel => {
+                let ifindex = netdev::ensure_vxlan_device(netdev::TUNNEL_DEVICE, TUNNEL_PORT, None)?;
+                datapath.attach_overlay(netdev::TUNNEL_DEVICE)?;
+                Ok(ifindex)
+            }
+            RoutingMode::Native => {
+                if netdev::ifindex(netdev::TUNNEL_DEVICE).is_some() {
+                    datapath.detach_overlay(netdev::TUNNEL_DEVICE)?;
+                    netdev::delete_vxlan_device(netdev::TUNNEL_DEVICE)?;
+                }
+                Ok(0)
+            }
+        }
+    }
+
+    /// Orderly departure (uninstall): the node's keys go now instead of
+    /// when its lease lapses, and the tunnel device and routes with them.
+    pub fn leave(&self, datapath: &mut Datapath) -> Result<Vec<String>> {
+        self.session.close();
+        let mut removed = vec![format!("node {} from the cluster {}", self.node, self.config.name)];
+        if netdev::ifindex(netdev::TUNNEL_DEVICE).is_some() {
+            datapath.detach_overlay(netdev::TUNNEL_DEVICE)?;
+            netdev::delete_vxlan_device(netdev::TUNNEL_DEVICE)?;
+            removed.push(format!("device {}", netdev::TUNNEL_DEVICE));
+        }
+        for (dst, len, _) in netdev::list_routes_by_protocol()? {
+            netdev::delete_route(dst, len)?;
+            removed.push(format!("route {dst}/{len}"));
+        }
+        Ok(removed)
+    }
+}
+
+fn entries(update: &Update) -> Vec<(&str, Option<&str>)> {
+    match update {
+        Update::Resync(all) => all.iter().map(|(k, v)| (k.as_str(), Some(v.as_str()))).collect(),
+        Update::Changes(changes) => changes.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect(),
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("records serialize")
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// The address the kernel would send from towards the default route: a
+/// route lookup by connecting a UDP socket, which sends nothing.
+fn default_route_source() -> Result<Ipv4Addr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")
+        .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
+        .and_then(|s| s.local_addr())
+        .map_err(|e| {
+            AgentError::Invalid(format!("--node-ip not given and no default route to take it from ({e}); pass --node-ip"))
+        })?;
+    match socket.ip() {
+        std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Ok(ip),
+        other => Err(AgentError::Invalid(format!(
+            "--node-ip not given and the default route's address {other} is not usable; pass --node-ip"
+        ))),
+    }
+}
+
+/// This node's pod CIDR: the one it already holds (restarts keep it),
+/// else --pod-cidr if no other node holds an overlapping one, else the
+/// lowest free one of the pool. Claims are create-only keys, so two
+/// nodes starting at once never get the same CIDR.
+fn claim_pod_cidr(store: &dyn Store, cluster: &ClusterConfig, node: &str, config: &Config) -> Result<Cidr> {
+    for _ in 0..64 {
+        let claims: BTreeMap<Cidr, String> = store
+            .list(&keys::pod_cidrs_prefix(&cluster.name))?
+            .into_iter()
+            .filter_map(|(k, e)| Some((keys::parse_pod_cidr_key(&cluster.name, &k)?, e.value)))
+            .collect();
+        let mine: Vec<Cidr> = claims.iter().filter(|(_, owner)| *owner == node).map(|(c, _)| *c).collect();
+        let wanted = if config.pod_cidr_explicit {
+            let wanted = config.pod_cidr;
+            if let Some((cidr, owner)) = claims.iter().find(|(c, owner)| *owner != node && c.overlaps(&wanted)) {
+                return Err(AgentError::Invalid(format!(
+                    "--pod-cidr {wanted} overlaps {cidr}, which node {owner} holds; pick another or leave --pod-cidr out to take one from --cluster-pool"
+                )));
+            }
+            wanted
+        } else if let Some(held) = mine.first() {
+            *held
+        } else {
+            let pool = cluster.pool.expect("checked with the flags");
+            let taken: BTreeSet<Cidr> = claims.keys().copied().collect();
+            twill_ipam::first_free_subnet(&pool, cluster.pool_mask_size, &taken).ok_or_else(|| {
+                AgentError::Exhausted(format!(
+                    "--cluster-pool {pool} has no free /{} left: {} nodes hold CIDRs from it",
+                    cluster.pool_mask_size,
+                    claims.len()
+                ))
+            })?
+        };
+        let key = keys::pod_cidr_key(&cluster.name, &wanted);
+        if mine.contains(&wanted) || store.create(&key, node)? {
+            for stale in mine.iter().filter(|c| **c != wanted) {
+                store.delete(&keys::pod_cidr_key(&cluster.name, stale))?;
+            }
+            return Ok(wanted);
+        }
+        // Another node claimed it between our read and our create.
+    }
+    Err(AgentError::Internal("pod CIDR claims kept racing with other nodes; try again".into()))
+}

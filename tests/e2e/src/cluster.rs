@@ -34,7 +34,8 @@ const MAX_TAG: usize = 9;
 /// octets would not clash; spreading them keeps addresses in logs and
 /// flows telling which test they belong to.
 fn subnet_of(tag: &str) -> u8 {
-    let hash = tag.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let hash =
+        tag.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
     (100 + hash % 151) as u8
 }
 
@@ -102,7 +103,9 @@ impl Fabric {
                 n.strip_prefix(&prefix).is_some_and(|rest| {
                     rest == "fab"
                         || rest == "e"
-                        || rest.strip_prefix('n').is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
+                        || rest
+                            .strip_prefix('n')
+                            .is_some_and(|i| !i.is_empty() && i.bytes().all(|b| b.is_ascii_digit()))
                 })
             })
             .collect();
@@ -136,7 +139,14 @@ impl Fabric {
         net.ip_cmd(&["link", "set", "lo", "up"]);
         net.ip_cmd(&["addr", "add", &cidr, "dev", "eth0"]);
         net.ip_cmd(&["link", "set", "eth0", "up"]);
-        run_ok(Command::new("ip").args(["netns", "exec", &net.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+        run_ok(Command::new("ip").args([
+            "netns",
+            "exec",
+            &net.netns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]));
         net
     }
 
@@ -144,7 +154,8 @@ impl Fabric {
     /// healthy.
     pub fn start_etcd(&self) -> Etcd {
         let net = self.attach(format!("tw{}e", self.tag), "ve".into(), 2);
-        let data_dir = std::env::temp_dir().join(format!("twill-e2e-etcd-{}-{}", self.tag, std::process::id()));
+        let data_dir =
+            std::env::temp_dir().join(format!("twill-e2e-etcd-{}-{}", self.tag, std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         std::fs::create_dir_all(&data_dir).unwrap();
         let mut etcd = Etcd { name: format!("tw{}", self.tag), net, data_dir, child: None, paused: false };

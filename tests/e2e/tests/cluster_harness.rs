@@ -7,7 +7,7 @@ use std::{process::Command, time::Duration};
 
 use twill_e2e::{
     cluster::{Cluster, ClusterNode, Fabric},
-    ip_of, wait_until,
+    cluster_ip, ip_of, wait_until,
 };
 
 #[test]
@@ -42,7 +42,16 @@ fn etcd_pauses_stops_and_restarts_on_its_data() {
         // The v3 gRPC gateway (base64 keys and values) with curl, as
         // etcdctl is not installed.
         let body = format!(r#"{{"key":"{}","value":"{}"}}"#, b64(key), b64(value));
-        node.cmd(&["curl", "-sf", "--max-time", "2", "-XPOST", &format!("{}/v3/kv/put", etcd.endpoint()), "-d", &body])
+        node.cmd(&[
+            "curl",
+            "-sf",
+            "--max-time",
+            "2",
+            "-XPOST",
+            &format!("{}/v3/kv/put", etcd.endpoint()),
+            "-d",
+            &body,
+        ])
     };
     assert!(put("twill/probe", "1").status.success());
 
@@ -86,7 +95,12 @@ fn two_working_endpoints(node: &ClusterNode) {
     assert!(b_ip.starts_with(pod_cidr_prefix), "{b_ip} in {}", node.pod_cidr);
     assert!(wait_until(Duration::from_secs(5), || node.ping("a", "default", &b_ip)), "{}: a -> b", node.name);
     let _server = node.tcp_server("b", 8080);
-    assert_eq!(node.tcp_request("a", &format!("{b_ip}:8080")), Ok("b".to_string()), "{}: tcp a -> b", node.name);
+    assert_eq!(
+        node.tcp_request("a", &format!("{b_ip}:8080")),
+        Ok("b".to_string()),
+        "{}: tcp a -> b",
+        node.name
+    );
 }
 
 #[test]
@@ -118,6 +132,35 @@ fn two_agents_in_two_node_namespaces_do_not_collide() {
     // And the nodes still reach each other over the fabric.
     let (n0, n1) = (&cluster.nodes[0], &cluster.nodes[1]);
     assert!(n0.net().ping(n1.node_ip()), "n0 -> n1 with agents");
+
+    // Both agents hook sockets on the same cgroup: each must translate
+    // only its own node's clients. Two fresh agents give their first
+    // service the same ClusterIP; it selects b on n0 and a on n1.
+    let _server_b = n0.tcp_server("b", 8080);
+    let _server_a = n1.tcp_server("a", 8080);
+    let vip0 = cluster_ip(&n0.service_create(&[
+        "web",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+        "--selector",
+        "app=b",
+    ]));
+    let vip1 = cluster_ip(&n1.service_create(&[
+        "web",
+        "--port",
+        "80",
+        "--target-port",
+        "8080",
+        "--selector",
+        "app=a",
+    ]));
+    assert_eq!(vip0, vip1, "the test needs one address meaning two services");
+    for _ in 0..5 {
+        assert_eq!(n0.tcp_request("a", &format!("{vip0}:80")), Ok("b".to_string()), "n0's service");
+        assert_eq!(n1.tcp_request("b", &format!("{vip1}:80")), Ok("a".to_string()), "n1's service");
+    }
 }
 
 fn leftovers(tag: &str) -> Vec<String> {
@@ -180,5 +223,17 @@ fn a_fabric_clears_what_a_crashed_run_left() {
         assert_eq!(fabric.leftovers(), vec![format!("tw{tag}fab"), format!("tw{tag}n3")]);
         drop(node);
     }
+    assert_eq!(leftovers(tag), Vec::<String>::new());
+}
+
+#[test]
+fn a_failing_test_still_removes_its_cluster() {
+    let tag = "hpanic";
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut cluster = Cluster::new(tag);
+        cluster.add_node(&[]).endpoint("a", "default", "");
+        panic!("the test fails with a cluster up");
+    }));
+    assert!(failed.is_err());
     assert_eq!(leftovers(tag), Vec::<String>::new());
 }

@@ -18,6 +18,7 @@ packages=(
     containerd runc busybox-static        # a real runtime for the CNI tests (ctr run --cni on a busybox image)
     containernetworking-plugins           # reference CNI plugins: chaining (portmap, bandwidth) and the CNI benchmark
     etcd-server                           # the cluster-mode store, started by the store's and the cluster tests
+    curl                                  # the cluster tests poll etcd's /health from inside a node namespace
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -15,6 +15,7 @@ use std::{
 
 pub use serde_json::Value;
 
+pub mod cluster;
 pub mod cni;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -67,6 +68,9 @@ pub struct Node {
     pub agent_args: Vec<String>,
     agent: Option<Child>,
     log: PathBuf,
+    /// Whether `netns` was made for this node (and goes with it), or
+    /// belongs to someone else, as a cluster node's does to its fabric.
+    owns_netns: bool,
 }
 
 impl Node {
@@ -87,19 +91,29 @@ impl Node {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("t{}-{tag}-{n}", std::process::id());
         let netns = format!("twtest-{name}");
+        run_ok(Command::new("ip").args(["netns", "add", &netns]));
+        let node = Self::prepare_in(&netns, &name, pod_cidr, true);
+        run_ok(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
+        node
+    }
+
+    /// A node whose agent will run in the existing namespace `netns`
+    /// under node name `name`; `owns_netns` says whether dropping the node
+    /// deletes that namespace. An empty `pod_cidr` leaves `--pod-cidr`
+    /// out of the agent's flags.
+    pub fn prepare_in(netns: &str, name: &str, pod_cidr: &str, owns_netns: bool) -> Node {
         let base = std::env::temp_dir().join(format!("twill-e2e-{name}"));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).unwrap();
-        run_ok(Command::new("ip").args(["netns", "add", &netns]));
-        run_ok(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]));
         Node {
+            owns_netns,
+            netns: netns.into(),
+            name: name.into(),
             state_dir: base.join("state"),
             socket: base.join("twill.sock"),
             bpf_root: PathBuf::from(format!("/sys/fs/bpf/twill-e2e-{name}")),
             log: base.join("agent.log"),
             pod_cidr: pod_cidr.into(),
-            name,
-            netns,
             agent_args: Vec::new(),
             agent: None,
         }
@@ -137,7 +151,9 @@ impl Node {
             ("--pod-cidr", self.pod_cidr.as_ref()),
             ("--node-name", self.name.as_ref()),
         ] {
-            flags.extend([flag.into(), value.into()]);
+            if !value.is_empty() {
+                flags.extend([flag.into(), value.into()]);
+            }
         }
         flags
     }
@@ -157,6 +173,19 @@ impl Node {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(child.id() as i32, signal) };
         child.wait().unwrap();
+    }
+
+    /// Asks the agent to stop with SIGTERM and waits up to `grace` for it,
+    /// then kills it: a clean exit where the agent manages one, and never a
+    /// hung test.
+    pub fn terminate_agent(&mut self, grace: Duration) {
+        let Some(mut child) = self.agent.take() else { return };
+        // SAFETY: kill(2) on our own child's pid, not yet reaped.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        if !wait_until(grace, || !matches!(child.try_wait(), Ok(None))) {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
     }
 
     pub fn agent_running(&mut self) -> bool {
@@ -285,7 +314,9 @@ impl Drop for Node {
         for ns in self.endpoint_netns() {
             let _ = Command::new("ip").args(["netns", "del", &ns]).status();
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+        if self.owns_netns {
+            let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+        }
         let _ = std::fs::remove_dir_all(&self.bpf_root);
         if let Some(base) = self.state_dir.parent() {
             let _ = std::fs::remove_dir_all(base);

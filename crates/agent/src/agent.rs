@@ -118,9 +118,9 @@ impl Change {
         Some(match self {
             Change::EndpointCreate { .. } | Change::CniAdd(_) => "creating an endpoint",
             Change::EndpointLabel { .. } => "relabeling an endpoint",
-            Change::NamespaceCreate { .. } | Change::NamespaceLabel { .. } | Change::NamespaceDelete { .. } => {
-                "changing a namespace"
-            }
+            Change::NamespaceCreate { .. }
+            | Change::NamespaceLabel { .. }
+            | Change::NamespaceDelete { .. } => "changing a namespace",
             Change::PolicyImport { .. } | Change::PolicyDelete { .. } => "changing policy",
             _ => return None,
         })
@@ -262,6 +262,9 @@ impl Agent {
             netns_written: None,
         };
         agent.namespaces.ensure_default()?;
+        if let Some(cluster) = &agent.cluster {
+            agent.endpoints.set_mtu(cluster.endpoint_mtu()?);
+        }
         agent.cluster_initial_sync()?;
         agent.restore()?;
         agent.follow_up(Effects { regenerate: true, endpoints: true, ipcache: true, routes: true })?;
@@ -463,9 +466,11 @@ impl Agent {
     fn sync_routes(&mut self) -> Result<()> {
         let Some(cluster) = &self.cluster else { return Ok(()) };
         let wanted: BTreeMap<(Ipv4Addr, u8), Ipv4Addr> = match cluster.routing() {
-            RoutingMode::Native => {
-                cluster.routes().into_iter().map(|(cidr, via)| ((cidr.network, cidr.prefix_len), via)).collect()
-            }
+            RoutingMode::Native => cluster
+                .routes()
+                .into_iter()
+                .map(|(cidr, via)| ((cidr.network, cidr.prefix_len), via))
+                .collect(),
             RoutingMode::Tunnel => BTreeMap::new(),
         };
         let current: BTreeMap<(Ipv4Addr, u8), Ipv4Addr> =

@@ -274,12 +274,20 @@ fn cluster_config(args: &Args) -> Result<Option<ClusterConfig>, FlagError> {
         }
     }
     match (&args.kvstore_cert, &args.kvstore_key) {
-        (Some(c), None) => return Err(flag("kvstore-cert", &c.display().to_string(), "needs --kvstore-key as well")),
-        (None, Some(k)) => return Err(flag("kvstore-key", &k.display().to_string(), "needs --kvstore-cert as well")),
+        (Some(c), None) => {
+            return Err(flag("kvstore-cert", &c.display().to_string(), "needs --kvstore-key as well"))
+        }
+        (None, Some(k)) => {
+            return Err(flag("kvstore-key", &k.display().to_string(), "needs --kvstore-cert as well"))
+        }
         _ => {}
     }
     if args.kvstore_lease_ttl < 2 {
-        return Err(flag("kvstore-lease-ttl", &args.kvstore_lease_ttl.to_string(), "must be at least 2 seconds"));
+        return Err(flag(
+            "kvstore-lease-ttl",
+            &args.kvstore_lease_ttl.to_string(),
+            "must be at least 2 seconds",
+        ));
     }
     let node_ip = match &args.node_ip {
         None => None,
@@ -299,7 +307,11 @@ fn cluster_config(args: &Args) -> Result<Option<ClusterConfig>, FlagError> {
             ));
         }
     } else if args.pod_cidr.is_none() {
-        return Err(flag("cluster-pool", "", "cluster mode needs --cluster-pool (or this node's --pod-cidr)"));
+        return Err(flag(
+            "cluster-pool",
+            "",
+            "cluster mode needs --cluster-pool (or this node's --pod-cidr)",
+        ));
     }
     let name = &args.cluster_name;
     if name.is_empty()
@@ -509,7 +521,8 @@ mod tests {
         let kv = ["--kvstore-endpoints", "http://192.168.1.2:2379"];
         let e = config(&kv).unwrap_err();
         assert_eq!(e.flag, "cluster-pool");
-        let e = config(&["--kvstore-endpoints", "192.168.1.2:2379", "--cluster-pool", "10.0.0.0/16"]).unwrap_err();
+        let e = config(&["--kvstore-endpoints", "192.168.1.2:2379", "--cluster-pool", "10.0.0.0/16"])
+            .unwrap_err();
         assert_eq!(e.flag, "kvstore-endpoints");
         let pool = ["--cluster-pool", "10.0.0.0/16"];
         let e = config(&[&kv[..], &pool, &["--cluster-pool-mask-size", "12"]].concat()).unwrap_err();
@@ -523,8 +536,10 @@ mod tests {
         assert_eq!(e.flag, "node-labels");
         let e = config(&[&kv[..], &pool, &["--cluster-name", "Prod"]].concat()).unwrap_err();
         assert_eq!(e.flag, "cluster-name");
-        let c = config(&[&kv[..], &pool, &["--routing-mode", "native", "--node-labels", "zone=a,rack=r1"]].concat())
-            .unwrap();
+        let c = config(
+            &[&kv[..], &pool, &["--routing-mode", "native", "--node-labels", "zone=a,rack=r1"]].concat(),
+        )
+        .unwrap();
         let cluster = c.cluster.unwrap();
         assert_eq!(cluster.routing, RoutingMode::Native);
         assert_eq!(cluster.pool.unwrap().to_string(), "10.0.0.0/16");

@@ -29,6 +29,8 @@ pub struct Endpoints {
     ipam: Ipam,
     node: String,
     router: Ipv4Addr,
+    /// Endpoint devices' MTU (tunnel mode: room for the encapsulation).
+    mtu: Option<u32>,
 }
 
 impl Endpoints {
@@ -38,7 +40,13 @@ impl Endpoints {
             store,
             node: node.into(),
             router: pod_cidr.router(),
+            mtu: None,
         }
+    }
+
+    /// New endpoints' devices get `mtu` (None: the kernel's default).
+    pub fn set_mtu(&mut self, mtu: Option<u32>) {
+        self.mtu = mtu;
     }
 
     pub fn node(&self) -> &str {
@@ -158,6 +166,7 @@ impl Endpoints {
             endpoint_mac: r.mac,
             ip: r.ip,
             router: self.router,
+            mtu: self.mtu,
         }
     }
 
@@ -174,6 +183,7 @@ impl Endpoints {
                 endpoint_mac: record.mac,
                 ip: record.ip,
                 router: self.router,
+                mtu: self.mtu,
             })?,
         }
         Ok(())

@@ -51,9 +51,9 @@ impl AgentError {
             AgentError::Ipam(twill_ipam::IpamError::Exhausted { .. }) => "exhausted",
             AgentError::Unavailable(_) => "unavailable",
             AgentError::Store(twill_store::StoreError::Unavailable { .. }) => "unavailable",
-            AgentError::Identity(twill_identity::AllocatorError::Store(twill_store::StoreError::Unavailable {
-                ..
-            })) => "unavailable",
+            AgentError::Identity(twill_identity::AllocatorError::Store(
+                twill_store::StoreError::Unavailable { .. },
+            )) => "unavailable",
             _ => "internal",
         }
     }

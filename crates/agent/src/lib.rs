@@ -4,8 +4,8 @@
 //! `twill-agent` binary is a thin `main` over [`run`].
 
 pub mod agent;
-pub mod config;
 pub mod cluster;
+pub mod config;
 mod directory;
 mod endpoints;
 pub mod error;

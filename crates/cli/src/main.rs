@@ -12,8 +12,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use twill_api::{
     BpfEndpoint, BpfPolicy, Client, CtRow, Endpoint, IdentityInfo, IpcacheEntry, MetricsRow, MonitorEvent,
-    NamespaceInfo, NodeInfo, PolicyFile, PolicyImported, PolicyList, Request, Status, TraceRequest, TraceResult,
-    Uninstalled,
+    NamespaceInfo, NodeInfo, PolicyFile, PolicyImported, PolicyList, Request, Status, TraceRequest,
+    TraceResult, Uninstalled,
 };
 
 use crate::table::Table;
@@ -407,11 +407,10 @@ fn identities_table(identities: &[IdentityInfo]) {
 }
 
 fn nodes_table(nodes: &[NodeInfo]) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut t = Table::new(&["NAME", "NODE IP", "POD CIDR", "ROUTING", "STATE", "HEARTBEAT", "ENDPOINTS", "LABELS"]);
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut t =
+        Table::new(&["NAME", "NODE IP", "POD CIDR", "ROUTING", "STATE", "HEARTBEAT", "ENDPOINTS", "LABELS"]);
     for n in nodes {
         let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let name = if n.local { format!("{} (local)", n.name) } else { n.name.clone() };
@@ -463,8 +462,12 @@ fn status_text(s: &Status) {
     }
     println!("Hubble:       {}", hubble_listeners(s));
     if let Some(kv) = &s.kvstore {
-        println!("Cluster:      {} ({} routing, node IP {}), {} nodes", kv.cluster_name, kv.routing_mode, kv.node_ip, s.nodes);
-        let state = if kv.reachable { "reachable".to_string() } else { format!("UNREACHABLE: {}", kv.message) };
+        println!(
+            "Cluster:      {} ({} routing, node IP {}), {} nodes",
+            kv.cluster_name, kv.routing_mode, kv.node_ip, s.nodes
+        );
+        let state =
+            if kv.reachable { "reachable".to_string() } else { format!("UNREACHABLE: {}", kv.message) };
         println!(
             "KVStore:      etcd {} {state}, lease {} {}, last sync revision {}",
             kv.endpoints.join(","),
@@ -554,7 +557,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             show(out, &entries, |entries| {
                 let mut t = Table::new(&["PREFIX", "IDENTITY", "TUNNEL ENDPOINT"]);
                 for e in entries {
-                    t.row(vec![e.cidr.clone(), e.identity.to_string(), e.tunnel_endpoint.clone().unwrap_or_default()]);
+                    t.row(vec![
+                        e.cidr.clone(),
+                        e.identity.to_string(),
+                        e.tunnel_endpoint.clone().unwrap_or_default(),
+                    ]);
                 }
                 t.print();
             });

@@ -40,7 +40,7 @@ pub const TUNNEL_DEVICE: &str = "twill_vxlan";
 pub const VXLAN_PORT: u16 = 8472;
 /// What VXLAN over IPv4 adds to every frame: outer IPv4 (20), UDP (8),
 /// VXLAN (8) and inner Ethernet (14) headers.
-const VXLAN_OVERHEAD: u32 = 50;
+pub const VXLAN_OVERHEAD: u32 = 50;
 /// The protocol number Twill's routes carry (`ip route ... proto 116`), so
 /// the agent can tell its native-routing routes from everyone else's and
 /// reconcile them after a restart. Unassigned in the kernel's list and
@@ -197,6 +197,48 @@ fn set_addrgenmode_none(rtnl: &mut Rtnl, index: u32, device: &str) -> Result<(),
     })
 }
 
+fn set_mtu(rtnl: &mut Rtnl, index: u32, device: &str, mtu: u32) -> Result<(), NetdevError> {
+    let mut message = LinkMessage::default();
+    message.header.index = index;
+    message.attributes.push(LinkAttribute::Mtu(mtu));
+    request(rtnl, RouteNetlinkMessage::SetLink(message), 0, || format!("link set {device} mtu {mtu}"))
+}
+
+/// The device holding `ip` and its MTU: a node's underlay, found by its
+/// node IP.
+pub fn device_of_address(ip: Ipv4Addr) -> Result<Option<(String, u32)>, NetdevError> {
+    let mut rtnl = open()?;
+    let mut request = AddressMessage::default();
+    request.header.family = AddressFamily::Inet;
+    let addresses = rtnl
+        .dump(RouteNetlinkMessage::GetAddress(request))
+        .map_err(|source| NetdevError::Netlink { operation: "-4 addr show".into(), source })?;
+    let index = addresses.into_iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewAddress(a)
+            if a.attributes
+                .iter()
+                .any(|at| matches!(at, AddressAttribute::Local(IpAddr::V4(l)) if *l == ip)) =>
+        {
+            Some(a.header.index)
+        }
+        _ => None,
+    });
+    let Some(index) = index else { return Ok(None) };
+    let links = rtnl
+        .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))
+        .map_err(|source| NetdevError::Netlink { operation: "link show".into(), source })?;
+    Ok(links.into_iter().find_map(|m| match m {
+        RouteNetlinkMessage::NewLink(link) if link.header.index == index => {
+            let name = link.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            })?;
+            Some((name, link_mtu(&link)?))
+        }
+        _ => None,
+    }))
+}
+
 fn set_up(rtnl: &mut Rtnl, index: u32, device: &str) -> Result<(), NetdevError> {
     let mut message = LinkMessage::default();
     message.header.index = index;
@@ -311,6 +353,9 @@ pub struct EndpointPlumbing<'a> {
     pub endpoint_mac: [u8; 6],
     pub ip: Ipv4Addr,
     pub router: Ipv4Addr,
+    /// Both ends' MTU; None keeps the kernel's (1500). A tunnel's
+    /// encapsulation needs room: the underlay's MTU less its overhead.
+    pub mtu: Option<u32>,
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {
@@ -340,6 +385,7 @@ fn create_endpoint_inner(p: &EndpointPlumbing) -> Result<(), NetdevError> {
         endpoint_mac: p.endpoint_mac,
         ip: p.ip,
         router: p.router,
+        mtu: p.mtu,
     };
     configure_pair(&pair, &file, &mut inside)
 }
@@ -354,13 +400,17 @@ struct VethPair<'a> {
     endpoint_mac: [u8; 6],
     ip: Ipv4Addr,
     router: Ipv4Addr,
+    mtu: Option<u32>,
 }
 
 fn configure_pair(p: &VethPair, netns_file: &std::fs::File, inside: &mut Rtnl) -> Result<(), NetdevError> {
-    let VethPair { netns, host_device: dev, ip, router, host_mac, endpoint_mac, ifname } = *p;
+    let VethPair { netns, host_device: dev, ip, router, host_mac, endpoint_mac, ifname, mtu } = *p;
     let mut host = open()?;
     add_veth(&mut host, dev, Some(host_mac), ifname, Some(endpoint_mac), Some((netns, netns_file)))?;
     let index = link_index(&mut host, dev)?;
+    if let Some(mtu) = mtu {
+        set_mtu(&mut host, index, dev, mtu)?;
+    }
     set_addrgenmode_none(&mut host, index, dev)?;
     set_up(&mut host, index, dev)?;
     add_route(
@@ -376,6 +426,9 @@ fn configure_pair(p: &VethPair, netns_file: &std::fs::File, inside: &mut Rtnl) -
     write_sysctl(&format!("/proc/sys/net/ipv4/conf/{dev}/rp_filter"), "0")?;
 
     let eth0 = link_index(inside, ifname)?;
+    if let Some(mtu) = mtu {
+        set_mtu(inside, eth0, ifname, mtu)?;
+    }
     set_addrgenmode_none(inside, eth0, ifname)?;
     add_address(inside, eth0, ifname, ip, false)?;
     set_up(inside, eth0, ifname)?;
@@ -399,6 +452,9 @@ pub struct AttachedPlumbing<'a> {
     pub endpoint_mac: [u8; 6],
     pub ip: Ipv4Addr,
     pub router: Ipv4Addr,
+    /// Both ends' MTU; None keeps the kernel's (1500). A tunnel's
+    /// encapsulation needs room: the underlay's MTU less its overhead.
+    pub mtu: Option<u32>,
 }
 
 /// Creates the veth pair into the existing namespace with address, routes
@@ -418,6 +474,7 @@ pub fn attach_endpoint(p: &AttachedPlumbing) -> Result<(), NetdevError> {
         endpoint_mac: p.endpoint_mac,
         ip: p.ip,
         router: p.router,
+        mtu: p.mtu,
     };
     let result = configure_pair(&pair, &file, &mut inside);
     if result.is_err() {

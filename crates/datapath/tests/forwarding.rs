@@ -155,6 +155,7 @@ fn endpoints_reach_each_other_through_ebpf_and_spoofing_is_dropped() {
                 endpoint_mac: [2, 0xbb, 0, 0, 0, n as u8],
                 ip,
                 router,
+                mtu: None,
             };
             netdev::create_endpoint(&plumbing).unwrap();
             datapath.attach(&dev).unwrap();

@@ -258,6 +258,7 @@ fn endpoint_plumbing_is_complete_and_delete_is_idempotent() {
             endpoint_mac,
             ip,
             router,
+            mtu: None,
         };
         netdev::create_endpoint(&plumbing).unwrap();
         assert!(netdev::endpoint_present(&netns, "twndplumb0"));
@@ -354,6 +355,7 @@ fn a_failed_create_leaves_nothing_behind() {
             endpoint_mac: [2, 0xbb, 0, 0, 0, 8],
             ip: Ipv4Addr::new(10, 79, 0, 2),
             router: Ipv4Addr::new(10, 79, 0, 1),
+            mtu: None,
         };
         let err = netdev::create_endpoint(&plumbing).unwrap_err();
         let text = err.to_string();
@@ -375,6 +377,7 @@ fn namespace_names_are_checked() {
                 endpoint_mac: [2, 0, 0, 0, 0, 2],
                 ip: Ipv4Addr::new(10, 80, 0, 2),
                 router: Ipv4Addr::new(10, 80, 0, 1),
+                mtu: None,
             };
             let err = netdev::create_endpoint(&plumbing).unwrap_err();
             assert!(matches!(err, netdev::NetdevError::InvalidNetnsName(_)), "{bad:?}: {err}");

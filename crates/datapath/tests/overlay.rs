@@ -298,6 +298,7 @@ fn bring_up(node: &NodeSpec, peer: &NodeSpec, root: &std::path::Path, tunnel: bo
             endpoint_mac: [2, 0xbb, 0, 0, 0, 1],
             ip: node.endpoint,
             router: node.router,
+            mtu: None,
         };
         netdev::create_endpoint(&plumbing).unwrap();
         dp.attach(device).unwrap();

@@ -18,7 +18,9 @@ pub const LAST_ALLOCATED: u32 = 65535;
 /// Cilium's reserved identities Twill keeps, `(number, name)`: numbers
 /// users read in flow logs.
 pub use twill_numbers::RESERVED_IDENTITIES as RESERVED;
-pub use twill_numbers::{IDENTITY_HOST as HOST, IDENTITY_REMOTE_NODE as REMOTE_NODE, IDENTITY_WORLD as WORLD};
+pub use twill_numbers::{
+    IDENTITY_HOST as HOST, IDENTITY_REMOTE_NODE as REMOTE_NODE, IDENTITY_WORLD as WORLD,
+};
 
 /// The labels of a reserved identity (`reserved:NAME`), if `id` is one.
 pub fn reserved_labels(id: u32) -> Option<LabelSet> {

@@ -95,7 +95,10 @@ pub fn first_free_subnet(pool: &Cidr, mask_len: u8, taken: &BTreeSet<Cidr>) -> O
     let count = 1u64 << (mask_len - pool.prefix_len);
     let step = 1u64 << (32 - mask_len);
     (0..count)
-        .map(|i| Cidr { network: Ipv4Addr::from((u32::from(pool.network) as u64 + i * step) as u32), prefix_len: mask_len })
+        .map(|i| Cidr {
+            network: Ipv4Addr::from((u32::from(pool.network) as u64 + i * step) as u32),
+            prefix_len: mask_len,
+        })
         .find(|candidate| !taken.iter().any(|t| t.overlaps(candidate)))
 }
 

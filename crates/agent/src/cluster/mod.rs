@@ -289,7 +289,11 @@ impl Cluster {
         let mut out: Vec<RemoteEntry> = self
             .remote_nodes()
             .filter(|n| n.node_ip != self.node_ip)
-            .map(|n| RemoteEntry { ip: n.node_ip, identity: twill_identity::REMOTE_NODE, tunnel_endpoint: None })
+            .map(|n| RemoteEntry {
+                ip: n.node_ip,
+                identity: twill_identity::REMOTE_NODE,
+                tunnel_endpoint: None,
+            })
             .collect();
         out.extend(self.remote_ips().map(|r| RemoteEntry {
             ip: r.ip,
@@ -328,7 +332,8 @@ impl Cluster {
                 )
             })
             .collect();
-        let gone: Vec<Ipv4Addr> = self.published.keys().filter(|ip| !wanted.contains_key(ip)).copied().collect();
+        let gone: Vec<Ipv4Addr> =
+            self.published.keys().filter(|ip| !wanted.contains_key(ip)).copied().collect();
         for ip in gone {
             match self.session.delete(&keys::ip_key(&self.config.name, ip)) {
                 Ok(_) => {
@@ -368,7 +373,8 @@ impl Cluster {
                     pod_cidr: n.pod_cidr.clone(),
                     routing_mode: n.routing_mode.clone(),
                     labels: n.labels.clone(),
-                    state: if fresh || (local && self.session.alive()) { "alive" } else { "unreachable" }.into(),
+                    state: if fresh || (local && self.session.alive()) { "alive" } else { "unreachable" }
+                        .into(),
                     last_heartbeat: n.heartbeat,
                     local,
                     endpoints: if local {
@@ -388,6 +394,11 @@ impl Cluster {
     pub fn status(&self) -> api::KvstoreStatus {
         let session = self.session.status();
         let reachable = self.health.reachable() && session.alive;
+        let message = match (reachable, self.health.last_error()) {
+            (true, _) => String::new(),
+            (false, e) if !e.is_empty() && !self.health.reachable() => e,
+            (false, _) => "the lease could not be renewed".into(),
+        };
         api::KvstoreStatus {
             endpoints: self.config.endpoints.clone(),
             reachable,
@@ -397,21 +408,30 @@ impl Cluster {
             cluster_name: self.config.name.clone(),
             routing_mode: self.config.routing.as_str().into(),
             node_ip: self.node_ip.to_string(),
-            message: if reachable { String::new() } else { self.health.last_error() },
+            message,
         }
     }
 
     /// A change that must be in the store fails now, with the reason,
     /// rather than after the store's timeout for each of its writes.
     pub fn check_reachable(&self, what: &str) -> Result<()> {
-        if self.health.reachable() {
+        if self.reachable() {
             return Ok(());
         }
+        let reason = match self.health.last_error() {
+            e if e.is_empty() => "its lease could not be renewed".to_string(),
+            e => e,
+        };
         Err(AgentError::Unavailable(format!(
-            "{what} needs the kvstore at {}, which is unreachable ({}); nothing was changed",
+            "{what} needs the kvstore at {}, which is unreachable ({reason}); nothing was changed",
             self.config.endpoints.join(","),
-            self.health.last_error()
         )))
+    }
+
+    /// The store answered the mirrors and renewed the lease lately (a
+    /// paused etcd leaves watches open but silent; only renewals tell).
+    fn reachable(&self) -> bool {
+        self.health.reachable() && self.session.alive()
     }
 
     /// Sets up what the routing mode needs in the datapath; returns the
@@ -423,7 +443,9 @@ impl Cluster {
             .map_err(|source| AgentError::Io { what: "enabling IPv4 forwarding".into(), source })?;
         match self.config.routing {
             RoutingMode::Tunnel => {
-                let ifindex = netdev::ensure_vxlan_device(netdev::TUNNEL_DEVICE, TUNNEL_PORT, None)?;
+                let underlay = netdev::device_of_address(self.node_ip)?.map(|(name, _)| name);
+                let ifindex =
+                    netdev::ensure_vxlan_device(netdev::TUNNEL_DEVICE, TUNNEL_PORT, underlay.as_deref())?;
                 datapath.attach_overlay(netdev::TUNNEL_DEVICE)?;
                 Ok(ifindex)
             }
@@ -435,6 +457,17 @@ impl Cluster {
                 Ok(0)
             }
         }
+    }
+
+    /// The MTU endpoints need so that their packets still fit the
+    /// underlay once encapsulated (Cilium's tunnel MTU); None in native
+    /// routing, where packets cross unchanged.
+    pub fn endpoint_mtu(&self) -> Result<Option<u32>> {
+        if self.config.routing == RoutingMode::Native {
+            return Ok(None);
+        }
+        let underlay = netdev::device_of_address(self.node_ip)?.map(|(_, mtu)| mtu).unwrap_or(1500);
+        Ok(Some(underlay.saturating_sub(netdev::VXLAN_OVERHEAD)))
     }
 
     /// Orderly departure (uninstall): the node's keys go now instead of
@@ -477,7 +510,9 @@ fn default_route_source() -> Result<Ipv4Addr> {
         .and_then(|s| s.connect("192.0.2.1:9").map(|_| s))
         .and_then(|s| s.local_addr())
         .map_err(|e| {
-            AgentError::Invalid(format!("--node-ip not given and no default route to take it from ({e}); pass --node-ip"))
+            AgentError::Invalid(format!(
+                "--node-ip not given and no default route to take it from ({e}); pass --node-ip"
+            ))
         })?;
     match socket.ip() {
         std::net::IpAddr::V4(ip) if !ip.is_unspecified() => Ok(ip),
@@ -501,7 +536,9 @@ fn claim_pod_cidr(store: &dyn Store, cluster: &ClusterConfig, node: &str, config
         let mine: Vec<Cidr> = claims.iter().filter(|(_, owner)| *owner == node).map(|(c, _)| *c).collect();
         let wanted = if config.pod_cidr_explicit {
             let wanted = config.pod_cidr;
-            if let Some((cidr, owner)) = claims.iter().find(|(c, owner)| *owner != node && c.overlaps(&wanted)) {
+            if let Some((cidr, owner)) =
+                claims.iter().find(|(c, owner)| *owner != node && c.overlaps(&wanted))
+            {
                 return Err(AgentError::Invalid(format!(
                     "--pod-cidr {wanted} overlaps {cidr}, which node {owner} holds; pick another or leave --pod-cidr out to take one from --cluster-pool"
                 )));

@@ -1,0 +1,378 @@
+//! Cluster mode: agents in separate node namespaces share one etcd,
+//! started by the test on the fabric. Real pods on different nodes talk
+//! through the VXLAN tunnel or by native routes, under one identity space
+//! and policies imported on any node.
+
+use std::{process::Command, time::Duration};
+
+use serde_json::Value;
+use twill_e2e::{
+    cluster::{Cluster, ClusterNode},
+    ip_of, wait_until,
+};
+
+/// A short lease, so a node that vanishes leaves the others' view within
+/// seconds.
+const LEASE_TTL: &str = "3";
+
+/// Starts the next node in cluster mode with `mode` routing, on the pod
+/// CIDR the harness picks for it.
+fn join<'a>(cluster: &'a mut Cluster, mode: &str, extra: &[&str]) -> &'a mut ClusterNode {
+    let node_ip = format!("192.168.{}.{}", cluster.fabric.subnet(), 10 + cluster.nodes.len());
+    let mut flags = vec![
+        "--kvstore-endpoints",
+        "{etcd}",
+        "--node-ip",
+        &node_ip,
+        "--routing-mode",
+        mode,
+        "--kvstore-lease-ttl",
+        LEASE_TTL,
+    ];
+    flags.extend_from_slice(extra);
+    cluster.add_node(&flags)
+}
+
+fn ipcache(node: &ClusterNode) -> Vec<Value> {
+    node.twill_json(&["bpf", "ipcache", "list"]).as_array().cloned().unwrap_or_default()
+}
+
+fn ipcache_entry(node: &ClusterNode, ip: &str) -> Option<Value> {
+    ipcache(node).into_iter().find(|e| e["cidr"] == format!("{ip}/32"))
+}
+
+fn wait_for_ipcache(node: &ClusterNode, ip: &str) -> Value {
+    let mut found = None;
+    wait_until(Duration::from_secs(15), || {
+        found = ipcache_entry(node, ip);
+        found.is_some()
+    });
+    found.unwrap_or_else(|| panic!("{ip} never reached {}'s ipcache: {:?}", node.name, ipcache(node)))
+}
+
+fn nodes(node: &ClusterNode) -> Vec<Value> {
+    node.twill_json(&["node", "list"]).as_array().cloned().unwrap()
+}
+
+fn identity(ep: &Value) -> u64 {
+    ep["identity"].as_u64().unwrap()
+}
+
+/// Pings, a TCP request and a UDP exchange from `a` on `na` to `b` on `nb`.
+fn assert_connected(na: &ClusterNode, a: &str, nb: &ClusterNode, b: &str) {
+    let b_ip = ip_of(&nb.twill_json(&["endpoint", "get", b]));
+    assert!(wait_until(Duration::from_secs(10), || na.ping(a, "default", &b_ip)), "ping {a} -> {b} ({b_ip})");
+    let _tcp = nb.tcp_server(b, 8080);
+    assert_eq!(na.tcp_request(a, &format!("{b_ip}:8080")).as_deref(), Ok(b), "TCP {a} -> {b}");
+    let _udp = nb.udp_server(b, 5353);
+    let out = na.exec(a, "default", &["sh", "-c", &format!("echo q | socat -T2 - UDP:{b_ip}:5353")]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), b, "UDP {a} -> {b}");
+}
+
+#[test]
+fn pods_on_two_nodes_talk_through_the_tunnel_with_one_identity_space() {
+    let mut cluster = Cluster::new("cltun");
+    join(&mut cluster, "tunnel", &[]);
+    join(&mut cluster, "tunnel", &[]);
+    let (n0, n1) = (&cluster.nodes[0], &cluster.nodes[1]);
+
+    let status = n0.twill_json(&["status"]);
+    assert_eq!(status["mode"], "cluster");
+    assert_eq!(status["kvstore"]["reachable"], true, "{status}");
+    assert_eq!(status["kvstore"]["routing_mode"], "tunnel");
+    assert!(wait_until(Duration::from_secs(10), || nodes(n0).len() == 2), "{:?}", nodes(n0));
+    for node in nodes(n0) {
+        assert_eq!(node["state"], "alive", "{node}");
+        let peer = if node["name"] == n0.name.as_str() { n0 } else { n1 };
+        assert_eq!(node["node_ip"], peer.node_ip());
+        assert_eq!(node["pod_cidr"], peer.twill_json(&["status"])["pod_cidr"]);
+    }
+
+    let a = n0.endpoint("a", "default", "app=web");
+    let b = n1.endpoint("b", "default", "app=db");
+    let c = n1.endpoint("c", "default", "app=web");
+    assert_eq!(identity(&a), identity(&c), "same labels, same number on every node");
+    assert_ne!(identity(&a), identity(&b));
+
+    // n0 knows b as b's identity behind n1, and n1 itself as remote-node.
+    let entry = wait_for_ipcache(n0, &ip_of(&b));
+    assert_eq!(entry["identity"].as_u64(), Some(identity(&b)));
+    assert_eq!(entry["tunnel_endpoint"], n1.node_ip());
+    let node_entry = ipcache_entry(n0, n1.node_ip()).expect("n1's address in n0's ipcache");
+    assert_eq!(node_entry["identity"], 6, "other nodes are remote-node");
+    wait_for_ipcache(n1, &ip_of(&a));
+
+    let link = String::from_utf8(n0.net().cmd(&["ip", "-d", "link", "show", "twill_vxlan"]).stdout).unwrap();
+    assert!(
+        link.contains("external") && link.contains("dstport 8472"),
+        "collect-metadata VXLAN on 8472: {link}"
+    );
+
+    assert_connected(n0, "a", n1, "b");
+    assert_connected(n1, "c", n0, "a");
+
+    // n1 names the remote sender by its pod and labels.
+    let flows = n1.observe(&["--last", "200", "--to-pod", "default/b"]);
+    let from_a = flows
+        .iter()
+        .find(|f| f["source"]["pod_name"] == "a")
+        .unwrap_or_else(|| panic!("no flow from a at n1: {flows:?}"));
+    assert_eq!(from_a["source"]["namespace"], "default");
+    assert_eq!(from_a["source"]["identity"].as_u64(), Some(identity(&a)));
+    assert!(from_a["source"]["labels"].as_array().unwrap().iter().any(|l| l == "k8s:app=web"), "{from_a}");
+}
+
+#[test]
+fn native_routing_reaches_other_nodes_pods_by_routes_without_a_tunnel() {
+    let mut cluster = Cluster::new("clnat");
+    join(&mut cluster, "native", &[]);
+    join(&mut cluster, "native", &[]);
+    let (n0, n1) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let a = n0.endpoint("a", "default", "app=web");
+    let b = n1.endpoint("b", "default", "app=db");
+    wait_for_ipcache(n0, &ip_of(&b));
+    wait_for_ipcache(n1, &ip_of(&a));
+
+    let n1_cidr = n1.twill_json(&["status"])["pod_cidr"].as_str().unwrap().to_string();
+    let routes =
+        String::from_utf8(n0.net().cmd(&["ip", "-4", "route", "show", "proto", "116"]).stdout).unwrap();
+    assert!(
+        routes.contains(&format!("{n1_cidr} via {}", n1.node_ip())),
+        "n0 routes n1's pod CIDR via n1: {routes}"
+    );
+    let tunnel = n0.net().cmd(&["ip", "link", "show", "twill_vxlan"]);
+    assert!(!tunnel.status.success(), "native routing has no tunnel device");
+
+    assert_connected(n0, "a", n1, "b");
+    assert_connected(n1, "b", n0, "a");
+    let flows = n1.observe(&["--last", "200", "--to-pod", "default/b"]);
+    assert!(
+        flows.iter().any(|f| f["source"]["identity"].as_u64() == Some(identity(&a))),
+        "the receiver knows the sender's identity from the ipcache: {flows:?}"
+    );
+}
+
+const DB_FROM_WEB: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata:
+  name: db-from-web
+spec:
+  endpointSelector:
+    matchLabels:
+      app: db
+  ingress:
+  - fromEndpoints:
+    - matchLabels:
+        app: web
+    toPorts:
+    - ports:
+      - port: "8080"
+        protocol: TCP
+"#;
+
+#[test]
+fn a_policy_imported_on_one_node_is_enforced_on_every_node_with_remote_identities() {
+    let mut cluster = Cluster::new("clpol");
+    join(&mut cluster, "tunnel", &[]);
+    join(&mut cluster, "tunnel", &[]);
+    let (n0, n1) = (&cluster.nodes[0], &cluster.nodes[1]);
+    n0.endpoint("web", "default", "app=web");
+    n0.endpoint("other", "default", "app=other");
+    let db = n1.endpoint("db", "default", "app=db");
+    let db_ip = ip_of(&db);
+    wait_for_ipcache(n0, &db_ip);
+    let _server = n1.tcp_server("db", 8080);
+    let target = format!("{db_ip}:8080");
+    assert!(wait_until(Duration::from_secs(10), || n0.tcp_request("other", &target).is_ok()), "open before");
+
+    let file = std::env::temp_dir().join(format!("twill-clpol-{}.yaml", std::process::id()));
+    std::fs::write(&file, DB_FROM_WEB).unwrap();
+    n0.twill_ok(&["policy", "import", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+
+    // n1 gets it from the store and enforces it on its endpoint, against
+    // identities allocated on n0.
+    assert!(
+        wait_until(Duration::from_secs(10), || n1.twill_json(&["policy", "get"])["policies"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|p| p["name"] == "db-from-web"))),
+        "the policy reached n1: {}",
+        n1.twill_json(&["policy", "get"])
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || n0.tcp_request("other", &target).is_err()),
+        "app=other is denied by n1"
+    );
+    assert_eq!(n0.tcp_request("web", &target).as_deref(), Ok("db"), "app=web is allowed");
+    let drops = n1.observe(&["--last", "500", "--verdict", "DROPPED", "--to-pod", "default/db"]);
+    assert!(
+        drops.iter().any(|f| f["source"]["pod_name"] == "other" && f["drop_reason_desc"] == "POLICY_DENIED"),
+        "n1 reports the remote sender's drop by name: {drops:?}"
+    );
+
+    // Deleted on n1, gone on n0's view and open again.
+    n1.twill_ok(&["policy", "delete", "--all"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || n0.twill_json(&["policy", "get"])["policies"]
+            .as_array()
+            .is_some_and(|p| p.is_empty())),
+        "the delete reached n0"
+    );
+    assert!(wait_until(Duration::from_secs(10), || n0.tcp_request("other", &target).is_ok()), "open after");
+}
+
+#[test]
+fn nodes_allocating_the_same_new_labels_at_once_agree_on_the_numbers() {
+    let mut cluster = Cluster::new("clid");
+    for _ in 0..4 {
+        join(&mut cluster, "tunnel", &[]);
+    }
+    let nodes = &cluster.nodes;
+    let created: Vec<Vec<(String, u64)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .map(|node| {
+                s.spawn(move || {
+                    (0..3)
+                        .map(|i| {
+                            let labels = format!("app=burst{i}");
+                            let ep = node.endpoint(&format!("e{i}"), "default", &labels);
+                            (labels, identity(&ep))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for i in 0..3 {
+        let numbers: Vec<u64> = created.iter().map(|per_node| per_node[i].1).collect();
+        assert!(numbers.iter().all(|n| *n == numbers[0]), "app=burst{i} got {numbers:?} on the four nodes");
+    }
+    let distinct: std::collections::BTreeSet<u64> = created[0].iter().map(|(_, id)| *id).collect();
+    assert_eq!(distinct.len(), 3, "different labels never share a number: {:?}", created[0]);
+    // Every node lists the same identities.
+    let listed = |node: &ClusterNode| -> Vec<u64> {
+        let mut ids: Vec<u64> = node
+            .twill_json(&["identity", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["reserved"] == false)
+            .map(|i| i["id"].as_u64().unwrap())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let first = listed(&nodes[0]);
+    assert!(nodes.iter().all(|n| listed(n) == first), "identity lists differ");
+}
+
+#[test]
+fn a_node_that_goes_away_leaves_every_other_nodes_view() {
+    let mut cluster = Cluster::new("clgone");
+    join(&mut cluster, "tunnel", &[]);
+    join(&mut cluster, "tunnel", &[]);
+    let b = cluster.nodes[1].endpoint("b", "default", "app=db");
+    let n1_ip = cluster.nodes[1].node_ip().to_string();
+    let n1_name = cluster.nodes[1].name.clone();
+    wait_for_ipcache(&cluster.nodes[0], &ip_of(&b));
+    assert!(ipcache_entry(&cluster.nodes[0], &n1_ip).is_some());
+
+    // No goodbye: the lease lapses.
+    cluster.nodes[1].stop_agent(libc::SIGKILL);
+    let n0 = &cluster.nodes[0];
+    assert!(
+        wait_until(Duration::from_secs(20), || !nodes(n0).iter().any(|n| n["name"] == n1_name.as_str())),
+        "n1 is still listed: {:?}",
+        nodes(n0)
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || ipcache_entry(n0, &ip_of(&b)).is_none()
+            && ipcache_entry(n0, &n1_ip).is_none()),
+        "n1's endpoint and address left n0's ipcache: {:?}",
+        ipcache(n0)
+    );
+}
+
+#[test]
+fn traffic_flows_while_etcd_is_paused_and_changes_fail_fast_then_resume() {
+    let mut cluster = Cluster::new("cletcd");
+    join(&mut cluster, "tunnel", &[]);
+    join(&mut cluster, "tunnel", &[]);
+    let a = cluster.nodes[0].endpoint("a", "default", "app=web");
+    let b = cluster.nodes[1].endpoint("b", "default", "app=db");
+    wait_for_ipcache(&cluster.nodes[0], &ip_of(&b));
+    wait_for_ipcache(&cluster.nodes[1], &ip_of(&a));
+
+    cluster.etcd.pause();
+    let (n0, n1) = (&cluster.nodes[0], &cluster.nodes[1]);
+    assert!(
+        wait_until(Duration::from_secs(15), || n0.twill_json(&["status"])["kvstore"]["reachable"] == false),
+        "status says the kvstore is down: {}",
+        n0.twill_json(&["status"])
+    );
+    assert_connected(n0, "a", n1, "b");
+    let started = std::time::Instant::now();
+    let err = n0.twill_err(&["endpoint", "create", "late", "--labels", "app=late"]);
+    assert!(started.elapsed() < Duration::from_secs(5), "fails fast, took {:?}", started.elapsed());
+    assert!(err.contains("kvstore") && err.contains("unreachable"), "{err}");
+    assert!(n0.twill(&["endpoint", "get", "late"]).status.code() != Some(0), "nothing was created");
+
+    cluster.etcd.resume();
+    let (n0, n1) = (&cluster.nodes[0], &cluster.nodes[1]);
+    assert!(
+        wait_until(Duration::from_secs(20), || n0.twill_json(&["status"])["kvstore"]["reachable"] == true),
+        "the agent reconnects by itself: {}",
+        n0.twill_json(&["status"])
+    );
+    let late = n0.endpoint("late", "default", "app=late");
+    wait_for_ipcache(n1, &ip_of(&late));
+    // Whatever lapsed during the pause was put back.
+    wait_for_ipcache(n1, &ip_of(&a));
+    assert!(wait_until(Duration::from_secs(10), || nodes(n1).len() == 2));
+}
+
+#[test]
+fn killing_an_agent_under_a_cross_node_stream_loses_nothing() {
+    let mut cluster = Cluster::new("clkill");
+    join(&mut cluster, "tunnel", &[]);
+    join(&mut cluster, "tunnel", &[]);
+    let a = cluster.nodes[0].endpoint("a", "default", "app=web");
+    let b = cluster.nodes[1].endpoint("b", "default", "app=db");
+    let b_ip = ip_of(&b);
+    wait_for_ipcache(&cluster.nodes[0], &b_ip);
+    let before = cluster.nodes[0].twill_json(&["status"]);
+    let identities_before = cluster.nodes[0].twill_json(&["identity", "list"]);
+
+    let _server = cluster.nodes[1].spawn_in("b", "default", &["iperf3", "-s", "-1", "-p", "5201"]);
+    assert!(wait_until(Duration::from_secs(10), || {
+        let netns = b["netns"].as_str().unwrap();
+        Command::new("ip")
+            .args(["netns", "exec", netns, "ss", "-H", "-tln", "sport = :5201"])
+            .output()
+            .is_ok_and(|o| !o.stdout.is_empty())
+    }));
+    let client =
+        cluster.nodes[0].spawn_in("a", "default", &["iperf3", "-c", &b_ip, "-p", "5201", "-t", "6", "-J"]);
+    std::thread::sleep(Duration::from_secs(2));
+    cluster.nodes[0].stop_agent(libc::SIGKILL);
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.nodes[0].start_agent();
+    let out = client.wait_with_output();
+    assert!(out.status.success(), "the stream survived: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let intervals = report["intervals"].as_array().unwrap();
+    let stalled = intervals.iter().filter(|i| i["sum"]["bytes"].as_u64() == Some(0)).count();
+    assert_eq!(stalled, 0, "no second without data: {intervals:?}");
+
+    let n0 = &cluster.nodes[0];
+    let after = n0.twill_json(&["status"]);
+    assert_eq!(after["pod_cidr"], before["pod_cidr"], "same pod CIDR after the restart");
+    let a_after = n0.twill_json(&["endpoint", "get", "a"]);
+    assert_eq!(ip_of(&a_after), ip_of(&a));
+    assert_eq!(identity(&a_after), identity(&a));
+    assert_eq!(n0.twill_json(&["identity", "list"]), identities_before, "identity numbers unchanged");
+    wait_for_ipcache(&cluster.nodes[1], &ip_of(&a));
+}

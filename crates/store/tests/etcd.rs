@@ -223,5 +223,24 @@ fn etcd_watch_ends_with_an_error_when_etcd_stops() {
             other => break other,
         }
     };
-    assert!(result.is_err(), "{result:?}");
+    assert!(matches!(result, Err(StoreError::Unavailable { .. })), "{result:?}");
+}
+
+#[test]
+fn etcd_session_is_not_alive_during_an_outage_and_recovers_after() {
+    let mut etcd = Etcd::start("session-outage");
+    let store: Arc<dyn Store> = Arc::new(EtcdStore::connect(etcd.options(Duration::from_secs(1))).unwrap());
+    let session = Session::start(store.clone(), Duration::from_secs(3)).unwrap();
+    session.put("nodes/a", "node-a").unwrap();
+    etcd.stop();
+    wait_until("the session noticed the outage", Duration::from_secs(10), || !session.alive());
+    assert!(matches!(session.put("nodes/b", "x"), Err(StoreError::Unavailable { .. })));
+    etcd.run();
+    wait_until("the session is alive again", Duration::from_secs(20), || session.alive());
+    // Same lease or a new one, the node's key is there once alive.
+    wait_until("the node key is back", Duration::from_secs(10), || {
+        matches!(store.get("nodes/a"), Ok(Some(e)) if e.value == "node-a")
+    });
+    assert!(store.get("nodes/b").unwrap().is_none(), "a failed put is not replayed");
+    session.close();
 }

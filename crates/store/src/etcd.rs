@@ -74,6 +74,8 @@ impl Default for EtcdOptions {
     }
 }
 
+/// The etcd backend. Call it and drop it from plain threads, never from
+/// inside a tokio runtime: it blocks on a runtime of its own.
 pub struct EtcdStore {
     client: Client,
     prefix: String,
@@ -151,7 +153,10 @@ impl EtcdStore {
     fn entry(&self, kv: &KeyValue) -> (String, Entry) {
         (
             self.strip(kv.key()),
-            Entry { value: String::from_utf8_lossy(kv.value()).into_owned(), mod_revision: kv.mod_revision() as u64 },
+            Entry {
+                value: String::from_utf8_lossy(kv.value()).into_owned(),
+                mod_revision: kv.mod_revision() as u64,
+            },
         )
     }
 
@@ -359,7 +364,8 @@ impl Forwarder {
                     if resp.canceled() {
                         break self.ended(&resp);
                     }
-                    let events: Vec<WatchEvent> = resp.events().iter().filter_map(|e| self.event(e)).collect();
+                    let events: Vec<WatchEvent> =
+                        resp.events().iter().filter_map(|e| self.event(e)).collect();
                     for event in events {
                         if !deliver(&self.tx, Ok(event)).await {
                             return;
@@ -506,7 +512,10 @@ impl Store for EtcdStore {
         };
         let pending = match first {
             None => {
-                return Err(unavailable(&self.endpoints, "etcd closed the watch before it started".to_string()))
+                return Err(unavailable(
+                    &self.endpoints,
+                    "etcd closed the watch before it started".to_string(),
+                ))
             }
             Some(resp) if resp.canceled() => return Err(forwarder.ended(&resp)),
             Some(resp) => resp.events().iter().filter_map(|e| forwarder.event(e)).collect(),
@@ -532,7 +541,9 @@ impl Store for EtcdStore {
             // in it, etcd's "no such lease", comes back as this error.
             match c.lease_keep_alive(lease).await {
                 Ok(_) => Ok(true),
-                Err(etcd_client::Error::LeaseKeepAliveError(reason)) if reason == "lease not found" => Ok(false),
+                Err(etcd_client::Error::LeaseKeepAliveError(reason)) if reason == "lease not found" => {
+                    Ok(false)
+                }
                 Err(e) => Err(e),
             }
         })
@@ -615,6 +626,9 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(3), "took {:?}", start.elapsed());
         assert!(matches!(e, StoreError::Unavailable { .. }), "{e:?}");
         let text = e.to_string();
-        assert!(text.contains(&format!("127.0.0.1:{port}")) && text.contains("the change was not made"), "{text}");
+        assert!(
+            text.contains(&format!("127.0.0.1:{port}")) && text.contains("the change was not made"),
+            "{text}"
+        );
     }
 }

@@ -93,7 +93,11 @@ impl Pending {
         self.snapshot
             .entries
             .insert(key.to_string(), StoredEntry { value: value.to_string(), mod_revision: revision, lease });
-        self.events.push(WatchEvent::Put { key: key.to_string(), value: value.to_string(), mod_revision: revision });
+        self.events.push(WatchEvent::Put {
+            key: key.to_string(),
+            value: value.to_string(),
+            mod_revision: revision,
+        });
         revision
     }
 
@@ -153,15 +157,25 @@ impl FileStore {
         let store = Self {
             dir: dir.to_path_buf(),
             path,
-            state: Mutex::new(State { snapshot, leases: BTreeMap::new(), next_lease: 1, subscribers: Vec::new() }),
+            state: Mutex::new(State {
+                snapshot,
+                leases: BTreeMap::new(),
+                next_lease: 1,
+                subscribers: Vec::new(),
+            }),
             _lock: lock,
         };
         // The leases of the process that wrote these keys died with it.
         {
             let mut state = store.lock_raw();
             let mut pending = Pending::new(&state.snapshot);
-            let leased: Vec<String> =
-                state.snapshot.entries.iter().filter(|(_, e)| e.lease.is_some()).map(|(k, _)| k.clone()).collect();
+            let leased: Vec<String> = state
+                .snapshot
+                .entries
+                .iter()
+                .filter(|(_, e)| e.lease.is_some())
+                .map(|(k, _)| k.clone())
+                .collect();
             for key in &leased {
                 pending.remove(key);
             }
@@ -573,7 +587,8 @@ mod tests {
         let dir = temp_dir("overflow");
         let store = FileStore::open(&dir).unwrap();
         let watch = store.watch("o/", 0).unwrap();
-        let puts: Vec<(String, String)> = (0..WATCH_CAPACITY + 1).map(|i| (format!("o/{i:06}"), "x".into())).collect();
+        let puts: Vec<(String, String)> =
+            (0..WATCH_CAPACITY + 1).map(|i| (format!("o/{i:06}"), "x".into())).collect();
         store.write_batch(&puts, &[]).unwrap();
         for _ in 0..WATCH_CAPACITY {
             next(&watch);
@@ -611,7 +626,9 @@ mod tests {
         assert!(matches!(&b, WatchEvent::Delete { key, .. } if key == "l/b"), "{b:?}");
         assert_eq!(a.mod_revision(), b.mod_revision(), "one expiry, one revision");
         assert!(!store.keep_alive(lease).unwrap());
-        assert!(matches!(store.put_leased("l/d", "x", lease), Err(StoreError::LeaseNotFound(l)) if l == lease));
+        assert!(
+            matches!(store.put_leased("l/d", "x", lease), Err(StoreError::LeaseNotFound(l)) if l == lease)
+        );
         assert!(matches!(store.revoke_lease(lease), Err(StoreError::LeaseNotFound(_))));
         fs::remove_dir_all(&dir).unwrap();
     }

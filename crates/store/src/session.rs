@@ -210,7 +210,9 @@ impl Session {
         match self.store.revoke_lease(lease) {
             Ok(()) | Err(StoreError::LeaseNotFound(_)) => {}
             // The keys then go when the lease expires, one TTL later.
-            Err(e) => tracing::warn!(lease = format!("{lease:x}"), error = %e, "could not revoke the session lease"),
+            Err(e) => {
+                tracing::warn!(lease = format!("{lease:x}"), error = %e, "could not revoke the session lease")
+            }
         }
     }
 
@@ -244,7 +246,10 @@ impl Session {
                 }
             }
             Ok(false) => {
-                tracing::warn!(lease = format!("{lease:x}"), "store session lease is gone; granting a new one");
+                tracing::warn!(
+                    lease = format!("{lease:x}"),
+                    "store session lease is gone; granting a new one"
+                );
                 self.regrant_locked();
             }
             Err(e) => {
@@ -339,7 +344,9 @@ mod tests {
         let session = Session::start(store.clone(), Duration::from_secs(1)).unwrap();
         session.put("nodes/a", "1").unwrap();
         let first = session.status().last_renewal.unwrap();
-        wait_until("renewed twice", Duration::from_secs(5), || session.status().last_renewal.unwrap() > first);
+        wait_until("renewed twice", Duration::from_secs(5), || {
+            session.status().last_renewal.unwrap() > first
+        });
         thread::sleep(Duration::from_millis(1200));
         assert_eq!(store.get("nodes/a").unwrap().unwrap().value, "1");
         assert!(session.alive());
@@ -360,7 +367,9 @@ mod tests {
         store.revoke_lease(old).unwrap();
         assert!(store.get("nodes/a").unwrap().is_none());
         wait_until("keys are back", Duration::from_secs(5), || store.get("nodes/a").unwrap().is_some());
-        wait_until("both keys are back", Duration::from_secs(5), || store.get("ips/10.0.0.1").unwrap().is_some());
+        wait_until("both keys are back", Duration::from_secs(5), || {
+            store.get("ips/10.0.0.1").unwrap().is_some()
+        });
         assert!(store.get("ips/10.0.0.2").unwrap().is_none(), "a deleted key stays forgotten");
         let status = session.status();
         assert_ne!(status.lease, old);

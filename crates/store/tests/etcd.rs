@@ -106,7 +106,9 @@ fn etcd_crud_and_cas_match_the_file_store() {
     let store = etcd.store();
     common::crud_and_cas(&store);
     // Keys live under the prefix in etcd, and callers never see it.
-    let raw = EtcdStore::connect(EtcdOptions { prefix: String::new(), ..etcd.options(Duration::from_secs(3)) }).unwrap();
+    let raw =
+        EtcdStore::connect(EtcdOptions { prefix: String::new(), ..etcd.options(Duration::from_secs(3)) })
+            .unwrap();
     let names: Vec<String> = raw.list("").unwrap().into_iter().map(|(k, _)| k).collect();
     assert_eq!(names, ["twill-test/c/b/1", "twill-test/c/b/2", "twill-test/c/q"]);
     assert_eq!(store.describe(), format!("etcd {}", etcd.url()));
@@ -238,9 +240,11 @@ fn etcd_session_is_not_alive_during_an_outage_and_recovers_after() {
     etcd.run();
     wait_until("the session is alive again", Duration::from_secs(20), || session.alive());
     // Same lease or a new one, the node's key is there once alive.
-    wait_until("the node key is back", Duration::from_secs(10), || {
-        matches!(store.get("nodes/a"), Ok(Some(e)) if e.value == "node-a")
-    });
+    wait_until(
+        "the node key is back",
+        Duration::from_secs(10),
+        || matches!(store.get("nodes/a"), Ok(Some(e)) if e.value == "node-a"),
+    );
     assert!(store.get("nodes/b").unwrap().is_none(), "a failed put is not replayed");
     session.close();
 }

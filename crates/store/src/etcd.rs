@@ -74,6 +74,8 @@ impl Default for EtcdOptions {
     }
 }
 
+/// The etcd backend. Call it and drop it from plain threads, never from
+/// inside a tokio runtime: it blocks on a runtime of its own.
 pub struct EtcdStore {
     client: Client,
     prefix: String,
@@ -189,8 +191,11 @@ fn classify(endpoints: &str, op: &'static str, e: etcd_client::Error) -> StoreEr
     use etcd_client::Error as E;
     let down = match &e {
         E::TransportError(_) | E::IoError(_) => true,
+        // An answer from etcd is a bare status; a status carrying a source
+        // is tonic reporting the connection (an h2 or I/O error mid-stream).
         E::GRpcStatus(status) => {
             matches!(status.code(), tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+                || std::error::Error::source(status).is_some()
         }
         _ => false,
     };

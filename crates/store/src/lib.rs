@@ -26,7 +26,7 @@ use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc::{Receiver, RecvTimeoutError},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -125,7 +125,8 @@ impl WatchEvent {
 /// Changes under one prefix, in revision order. Dropping it cancels the watch.
 pub struct Watch {
     prefix: String,
-    events: Receiver<Result<WatchEvent, StoreError>>,
+    // In a mutex only so that a Watch is Sync and can sit in shared state.
+    events: Mutex<Receiver<Result<WatchEvent, StoreError>>>,
     // Set by a producer that gave up on a full channel, so the end of the
     // channel can say why.
     overflowed: Arc<AtomicBool>,
@@ -146,7 +147,7 @@ impl Watch {
         overflowed: Arc<AtomicBool>,
         cancel: Option<Box<dyn Send + Sync>>,
     ) -> Self {
-        Self { prefix: prefix.to_string(), events, overflowed, _cancel: cancel }
+        Self { prefix: prefix.to_string(), events: Mutex::new(events), overflowed, _cancel: cancel }
     }
 
     /// The prefix this watch follows.
@@ -158,7 +159,8 @@ impl Watch {
     /// Err(_): the watch is over (connection lost, revision compacted, store closed);
     /// the caller re-lists and watches again.
     pub fn recv_timeout(&self, timeout: Duration) -> Result<Option<WatchEvent>, StoreError> {
-        match self.events.recv_timeout(timeout) {
+        let events = self.events.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match events.recv_timeout(timeout) {
             Ok(Ok(event)) => Ok(Some(event)),
             Ok(Err(e)) => Err(e),
             Err(RecvTimeoutError::Timeout) => Ok(None),
@@ -255,4 +257,19 @@ fn decode<T: DeserializeOwned>(key: &str, value: &str) -> Result<T, StoreError> 
 
 fn encode<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).expect("store values are plain data and always serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_watches_and_sessions_can_be_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Watch>();
+        shared::<Session>();
+        shared::<FileStore>();
+        shared::<EtcdStore>();
+        shared::<StoreError>();
+    }
 }

@@ -341,13 +341,13 @@ mod tests {
     #[test]
     fn session_keys_outlive_the_ttl_while_renewed() {
         let (store, dir) = store("renew");
-        let session = Session::start(store.clone(), Duration::from_millis(300)).unwrap();
+        let session = Session::start(store.clone(), Duration::from_secs(1)).unwrap();
         session.put("nodes/a", "1").unwrap();
         let first = session.status().last_renewal.unwrap();
         wait_until("renewed twice", Duration::from_secs(5), || {
             session.status().last_renewal.unwrap() > first
         });
-        thread::sleep(Duration::from_millis(400));
+        thread::sleep(Duration::from_millis(1200));
         assert_eq!(store.get("nodes/a").unwrap().unwrap().value, "1");
         assert!(session.alive());
         assert_eq!(session.status().regrants, 0);
@@ -358,7 +358,7 @@ mod tests {
     #[test]
     fn session_regrants_and_rewrites_keys_when_its_lease_is_revoked() {
         let (store, dir) = store("regrant");
-        let session = Session::start(store.clone(), Duration::from_millis(300)).unwrap();
+        let session = Session::start(store.clone(), Duration::from_secs(1)).unwrap();
         session.put("nodes/a", "1").unwrap();
         session.put("ips/10.0.0.1", "a").unwrap();
         session.put("ips/10.0.0.2", "a").unwrap();

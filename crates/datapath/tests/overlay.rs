@@ -415,8 +415,16 @@ fn endpoints_on_two_nodes_reach_each_other_through_the_tunnel() {
         "counted as 'Policy denied'"
     );
 
-    // A sender that is not a known node is dropped, whatever its VNI says.
+    // Replies come back through conntrack, without a's ingress policy: with
+    // nothing allowed into a, a -> b still works and b -> a does not.
     dps[1].upsert_policy(allow_all(1, 0), false).unwrap();
+    dps[0].remove_policy(allow_all(1, 0)).unwrap();
+    assert!(ping(&nodes[0].endpoint_netns, nodes[1].endpoint), "the reply to a is conntrack's, not policy's");
+    assert!(!ping(&nodes[1].endpoint_netns, nodes[0].endpoint), "nothing is allowed into a");
+    dps[0].upsert_policy(allow_all(1, 0), false).unwrap();
+    assert!(ping(&nodes[1].endpoint_netns, nodes[0].endpoint), "b -> a once allowed");
+
+    // A sender that is not a known node is dropped, whatever its VNI says.
     dps[1].remove_ipcache(nodes[0].underlay, 32).unwrap();
     let unknown = count(&dps[1], METRIC_DIR_INGRESS, twill_abi::DROP_UNKNOWN_SENDER);
     assert!(!ping(&nodes[0].endpoint_netns, nodes[1].endpoint), "a is no longer a known node on b");

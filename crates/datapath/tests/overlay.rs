@@ -222,7 +222,7 @@ fn vxlan_device_native_routes_and_overlay_attach() {
         assert_eq!(again, index, "idempotent: the same device");
         // Forked from this thread, so `ip` sees this thread's namespace.
         let details = command_output("ip", &["-d", "link", "show", netdev::TUNNEL_DEVICE]);
-        for want in ["mtu 8950", "state UNKNOWN", "external", "dstport 8472", "nolearning"] {
+        for want in ["NOARP", "mtu 8950", "state UNKNOWN", "external", "dstport 8472", "nolearning"] {
             assert!(details.contains(want), "{want:?} missing from {details}");
         }
 
@@ -323,6 +323,17 @@ fn bring_up(node: &NodeSpec, peer: &NodeSpec, root: &std::path::Path, tunnel: bo
             let index =
                 netdev::ensure_vxlan_device(netdev::TUNNEL_DEVICE, netdev::VXLAN_PORT, Some("u0")).unwrap();
             dp.attach_overlay(netdev::TUNNEL_DEVICE).unwrap();
+            // The peer node itself, reached through the tunnel too.
+            let peer_router = IpcacheEntry {
+                tunnel_endpoint: Some(peer.underlay),
+                ..IpcacheEntry::local(peer.router, 32, IDENTITY_REMOTE_NODE)
+            };
+            dp.upsert_ipcache(&peer_router).unwrap();
+            let pods = Ipv4Addr::from(u32::from(peer.endpoint) & 0xffff_ff00);
+            netdev::replace_tunnel_route(pods, 24, peer.underlay, node.router, netdev::TUNNEL_DEVICE)
+                .unwrap();
+            assert_eq!(netdev::list_tunnel_routes().unwrap(), [(pods, 24, peer.underlay)]);
+            assert_eq!(netdev::list_routes_by_protocol().unwrap(), []);
             index
         } else {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
@@ -399,6 +410,12 @@ fn endpoints_on_two_nodes_reach_each_other_through_the_tunnel() {
         assert!(count(dp, METRIC_DIR_INGRESS, 0) >= 1);
         assert!(count(dp, METRIC_DIR_EGRESS, 0) >= 1);
     }
+
+    // The nodes themselves: a's host to b's endpoint (by the tunnel route,
+    // as remote-node), a's endpoint to b's host (by the ipcache's tunnel
+    // endpoint for b's router address).
+    assert!(ping(&nodes[0].netns, nodes[1].endpoint), "node a -> b's endpoint");
+    assert!(ping(&nodes[0].endpoint_netns, nodes[1].router), "a's endpoint -> node b");
 
     // The receiver's ingress policy sees the sender's identity from the
     // VNI: allowing only identity 1000 keeps a -> b working.

@@ -212,6 +212,9 @@ fn vxlan_device_native_routes_and_overlay_attach() {
     ip(&["-n", &node, "addr", "add", "10.200.0.1/24", "dev", "u0"]);
     ip(&["-n", &node, "link", "set", "u0", "up"]);
     ip(&["-n", &node, "link", "set", "u1", "up"]);
+    // Something else under the tunnel's name (left by hand, or an older
+    // setup) is replaced.
+    ip(&["-n", &node, "link", "add", netdev::TUNNEL_DEVICE, "type", "veth", "peer", "name", "u2"]);
     let root = Root::new("dev");
     in_netns(&node, || {
         let index =

@@ -6,7 +6,9 @@
 //! filters belong to the devices' qdiscs. The agent can exit or crash at
 //! any moment and traffic keeps flowing; the next agent reloads the
 //! programs, reuses the pinned maps and swaps its fresh programs into the
-//! existing filters atomically.
+//! existing filters atomically. A pinned map whose shape an upgrade
+//! changed is replaced (with a warning) rather than reused: see
+//! [`replace_incompatible_pins`].
 
 use std::{
     collections::BTreeSet,

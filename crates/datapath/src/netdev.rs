@@ -20,7 +20,10 @@ use netlink_packet_route::{
         LinkFlags, LinkInfo, LinkMessage,
     },
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
-    route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType},
+    route::{
+        RouteAddress, RouteAttribute, RouteHeader, RouteIpTunnel, RouteLwEnCapType, RouteLwTunnelEncap,
+        RouteMessage, RouteProtocol, RouteScope, RouteType,
+    },
     AddressFamily, RouteNetlinkMessage,
 };
 
@@ -645,7 +648,7 @@ fn is_metadata_vxlan(link: &LinkMessage, port: u16) -> bool {
 
 /// Creates (or repairs) the tunnel device `name`: VXLAN in collect-metadata
 /// ("external") mode on UDP `port`, without learning (the datapath names
-/// the remote node of every packet), up. With `underlay_device`, its MTU is
+/// the remote node of every packet), without ARP, up. With `underlay_device`, its MTU is
 /// the underlay's less the encapsulation overhead; without, the kernel's
 /// default for a VXLAN device (1450) stays. A device of that name that is
 /// not such a VXLAN device is replaced. Returns the device's ifindex, for
@@ -694,7 +697,14 @@ pub fn ensure_vxlan_device(name: &str, port: u16, underlay_device: Option<&str>)
         })?;
     }
     set_addrgenmode_none(&mut rtnl, index, name)?;
-    set_up(&mut rtnl, index, name)?;
+    // Nothing answers ARP through the tunnel (the overlay program takes
+    // only IPv4): what the node itself sends through it by a tunnel route
+    // must go out without resolving a neighbour first.
+    let mut message = LinkMessage::default();
+    message.header.index = index;
+    message.header.flags = LinkFlags::Up | LinkFlags::Noarp;
+    message.header.change_mask = LinkFlags::Up | LinkFlags::Noarp;
+    request(&mut rtnl, RouteNetlinkMessage::SetLink(message), 0, || format!("link set {name} arp off up"))?;
     Ok(index)
 }
 
@@ -727,8 +737,65 @@ pub fn replace_route(dst: Ipv4Addr, prefix_len: u8, via: Ipv4Addr) -> Result<(),
     })
 }
 
-/// Removes a route [`replace_route`] installed. A missing route is not an
-/// error; a route to the same prefix that is not Twill's is left alone.
+/// `ip route replace DST/LEN encap ip id 6 dst NODE dev DEVICE src SOURCE
+/// proto 116`: what the node itself sends to another node's pod CIDR in
+/// tunnel mode. Endpoints' traffic is encapsulated by the datapath; the
+/// node's own (health checks, replies to remote endpoints) never passes
+/// an endpoint program, so the kernel's lightweight tunnel sets the key:
+/// to `node`, with the VNI remote-node, which is what the node's traffic
+/// is on arrival. `source` is the address replies come back to (the
+/// node's router address, which the peers' ipcache maps to this node).
+pub fn replace_tunnel_route(
+    dst: Ipv4Addr,
+    prefix_len: u8,
+    node: Ipv4Addr,
+    source: Ipv4Addr,
+    device: &str,
+) -> Result<(), NetdevError> {
+    let mut rtnl = open()?;
+    let index = link_index(&mut rtnl, device)?;
+    let mut message = route_message(dst, prefix_len);
+    message.header.kind = RouteType::Unicast;
+    message.header.scope = RouteScope::Link;
+    message.attributes.push(RouteAttribute::Oif(index));
+    message.attributes.push(RouteAttribute::PrefSource(RouteAddress::Inet(source)));
+    message.attributes.push(RouteAttribute::EncapType(RouteLwEnCapType::Ip));
+    message.attributes.push(RouteAttribute::Encap(vec![
+        RouteLwTunnelEncap::Ip(RouteIpTunnel::Id(u64::from(twill_abi::IDENTITY_REMOTE_NODE))),
+        RouteLwTunnelEncap::Ip(RouteIpTunnel::Destination(node)),
+        RouteLwTunnelEncap::Ip(RouteIpTunnel::Ttl(64)),
+    ]));
+    request(&mut rtnl, RouteNetlinkMessage::NewRoute(message), NLM_F_CREATE | NLM_F_REPLACE, || {
+        format!(
+            "route replace {dst}/{prefix_len} encap ip id {} dst {node} dev {device} src {source} proto {ROUTE_PROTOCOL}",
+            twill_abi::IDENTITY_REMOTE_NODE
+        )
+    })
+}
+
+/// Twill's tunnel routes ([`replace_tunnel_route`]) in the main table, as
+/// (destination, prefix length, node), sorted.
+pub fn list_tunnel_routes() -> Result<Vec<(Ipv4Addr, u8, Ipv4Addr)>, NetdevError> {
+    let mut out: Vec<(Ipv4Addr, u8, Ipv4Addr)> = twill_routes()?
+        .iter()
+        .filter_map(|r| {
+            let node = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Encap(encap) => encap.iter().find_map(|e| match e {
+                    RouteLwTunnelEncap::Ip(RouteIpTunnel::Destination(node)) => Some(*node),
+                    _ => None,
+                }),
+                _ => None,
+            })?;
+            Some((route_destination(r)?, r.header.destination_prefix_length, node))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Removes a route [`replace_route`] or [`replace_tunnel_route`] installed.
+/// A missing route is not an error; a route to the same prefix that is not
+/// Twill's is left alone.
 pub fn delete_route(dst: Ipv4Addr, prefix_len: u8) -> Result<(), NetdevError> {
     let mut message = route_message(dst, prefix_len);
     message.header.scope = RouteScope::NoWhere;
@@ -742,32 +809,45 @@ pub fn delete_route(dst: Ipv4Addr, prefix_len: u8) -> Result<(), NetdevError> {
     }
 }
 
-/// Twill's routes in the main table (protocol [`ROUTE_PROTOCOL`]), as
-/// (destination, prefix length, gateway), sorted.
-pub fn list_routes_by_protocol() -> Result<Vec<(Ipv4Addr, u8, Ipv4Addr)>, NetdevError> {
+/// Every route of protocol [`ROUTE_PROTOCOL`] in the main table.
+fn twill_routes() -> Result<Vec<RouteMessage>, NetdevError> {
     let mut request = RouteMessage::default();
     request.header.address_family = AddressFamily::Inet;
     let routes = open()?
         .dump(RouteNetlinkMessage::GetRoute(request))
         .map_err(|source| NetdevError::Netlink { operation: "-4 route show".into(), source })?;
-    let mut out: Vec<(Ipv4Addr, u8, Ipv4Addr)> = routes
-        .iter()
-        .filter_map(|m| {
-            let RouteNetlinkMessage::NewRoute(r) = m else { return None };
-            if r.header.table != RouteHeader::RT_TABLE_MAIN
-                || r.header.protocol != RouteProtocol::Other(ROUTE_PROTOCOL)
+    Ok(routes
+        .into_iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewRoute(r)
+                if r.header.table == RouteHeader::RT_TABLE_MAIN
+                    && r.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL) =>
             {
-                return None;
+                Some(r)
             }
-            let dst = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(*d),
-                _ => None,
-            })?;
+            _ => None,
+        })
+        .collect())
+}
+
+fn route_destination(route: &RouteMessage) -> Option<Ipv4Addr> {
+    route.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(*d),
+        _ => None,
+    })
+}
+
+/// Twill's native-routing routes ([`replace_route`]) in the main table, as
+/// (destination, prefix length, gateway), sorted.
+pub fn list_routes_by_protocol() -> Result<Vec<(Ipv4Addr, u8, Ipv4Addr)>, NetdevError> {
+    let mut out: Vec<(Ipv4Addr, u8, Ipv4Addr)> = twill_routes()?
+        .iter()
+        .filter_map(|r| {
             let via = r.attributes.iter().find_map(|a| match a {
                 RouteAttribute::Gateway(RouteAddress::Inet(g)) => Some(*g),
                 _ => None,
             })?;
-            Some((dst, r.header.destination_prefix_length, via))
+            Some((route_destination(r)?, r.header.destination_prefix_length, via))
         })
         .collect();
     out.sort();

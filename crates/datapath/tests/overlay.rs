@@ -212,6 +212,9 @@ fn vxlan_device_native_routes_and_overlay_attach() {
     ip(&["-n", &node, "addr", "add", "10.200.0.1/24", "dev", "u0"]);
     ip(&["-n", &node, "link", "set", "u0", "up"]);
     ip(&["-n", &node, "link", "set", "u1", "up"]);
+    // Something else under the tunnel's name (left by hand, or an older
+    // setup) is replaced.
+    ip(&["-n", &node, "link", "add", netdev::TUNNEL_DEVICE, "type", "veth", "peer", "name", "u2"]);
     let root = Root::new("dev");
     in_netns(&node, || {
         let index =
@@ -222,7 +225,7 @@ fn vxlan_device_native_routes_and_overlay_attach() {
         assert_eq!(again, index, "idempotent: the same device");
         // Forked from this thread, so `ip` sees this thread's namespace.
         let details = command_output("ip", &["-d", "link", "show", netdev::TUNNEL_DEVICE]);
-        for want in ["mtu 8950", "state UNKNOWN", "external", "dstport 8472", "nolearning"] {
+        for want in ["NOARP", "mtu 8950", "state UNKNOWN", "external", "dstport 8472", "nolearning"] {
             assert!(details.contains(want), "{want:?} missing from {details}");
         }
 
@@ -324,6 +327,17 @@ fn bring_up(node: &NodeSpec, peer: &NodeSpec, root: &std::path::Path, tunnel: bo
             let index =
                 netdev::ensure_vxlan_device(netdev::TUNNEL_DEVICE, netdev::VXLAN_PORT, Some("u0")).unwrap();
             dp.attach_overlay(netdev::TUNNEL_DEVICE).unwrap();
+            // The peer node itself, reached through the tunnel too.
+            let peer_router = IpcacheEntry {
+                tunnel_endpoint: Some(peer.underlay),
+                ..IpcacheEntry::local(peer.router, 32, IDENTITY_REMOTE_NODE)
+            };
+            dp.upsert_ipcache(&peer_router).unwrap();
+            let pods = Ipv4Addr::from(u32::from(peer.endpoint) & 0xffff_ff00);
+            netdev::replace_tunnel_route(pods, 24, peer.underlay, node.router, netdev::TUNNEL_DEVICE)
+                .unwrap();
+            assert_eq!(netdev::list_tunnel_routes().unwrap(), [(pods, 24, peer.underlay)]);
+            assert_eq!(netdev::list_routes_by_protocol().unwrap(), []);
             index
         } else {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").unwrap();
@@ -401,6 +415,12 @@ fn endpoints_on_two_nodes_reach_each_other_through_the_tunnel() {
         assert!(count(dp, METRIC_DIR_EGRESS, 0) >= 1);
     }
 
+    // The nodes themselves: a's host to b's endpoint (by the tunnel route,
+    // as remote-node), a's endpoint to b's host (by the ipcache's tunnel
+    // endpoint for b's router address).
+    assert!(ping(&nodes[0].netns, nodes[1].endpoint), "node a -> b's endpoint");
+    assert!(ping(&nodes[0].endpoint_netns, nodes[1].router), "a's endpoint -> node b");
+
     // The receiver's ingress policy sees the sender's identity from the
     // VNI: allowing only identity 1000 keeps a -> b working.
     dps[1].remove_policy(allow_all(1, 0)).unwrap();
@@ -416,8 +436,16 @@ fn endpoints_on_two_nodes_reach_each_other_through_the_tunnel() {
         "counted as 'Policy denied'"
     );
 
-    // A sender that is not a known node is dropped, whatever its VNI says.
+    // Replies come back through conntrack, without a's ingress policy: with
+    // nothing allowed into a, a -> b still works and b -> a does not.
     dps[1].upsert_policy(allow_all(1, 0), false).unwrap();
+    dps[0].remove_policy(allow_all(1, 0)).unwrap();
+    assert!(ping(&nodes[0].endpoint_netns, nodes[1].endpoint), "the reply to a is conntrack's, not policy's");
+    assert!(!ping(&nodes[1].endpoint_netns, nodes[0].endpoint), "nothing is allowed into a");
+    dps[0].upsert_policy(allow_all(1, 0), false).unwrap();
+    assert!(ping(&nodes[1].endpoint_netns, nodes[0].endpoint), "b -> a once allowed");
+
+    // A sender that is not a known node is dropped, whatever its VNI says.
     dps[1].remove_ipcache(nodes[0].underlay, 32).unwrap();
     let unknown = count(&dps[1], METRIC_DIR_INGRESS, twill_abi::DROP_UNKNOWN_SENDER);
     assert!(!ping(&nodes[0].endpoint_netns, nodes[1].endpoint), "a is no longer a known node on b");

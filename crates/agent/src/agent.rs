@@ -296,6 +296,11 @@ impl Agent {
     /// that fails midway still gets its follow-up, so whatever part of it
     /// took effect is reflected everywhere.
     pub fn apply(&mut self, change: Change) -> Result<Outcome> {
+        // Refused before anything is touched, so there is nothing to
+        // follow up either (which would wait on the store too).
+        if let (Some(cluster), Some(what)) = (&self.cluster, change.needs_store()) {
+            cluster.check_reachable(what)?;
+        }
         let started = Instant::now();
         let mut effects = Effects { endpoints: change.touches_endpoints(), ..Effects::default() };
         let result = self.change(change, &mut effects);
@@ -317,9 +322,6 @@ impl Agent {
     }
 
     fn change(&mut self, change: Change, effects: &mut Effects) -> Result<Outcome> {
-        if let (Some(cluster), Some(what)) = (&self.cluster, change.needs_store()) {
-            cluster.check_reachable(what)?;
-        }
         Ok(match change {
             Change::Cluster(batch) => {
                 self.cluster_sync(batch, effects)?;
@@ -461,26 +463,40 @@ impl Agent {
         Ok(())
     }
 
-    /// Native routing: a route to each other node's pod CIDR via its
-    /// address; only routes Twill made are touched.
+    /// A route to each other node's pod CIDR: native routing, via the
+    /// node's address; tunnel mode, through the tunnel device to the node
+    /// (for what the node itself sends; endpoints' traffic is
+    /// encapsulated by the datapath). Only routes Twill made are touched.
     fn sync_routes(&mut self) -> Result<()> {
         let Some(cluster) = &self.cluster else { return Ok(()) };
-        let wanted: BTreeMap<(Ipv4Addr, u8), Ipv4Addr> = match cluster.routing() {
-            RoutingMode::Native => cluster
-                .routes()
-                .into_iter()
-                .map(|(cidr, via)| ((cidr.network, cidr.prefix_len), via))
-                .collect(),
-            RoutingMode::Tunnel => BTreeMap::new(),
+        let wanted: BTreeMap<(Ipv4Addr, u8), Ipv4Addr> =
+            cluster.routes().into_iter().map(|(cidr, via)| ((cidr.network, cidr.prefix_len), via)).collect();
+        let (current, stale_kind) = match cluster.routing() {
+            RoutingMode::Native => (netdev::list_routes_by_protocol()?, netdev::list_tunnel_routes()?),
+            RoutingMode::Tunnel => (netdev::list_tunnel_routes()?, netdev::list_routes_by_protocol()?),
         };
         let current: BTreeMap<(Ipv4Addr, u8), Ipv4Addr> =
-            netdev::list_routes_by_protocol()?.into_iter().map(|(dst, len, via)| ((dst, len), via)).collect();
+            current.into_iter().map(|(dst, len, via)| ((dst, len), via)).collect();
+        // A route of the other mode's kind is a leftover of a restart with
+        // another --routing-mode.
+        for (dst, len, _) in stale_kind {
+            if !current.contains_key(&(dst, len)) {
+                netdev::delete_route(dst, len)?;
+            }
+        }
         for key in current.keys().filter(|k| !wanted.contains_key(k)) {
             netdev::delete_route(key.0, key.1)?;
         }
+        let router = self.config.pod_cidr.router();
         for (key, via) in &wanted {
-            if current.get(key) != Some(via) {
-                netdev::replace_route(key.0, key.1, *via)?;
+            if current.get(key) == Some(via) {
+                continue;
+            }
+            match cluster.routing() {
+                RoutingMode::Native => netdev::replace_route(key.0, key.1, *via)?,
+                RoutingMode::Tunnel => {
+                    netdev::replace_tunnel_route(key.0, key.1, *via, router, netdev::TUNNEL_DEVICE)?
+                }
             }
         }
         Ok(())

@@ -26,7 +26,14 @@ pub struct Identities {
     /// The last identity list read: while a shared store is unreachable,
     /// flows and policy keep the identities known until then.
     last_known: std::sync::Mutex<Option<Vec<Identity>>>,
+    /// When a read last failed: for a while after, the last list is used
+    /// without asking, so one change does not wait out the store's
+    /// timeout once per identity.
+    failed_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// How long a failed read keeps later reads on the last known list.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Identities {
     /// With a session (cluster mode), this node's references to
@@ -36,11 +43,23 @@ impl Identities {
             Some(session) => IdentityAllocator::with_session(store, session),
             None => IdentityAllocator::new(store),
         };
-        Self { allocator, cidrs: CidrIdentities::default(), last_known: Default::default() }
+        Self {
+            allocator,
+            cidrs: CidrIdentities::default(),
+            last_known: Default::default(),
+            failed_at: Default::default(),
+        }
     }
 
     pub fn acquire(&self, labels: &LabelSet, owner: &str) -> Result<u32> {
-        Ok(self.allocator.acquire(labels, owner)?.id)
+        let identity = self.allocator.acquire(labels, owner)?;
+        // A freed number may come back with other labels: the list read
+        // before must not answer for it.
+        if let Some(list) = self.last_known.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            list.retain(|i| i.id != identity.id);
+            list.push(identity.clone());
+        }
+        Ok(identity.id)
     }
 
     pub fn release(&self, id: u32, owner: &str) -> Result<()> {
@@ -54,6 +73,10 @@ impl Identities {
     }
 
     pub fn labels(&self, id: u32) -> Result<LabelSet> {
+        // A number's labels never change while it is allocated.
+        if let Some(known) = self.known(id) {
+            return Ok(known);
+        }
         Ok(self.allocator.get(id)?.map(|i| i.labels).unwrap_or_default())
     }
 
@@ -67,12 +90,22 @@ impl Identities {
 
     pub fn allocated(&self) -> Result<Vec<Identity>> {
         let mut last = self.last_known.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failed_at = self.failed_at.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some(list), Some(at)) = (&*last, *failed_at) {
+            if at.elapsed() < RETRY_AFTER {
+                return Ok(list.clone());
+            }
+        }
         match self.allocator.identities() {
             Ok(list) => {
                 *last = Some(list.clone());
+                *failed_at = None;
                 Ok(list)
             }
-            Err(e) => match &*last {
+            Err(e) => match {
+                *failed_at = Some(std::time::Instant::now());
+                &*last
+            } {
                 Some(list) => {
                     tracing::debug!("identities from the last read: {e}");
                     Ok(list.clone())
@@ -91,6 +124,11 @@ impl Identities {
     /// (prefix, identity) of every CIDR identity, for the ipcache.
     pub fn cidr_entries(&self) -> impl Iterator<Item = (Prefix, u32)> + '_ {
         self.cidrs.0.iter().map(|(p, id)| (*p, *id))
+    }
+
+    fn known(&self, id: u32) -> Option<LabelSet> {
+        let last = self.last_known.lock().unwrap_or_else(|p| p.into_inner());
+        last.as_ref()?.iter().find(|i| i.id == id).map(|i| i.labels.clone())
     }
 
     /// Every identity policy can refer to.

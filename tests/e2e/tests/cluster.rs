@@ -110,6 +110,9 @@ fn pods_on_two_nodes_talk_through_the_tunnel_with_one_identity_space() {
 
     assert_connected(n0, "a", n1, "b");
     assert_connected(n1, "c", n0, "a");
+    // The node itself reaches pods elsewhere too (through the kernel's
+    // tunnel route, as remote-node).
+    assert!(n0.net().ping(&ip_of(&b)), "n0 itself -> b");
 
     // n1 names the remote sender by its pod and labels.
     let flows = n1.observe(&["--last", "200", "--to-pod", "default/b"]);
@@ -145,6 +148,7 @@ fn native_routing_reaches_other_nodes_pods_by_routes_without_a_tunnel() {
 
     assert_connected(n0, "a", n1, "b");
     assert_connected(n1, "b", n0, "a");
+    assert!(n0.net().ping(&ip_of(&b)), "n0 itself -> b");
     let flows = n1.observe(&["--last", "200", "--to-pod", "default/b"]);
     assert!(
         flows.iter().any(|f| f["source"]["identity"].as_u64() == Some(identity(&a))),

@@ -286,15 +286,23 @@ impl Cluster {
     /// address as remote-node, every remote endpoint with the node that
     /// hosts it.
     pub fn remote_ipcache(&self) -> Vec<RemoteEntry> {
-        let mut out: Vec<RemoteEntry> = self
-            .remote_nodes()
-            .filter(|n| n.node_ip != self.node_ip)
-            .map(|n| RemoteEntry {
+        let mut out: Vec<RemoteEntry> = Vec::new();
+        for n in self.remote_nodes().filter(|n| n.node_ip != self.node_ip) {
+            out.push(RemoteEntry {
                 ip: n.node_ip,
                 identity: twill_identity::REMOTE_NODE,
                 tunnel_endpoint: None,
-            })
-            .collect();
+            });
+            // What a node sends itself to a pod elsewhere comes from its
+            // router address: replies to it go back to that node.
+            if let Ok(cidr) = n.pod_cidr.parse::<Cidr>() {
+                out.push(RemoteEntry {
+                    ip: cidr.router(),
+                    identity: twill_identity::REMOTE_NODE,
+                    tunnel_endpoint: Some(n.node_ip),
+                });
+            }
+        }
         out.extend(self.remote_ips().map(|r| RemoteEntry {
             ip: r.ip,
             identity: r.identity,
@@ -303,7 +311,7 @@ impl Cluster {
         out
     }
 
-    /// Native routing: each other node's pod CIDR via its address.
+    /// Each other node's pod CIDR and its address.
     pub fn routes(&self) -> Vec<(Cidr, Ipv4Addr)> {
         self.remote_nodes()
             .filter_map(|n| Some((n.pod_cidr.parse::<Cidr>().ok()?, n.node_ip)))

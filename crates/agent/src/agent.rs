@@ -235,8 +235,14 @@ impl Agent {
             tunnel_ifindex,
         })?;
         let realizer = PolicyRealizer::from_map(datapath.policy_map())?;
+        // Standalone, services have a file of their own: 30,000 of them
+        // must not make every endpoint change rewrite them.
+        let service_store: Arc<dyn Store> = match &cluster {
+            Some(c) => c.store(),
+            None => Arc::new(FileStore::open(&config.state_dir.join("services"))?),
+        };
         let services = Services::load(
-            Arc::new(FileStore::open(&config.state_dir.join("services"))?),
+            service_store,
             config.service_cidr,
             config.node_port_range.clone(),
             config.maglev_table_size,
@@ -423,9 +429,18 @@ impl Agent {
         if effects.endpoints {
             self.sync_socket_namespaces()?;
         }
-        self.sync_services(effects.endpoints)?;
+        // Remote endpoints are backends of selector services too.
+        self.sync_services(effects.endpoints || effects.ipcache)?;
         if let Some(cluster) = &mut self.cluster {
-            cluster.publish(&self.endpoints.records()?);
+            let records = self.endpoints.records()?;
+            let published: Vec<(EndpointRecord, twill_service::resolve::EndpointView)> = records
+                .into_iter()
+                .map(|r| {
+                    let view = endpoint_view(&r);
+                    (r, view)
+                })
+                .collect();
+            cluster.publish(&published);
         }
         if effects.ipcache && !effects.regenerate {
             let records = self.endpoints.records()?;
@@ -441,6 +456,14 @@ impl Agent {
 
     /// A batch of other nodes' changes from the store.
     fn cluster_sync(&mut self, batch: mirror::Batch, effects: &mut Effects) -> Result<()> {
+        if batch.kind == mirror::Kind::Services {
+            let (resync, entries) = match batch.update {
+                mirror::Update::Resync(all) => (true, all.into_iter().map(|(k, v)| (k, Some(v))).collect()),
+                mirror::Update::Changes(changes) => (false, changes),
+            };
+            self.services.apply_stored(resync, &entries)?;
+            return Ok(());
+        }
         let Some(cluster) = &mut self.cluster else { return Ok(()) };
         let delta = cluster.apply(batch);
         effects.ipcache |= delta.ipcache;
@@ -1038,7 +1061,9 @@ impl Agent {
     fn sync_services(&mut self, endpoints_changed: bool) -> Result<()> {
         // Without endpoint changes the services keep the endpoints they saw.
         let views: Vec<twill_service::resolve::EndpointView> = if endpoints_changed {
-            self.endpoints.records()?.iter().map(endpoint_view).collect()
+            let mut views: Vec<_> = self.endpoints.records()?.iter().map(endpoint_view).collect();
+            views.extend(self.cluster.iter().flat_map(|c| c.remote_views()));
+            views
         } else {
             Vec::new()
         };

@@ -39,6 +39,8 @@ const PING_INTERVAL: Duration = Duration::from_secs(10);
 /// Keys per range request when listing, well below the 4 MiB a gRPC
 /// message may carry; pages are read at one revision.
 const LIST_PAGE: i64 = 1000;
+/// etcd's default --max-txn-ops: the most operations one transaction may hold.
+const MAX_TXN_OPS: usize = 128;
 
 /// How long a watch waits before retrying delivery to a full channel. The
 /// reader is slow; the stream from etcd just stops being read meanwhile.
@@ -458,8 +460,22 @@ impl Store for EtcdStore {
             deletes.iter().map(String::as_str).filter(|k| !puts.contains_key(k)).collect();
         let mut ops: Vec<TxnOp> = deletes.iter().map(|k| TxnOp::delete(self.full(k), None)).collect();
         ops.extend(puts.iter().map(|(k, v)| TxnOp::put(self.full(k), *v, None)));
-        let resp = self.txn("write-batch", Txn::new().and_then(ops))?;
-        Ok(revision(resp.header()))
+        // etcd refuses transactions of more than --max-txn-ops (128 by
+        // default): larger batches go in transactions of that size, each
+        // atomic, the whole not (callers validate everything before
+        // writing, so only an outage midway leaves part of a batch).
+        let mut last = 0;
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let chunk: Vec<TxnOp> = ops.by_ref().take(MAX_TXN_OPS).collect();
+            let resp = self.txn("write-batch", Txn::new().and_then(chunk))?;
+            last = revision(resp.header());
+        }
+        if last == 0 {
+            // Nothing to write: an empty transaction still says the revision.
+            last = revision(self.txn("write-batch", Txn::new())?.header());
+        }
+        Ok(last)
     }
 
     fn list_at(&self, prefix: &str) -> Result<(Vec<(String, Entry)>, u64), StoreError> {

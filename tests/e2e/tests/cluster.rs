@@ -380,3 +380,71 @@ fn killing_an_agent_under_a_cross_node_stream_loses_nothing() {
     assert_eq!(n0.twill_json(&["identity", "list"]), identities_before, "identity numbers unchanged");
     wait_for_ipcache(&cluster.nodes[1], &ip_of(&a));
 }
+
+#[test]
+fn a_service_defined_on_one_node_balances_over_backends_on_every_node() {
+    let mut cluster = Cluster::new("clsvc");
+    join(&mut cluster, "tunnel", &[]);
+    join(&mut cluster, "tunnel", &[]);
+    let (n0, n1) = (&cluster.nodes[0], &cluster.nodes[1]);
+    let w0 = n0.endpoint("web0", "default", "app=web");
+    let w1 = n1.endpoint("web1", "default", "app=web");
+    n1.endpoint("client", "default", "app=client");
+    let _s0 = n0.tcp_server("web0", 8080);
+    let _s1 = n1.tcp_server("web1", 8080);
+    wait_for_ipcache(n0, &ip_of(&w1));
+    wait_for_ipcache(n1, &ip_of(&w0));
+
+    let svc = n0.service_create(&["web", "--port", "80", "--target-port", "8080", "--selector", "app=web"]);
+    let vip = twill_e2e::cluster_ip(&svc);
+    // n1 has it from the store, with both nodes' endpoints as backends.
+    let backends = |node: &ClusterNode| -> Vec<String> {
+        let Ok(svc) = serde_json::from_str::<Value>(&String::from_utf8_lossy(
+            &node.twill(&["service", "get", "web", "-o", "json"]).stdout,
+        )) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = svc["frontends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|f| f["backends"].as_array().cloned().unwrap_or_default())
+            .filter_map(|b| b.as_str().map(String::from))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    };
+    let mut want = vec![format!("{}:8080", ip_of(&w0)), format!("{}:8080", ip_of(&w1))];
+    want.sort();
+    assert!(
+        wait_until(Duration::from_secs(10), || backends(n1) == want),
+        "n1's backends: {:?}",
+        backends(n1)
+    );
+    assert_eq!(backends(n0), want, "n0's backends");
+    assert_eq!(
+        n1.twill_json(&["service", "get", "web"])["cluster_ip"],
+        svc["cluster_ip"],
+        "one ClusterIP across the cluster"
+    );
+
+    // A client on n1 reaches both, the remote one through the tunnel.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        if let Ok(who) = n1.tcp_request("client", &format!("{vip}:80")) {
+            seen.insert(who);
+        }
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen, ["web0".to_string(), "web1".to_string()].into(), "both nodes' backends answer");
+
+    // Deleted on n1, gone from n0.
+    n1.twill_ok(&["service", "delete", "web"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || !n0.twill(&["service", "get", "web"]).status.success()),
+        "the delete reached n0"
+    );
+}

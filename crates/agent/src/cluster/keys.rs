@@ -11,7 +11,7 @@
 //! | `identities/id/<N>` | label set of N | none (collected when unreferenced) |
 //! | `identities/labels/<labels>` | N | none |
 //! | `identities/refs/<N>/<node>/<endpoint>` | "" | the referencing node's |
-//! | `namespaces/<name>`, `policies/...` | as in standalone mode | none |
+//! | `namespaces/<name>`, `policies/...`, `services/<ns>/<name>` | as in standalone mode | none |
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
@@ -51,6 +51,7 @@ pub fn ip_key(cluster: &str, ip: Ipv4Addr) -> String {
 pub const IDENTITIES_PREFIX: &str = "identities/id/";
 pub const NAMESPACES_PREFIX: &str = "namespaces/";
 pub const POLICIES_PREFIX: &str = "policies/";
+pub const SERVICES_PREFIX: &str = "services/";
 
 /// A node as every other node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +78,13 @@ pub struct IpRecord {
     pub node_ip: Ipv4Addr,
     pub name: String,
     pub namespace: String,
+    /// The endpoint's own labels, `key=value` as users wrote them: what
+    /// service selectors on every node pick backends by.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Named container ports, for services' named target ports.
+    #[serde(default)]
+    pub named_ports: BTreeMap<String, (u16, twill_service::Protocol)>,
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub enum Kind {
     Identities,
     Namespaces,
     Policies,
+    Services,
 }
 
 #[derive(Debug, Clone)]

@@ -20,6 +20,7 @@ use twill_api as api;
 use twill_datapath::{netdev, Datapath};
 use twill_identity::IdentityAllocator;
 use twill_ipam::Cidr;
+use twill_service::resolve::EndpointView;
 use twill_store::{EtcdOptions, EtcdStore, Session, Store};
 
 use self::{
@@ -50,6 +51,7 @@ pub struct Delta {
     pub identities: bool,
     pub policies: bool,
     pub namespaces: bool,
+    pub services: bool,
 }
 
 /// A remote address and what the ipcache says of it.
@@ -167,6 +169,7 @@ impl Cluster {
             (Kind::Identities, keys::IDENTITIES_PREFIX.into()),
             (Kind::Namespaces, keys::NAMESPACES_PREFIX.into()),
             (Kind::Policies, keys::POLICIES_PREFIX.into()),
+            (Kind::Services, keys::SERVICES_PREFIX.into()),
         ]
     }
 
@@ -257,6 +260,7 @@ impl Cluster {
             Kind::Identities => delta.identities = true,
             Kind::Namespaces => delta.namespaces = true,
             Kind::Policies => delta.policies = true,
+            Kind::Services => delta.services = true,
         }
         delta
     }
@@ -311,6 +315,18 @@ impl Cluster {
         out
     }
 
+    /// Other nodes' endpoints as service resolution sees endpoints, so
+    /// selectors pick backends on every node.
+    pub fn remote_views(&self) -> impl Iterator<Item = EndpointView> + '_ {
+        self.remote_ips().map(|r| EndpointView {
+            name: r.name.clone(),
+            namespace: r.namespace.clone(),
+            address: r.ip,
+            labels: r.labels.clone(),
+            named_ports: r.named_ports.clone(),
+        })
+    }
+
     /// Each other node's pod CIDR and its address.
     pub fn routes(&self) -> Vec<(Cidr, Ipv4Addr)> {
         self.remote_nodes()
@@ -323,10 +339,10 @@ impl Cluster {
     /// store that is down is not an error here: what could not be
     /// written is tried again at the next change, and the session puts
     /// back whatever the store lost once it returns.
-    pub fn publish(&mut self, records: &[EndpointRecord]) {
+    pub fn publish(&mut self, records: &[(EndpointRecord, EndpointView)]) {
         let wanted: BTreeMap<Ipv4Addr, IpRecord> = records
             .iter()
-            .map(|r| {
+            .map(|(r, view)| {
                 (
                     r.ip,
                     IpRecord {
@@ -336,6 +352,8 @@ impl Cluster {
                         node_ip: self.node_ip,
                         name: r.name.clone(),
                         namespace: r.namespace.clone(),
+                        labels: view.labels.clone(),
+                        named_ports: view.named_ports.clone(),
                     },
                 )
             })

@@ -221,6 +221,54 @@ impl Services {
         Ok(keys)
     }
 
+    /// Takes in what another node wrote to the shared store (cluster
+    /// mode): puts and deletes by key, or with `resync` the whole set.
+    /// Services that differ are marked for the next sync; this node's own
+    /// writes come back equal and change nothing.
+    pub fn apply_stored(&mut self, resync: bool, entries: &[(String, Option<String>)]) -> Result<usize> {
+        let mut incoming: BTreeMap<ServiceKey, Option<Service>> = BTreeMap::new();
+        for (key, value) in entries {
+            let Some((namespace, name)) = key.strip_prefix(PREFIX).and_then(|k| k.split_once('/')) else {
+                continue;
+            };
+            let spec = match value {
+                Some(text) => match serde_json::from_str::<Service>(text) {
+                    Ok(spec) => Some(spec),
+                    Err(e) => {
+                        tracing::warn!(key, "ignoring a stored service that does not decode: {e}");
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            incoming.insert(ServiceKey::new(namespace.to_string(), name.to_string()), spec);
+        }
+        if resync {
+            for key in self.specs.keys() {
+                incoming.entry(key.clone()).or_insert(None);
+            }
+        }
+        let mut changed = 0;
+        for (key, spec) in incoming {
+            if self.specs.get(&key) == spec.as_ref() {
+                continue;
+            }
+            if let Some(old) = self.specs.remove(&key) {
+                self.release(&old);
+            }
+            if let Some(spec) = spec {
+                self.reserve(&spec)?;
+                self.specs.insert(key.clone(), spec);
+            }
+            self.dirty.insert(key);
+            changed += 1;
+        }
+        if changed > 0 {
+            info!(services = changed, "services changed by another node");
+        }
+        Ok(changed)
+    }
+
     /// Deletes services, in one store write; all must exist.
     pub fn delete(&mut self, keys: &[ServiceKey]) -> Result<()> {
         if let Some(key) = keys.iter().find(|k| !self.specs.contains_key(k)) {

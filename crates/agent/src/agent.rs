@@ -442,6 +442,12 @@ impl Agent {
                 .collect();
             cluster.publish(&published);
         }
+        if self.cluster.is_some() {
+            let realized = self.policy_realized_revision()?;
+            if let Some(cluster) = &mut self.cluster {
+                cluster.publish_policy_revision(realized);
+            }
+        }
         if effects.ipcache && !effects.regenerate {
             let records = self.endpoints.records()?;
             self.sync_ipcache(&records)?;
@@ -557,6 +563,14 @@ impl Agent {
             None => Err(AgentError::Invalid(
                 "this agent runs standalone: nodes exist in cluster mode (--kvstore-endpoints)".into(),
             )),
+        }
+    }
+
+    /// Cluster mode: the policy revision each node enforces.
+    pub fn cluster_policy_revisions(&self) -> Result<BTreeMap<String, u64>> {
+        match &self.cluster {
+            Some(cluster) => cluster.policy_revisions(),
+            None => Err(AgentError::Invalid("--all-nodes is for cluster mode (--kvstore-endpoints)".into())),
         }
     }
 

@@ -92,8 +92,8 @@ fn handle(stream: UnixStream, context: &Context) {
     };
     let uninstall = matches!(request, Request::Uninstall);
     let response = match request {
-        Request::PolicyWait { revision, timeout_ms } => {
-            wait_for_revision(&context.agent, revision, timeout_ms)
+        Request::PolicyWait { revision, timeout_ms, all_nodes } => {
+            wait_for_revision(&context.agent, revision, timeout_ms, all_nodes)
         }
         Request::Monitor { types } => return stream_events(&stream, &context.hub, &types),
         request => {
@@ -180,16 +180,24 @@ fn stream_events(stream: &UnixStream, hub: &EventHub, types: &[String]) {
 }
 
 /// Polls (with a deadline) until every endpoint enforces `revision`.
-fn wait_for_revision(agent: &Mutex<Agent>, revision: u64, timeout_ms: u64) -> Response {
+fn wait_for_revision(agent: &Mutex<Agent>, revision: u64, timeout_ms: u64, all_nodes: bool) -> Response {
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     loop {
-        let (current, realized) = {
+        let (current, realized, nodes) = {
             let agent = agent.lock().unwrap_or_else(|p| p.into_inner());
-            (agent.policy_revision(), agent.policy_realized_revision())
+            let nodes = all_nodes.then(|| agent.cluster_policy_revisions());
+            (agent.policy_revision(), agent.policy_realized_revision(), nodes)
         };
         let realized = match realized {
             Ok(r) => r,
             Err(e) => return Response::Error(e.to_api()),
+        };
+        let behind: Vec<String> = match nodes {
+            None => Vec::new(),
+            Some(Err(e)) => return Response::Error(e.to_api()),
+            Some(Ok(nodes)) => {
+                nodes.into_iter().filter(|(_, r)| *r < revision).map(|(n, r)| format!("{n} at {r}")).collect()
+            }
         };
         if revision > current {
             return Response::Error(ApiError {
@@ -197,14 +205,16 @@ fn wait_for_revision(agent: &Mutex<Agent>, revision: u64, timeout_ms: u64) -> Re
                 message: format!("policy revision {revision} does not exist yet (current is {current})"),
             });
         }
-        if realized >= revision {
+        if realized >= revision && behind.is_empty() {
             return Response::Ok(serde_json::json!({ "revision": realized }));
         }
         if Instant::now() >= deadline {
-            return Response::Error(ApiError {
-                kind: "timeout".into(),
-                message: format!("endpoints enforce revision {realized}, not yet {revision}"),
-            });
+            let message = if realized < revision {
+                format!("endpoints enforce revision {realized}, not yet {revision}")
+            } else {
+                format!("nodes not yet at revision {revision}: {}", behind.join(", "))
+            };
+            return Response::Error(ApiError { kind: "timeout".into(), message });
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -72,6 +72,9 @@ pub enum Request {
     PolicyWait {
         revision: u64,
         timeout_ms: u64,
+        /// Cluster mode: until every node enforces it.
+        #[serde(default)]
+        all_nodes: bool,
     },
     PolicyTrace(TraceRequest),
     BpfPolicyGet {

@@ -258,6 +258,9 @@ enum PolicyCmd {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 30)]
         timeout: u64,
+        /// Cluster mode: wait until every node enforces it.
+        #[arg(long)]
+        all_nodes: bool,
     },
     /// Compute the verdict for traffic between two parties, and why.
     Trace {
@@ -826,10 +829,14 @@ fn policy(client: &Client, cmd: PolicyCmd) -> anyhow::Result<()> {
             }
             println!("Revision: {}", done.revision);
         }
-        PolicyCmd::Wait { revision, timeout } => {
-            let _: serde_json::Value =
-                client.call(&Request::PolicyWait { revision, timeout_ms: timeout.saturating_mul(1000) })?;
-            println!("All endpoints enforce revision {revision} or later");
+        PolicyCmd::Wait { revision, timeout, all_nodes } => {
+            let _: serde_json::Value = client.call(&Request::PolicyWait {
+                revision,
+                timeout_ms: timeout.saturating_mul(1000),
+                all_nodes,
+            })?;
+            let scope = if all_nodes { " on every node" } else { "" };
+            println!("All endpoints enforce revision {revision} or later{scope}");
         }
         PolicyCmd::Trace {
             src_endpoint,

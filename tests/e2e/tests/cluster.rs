@@ -194,6 +194,10 @@ fn a_policy_imported_on_one_node_is_enforced_on_every_node_with_remote_identitie
     std::fs::write(&file, DB_FROM_WEB).unwrap();
     n0.twill_ok(&["policy", "import", file.to_str().unwrap()]);
     let _ = std::fs::remove_file(&file);
+    let revision = n0.twill_json(&["policy", "get"])["revision"].as_u64().unwrap().to_string();
+    // Returns once every node enforces it: n1 denies at once after.
+    n0.twill_ok(&["policy", "wait", &revision, "--all-nodes", "--timeout", "10"]);
+    assert!(n0.tcp_request("other", &target).is_err(), "enforced on n1 when the wait returns");
 
     // n1 gets it from the store and enforces it on its endpoint, against
     // identities allocated on n0.

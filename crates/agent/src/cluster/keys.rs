@@ -8,6 +8,8 @@
 //! | `nodes/v1/<cluster>/<node>` | [`NodeRecord`] | the node's |
 //! | `podcidrs/v1/<cluster>/<a.b.c.d>_<len>` | owning node name | none: kept across restarts |
 //! | `ip/v1/<cluster>/<ip>` | [`IpRecord`] | the hosting node's |
+//! | `policyrev/v1/<cluster>/<node>` | policy revision the node enforces | the node's |
+//! | `policy-revision` | the cluster's policy revision | none |
 //! | `identities/id/<N>` | label set of N | none (collected when unreferenced) |
 //! | `identities/labels/<labels>` | N | none |
 //! | `identities/refs/<N>/<node>/<endpoint>` | "" | the referencing node's |
@@ -38,6 +40,11 @@ pub fn pod_cidr_key(cluster: &str, cidr: &Cidr) -> String {
 pub fn parse_pod_cidr_key(cluster: &str, key: &str) -> Option<Cidr> {
     let (ip, len) = key.strip_prefix(&pod_cidrs_prefix(cluster))?.split_once('_')?;
     format!("{ip}/{len}").parse().ok()
+}
+
+/// The policy revision each node enforces, for `policy wait --all-nodes`.
+pub fn policy_revisions_prefix(cluster: &str) -> String {
+    format!("policyrev/v1/{cluster}/")
 }
 
 pub fn ips_prefix(cluster: &str) -> String {

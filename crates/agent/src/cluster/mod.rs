@@ -76,6 +76,7 @@ pub struct Cluster {
     ips: BTreeMap<Ipv4Addr, IpRecord>,
     /// What this node has written under its lease.
     published: BTreeMap<Ipv4Addr, IpRecord>,
+    published_revision: Option<u64>,
 }
 
 impl Cluster {
@@ -116,6 +117,7 @@ impl Cluster {
             nodes: BTreeMap::new(),
             ips: BTreeMap::new(),
             published: BTreeMap::new(),
+            published_revision: None,
             config: cluster,
         };
         me.heartbeat()?;
@@ -169,6 +171,7 @@ impl Cluster {
             (Kind::Identities, keys::IDENTITIES_PREFIX.into()),
             (Kind::Namespaces, keys::NAMESPACES_PREFIX.into()),
             (Kind::Policies, keys::POLICIES_PREFIX.into()),
+            (Kind::Policies, crate::policy::REVISION_KEY.into()),
             (Kind::Services, keys::SERVICES_PREFIX.into()),
         ]
     }
@@ -379,6 +382,32 @@ impl Cluster {
                 Err(e) => warn!(%ip, "publishing the endpoint address to the cluster failed: {e}"),
             }
         }
+    }
+
+    /// Tells the cluster which policy revision this node enforces, when
+    /// that changed.
+    pub fn publish_policy_revision(&mut self, revision: u64) {
+        if self.published_revision == Some(revision) {
+            return;
+        }
+        let key = format!("{}{}", keys::policy_revisions_prefix(&self.config.name), self.node);
+        match self.session.put(&key, &revision.to_string()) {
+            Ok(_) => self.published_revision = Some(revision),
+            Err(e) => debug!("policy revision not published: {e}"),
+        }
+    }
+
+    /// The policy revision every node in the cluster enforces, by node
+    /// (0: a node that published none yet).
+    pub fn policy_revisions(&self) -> Result<BTreeMap<String, u64>> {
+        let prefix = keys::policy_revisions_prefix(&self.config.name);
+        let published: BTreeMap<String, u64> = self
+            .store
+            .list(&prefix)?
+            .into_iter()
+            .filter_map(|(k, e)| Some((k.strip_prefix(&prefix)?.to_string(), e.value.parse().ok()?)))
+            .collect();
+        Ok(self.nodes.keys().map(|n| (n.clone(), published.get(n).copied().unwrap_or(0))).collect())
     }
 
     pub fn node_list(&self) -> Vec<api::NodeInfo> {

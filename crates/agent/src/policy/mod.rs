@@ -27,7 +27,8 @@ use twill_store::{Store, StoreExt};
 use crate::error::{AgentError, Result};
 
 const POLICIES_PREFIX: &str = "policies/";
-const REVISION_KEY: &str = "policy-revision";
+/// Where the policy revision is stored (mirrored in cluster mode).
+pub const REVISION_KEY: &str = "policy-revision";
 
 fn policy_store_key(key: &PolicyKey) -> String {
     format!("{POLICIES_PREFIX}{}/{}/{}", key.kind, key.namespace.as_deref().unwrap_or("_"), key.name)
@@ -98,10 +99,25 @@ impl PolicyRepository {
         twill_policy::services::uses_services(&self.rules)
     }
 
+    /// The next revision, by compare-and-swap: in cluster mode several
+    /// nodes may import at once, and each import must get its own number.
     fn bump_revision(&mut self) -> Result<u64> {
-        self.store.put(REVISION_KEY, &(self.revision + 1).to_string())?;
-        self.revision += 1;
-        Ok(self.revision)
+        for _ in 0..64 {
+            let current = self.store.get(REVISION_KEY)?;
+            let stored = current.as_ref().and_then(|e| e.value.parse::<u64>().ok()).unwrap_or(0);
+            let next = stored.max(self.revision) + 1;
+            let written = match &current {
+                None => self.store.create(REVISION_KEY, &next.to_string())?,
+                Some(e) => self.store.compare_and_swap(REVISION_KEY, e.mod_revision, &next.to_string())?,
+            };
+            if written {
+                self.revision = next;
+                return Ok(next);
+            }
+        }
+        Err(AgentError::Internal(
+            "the policy revision kept changing under concurrent imports; try again".into(),
+        ))
     }
 
     /// Parses and validates every file, then stores all policies or none.

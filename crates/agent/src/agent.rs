@@ -193,6 +193,9 @@ pub struct Agent {
     /// socket hooks' namespace map is kept without entering namespaces
     /// on every change.
     netns_cookies: BTreeMap<u32, u64>,
+    /// The node list Hubble's peer service reports (cluster mode: every
+    /// node's Hubble server).
+    peers: Option<twill_observe::Peers>,
     /// What the socket hooks' namespace map holds, as last written (read
     /// from the kernel once, at the first sync).
     netns_written: Option<BTreeMap<u64, twill_abi::LbNetnsValue>>,
@@ -265,6 +268,7 @@ impl Agent {
             config,
             started: Instant::now(),
             netns_cookies: BTreeMap::new(),
+            peers: None,
             netns_written: None,
         };
         agent.namespaces.ensure_default()?;
@@ -454,6 +458,7 @@ impl Agent {
         }
         if effects.routes {
             self.sync_routes()?;
+            self.update_peers();
         }
         self.rebuild_directory()
     }
@@ -563,6 +568,18 @@ impl Agent {
             None => Err(AgentError::Invalid(
                 "this agent runs standalone: nodes exist in cluster mode (--kvstore-endpoints)".into(),
             )),
+        }
+    }
+
+    /// Hands the agent the peer service's node list to keep.
+    pub fn set_peers(&mut self, peers: twill_observe::Peers) {
+        self.peers = Some(peers);
+        self.update_peers();
+    }
+
+    fn update_peers(&self) {
+        if let (Some(peers), Some(cluster)) = (&self.peers, &self.cluster) {
+            peers.set(cluster.peers());
         }
     }
 

@@ -95,8 +95,9 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
         };
         events::spawn_reader(events, hub.clone(), sink);
     }
-    // Standalone: the peer service's node list stays this node alone.
-    let _peers = hubble::spawn(
+    // Standalone, the peer service's node list stays this node alone; in
+    // cluster mode the agent keeps it to the cluster's nodes.
+    let peers = hubble::spawn(
         hubble::HubbleConfig {
             node_name: config.node_name.clone(),
             socket: config.hubble_socket.clone(),
@@ -106,6 +107,7 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
         ring.clone(),
         directory,
     )?;
+    agent.set_peers(peers);
     let agent = Arc::new(Mutex::new(agent));
     start_cluster_threads(&agent)?;
     // Kept alive for the agent's lifetime: dropping it stops the server.

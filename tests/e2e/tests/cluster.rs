@@ -452,3 +452,56 @@ fn a_service_defined_on_one_node_balances_over_backends_on_every_node() {
         "the delete reached n0"
     );
 }
+
+#[test]
+fn hubble_peers_are_the_clusters_nodes() {
+    use twill_observe_proto::{
+        peer::{peer_client::PeerClient, NotifyRequest},
+        tonic::transport::Endpoint,
+    };
+    let mut cluster = Cluster::new("clpeer");
+    let wildcard = ["--hubble-listen-address", "0.0.0.0:4244"];
+    join(&mut cluster, "tunnel", &wildcard);
+    join(&mut cluster, "tunnel", &wildcard);
+    let (n0, n1) = (&cluster.nodes[0], &cluster.nodes[1]);
+    assert!(wait_until(Duration::from_secs(10), || nodes(n0).len() == 2));
+    // What Hubble's peer service tells a client (a relay, `hubble list
+    // nodes` through one): every node, at its node address.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let announced: Vec<(String, String)> = rt.block_on(async {
+        let channel = Endpoint::from_shared(format!("unix:{}", n0.hubble_socket().display()))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to n0's Hubble socket");
+        let mut stream =
+            PeerClient::new(channel).notify(NotifyRequest {}).await.expect("Notify").into_inner();
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            match tokio::time::timeout(Duration::from_secs(5), stream.message()).await {
+                Ok(Ok(Some(n))) => seen.push((n.name, n.address)),
+                _ => break,
+            }
+        }
+        seen.sort();
+        seen
+    });
+    let mut want: Vec<(String, String)> =
+        [n0, n1].iter().map(|n| (n.name.clone(), format!("{}:4244", n.node_ip()))).collect();
+    want.sort();
+    assert_eq!(announced, want);
+    // And each of those addresses serves Hubble over the fabric (from
+    // n0's namespace: the fabric is not reachable from the machine's).
+    let out = n0.net().cmd(&[
+        twill_e2e::hubble_cli().to_str().unwrap(),
+        "status",
+        "--server",
+        &format!("{}:4244", n1.node_ip()),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Healthcheck"),
+        "n1's Hubble answers at its advertised address: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

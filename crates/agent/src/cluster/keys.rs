@@ -74,6 +74,13 @@ pub struct NodeRecord {
     pub heartbeat: u64,
     /// Seconds the node's lease outlives its last renewal.
     pub lease_ttl: u64,
+    /// host:port of the node's Hubble API ("" without a TCP listener),
+    /// for Hubble's peer service and relay.
+    #[serde(default)]
+    pub hubble_address: String,
+    /// Whether that listener speaks TLS only.
+    #[serde(default)]
+    pub hubble_tls: bool,
 }
 
 /// An endpoint address, published by the node that hosts it.

@@ -77,6 +77,9 @@ pub struct Cluster {
     /// What this node has written under its lease.
     published: BTreeMap<Ipv4Addr, IpRecord>,
     published_revision: Option<u64>,
+    /// What the node record advertises of this node's Hubble listener.
+    hubble_address: String,
+    hubble_tls: bool,
 }
 
 impl Cluster {
@@ -118,6 +121,15 @@ impl Cluster {
             ips: BTreeMap::new(),
             published: BTreeMap::new(),
             published_revision: None,
+            // A wildcard listener is reached at the node's address.
+            hubble_address: match config.hubble_listen {
+                Some(addr) if addr.ip().is_unspecified() => {
+                    std::net::SocketAddr::new(node_ip.into(), addr.port()).to_string()
+                }
+                Some(addr) => addr.to_string(),
+                None => String::new(),
+            },
+            hubble_tls: config.hubble_tls.is_some(),
             config: cluster,
         };
         me.heartbeat()?;
@@ -152,7 +164,22 @@ impl Cluster {
             labels: self.config.node_labels.clone(),
             heartbeat: unix_now(),
             lease_ttl: self.config.lease_ttl.as_secs(),
+            hubble_address: self.hubble_address.clone(),
+            hubble_tls: self.hubble_tls,
         }
+    }
+
+    /// Every node's Hubble server, for the peer service: what `hubble
+    /// list nodes` and a relay connect to.
+    pub fn peers(&self) -> Vec<twill_observe::PeerInfo> {
+        self.nodes
+            .values()
+            .map(|n| twill_observe::PeerInfo {
+                name: n.name.clone(),
+                address: n.hubble_address.clone(),
+                tls_server_name: n.hubble_tls.then(|| crate::hubble_tls::server_name(&n.name)),
+            })
+            .collect()
     }
 
     /// Writes the node record with a fresh heartbeat.

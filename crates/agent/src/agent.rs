@@ -251,6 +251,10 @@ impl Agent {
             config.maglev_table_size,
             datapath.lb_maps(),
         )?;
+        let mut services = services;
+        if cluster.is_some() {
+            services.share_claims();
+        }
         lb::attach(&mut datapath, &config)?;
         let mut agent = Self {
             services,

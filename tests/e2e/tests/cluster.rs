@@ -445,6 +445,31 @@ fn a_service_defined_on_one_node_balances_over_backends_on_every_node() {
     }
     assert_eq!(seen, ["web0".to_string(), "web1".to_string()].into(), "both nodes' backends answer");
 
+    // Both nodes creating services at the same instant never share an
+    // address: each is claimed in the store.
+    let ips: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = [n0, n1]
+            .into_iter()
+            .enumerate()
+            .map(|(i, node)| {
+                s.spawn(move || {
+                    (0..6)
+                        .map(|j| {
+                            twill_e2e::cluster_ip(&node.service_create(&[
+                                &format!("race{i}x{j}"),
+                                "--port",
+                                "80",
+                            ]))
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let distinct: std::collections::BTreeSet<&String> = ips.iter().collect();
+    assert_eq!(distinct.len(), ips.len(), "ClusterIPs handed out twice: {ips:?}");
+
     // Deleted on n1, gone from n0.
     n1.twill_ok(&["service", "delete", "web"]);
     assert!(

@@ -26,6 +26,24 @@ use twill_store::{Store, StoreExt};
 use crate::error::{AgentError, Result};
 
 const PREFIX: &str = "services/";
+/// Cluster mode: who holds each ClusterIP and node port.
+const CLAIMS_PREFIX: &str = "service-claims/";
+
+/// An address or port one service holds, claimed in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    Ip(Ipv4Addr),
+    Port(u16),
+}
+
+impl Claim {
+    fn key(self) -> String {
+        match self {
+            Claim::Ip(ip) => format!("{CLAIMS_PREFIX}ip/{ip}"),
+            Claim::Port(port) => format!("{CLAIMS_PREFIX}port/{port}"),
+        }
+    }
+}
 
 fn store_key(key: &ServiceKey) -> String {
     format!("{PREFIX}{}/{}", key.namespace, key.name)
@@ -47,6 +65,10 @@ pub struct Services {
     resolved_revision: u64,
     /// Services whose spec changed since the maps were last written.
     dirty: BTreeSet<ServiceKey>,
+    /// Cluster mode: ClusterIPs and node ports are also claimed with
+    /// create-only keys, so two nodes creating services at the same
+    /// instant never hand out the same one.
+    claims: bool,
     /// The endpoints of each namespace at the last sync: only selector
     /// services of namespaces whose endpoints changed are resolved again,
     /// so an endpoint change costs its namespace's services, not all.
@@ -81,6 +103,7 @@ impl Services {
             resolved_revision: 0,
             dirty: BTreeSet::new(),
             views: BTreeMap::new(),
+            claims: false,
             store,
         };
         for (_, spec) in services.store.list_json::<Service>(PREFIX)? {
@@ -111,6 +134,11 @@ impl Services {
         }
     }
 
+    /// Claims addresses and ports in the store as well (cluster mode).
+    pub fn share_claims(&mut self) {
+        self.claims = true;
+    }
+
     /// Creates or replaces services: all are checked, addresses and node
     /// ports allocated, and stored in one step, or nothing changes.
     /// `describe` names a service in errors (its file and document).
@@ -119,6 +147,37 @@ impl Services {
         incoming: Vec<Service>,
         describe: impl Fn(usize) -> String,
     ) -> Result<Vec<ServiceKey>> {
+        // Another node may take an address between our allocation and our
+        // claim: it is then someone else's, and allocation runs again.
+        for _ in 0..8 {
+            match self.upsert_once(incoming.clone(), &describe)? {
+                Ok(keys) => return Ok(keys),
+                Err(taken) => {
+                    for claim in taken {
+                        match claim {
+                            Claim::Ip(ip) => {
+                                let _ = self.cluster_ips.reserve(ip);
+                            }
+                            Claim::Port(port) => {
+                                let _ = self.node_ports.reserve(port);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Err(AgentError::Internal(
+            "ClusterIP and node port claims kept racing with other nodes; try again".into(),
+        ))
+    }
+
+    fn upsert_once(
+        &mut self,
+        incoming: Vec<Service>,
+        describe: &impl Fn(usize) -> String,
+    ) -> Result<std::result::Result<Vec<ServiceKey>, Vec<Claim>>> {
+        let explicit: BTreeSet<ServiceKey> =
+            incoming.iter().filter(|s| s.cluster_ip.is_some()).map(|s| s.key.clone()).collect();
         let mut problems = Vec::new();
         for (i, spec) in incoming.iter().enumerate() {
             for p in spec.problems(self.node_port_range.clone()) {
@@ -205,11 +264,30 @@ impl Services {
             }
             accepted.push(spec);
         }
+        if self.claims {
+            let taken = self.claim(&accepted)?;
+            if let Some((key, Claim::Ip(ip))) =
+                taken.iter().find(|(k, c)| matches!(c, Claim::Ip(_)) && explicit.contains(k))
+            {
+                return Err(AgentError::AlreadyExists(format!(
+                    "service {key}: spec.clusterIP: {ip} was just taken by another node's service"
+                )));
+            }
+            if !taken.is_empty() {
+                return Ok(Err(taken.into_iter().map(|(_, c)| c).collect()));
+            }
+        }
         let puts: Vec<(String, String)> = accepted
             .iter()
             .map(|s| (store_key(&s.key), serde_json::to_string(s).expect("a service serializes")))
             .collect();
-        self.store.write_batch(&puts, &[])?;
+        // A replaced service's old address or ports are free again.
+        let released: Vec<String> = accepted
+            .iter()
+            .filter_map(|s| self.specs.get(&s.key).map(|old| self.unclaim(old, Some(s))))
+            .flatten()
+            .collect();
+        self.store.write_batch(&puts, &released)?;
         self.cluster_ips = cluster_ips;
         self.node_ports = node_ports;
         let keys: Vec<ServiceKey> = accepted.iter().map(|s| s.key.clone()).collect();
@@ -218,7 +296,61 @@ impl Services {
             self.specs.insert(spec.key.clone(), spec);
         }
         info!(services = keys.len(), "services applied");
-        Ok(keys)
+        Ok(Ok(keys))
+    }
+
+    /// Claims what `accepted` newly holds; returns what other services
+    /// hold already (after giving back this call's claims, all or none).
+    fn claim(&self, accepted: &[Service]) -> Result<Vec<(ServiceKey, Claim)>> {
+        let mut made = Vec::new();
+        let mut taken = Vec::new();
+        for spec in accepted {
+            let old = self.specs.get(&spec.key);
+            let mut wanted: Vec<Claim> = Vec::new();
+            if let Some(ip) = spec.cluster_ip.filter(|ip| old.and_then(|o| o.cluster_ip) != Some(*ip)) {
+                wanted.push(Claim::Ip(ip));
+            }
+            let held: BTreeSet<u16> =
+                old.into_iter().flat_map(|o| o.ports.iter().filter_map(|p| p.node_port)).collect();
+            wanted.extend(
+                spec.ports.iter().filter_map(|p| p.node_port).filter(|n| !held.contains(n)).map(Claim::Port),
+            );
+            let owner = spec.key.to_string();
+            for claim in wanted {
+                let key = claim.key();
+                if self.store.create(&key, &owner)? {
+                    made.push(key);
+                } else if self.store.get(&key)?.is_none_or(|e| e.value != owner) {
+                    taken.push((spec.key.clone(), claim));
+                }
+            }
+        }
+        if !taken.is_empty() {
+            self.store.write_batch(&[], &made)?;
+        }
+        Ok(taken)
+    }
+
+    /// Gives back what `spec` claimed and `replacement` (if any) no
+    /// longer holds.
+    fn unclaim(&self, spec: &Service, replacement: Option<&Service>) -> Vec<String> {
+        if !self.claims {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        if let Some(ip) = spec.cluster_ip.filter(|ip| replacement.and_then(|r| r.cluster_ip) != Some(*ip)) {
+            out.push(Claim::Ip(ip).key());
+        }
+        let kept: BTreeSet<u16> =
+            replacement.into_iter().flat_map(|r| r.ports.iter().filter_map(|p| p.node_port)).collect();
+        out.extend(
+            spec.ports
+                .iter()
+                .filter_map(|p| p.node_port)
+                .filter(|n| !kept.contains(n))
+                .map(|n| Claim::Port(n).key()),
+        );
+        out
     }
 
     /// Takes in what another node wrote to the shared store (cluster
@@ -274,7 +406,10 @@ impl Services {
         if let Some(key) = keys.iter().find(|k| !self.specs.contains_key(k)) {
             return Err(AgentError::NotFound(format!("service {key} does not exist")));
         }
-        let stored: Vec<String> = keys.iter().map(store_key).collect();
+        let mut stored: Vec<String> = keys.iter().map(store_key).collect();
+        for key in keys {
+            stored.extend(self.unclaim(&self.specs[key], None));
+        }
         self.store.write_batch(&[], &stored)?;
         for key in keys {
             if let Some(spec) = self.specs.remove(key) {

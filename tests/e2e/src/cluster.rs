@@ -23,7 +23,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{bin_dir, run_ok, wait_until, Node};
+use crate::{bin_dir, pki::Pki, run_ok, wait_until, Node};
 
 /// Netns and link names are limited to 15 bytes (IFNAMSIZ - 1); the
 /// longest derived name is `tw<tag>n<i>` with a three-digit index.
@@ -153,12 +153,29 @@ impl Fabric {
     /// Starts etcd on this fabric (192.168.k.2) and waits until it is
     /// healthy.
     pub fn start_etcd(&self) -> Etcd {
+        self.start_etcd_with(false)
+    }
+
+    /// etcd that speaks TLS only and wants client certificates from a CA
+    /// of the test's (see [`Etcd::pki`]).
+    pub fn start_etcd_tls(&self) -> Etcd {
+        self.start_etcd_with(true)
+    }
+
+    fn start_etcd_with(&self, tls: bool) -> Etcd {
         let net = self.attach(format!("tw{}e", self.tag), "ve".into(), 2);
         let data_dir =
             std::env::temp_dir().join(format!("twill-e2e-etcd-{}-{}", self.tag, std::process::id()));
         let _ = std::fs::remove_dir_all(&data_dir);
         std::fs::create_dir_all(&data_dir).unwrap();
-        let mut etcd = Etcd { name: format!("tw{}", self.tag), net, data_dir, child: None, paused: false };
+        let pki = tls.then(|| {
+            let dir = data_dir.with_extension("pki");
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Pki::new(&dir, "etcd", &format!("IP:{}", net.ip))
+        });
+        let mut etcd =
+            Etcd { name: format!("tw{}", self.tag), net, data_dir, child: None, paused: false, pki };
         etcd.start();
         etcd
     }
@@ -229,12 +246,20 @@ pub struct Etcd {
     data_dir: PathBuf,
     child: Option<Child>,
     paused: bool,
+    /// Set: TLS only, client certificates required.
+    pki: Option<Pki>,
 }
 
 impl Etcd {
     /// The client URL, reachable from every namespace on the fabric.
     pub fn endpoint(&self) -> String {
-        format!("http://{}:2379", self.net.ip)
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:2379", self.net.ip)
+    }
+
+    /// The CA and client certificate of a TLS etcd.
+    pub fn pki(&self) -> Option<&Pki> {
+        self.pki.as_ref()
     }
 
     pub fn ip(&self) -> &str {
@@ -264,10 +289,13 @@ impl Etcd {
     /// True if `GET /health` from inside `netns` says so.
     pub fn healthy_from(&self, netns: &str) -> bool {
         let url = format!("{}/health", self.endpoint());
-        Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{netns}"))
-            .args(["curl", "-sf", "--max-time", "1", &url])
-            .output()
+        let mut curl = Command::new("nsenter");
+        curl.arg(format!("--net=/run/netns/{netns}")).args(["curl", "-sf", "--max-time", "1", &url]);
+        if let Some(pki) = &self.pki {
+            curl.args(["--cacert", &pki.path("ca.pem"), "--cert", &pki.path("client.pem")])
+                .args(["--key", &pki.path("client.key")]);
+        }
+        curl.output()
             .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("\"health\":\"true\""))
             .unwrap_or(false)
     }
@@ -290,6 +318,17 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
             .arg("--initial-cluster")
             .arg(format!("{}={peer}", self.name))
+            .args(self.pki.iter().flat_map(|pki| {
+                [
+                    "--cert-file".to_string(),
+                    pki.path("server.pem"),
+                    "--key-file".into(),
+                    pki.path("server.key"),
+                    "--trusted-ca-file".into(),
+                    pki.path("ca.pem"),
+                    "--client-cert-auth".into(),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -17,6 +17,7 @@ pub use serde_json::Value;
 
 pub mod cluster;
 pub mod cni;
+pub mod pki;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

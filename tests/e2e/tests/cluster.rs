@@ -530,3 +530,100 @@ fn hubble_peers_are_the_clusters_nodes() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn nodes_join_over_tls_and_take_distinct_pod_cidrs_from_the_pool_for_good() {
+    let fabric = twill_e2e::cluster::Fabric::new("cltls");
+    let etcd = fabric.start_etcd_tls();
+    let mut cluster = Cluster { nodes: Vec::new(), etcd, fabric };
+    let pki = cluster.etcd.pki().unwrap();
+    let (ca, cert, key) = (pki.path("ca.pem"), pki.path("client.pem"), pki.path("client.key"));
+    let pool = format!("10.{}.0.0/16", cluster.fabric.subnet());
+    for i in 0..2u8 {
+        let mut node = ClusterNode::prepare(cluster.fabric.add_node(i));
+        node.pod_cidr = String::new();
+        let node_ip = node.node_ip().to_string();
+        node.agent_args.extend(
+            [
+                "--kvstore-endpoints",
+                &cluster.etcd.endpoint(),
+                "--kvstore-ca",
+                &ca,
+                "--kvstore-cert",
+                &cert,
+                "--kvstore-key",
+                &key,
+                "--node-ip",
+                &node_ip,
+                "--cluster-pool",
+                &pool,
+                "--kvstore-lease-ttl",
+                LEASE_TTL,
+            ]
+            .map(String::from),
+        );
+        node.start_agent();
+        cluster.nodes.push(node);
+    }
+    let cidr = |n: &ClusterNode| n.twill_json(&["status"])["pod_cidr"].as_str().unwrap().to_string();
+    let (c0, c1) = (cidr(&cluster.nodes[0]), cidr(&cluster.nodes[1]));
+    assert_ne!(c0, c1, "pod CIDRs are never shared");
+    let prefix = format!("10.{}.", cluster.fabric.subnet());
+    for c in [&c0, &c1] {
+        assert!(c.starts_with(&prefix) && c.ends_with("/24"), "{c} is a /24 of {pool}");
+    }
+    assert_eq!(cluster.nodes[0].twill_json(&["status"])["kvstore"]["reachable"], true);
+    let a = cluster.nodes[0].endpoint("a", "default", "app=web");
+    wait_for_ipcache(&cluster.nodes[1], &ip_of(&a));
+
+    // A restart keeps the CIDR (and the endpoint its address).
+    cluster.nodes[0].stop_agent(libc::SIGTERM);
+    cluster.nodes[0].start_agent();
+    assert_eq!(cidr(&cluster.nodes[0]), c0);
+    assert_eq!(ip_of(&cluster.nodes[0].twill_json(&["endpoint", "get", "a"])), ip_of(&a));
+
+    // A third node asking for n1's CIDR is refused, naming the flag.
+    let mut third = ClusterNode::prepare(cluster.fabric.add_node(2));
+    third.pod_cidr = String::new();
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", third.netns()))
+        .arg(ClusterNode::agent_binary())
+        .args(third.agent_command())
+        .args(["--kvstore-endpoints", &cluster.etcd.endpoint(), "--kvstore-ca", &ca])
+        .args(["--kvstore-cert", &cert, "--kvstore-key", &key, "--node-ip", third.node_ip()])
+        .args(["--cluster-pool", &pool, "--pod-cidr", &c1])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the agent must not start: {stderr}");
+    assert!(stderr.contains("--pod-cidr") && stderr.contains(&c1), "{stderr}");
+}
+
+#[test]
+fn agents_ride_out_an_etcd_restart_without_restarting() {
+    let mut cluster = Cluster::new("clrest");
+    join(&mut cluster, "tunnel", &[]);
+    join(&mut cluster, "tunnel", &[]);
+    let a = cluster.nodes[0].endpoint("a", "default", "app=web");
+    wait_for_ipcache(&cluster.nodes[1], &ip_of(&a));
+
+    cluster.etcd.stop();
+    assert!(
+        wait_until(Duration::from_secs(15), || cluster.nodes[0].twill_json(&["status"])["kvstore"]
+            ["reachable"]
+            == false),
+        "status says the kvstore is down"
+    );
+    cluster.etcd.start();
+    let (n0, n1) = (&cluster.nodes[0], &cluster.nodes[1]);
+    assert!(
+        wait_until(Duration::from_secs(20), || n1.twill_json(&["status"])["kvstore"]["reachable"] == true),
+        "reconnected: {}",
+        n1.twill_json(&["status"])
+    );
+    // The mirrors listed again and watch again: new state flows both ways.
+    let b = n1.endpoint("b", "default", "app=db");
+    wait_for_ipcache(n0, &ip_of(&b));
+    wait_for_ipcache(n1, &ip_of(&a));
+    assert!(n0.ping("a", "default", &ip_of(&b)), "a -> b after the restart");
+}

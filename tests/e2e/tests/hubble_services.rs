@@ -3,7 +3,6 @@
 //! and the TCP listener with TLS and mutual TLS.
 
 use std::{
-    path::{Path, PathBuf},
     process::{Command, Output, Stdio},
     time::Duration,
 };
@@ -11,7 +10,7 @@ use std::{
 use tonic_health::pb::{
     health_check_response::ServingStatus, health_client::HealthClient, HealthCheckRequest,
 };
-use twill_e2e::{bin_dir, hubble_cli, run_ok, wait_until, Node};
+use twill_e2e::{bin_dir, hubble_cli, pki::Pki, wait_until, Node};
 use twill_observe_proto::{
     peer::{peer_client::PeerClient, ChangeNotification, ChangeNotificationType, NotifyRequest},
     tonic::transport::{Channel, Endpoint},
@@ -122,82 +121,11 @@ fn notify_announces_this_node_and_stays_open() {
     assert!(open, "the stream stays open for later changes");
 }
 
-/// A test CA and certificates made by openssl, removed on drop.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    /// A CA, a server certificate for `server_name` and a client
-    /// certificate, all signed by the CA.
-    fn new(dir: &Path, server_name: &str) -> Pki {
-        let dir = dir.join("pki");
-        std::fs::create_dir_all(&dir).unwrap();
-        let pki = Pki { dir };
-        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
-        pki.openssl(
-            &[
-                &["req", "-x509"],
-                &ec[..],
-                &["-keyout", "ca.key", "-out", "ca.pem", "-days", "1", "-subj", "/CN=twill test CA"],
-            ]
-            .concat(),
-        );
-        for (name, cn, ext) in [
-            (
-                "server",
-                server_name,
-                format!("subjectAltName=DNS:{server_name}\nextendedKeyUsage=serverAuth\n"),
-            ),
-            ("client", "hubble-client", "extendedKeyUsage=clientAuth\n".to_string()),
-        ] {
-            std::fs::write(pki.path(&format!("{name}.ext")), ext).unwrap();
-            let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
-            pki.openssl(
-                &[&["req"], &ec[..], &["-keyout", &key, "-out", &csr, "-subj", &format!("/CN={cn}")]]
-                    .concat(),
-            );
-            pki.openssl(&[
-                "x509",
-                "-req",
-                "-in",
-                &csr,
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "1",
-                "-out",
-                &pem,
-                "-extfile",
-                &format!("{name}.ext"),
-            ]);
-        }
-        pki
-    }
-
-    fn openssl(&self, args: &[&str]) {
-        run_ok(Command::new("openssl").args(args).current_dir(&self.dir).stdin(Stdio::null()));
-    }
-
-    fn path(&self, file: &str) -> String {
-        self.dir.join(file).display().to_string()
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[test]
 fn mutual_tls_serves_clients_with_a_certificate_and_refuses_others() {
     let mut node = Node::prepare("mtls", "10.200.0.0/24");
     let server_name = format!("{}.default.hubble-grpc.cilium.io", node.name);
-    let pki = Pki::new(node.state_dir.parent().unwrap(), &server_name);
+    let pki = Pki::new(node.state_dir.parent().unwrap(), &server_name, &format!("DNS:{server_name}"));
     node.agent_args = ["--hubble-listen-address", TCP]
         .into_iter()
         .map(String::from)
@@ -275,7 +203,11 @@ fn agent_refuses(node: &Node, args: &[&str]) -> String {
 #[test]
 fn bad_tls_flags_stop_the_agent_naming_the_flag() {
     let node = Node::prepare("badtls", "10.200.0.0/24");
-    let pki = Pki::new(node.state_dir.parent().unwrap(), "x.default.hubble-grpc.cilium.io");
+    let pki = Pki::new(
+        node.state_dir.parent().unwrap(),
+        "x.default.hubble-grpc.cilium.io",
+        "DNS:x.default.hubble-grpc.cilium.io",
+    );
     let junk = node.state_dir.parent().unwrap().join("junk.pem");
     std::fs::write(&junk, "this is no certificate\n").unwrap();
     let junk = junk.display().to_string();

@@ -627,3 +627,38 @@ fn agents_ride_out_an_etcd_restart_without_restarting() {
     wait_for_ipcache(n1, &ip_of(&a));
     assert!(n0.ping("a", "default", &ip_of(&b)), "a -> b after the restart");
 }
+
+#[test]
+fn namespaces_are_cluster_wide_and_their_labels_follow_into_identities_everywhere() {
+    let mut cluster = Cluster::new("clns");
+    join(&mut cluster, "tunnel", &[]);
+    join(&mut cluster, "tunnel", &[]);
+    let (n0, n1) = (&cluster.nodes[0], &cluster.nodes[1]);
+    n0.twill_ok(&["namespace", "create", "prod", "--labels", "env=prod"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || n1.twill(&["namespace", "get", "prod"]).status.success()),
+        "n1 knows the namespace n0 created"
+    );
+    let ep = n1.endpoint("api", "prod", "app=api");
+    let before = identity(&ep);
+    wait_for_ipcache(n0, &ip_of(&ep));
+
+    // Relabelled on n0: the endpoint on n1 gets the identity of its new
+    // labels, and n0 learns it.
+    n0.twill_ok(&["namespace", "label", "prod", "tier=gold"]);
+    let mut after = before;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            after = identity(&n1.twill_json(&["endpoint", "get", "api", "--namespace", "prod"]));
+            after != before
+        }),
+        "the endpoint's identity follows its namespace's labels"
+    );
+    let labels = n1.twill_json(&["identity", "get", &after.to_string()])["labels"].to_string();
+    assert!(labels.contains("tier=gold"), "{labels}");
+    assert!(
+        wait_until(Duration::from_secs(10), || ipcache_entry(n0, &ip_of(&ep))
+            .is_some_and(|e| e["identity"].as_u64() == Some(after))),
+        "n0's ipcache has the new identity"
+    );
+}

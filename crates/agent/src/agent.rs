@@ -24,7 +24,7 @@ use twill_policy::{resolve::Universe, services::ServiceCatalog};
 use twill_store::{FileStore, Store};
 
 use crate::{
-    cluster::{mirror, Cluster},
+    cluster::{self, mirror, Cluster},
     config::{Config, RoutingMode},
     directory::{self, FlowDirectory},
     endpoints::{named_ports_by_identity, Endpoints},
@@ -196,6 +196,8 @@ pub struct Agent {
     /// The node list Hubble's peer service reports (cluster mode: every
     /// node's Hubble server).
     peers: Option<twill_observe::Peers>,
+    /// Where agent events go, for Hubble's GetAgentEvents.
+    agent_events: Option<Arc<twill_observe::AgentEvents>>,
     /// What the socket hooks' namespace map holds, as last written (read
     /// from the kernel once, at the first sync).
     netns_written: Option<BTreeMap<u64, twill_abi::LbNetnsValue>>,
@@ -273,6 +275,7 @@ impl Agent {
             started: Instant::now(),
             netns_cookies: BTreeMap::new(),
             peers: None,
+            agent_events: None,
             netns_written: None,
         };
         agent.namespaces.ensure_default()?;
@@ -373,6 +376,13 @@ impl Agent {
             Change::PolicyImport { files } => {
                 let (revision, policies) = self.policies.import(&files)?;
                 effects.regenerate = true;
+                self.notify(|| {
+                    twill_observe::agent_events::policy_updated(
+                        policy_labels(&policies),
+                        revision,
+                        self.policies.rules().len(),
+                    )
+                });
                 Outcome::Policy(api::PolicyImported { revision, policies })
             }
             Change::PolicyDelete { name, namespace, kind, labels, all } => {
@@ -386,6 +396,15 @@ impl Agent {
                 let before = self.policies.revision();
                 let (revision, policies) = self.policies.delete(&selection)?;
                 effects.regenerate = revision != before;
+                if revision != before {
+                    self.notify(|| {
+                        twill_observe::agent_events::policy_deleted(
+                            policy_labels(&policies),
+                            revision,
+                            self.policies.rules().len(),
+                        )
+                    });
+                }
                 Outcome::Policy(api::PolicyImported { revision, policies })
             }
             Change::ServiceCreate(req) => {
@@ -480,7 +499,18 @@ impl Agent {
             return Ok(());
         }
         let Some(cluster) = &mut self.cluster else { return Ok(()) };
+        let watched_ips = batch.kind == mirror::Kind::Ips && self.agent_events.is_some();
+        let before: BTreeMap<Ipv4Addr, cluster::keys::IpRecord> = if watched_ips {
+            cluster.remote_ips().map(|r| (r.ip, r.clone())).collect()
+        } else {
+            BTreeMap::new()
+        };
         let delta = cluster.apply(batch);
+        if watched_ips {
+            let after: BTreeMap<Ipv4Addr, cluster::keys::IpRecord> =
+                cluster.remote_ips().map(|r| (r.ip, r.clone())).collect();
+            self.notify_ipcache(&before, &after);
+        }
         effects.ipcache |= delta.ipcache;
         effects.routes |= delta.routes;
         effects.regenerate |= delta.identities;
@@ -499,6 +529,36 @@ impl Agent {
             }
         }
         Ok(())
+    }
+
+    /// Agent events for remote endpoints the ipcache learned or forgot.
+    fn notify_ipcache(
+        &self,
+        before: &BTreeMap<Ipv4Addr, cluster::keys::IpRecord>,
+        after: &BTreeMap<Ipv4Addr, cluster::keys::IpRecord>,
+    ) {
+        use twill_observe::agent_events::{ipcache_deleted, ipcache_upserted};
+        for (ip, r) in after {
+            let old = before.get(ip);
+            if old == Some(r) {
+                continue;
+            }
+            self.notify(|| {
+                ipcache_upserted(
+                    format!("{ip}/32"),
+                    r.identity,
+                    old.map(|o| o.identity),
+                    r.node_ip.to_string(),
+                    &r.namespace,
+                    &r.name,
+                )
+            });
+        }
+        for (ip, r) in before.iter().filter(|(ip, _)| !after.contains_key(ip)) {
+            self.notify(|| {
+                ipcache_deleted(format!("{ip}/32"), r.identity, r.node_ip.to_string(), &r.namespace, &r.name)
+            });
+        }
     }
 
     /// A route to each other node's pod CIDR: native routing, via the
@@ -575,6 +635,18 @@ impl Agent {
         }
     }
 
+    /// Hands the agent the ring its agent events go to.
+    pub fn set_agent_events(&mut self, events: Arc<twill_observe::AgentEvents>) {
+        events.push(twill_observe::agent_events::agent_started());
+        self.agent_events = Some(events);
+    }
+
+    fn notify(&self, event: impl FnOnce() -> twill_observe::proto::flow::AgentEvent) {
+        if let Some(events) = &self.agent_events {
+            events.push(event());
+        }
+    }
+
     /// Hands the agent the peer service's node list to keep.
     pub fn set_peers(&mut self, peers: twill_observe::Peers) {
         self.peers = Some(peers);
@@ -618,7 +690,16 @@ impl Agent {
         match self.bring_up(&mut record, &ns, effects) {
             Ok(()) => {
                 info!(endpoint = %format!("{namespace}/{name}"), id = record.id, ip = %record.ip, identity = record.identity, "endpoint created");
-                Ok(self.to_api(&record))
+                let api = self.to_api(&record);
+                self.notify(|| {
+                    twill_observe::agent_events::endpoint_created(
+                        record.id as u64,
+                        api.security_labels.clone(),
+                        namespace,
+                        name,
+                    )
+                });
+                Ok(api)
             }
             Err(e) => {
                 warn!("creating endpoint {namespace}/{name} failed, rolling back: {}", e.chain());
@@ -870,6 +951,14 @@ impl Agent {
         info!(endpoint = %format!("{namespace}/{name}"), "endpoint deleted");
         let mut out = self.to_api(&record);
         out.state = "deleted".into();
+        self.notify(|| {
+            twill_observe::agent_events::endpoint_deleted(
+                record.id as u64,
+                out.security_labels.clone(),
+                namespace,
+                name,
+            )
+        });
         Ok(out)
     }
 
@@ -1224,7 +1313,14 @@ impl Agent {
                 &peer_ports,
             );
             let before = self.realizer.enforced(r.id as u16);
-            self.realizer.realize(self.datapath.policy_map(), r.id as u16, &resolved, revision)?;
+            let realized =
+                self.realizer.realize(self.datapath.policy_map(), r.id as u16, &resolved, revision);
+            self.notify(|| {
+                let labels = by_identity[&r.identity].to_strings();
+                let error = realized.as_ref().err().map(|e| e.to_string());
+                twill_observe::agent_events::endpoint_regenerated(r.id as u64, labels, error)
+            });
+            realized?;
             if self.realizer.enforced(r.id as u16) != before {
                 self.write_endpoint_entry(r)?;
             }
@@ -1682,6 +1778,26 @@ fn endpoint_view(r: &EndpointRecord) -> twill_service::resolve::EndpointView {
             })
             .collect(),
     }
+}
+
+/// Cilium's labels of a policy, `k8s:io.cilium.k8s.policy.*`, from the
+/// names an import or delete reports ("KIND NAMESPACE/NAME").
+fn policy_labels(names: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for name in names {
+        let (kind, rest) = name.split_once(' ').unwrap_or(("", name));
+        out.push(format!("k8s:io.cilium.k8s.policy.derived-from={kind}"));
+        match rest.split_once('/') {
+            Some((ns, n)) => {
+                out.push(format!("k8s:io.cilium.k8s.policy.name={n}"));
+                out.push(format!("k8s:io.cilium.k8s.policy.namespace={ns}"));
+            }
+            None => out.push(format!("k8s:io.cilium.k8s.policy.name={rest}")),
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Host addresses that belong in the ipcache as the host identity.

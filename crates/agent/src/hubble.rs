@@ -43,6 +43,7 @@ pub fn spawn(
     config: HubbleConfig,
     ring: Arc<FlowRing>,
     directory: Arc<RwLock<Directory>>,
+    agent_events: Arc<twill_observe::AgentEvents>,
 ) -> anyhow::Result<Peers> {
     let tls_on = config.tls.is_some();
     if let Some(addr) = config.listen.filter(|a| !a.ip().is_loopback() && !tls_on) {
@@ -62,6 +63,7 @@ pub fn spawn(
         version: format!("twill {}", env!("CARGO_PKG_VERSION")),
         started: Instant::now(),
         address,
+        agent_events,
     });
     let peer = PeerServer::new(PeerService { peers: peers.clone() });
     let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -85,6 +85,7 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
     let agent_metrics = metrics::AgentMetrics::new();
     let hub = Arc::new(events::EventHub::default());
     let ring = Arc::new(twill_observe::FlowRing::new(config.flow_buffer_size));
+    let agent_events = Arc::new(twill_observe::AgentEvents::default());
     let directory = agent.directory();
     if let Some(events) = agent.take_events() {
         let sink = events::FlowSink {
@@ -106,8 +107,10 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
         },
         ring.clone(),
         directory,
+        agent_events.clone(),
     )?;
     agent.set_peers(peers);
+    agent.set_agent_events(agent_events);
     let agent = Arc::new(Mutex::new(agent));
     start_cluster_threads(&agent)?;
     // Kept alive for the agent's lifetime: dropping it stops the server.

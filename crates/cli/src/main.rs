@@ -79,8 +79,13 @@ enum Commands {
         #[arg(short = 'o', long = "output", value_enum, default_value_t = Output::Table)]
         output: Output,
     },
-    /// Observe flows from the agent's Hubble-compatible API (like `hubble observe`).
+    /// Observe flows from the agent's Hubble-compatible API (like `hubble
+    /// observe`); `twill observe agent-events` for the agent's own events.
     Observe(observe::ObserveArgs),
+    /// The agent's events: `twill observe agent-events` (as `hubble
+    /// observe agent-events`).
+    #[command(name = "observe-agent-events", hide = true)]
+    ObserveAgentEvents(observe::agent_events::AgentEventsArgs),
     /// Install Twill's integrations on this node.
     #[command(subcommand)]
     Install(InstallCmd),
@@ -334,7 +339,15 @@ enum ListOnly {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // `observe agent-events` is hubble's spelling; `observe` itself takes
+    // free-form filter flags, so the pair is routed to its own command.
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(i) = argv.iter().position(|a| a == "observe") {
+        if argv.get(i + 1).is_some_and(|a| a == "agent-events") {
+            argv.splice(i..i + 2, [std::ffi::OsString::from("observe-agent-events")]);
+        }
+    }
+    let cli = Cli::parse_from(argv);
     if let Err(e) = run(cli) {
         eprintln!("Error: {e:#}");
         std::process::exit(1);
@@ -532,6 +545,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 args.opts.server = Some(hubble_server(&client, &cli.socket));
             }
             observe::run(args)?
+        }
+        Commands::ObserveAgentEvents(mut args) => {
+            if args.server.is_none() {
+                args.server = Some(hubble_server(&client, &cli.socket));
+            }
+            observe::agent_events::run(args)?
         }
         Commands::Status { out } => {
             let status: Status = client.call(&Request::Status)?;

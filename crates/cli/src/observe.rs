@@ -8,6 +8,7 @@
 //! and JSON outputs. A small single-threaded tokio runtime runs only for
 //! this command.
 
+pub mod agent_events;
 mod filter;
 mod json;
 mod printer;

@@ -10,6 +10,9 @@ mod ring;
 pub mod server;
 mod services;
 
+pub mod agent_events;
+
+pub use agent_events::AgentEvents;
 pub use decode::{decode, Clock};
 pub use directory::{Directory, EndpointMeta, RemoteEndpointMeta};
 pub use peer::{PeerInfo, PeerService, Peers};

@@ -17,7 +17,12 @@ use twill_observe_proto::{
     tonic::{self, Request, Response, Status},
 };
 
-use crate::{filter, ring::Stored, Directory, FlowRing};
+use crate::{
+    agent_events::{AgentEvents, Stamped},
+    filter,
+    ring::Stored,
+    Directory, FlowRing,
+};
 
 type Items<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
@@ -31,6 +36,7 @@ pub struct ObserverService {
     pub started: Instant,
     /// The address `hubble` clients may use (for GetNodes).
     pub address: String,
+    pub agent_events: Arc<AgentEvents>,
 }
 
 fn ts_nanos(t: &Timestamp) -> i128 {
@@ -149,9 +155,59 @@ impl Observer for ObserverService {
 
     async fn get_agent_events(
         &self,
-        _: Request<observer::GetAgentEventsRequest>,
+        request: Request<observer::GetAgentEventsRequest>,
     ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
-        Err(Status::unimplemented("agent events are not available from Twill yet"))
+        let req = request.into_inner();
+        if req.first && req.follow {
+            return Err(Status::invalid_argument("first and follow cannot be combined"));
+        }
+        let node = self.directory.read().expect("directory lock").node_name.clone();
+        let (history, mut live) = self.agent_events.snapshot_and_follow();
+        let (since, until) = (req.since, req.until);
+        let in_range = move |e: &Stamped| {
+            since.as_ref().is_none_or(|s| ts_nanos(&e.time) >= ts_nanos(s))
+                && until.as_ref().is_none_or(|u| ts_nanos(&e.time) <= ts_nanos(u))
+        };
+        let matching: Vec<Stamped> = history.into_iter().filter(|e| in_range(e)).collect();
+        let n = if req.number == 0 { matching.len() } else { (req.number as usize).min(matching.len()) };
+        let last_seq = matching.last().map(|e| e.seq).unwrap_or(0);
+        let selected: Vec<Stamped> = if req.first {
+            matching.into_iter().take(n).collect()
+        } else if req.number == 0 && req.follow && since.is_none() {
+            Vec::new()
+        } else {
+            let skip = matching.len() - n;
+            matching.into_iter().skip(skip).collect()
+        };
+        let follow = req.follow;
+        let answer = move |e: Stamped, node: &str| observer::GetAgentEventsResponse {
+            agent_event: Some(e.event),
+            node_name: node.to_string(),
+            time: Some(e.time),
+        };
+        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        tokio::spawn(async move {
+            for e in selected {
+                if tx.send(Ok(answer(e, &node))).await.is_err() {
+                    return;
+                }
+            }
+            if !follow {
+                return;
+            }
+            loop {
+                match live.recv().await {
+                    Ok(e) if e.seq > last_seq && in_range(&e) => {
+                        if tx.send(Ok(answer(e, &node))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn get_debug_events(

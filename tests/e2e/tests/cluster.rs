@@ -304,7 +304,12 @@ fn a_node_that_goes_away_leaves_every_other_nodes_view() {
     );
     // Nobody references app=db any more: its number is collected.
     let listed = || -> Vec<u64> {
-        n0.twill_json(&["identity", "list"]).as_array().unwrap().iter().filter_map(|i| i["id"].as_u64()).collect()
+        n0.twill_json(&["identity", "list"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["id"].as_u64())
+            .collect()
     };
     assert!(
         wait_until(Duration::from_secs(15), || !listed().contains(&identity(&b))),

@@ -182,6 +182,77 @@ pub fn get_flows_response(r: &GetFlowsResponse) -> String {
     o.finish()
 }
 
+/// One line of `hubble observe agent-events -o json`.
+pub fn get_agent_events_response(r: &twill_observe_proto::observer::GetAgentEventsResponse) -> String {
+    let mut o = Obj::new();
+    o.message("agent_event", r.agent_event.as_ref(), agent_event);
+    o.string("node_name", &r.node_name);
+    o.timestamp("time", r.time.as_ref());
+    o.finish()
+}
+
+fn agent_event(e: &flow::AgentEvent) -> String {
+    use flow::agent_event::Notification;
+    let mut o = Obj::new();
+    o.enumeration("type", e.r#type, enum_name!(flow::AgentEventType, e.r#type));
+    match &e.notification {
+        Some(Notification::Unknown(u)) => o.message("unknown", Some(u), |u| {
+            let mut o = Obj::new();
+            o.string("type", &u.r#type);
+            o.string("notification", &u.notification);
+            o.finish()
+        }),
+        Some(Notification::AgentStart(t)) => o.message("agent_start", Some(t), |t| {
+            let mut o = Obj::new();
+            o.timestamp("time", t.time.as_ref());
+            o.finish()
+        }),
+        Some(Notification::PolicyUpdate(p)) => o.message("policy_update", Some(p), |p| {
+            let mut o = Obj::new();
+            o.strings("labels", &p.labels);
+            o.u64("revision", p.revision);
+            if p.rule_count != 0 {
+                o.key("rule_count");
+                push_string(&mut o.out, &p.rule_count.to_string());
+            }
+            o.finish()
+        }),
+        Some(Notification::EndpointRegenerate(r)) => o.message("endpoint_regenerate", Some(r), |r| {
+            let mut o = Obj::new();
+            o.u64("id", r.id);
+            o.strings("labels", &r.labels);
+            o.string("error", &r.error);
+            o.finish()
+        }),
+        Some(Notification::EndpointUpdate(u)) => o.message("endpoint_update", Some(u), |u| {
+            let mut o = Obj::new();
+            o.u64("id", u.id);
+            o.strings("labels", &u.labels);
+            o.string("error", &u.error);
+            o.string("pod_name", &u.pod_name);
+            o.string("namespace", &u.namespace);
+            o.finish()
+        }),
+        Some(Notification::IpcacheUpdate(i)) => o.message("ipcache_update", Some(i), |i| {
+            let mut o = Obj::new();
+            o.string("cidr", &i.cidr);
+            o.u32("identity", i.identity);
+            // A wrapper: present means set, zero included.
+            if let Some(old) = i.old_identity {
+                o.raw("old_identity", &old.to_string());
+            }
+            o.string("host_ip", &i.host_ip);
+            o.string("old_host_ip", &i.old_host_ip);
+            o.u32("encrypt_key", i.encrypt_key);
+            o.string("namespace", &i.namespace);
+            o.string("pod_name", &i.pod_name);
+            o.finish()
+        }),
+        _ => {}
+    }
+    o.finish()
+}
+
 pub fn flow(f: &flow::Flow) -> String {
     let mut o = Obj::new();
     o.timestamp("time", f.time.as_ref());

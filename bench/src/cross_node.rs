@@ -84,6 +84,9 @@ enum Metric {
 }
 
 type Results = BTreeMap<(Config, Metric), Vec<f64>>;
+/// ns per run of a program, per configuration and workload, over both
+/// nodes' programs.
+type Costs = BTreeMap<(Config, Metric, &'static str), Vec<f64>>;
 
 /// A directory removed on drop.
 struct Dir(PathBuf);
@@ -418,18 +421,55 @@ impl Ports {
     }
 }
 
-fn measure(pair: &Pair, config: Config, ports: &mut Ports, results: &mut Results) -> anyhow::Result<()> {
-    let mut push = |metric, v: f64| results.entry((config, metric)).or_default().push(v);
-    let stream = datapath::stream_for(pair, ports.next()?, IPERF_SECONDS)?;
-    push(Metric::Stream, stream.gbps);
-    push(Metric::Retransmits, stream.retransmits as f64);
-    let rr = datapath::pingpong_for(pair, ports.next()?, "rr", RR_SECONDS, RR_MAX)?;
-    push(Metric::Rr, rr.rate);
-    for (metric, us) in [(Metric::RrP50, rr.p50_us), (Metric::RrP99, rr.p99_us)] {
-        push(metric, us.context("the rr client reported no round trips")?);
+/// Both nodes' program run times, summed per program.
+fn snapshot(roots: &[PathBuf]) -> anyhow::Result<crate::bpfstats::Snapshot> {
+    let mut total = crate::bpfstats::Snapshot::new();
+    for root in roots {
+        for (name, (ns, runs)) in crate::bpfstats::snapshot(root)? {
+            let entry = total.entry(name).or_default();
+            entry.0 += ns;
+            entry.1 += runs;
+        }
     }
-    let crr = datapath::pingpong_for(pair, ports.next()?, "crr", CRR_SECONDS, CRR_MAX)?;
-    push(Metric::Crr, crr.rate);
+    Ok(total)
+}
+
+fn measure(
+    pair: &Pair,
+    config: Config,
+    roots: &[PathBuf],
+    ports: &mut Ports,
+    results: &mut Results,
+    costs: &mut Costs,
+) -> anyhow::Result<()> {
+    for metric in [Metric::Stream, Metric::Rr, Metric::Crr] {
+        let before = if roots.is_empty() { None } else { Some(snapshot(roots)?) };
+        let port = ports.next()?;
+        let mut push = |metric, v: f64| results.entry((config, metric)).or_default().push(v);
+        match metric {
+            Metric::Stream => {
+                let stream = datapath::stream_for(pair, port, IPERF_SECONDS)?;
+                push(Metric::Stream, stream.gbps);
+                push(Metric::Retransmits, stream.retransmits as f64);
+            }
+            Metric::Rr => {
+                let rr = datapath::pingpong_for(pair, port, "rr", RR_SECONDS, RR_MAX)?;
+                push(Metric::Rr, rr.rate);
+                for (metric, us) in [(Metric::RrP50, rr.p50_us), (Metric::RrP99, rr.p99_us)] {
+                    push(metric, us.context("the rr client reported no round trips")?);
+                }
+            }
+            _ => push(Metric::Crr, datapath::pingpong_for(pair, port, "crr", CRR_SECONDS, CRR_MAX)?.rate),
+        }
+        if let Some(before) = before {
+            let after = snapshot(roots)?;
+            for (program, ns) in crate::bpfstats::per_packet(&before, &after) {
+                if let Some(ns) = ns {
+                    costs.entry((config, metric, program)).or_default().push(ns);
+                }
+            }
+        }
+    }
     Ok(())
 }
 
@@ -455,8 +495,9 @@ pub fn run(rows: &mut Vec<Row>) -> anyhow::Result<()> {
 
     let mut results = Results::new();
     let mut ports = Ports(datapath::FIRST_PORT);
+    let mut costs = Costs::new();
     for _ in 0..ROUNDS {
-        measure(&underlay, Config::Before, &mut ports, &mut results)?;
+        measure(&underlay, Config::Before, &[], &mut ports, &mut results, &mut costs)?;
     }
     tunnel.start_agents()?;
     native.start_agents()?;
@@ -477,6 +518,9 @@ pub fn run(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         link(&tunnel.node_netns(0), "twill_vxlan")?["stats64"]["tx"]["bytes"].as_u64().context("tx bytes")
     };
     let mut vxlan_bytes = 0;
+    let roots = |c: &Cluster| c.agents.iter().map(|a| a.bpf_root.clone()).collect::<Vec<_>>();
+    let (tunnel_roots, native_roots) = (roots(&tunnel), roots(&native));
+    let _stats = crate::bpfstats::enable()?;
 
     for round in 0..ROUNDS {
         for k in 0..RUNNING.len() {
@@ -488,8 +532,13 @@ pub fn run(rows: &mut Vec<Row>) -> anyhow::Result<()> {
                 Config::Native => &native_plain,
                 Config::NativePolicy => &native_policed,
             };
+            let roots: &[PathBuf] = match config {
+                Config::Tunnel | Config::TunnelPolicy => &tunnel_roots,
+                Config::Native | Config::NativePolicy => &native_roots,
+                Config::Before | Config::Underlay => &[],
+            };
             let before = vxlan_tx()?;
-            measure(pair, config, &mut ports, &mut results)?;
+            measure(pair, config, roots, &mut ports, &mut results, &mut costs)?;
             if config == Config::Tunnel {
                 vxlan_bytes += vxlan_tx()? - before;
             }
@@ -504,6 +553,25 @@ pub fn run(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         mtu(&underlay.client_ns)?
     );
     push_rows(rows, &results, entries.min(native_entries), vxlan_bytes, &mtus);
+    for (config, what) in [(Config::Tunnel, "tunnel"), (Config::Native, "native")] {
+        let cell = |metric, program| {
+            costs
+                .get(&(config, metric, program))
+                .map(|v| format!("{:.0}", median(v.clone())))
+                .unwrap_or_else(|| "-".into())
+        };
+        let programs = crate::bpfstats::PROGRAMS;
+        rows.push(Row::new(
+            format!("cross-node ns/packet, Twill {what}: {} (stream / RR / CRR)", programs.join(", ")),
+            programs
+                .iter()
+                .map(|p| [Metric::Stream, Metric::Rr, Metric::Crr].map(|m| cell(m, *p)).join(" / "))
+                .collect::<Vec<_>>()
+                .join("; "),
+            "kernel.bpf_stats, both nodes, median of rounds",
+            "",
+        ));
+    }
     // Drop order: the native cluster, then the tunnel cluster, then the
     // directory holding their logs.
     drop(native);

@@ -5,13 +5,17 @@
 # create/delete latency and agent memory, and same-host TCP stream,
 # request/response and connection rates between two Twill endpoints with
 # and without a 10,000-entry policy, against a bare veth pair and an
-# iptables rule set of the same policy. Needs root; installs what it needs;
-# about 3.5 minutes after the build.
+# iptables rule set of the same policy; and cross-node: pods on two nodes
+# (namespaces on a bridge, etcd) through Twill's VXLAN tunnel and its native
+# routing against the same traffic between the nodes themselves. Needs root;
+# installs what it needs; about 3.5 minutes after the build, plus about 3
+# for cross-node.
 #
 #   sudo ./bench/run.sh                    # everything (the documented run)
 #   sudo ./bench/run.sh --only resolver    # one section while developing:
 #                                          # resolver, endpoints, datapath,
-#                                          # policy (= resolver,datapath)
+#                                          # cross-node, policy
+#                                          # (= resolver,datapath)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh

@@ -18,7 +18,7 @@ use aya::{
     sys::{enable_stats, Stats},
 };
 
-pub const PROGRAMS: [&str; 2] = ["from_endpoint", "to_endpoint"];
+pub const PROGRAMS: [&str; 3] = ["from_endpoint", "to_endpoint", "from_overlay"];
 
 /// Keeps the statistics on while alive.
 pub struct StatsGuard(#[allow(dead_code)] std::os::fd::OwnedFd);

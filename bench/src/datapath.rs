@@ -45,10 +45,10 @@ const CRR_SECONDS: f64 = 3.0;
 /// 4-tuple is reused within a run (see pingpong.rs).
 const CRR_MAX: u64 = 30_000;
 /// Ports the policy and the iptables rules allow from the client.
-const FIRST_PORT: u16 = 40_000;
-const LAST_PORT: u16 = 40_127;
+pub(crate) const FIRST_PORT: u16 = 40_000;
+pub(crate) const LAST_PORT: u16 = 40_127;
 /// A port both deny; a server listens there to prove it.
-const DENIED_PORT: u16 = 39_999;
+pub(crate) const DENIED_PORT: u16 = 39_999;
 /// Server processes exit by themselves after this long.
 const SERVER_MAX_SECONDS: u64 = 60;
 
@@ -96,7 +96,7 @@ enum Workload {
 const WORKLOADS: [Workload; 3] = [Workload::Stream, Workload::Rr, Workload::Crr];
 
 /// Deletes namespaces the benchmark created, however it ends.
-pub(crate) struct Netns(Vec<String>);
+pub(crate) struct Netns(pub(crate) Vec<String>);
 
 impl Drop for Netns {
     fn drop(&mut self) {
@@ -107,7 +107,7 @@ impl Drop for Netns {
 }
 
 /// Kills a server process, however the benchmark ends.
-pub(crate) struct Running(Child);
+pub(crate) struct Running(pub(crate) Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
@@ -292,6 +292,17 @@ pub(crate) fn start_server(ns: &str, port: u16) -> anyhow::Result<Running> {
 
 /// iperf3 TCP stream, Gbit/s received.
 fn stream(pair: &Pair, port: u16) -> anyhow::Result<f64> {
+    Ok(stream_for(pair, port, IPERF_SECONDS)?.gbps)
+}
+
+/// One iperf3 run: received throughput, and the sender's retransmits
+/// (which say whether a slow path is lossy or just slow).
+pub(crate) struct StreamReport {
+    pub(crate) gbps: f64,
+    pub(crate) retransmits: u64,
+}
+
+pub(crate) fn stream_for(pair: &Pair, port: u16, seconds: u64) -> anyhow::Result<StreamReport> {
     let port = port.to_string();
     let _server = Running(
         Command::new("ip")
@@ -303,7 +314,7 @@ fn stream(pair: &Pair, port: u16) -> anyhow::Result<f64> {
     let deadline = Instant::now() + Duration::from_secs(15);
     for attempt in 1.. {
         let out = bounded(
-            Duration::from_secs(IPERF_SECONDS + 10),
+            Duration::from_secs(seconds + 10),
             &[
                 "ip",
                 "netns",
@@ -315,7 +326,7 @@ fn stream(pair: &Pair, port: u16) -> anyhow::Result<f64> {
                 "-p",
                 &port,
                 "-t",
-                &IPERF_SECONDS.to_string(),
+                &seconds.to_string(),
                 "--connect-timeout",
                 "2000",
                 "-J",
@@ -325,7 +336,10 @@ fn stream(pair: &Pair, port: u16) -> anyhow::Result<f64> {
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         let bps = report["end"]["sum_received"]["bits_per_second"].as_f64();
         match bps {
-            Some(bps) if report["error"].is_null() => return Ok(bps / 1e9),
+            Some(bps) if report["error"].is_null() => {
+                let retransmits = report["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0);
+                return Ok(StreamReport { gbps: bps / 1e9, retransmits });
+            }
             _ if Instant::now() < deadline && attempt < 50 => std::thread::sleep(Duration::from_millis(100)),
             _ => bail!(
                 "iperf3 from {} to {}:{port} did not complete: {}",
@@ -338,10 +352,29 @@ fn stream(pair: &Pair, port: u16) -> anyhow::Result<f64> {
     unreachable!("the loop returns or fails")
 }
 
-/// Transactions (rr) or connections (crr) per second.
-/// Transactions per second, and for `rr` the p99 round trip in µs.
+/// Transactions (rr) or connections (crr) per second, and for `rr` the
+/// p99 round trip in µs.
 fn pingpong(pair: &Pair, port: u16, mode: &str) -> anyhow::Result<(f64, Option<f64>)> {
     let (seconds, max) = if mode == "rr" { (RR_SECONDS, RR_MAX) } else { (CRR_SECONDS, CRR_MAX) };
+    let report = pingpong_for(pair, port, mode, seconds, max)?;
+    Ok((report.rate, report.p99_us))
+}
+
+/// One ping-pong run: transactions (rr) or connections (crr) per second;
+/// for `rr`, the round trip's p50 and p99 in µs.
+pub(crate) struct PingPongReport {
+    pub(crate) rate: f64,
+    pub(crate) p50_us: Option<f64>,
+    pub(crate) p99_us: Option<f64>,
+}
+
+pub(crate) fn pingpong_for(
+    pair: &Pair,
+    port: u16,
+    mode: &str,
+    seconds: f64,
+    max: u64,
+) -> anyhow::Result<PingPongReport> {
     let _server = start_server(&pair.server_ns, port)?;
     let out = bounded(
         Duration::from_secs_f64(seconds + 20.0),
@@ -370,11 +403,15 @@ fn pingpong(pair: &Pair, port: u16, mode: &str) -> anyhow::Result<(f64, Option<f
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).context("client report")?;
     let count = report["count"].as_f64().context("count")?;
     let secs = report["seconds"].as_f64().context("seconds")?;
-    Ok((count / secs, report["p99_us"].as_f64()))
+    Ok(PingPongReport {
+        rate: count / secs,
+        p50_us: report["p50_us"].as_f64(),
+        p99_us: report["p99_us"].as_f64(),
+    })
 }
 
 /// Whether a new connection to a listening server on DENIED_PORT opens.
-fn opens(pair: &Pair) -> anyhow::Result<bool> {
+pub(crate) fn opens(pair: &Pair) -> anyhow::Result<bool> {
     let _server = start_server(&pair.server_ns, DENIED_PORT)?;
     std::thread::sleep(Duration::from_millis(200));
     let out = bounded(
@@ -405,11 +442,11 @@ impl Ports {
     }
 }
 
-fn gbps(v: f64) -> String {
+pub(crate) fn gbps(v: f64) -> String {
     format!("{v:.2} Gbit/s")
 }
 
-fn rate(v: f64) -> String {
+pub(crate) fn rate(v: f64) -> String {
     format!("{}/s", thousands(v.round() as u64))
 }
 

@@ -21,6 +21,7 @@ use twill_api::{Client, Endpoint, Request};
 
 mod bpfstats;
 mod cni;
+mod cross_node;
 mod datapath;
 mod observer;
 mod pingpong;
@@ -448,7 +449,8 @@ fn memory_by_policy_size(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<(
     datapath::delete_policy_endpoints(bench)
 }
 
-const SECTIONS: &[&str] = &["resolver", "observer", "endpoints", "cni", "datapath", "services", "flows"];
+const SECTIONS: &[&str] =
+    &["resolver", "observer", "endpoints", "cni", "datapath", "services", "flows", "cross-node"];
 
 fn usage() -> String {
     format!(
@@ -557,6 +559,10 @@ fn main() -> anyhow::Result<()> {
             eprintln!("twill-bench: flows on (default aggregation) against flows off");
             datapath::flows_overhead(&mut bench, &mut rows)?;
         }
+    }
+    if sections.contains(&"cross-node") {
+        eprintln!("twill-bench: cross-node: bare underlay, Twill tunnel and native routing on 2 nodes");
+        cross_node::run(&mut rows)?;
     }
     print_table(&rows);
     println!(

@@ -8,8 +8,9 @@
 //!   requests on one connection, one outstanding at a time (netperf
 //!   TCP_RR); `crr` opens a connection per request and closes it (netperf
 //!   TCP_CRR). Stops after SECONDS or MAX_COUNT transactions, whichever
-//!   comes first, and prints `{"count": N, "seconds": S, "p99_us": P}`
-//!   (P: the 99th percentile of one transaction's round trip, `rr` only;
+//!   comes first, and prints `{"count": N, "seconds": S, "p50_us": M,
+//!   "p99_us": P}` (M, P: the median and 99th percentile of one
+//!   transaction's round trip, `rr` only;
 //!   `crr` adds `connect_p50_us` and `connect_p99_us`, how long connect()
 //!   takes: the first packet's round trip).
 //! * `__tcp-probe IP:PORT TIMEOUT_MS`: exits 0 if a connection opens.
@@ -205,6 +206,7 @@ pub fn client(args: &[String]) -> anyhow::Result<()> {
         serde_json::json!({
             "count": count,
             "seconds": start.elapsed().as_secs_f64(),
+            "p50_us": us(&latency, 0.50),
             "p99_us": us(&latency, 0.99),
             "connect_p50_us": us(&connect, 0.50),
             "connect_p99_us": us(&connect, 0.99),

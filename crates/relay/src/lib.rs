@@ -42,6 +42,14 @@ pub enum RelayError {
 
 /// Runs the relay until its server stops.
 pub async fn run(config: Config) -> Result<(), RelayError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| RelayError::Bind { addr: config.listen, source })?;
+    serve(config, listener).await
+}
+
+/// [`run`] on a listener already bound (`config.listen` is not used).
+pub async fn serve(config: Config, listener: tokio::net::TcpListener) -> Result<(), RelayError> {
     let pool = pool::Pool::new(pool::Dialer { timeout: config.dial_timeout, tls: config.peer_tls.clone() });
     tokio::spawn(pool::follow_peers(pool.clone(), config.peer_service.clone()));
     let service = observer::RelayService {
@@ -53,15 +61,12 @@ pub async fn run(config: Config) -> Result<(), RelayError> {
     health_reporter.set_service_status(OBSERVER_HEALTH_NAME, ServingStatus::Serving).await;
     health_reporter.set_serving::<ObserverServer<observer::RelayService>>().await;
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| RelayError::Bind { addr: config.listen, source })?;
     let tls_on = config.server_tls.is_some();
     let mut server = Server::builder();
     if let Some(tls) = config.server_tls {
         server = server.tls_config(tls).map_err(RelayError::Tls)?;
     }
-    info!(listen = %config.listen, tls = tls_on, peer_service = %config.peer_service, "relay serving");
+    info!(listen = ?listener.local_addr().ok(), tls = tls_on, peer_service = %config.peer_service, "relay serving");
     let result = server
         .add_service(health)
         .add_service(ObserverServer::new(service))

@@ -2,7 +2,7 @@
 //! connected nodes and their answers combined.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     future::Future,
     pin::Pin,
     time::{Duration, Instant},
@@ -226,6 +226,8 @@ impl RelayService {
                 sort::QUIET_DRAIN,
             ));
             if req.follow {
+                let mut served: HashSet<String> = running.keys().cloned().collect();
+                let live = observer::GetFlowsRequest { number: 0, first: false, since: None, ..req.clone() };
                 // Nodes that connect while the stream is open join it.
                 loop {
                     tokio::select! {
@@ -239,7 +241,10 @@ impl RelayService {
                             let names = new.iter().map(|(n, _)| n.clone()).collect();
                             let _ = in_tx.send(send(node_status(NodeState::NodeConnected, names, String::new()))).await;
                             for (name, channel) in new {
-                                running.insert(name.clone(), tokio::spawn(node_flows(name, channel, req.clone(), node_tx.clone())));
+                                // A node back after a failure already sent
+                                // its history on this stream: only new flows.
+                                let req = if served.insert(name.clone()) { req.clone() } else { live.clone() };
+                                running.insert(name.clone(), tokio::spawn(node_flows(name, channel, req, node_tx.clone())));
                             }
                         }
                     }

@@ -41,10 +41,16 @@ impl Observer for FakeNode {
     type GetDebugEventsStream = Items<observer::GetDebugEventsResponse>;
 
     async fn get_flows(&self, r: Request<observer::GetFlowsRequest>) -> Result<Response<Self::GetFlowsStream>, Status> {
-        let n = r.into_inner().number as usize;
-        let skip = self.times.len().saturating_sub(n);
+        let req = r.into_inner();
+        let skip = self.times.len().saturating_sub(req.number as usize);
         let items: Vec<_> = self.times[skip..].iter().map(|t| Ok(flow_response(self.name, *t))).collect();
-        Ok(Response::new(Box::pin(tokio_stream::iter(items))))
+        let history = tokio_stream::iter(items);
+        if req.follow {
+            // A following agent keeps the stream open for new flows.
+            Ok(Response::new(Box::pin(tokio_stream::StreamExt::chain(history, tokio_stream::pending()))))
+        } else {
+            Ok(Response::new(Box::pin(history)))
+        }
     }
     async fn get_agent_events(
         &self,
@@ -189,4 +195,59 @@ async fn flows_from_every_node_in_order_with_the_unreachable_one_reported() {
             (NodeState::NodeUnavailable, vec!["c".to_string()])
         ]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_comes_up_joins_an_open_follow_stream() {
+    let (la, a) = listener().await;
+    let (lc, c) = listener().await;
+    drop(lc);
+    let (lp, p) = listener().await;
+    let node_a = FakeNode { name: "a", times: vec![1, 2] };
+    tokio::spawn(Server::builder().add_service(ObserverServer::new(node_a)).serve_with_incoming(TcpListenerStream::new(la)));
+    let peers = FakePeers(vec![("a".into(), a.to_string()), ("c".into(), c.to_string())]);
+    tokio::spawn(Server::builder().add_service(PeerServer::new(peers)).serve_with_incoming(TcpListenerStream::new(lp)));
+    let (lr, r) = listener().await;
+    let config = twill_relay::Config {
+        listen: r,
+        peer_service: p.to_string(),
+        dial_timeout: Duration::from_secs(2),
+        peer_tls: None,
+        server_tls: None,
+    };
+    tokio::spawn(twill_relay::serve(config, lr));
+    let mut client = loop {
+        if let Ok(c) = ObserverClient::connect(format!("http://{r}")).await {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while client.server_status(observer::ServerStatusRequest {}).await.unwrap().into_inner().num_connected_nodes != Some(1) {
+        assert!(tokio::time::Instant::now() < deadline, "a connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let req = observer::GetFlowsRequest { number: 10, follow: true, ..Default::default() };
+    let mut stream = client.get_flows(req).await.unwrap().into_inner();
+    let mut next = async || {
+        tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("an item in time").unwrap().unwrap()
+    };
+    let kinds = |r: observer::GetFlowsResponse| match r.response_types {
+        Some(ResponseTypes::Flow(f)) => format!("flow {} {}", r.node_name, f.time.unwrap().seconds),
+        Some(ResponseTypes::NodeStatus(s)) => format!("{:?} {}", s.state_change(), s.node_names.join(",")),
+        _ => "other".into(),
+    };
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        seen.push(kinds(next().await));
+    }
+    assert_eq!(seen, ["NodeConnected a", "NodeUnavailable c", "flow a 1", "flow a 2"]);
+
+    // c comes up on its announced address: it joins the open stream.
+    let lc = TcpListener::bind(c).await.unwrap();
+    let node_c = FakeNode { name: "c", times: vec![7] };
+    tokio::spawn(Server::builder().add_service(ObserverServer::new(node_c)).serve_with_incoming(TcpListenerStream::new(lc)));
+    assert_eq!(kinds(next().await), "NodeConnected c");
+    assert_eq!(kinds(next().await), "flow c 7");
 }

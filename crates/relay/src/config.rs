@@ -110,7 +110,10 @@ pub fn peer_uri(address: &str, tls: bool) -> Option<String> {
     }
     let with_port = if address.parse::<SocketAddr>().is_ok() {
         address.to_string()
-    } else if address.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && !h.contains(':') && p.parse::<u16>().is_ok()) {
+    } else if address
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && !h.contains(':') && p.parse::<u16>().is_ok())
+    {
         address.to_string()
     } else if address.parse::<std::net::Ipv6Addr>().is_ok() {
         format!("[{address}]:4244")
@@ -138,12 +141,15 @@ impl Config {
             (None, None, None) => None,
             (None, _, _) => return Err(ConfigError::PeerIdentityWithoutCa),
             (Some(ca), cert, key) => {
-                let ca = tls::certificates(ca).map_err(|source| ConfigError::File { flag: "tls-peer-ca", source })?;
+                let ca = tls::certificates(ca)
+                    .map_err(|source| ConfigError::File { flag: "tls-peer-ca", source })?;
                 let identity = match (cert, key) {
-                    (Some(cert), Some(key)) => Some(tls::identity(cert, key).map_err(|source| ConfigError::File {
-                        flag: key_or_cert(&source, key, "tls-peer-key", "tls-peer-cert"),
-                        source,
-                    })?),
+                    (Some(cert), Some(key)) => {
+                        Some(tls::identity(cert, key).map_err(|source| ConfigError::File {
+                            flag: key_or_cert(&source, key, "tls-peer-key", "tls-peer-cert"),
+                            source,
+                        })?)
+                    }
                     _ => None,
                 };
                 Some(PeerTls { ca, identity })
@@ -171,7 +177,12 @@ impl Config {
     }
 }
 
-fn key_or_cert(err: &tls::PemError, key: &std::path::Path, key_flag: &'static str, cert_flag: &'static str) -> &'static str {
+fn key_or_cert(
+    err: &tls::PemError,
+    key: &std::path::Path,
+    key_flag: &'static str,
+    cert_flag: &'static str,
+) -> &'static str {
     match err {
         tls::PemError::Key { .. } => key_flag,
         tls::PemError::Read { path, .. } if path == key => key_flag,
@@ -198,7 +209,10 @@ mod tests {
         assert_eq!(peer_uri("127.0.0.1:4244", false).as_deref(), Some("http://127.0.0.1:4244"));
         assert_eq!(peer_uri("10.0.0.1", true).as_deref(), Some("https://10.0.0.1:4244"));
         assert_eq!(peer_uri("node-a:80", false).as_deref(), Some("http://node-a:80"));
-        assert_eq!(peer_uri("unix:///run/twill/hubble.sock", false).as_deref(), Some("unix:/run/twill/hubble.sock"));
+        assert_eq!(
+            peer_uri("unix:///run/twill/hubble.sock", false).as_deref(),
+            Some("unix:/run/twill/hubble.sock")
+        );
         assert_eq!(peer_uri("[fd00::1]:4244", false).as_deref(), Some("http://[fd00::1]:4244"));
         assert_eq!(peer_uri("", false), None);
         assert_eq!(peer_uri("unix://", false), None);
@@ -217,9 +231,10 @@ mod tests {
         assert!(err(args(&["--peer-service", "a:b:c"])).starts_with("--peer-service"));
         assert!(err(args(&["--dial-timeout", "soon"])).starts_with("--dial-timeout"));
         assert_eq!(err(args(&["--tls-peer-ca", "/nonexistent/ca.pem"])), "--tls-peer-ca");
-        let e = Config::from_args(args(&["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"]))
-            .err()
-            .unwrap();
+        let e =
+            Config::from_args(args(&["--tls-cert", "/nonexistent/c.pem", "--tls-key", "/nonexistent/k.pem"]))
+                .err()
+                .unwrap();
         assert_eq!(e.to_string(), "--tls-cert");
         assert!(std::error::Error::source(&e).unwrap().to_string().contains("/nonexistent/c.pem"));
     }

@@ -14,12 +14,12 @@ pub mod sort;
 
 use std::time::Instant;
 
+use tonic_health::ServingStatus;
 use tracing::info;
 use twill_observe_proto::{
     observer::observer_server::ObserverServer,
     tonic::transport::{server::TcpIncoming, Server},
 };
-use tonic_health::ServingStatus;
 
 pub use config::{Args, Config};
 

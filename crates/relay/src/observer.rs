@@ -11,7 +11,9 @@ use std::{
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream};
 use twill_observe_proto::{
-    observer::{self, get_flows_response::ResponseTypes, observer_client::ObserverClient, observer_server::Observer},
+    observer::{
+        self, get_flows_response::ResponseTypes, observer_client::ObserverClient, observer_server::Observer,
+    },
     prost_types::Timestamp,
     relay::{NodeState, NodeStatusEvent},
     tonic::{self, transport::Channel, Request, Response, Status},
@@ -76,7 +78,8 @@ async fn node_flows(
     req: observer::GetFlowsRequest,
     tx: mpsc::Sender<Input<observer::GetFlowsResponse>>,
 ) {
-    let failed = |message: String| Input::Now(node_status(NodeState::NodeUnavailable, vec![name.clone()], message));
+    let failed =
+        |message: String| Input::Now(node_status(NodeState::NodeUnavailable, vec![name.clone()], message));
     let mut stream = match ObserverClient::new(channel).get_flows(req).await {
         Ok(r) => r.into_inner(),
         Err(s) => {
@@ -155,7 +158,11 @@ fn bounded_history(req: &observer::GetFlowsRequest) -> bool {
 
 /// The flows of a bounded request: everything the nodes sent (at most
 /// `number` each), sorted, cut to the overall first or last `number`.
-fn pick(mut flows: Vec<observer::GetFlowsResponse>, number: u64, first: bool) -> Vec<observer::GetFlowsResponse> {
+fn pick(
+    mut flows: Vec<observer::GetFlowsResponse>,
+    number: u64,
+    first: bool,
+) -> Vec<observer::GetFlowsResponse> {
     let mut buffer = SortBuffer::new(flows.len().max(1));
     for f in flows.drain(..) {
         buffer.push(response_time(&f), f);
@@ -171,7 +178,10 @@ fn pick(mut flows: Vec<observer::GetFlowsResponse>, number: u64, first: bool) ->
 }
 
 impl RelayService {
-    fn flows(&self, req: observer::GetFlowsRequest) -> mpsc::Receiver<Result<observer::GetFlowsResponse, Status>> {
+    fn flows(
+        &self,
+        req: observer::GetFlowsRequest,
+    ) -> mpsc::Receiver<Result<observer::GetFlowsResponse, Status>> {
         let (out_tx, out_rx) = mpsc::channel(CLIENT_QUEUE);
         let pool = self.pool.clone();
         tokio::spawn(async move {
@@ -189,7 +199,10 @@ impl RelayService {
             let (node_tx, node_rx) = mpsc::channel(MERGE_QUEUE);
             let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
             for (name, channel) in up {
-                running.insert(name.clone(), tokio::spawn(node_flows(name, channel, req.clone(), node_tx.clone())));
+                running.insert(
+                    name.clone(),
+                    tokio::spawn(node_flows(name, channel, req.clone(), node_tx.clone())),
+                );
             }
             // Statuses go ahead; flows are sorted (or picked) below.
             let forward = {
@@ -219,12 +232,8 @@ impl RelayService {
                     }
                 })
             };
-            let merger = tokio::spawn(sort::merge(
-                in_rx,
-                out_tx.clone(),
-                sort::SORT_BUFFER,
-                sort::QUIET_DRAIN,
-            ));
+            let merger =
+                tokio::spawn(sort::merge(in_rx, out_tx.clone(), sort::SORT_BUFFER, sort::QUIET_DRAIN));
             if req.follow {
                 let mut served: HashSet<String> = running.keys().cloned().collect();
                 let live = observer::GetFlowsRequest { number: 0, first: false, since: None, ..req.clone() };
@@ -339,15 +348,19 @@ impl Observer for RelayService {
         _: Request<observer::GetNamespacesRequest>,
     ) -> Result<Response<observer::GetNamespacesResponse>, Status> {
         let (up, _) = partition(self.pool.nodes());
-        let answers = each_node(up, |mut c| async move { c.get_namespaces(observer::GetNamespacesRequest {}).await }).await;
+        let answers =
+            each_node(up, |mut c| async move { c.get_namespaces(observer::GetNamespacesRequest {}).await })
+                .await;
         let union: BTreeSet<(String, String)> = answers
             .into_iter()
             .filter_map(|(_, r)| r.ok())
             .flat_map(|r| r.namespaces)
             .map(|n| (n.cluster, n.namespace))
             .collect();
-        let namespaces =
-            union.into_iter().map(|(cluster, namespace)| observer::Namespace { cluster, namespace }).collect();
+        let namespaces = union
+            .into_iter()
+            .map(|(cluster, namespace)| observer::Namespace { cluster, namespace })
+            .collect();
         Ok(Response::new(observer::GetNamespacesResponse { namespaces }))
     }
 
@@ -356,7 +369,9 @@ impl Observer for RelayService {
         _: Request<observer::ServerStatusRequest>,
     ) -> Result<Response<observer::ServerStatusResponse>, Status> {
         let (up, mut unavailable) = partition(self.pool.nodes());
-        let answers = each_node(up, |mut c| async move { c.server_status(observer::ServerStatusRequest {}).await }).await;
+        let answers =
+            each_node(up, |mut c| async move { c.server_status(observer::ServerStatusRequest {}).await })
+                .await;
         let mut total = observer::ServerStatusResponse {
             version: self.version.clone(),
             uptime_ns: self.started.elapsed().as_nanos() as u64,
@@ -391,7 +406,11 @@ mod tests {
     fn flow_at(node: &str, secs: i64) -> observer::GetFlowsResponse {
         let time = Some(Timestamp { seconds: secs, nanos: 0 });
         observer::GetFlowsResponse {
-            response_types: Some(ResponseTypes::Flow(Flow { time, node_name: node.into(), ..Default::default() })),
+            response_types: Some(ResponseTypes::Flow(Flow {
+                time,
+                node_name: node.into(),
+                ..Default::default()
+            })),
             node_name: node.into(),
             time,
         }
@@ -400,7 +419,9 @@ mod tests {
     #[test]
     fn bounded_requests_get_the_overall_last_or_first_n() {
         let flows = vec![flow_at("a", 1), flow_at("a", 4), flow_at("b", 2), flow_at("b", 5), flow_at("c", 3)];
-        let times = |v: Vec<observer::GetFlowsResponse>| v.iter().map(|r| r.time.unwrap().seconds).collect::<Vec<_>>();
+        let times = |v: Vec<observer::GetFlowsResponse>| {
+            v.iter().map(|r| r.time.unwrap().seconds).collect::<Vec<_>>()
+        };
         assert_eq!(times(pick(flows.clone(), 3, false)), vec![3, 4, 5]);
         assert_eq!(times(pick(flows.clone(), 2, true)), vec![1, 2]);
         assert_eq!(times(pick(flows, 10, false)), vec![1, 2, 3, 4, 5]);

@@ -56,7 +56,8 @@ pub struct Dialer {
 impl Dialer {
     pub async fn dial(&self, address: &str, server_name: Option<&str>) -> Result<Channel, DialError> {
         let tls = self.tls.as_ref().filter(|_| !address.starts_with("unix:"));
-        let uri = peer_uri(address, tls.is_some()).ok_or_else(|| DialError::Address { address: address.into() })?;
+        let uri =
+            peer_uri(address, tls.is_some()).ok_or_else(|| DialError::Address { address: address.into() })?;
         let mut endpoint = Endpoint::from_shared(uri)
             .map_err(|_| DialError::Address { address: address.into() })?
             .connect_timeout(self.timeout)
@@ -71,8 +72,9 @@ impl Dialer {
             if let Some(name) = server_name.filter(|n| !n.is_empty()) {
                 config = config.domain_name(name);
             }
-            endpoint =
-                endpoint.tls_config(config).map_err(|source| DialError::Tls { address: address.into(), source })?;
+            endpoint = endpoint
+                .tls_config(config)
+                .map_err(|source| DialError::Tls { address: address.into(), source })?;
         }
         // connect_timeout covers TCP only; the TLS and HTTP/2 handshakes
         // need the bound too.
@@ -176,7 +178,14 @@ impl Pool {
         }
     }
 
-    fn set(&self, name: &str, address: &str, state: NodeState, channel: Option<Channel>, error: Option<String>) {
+    fn set(
+        &self,
+        name: &str,
+        address: &str,
+        state: NodeState,
+        channel: Option<Channel>,
+        error: Option<String>,
+    ) {
         let mut nodes = self.inner.nodes.lock().expect("pool lock");
         // A stale task (its node re-added elsewhere) must not overwrite.
         let Some(slot) = nodes.get_mut(name).filter(|s| s.view.address == address) else { return };
@@ -204,7 +213,10 @@ async fn keep_connected(pool: Pool, node: NodeView) {
                 let reason = loop {
                     tokio::time::sleep(PROBE_INTERVAL).await;
                     let mut client = ObserverClient::new(channel.clone());
-                    let probe = tokio::time::timeout(pool.inner.dialer.timeout, client.server_status(ServerStatusRequest {}));
+                    let probe = tokio::time::timeout(
+                        pool.inner.dialer.timeout,
+                        client.server_status(ServerStatusRequest {}),
+                    );
                     match probe.await {
                         Ok(Ok(_)) => continue,
                         Ok(Err(status)) => break format!("{}: {}", status.code(), status.message()),
@@ -259,7 +271,8 @@ async fn notify_once(pool: &Pool, address: &str, backoff: &mut Duration) -> Resu
         .into_inner();
     *backoff = BACKOFF_MIN;
     loop {
-        let Some(change) = stream.message().await.map_err(|s| format!("Notify: {}: {}", s.code(), s.message()))?
+        let Some(change) =
+            stream.message().await.map_err(|s| format!("Notify: {}: {}", s.code(), s.message()))?
         else {
             return Ok(());
         };

@@ -94,7 +94,12 @@ pub enum Input<T> {
 /// Moves items from `input` to `output`, ordered through a buffer of
 /// `capacity`, flushed after `quiet` without input and when `input` ends.
 /// Returns when the input ends or the output's receiver is gone.
-pub async fn merge<T>(mut input: mpsc::Receiver<Input<T>>, output: mpsc::Sender<T>, capacity: usize, quiet: Duration) {
+pub async fn merge<T>(
+    mut input: mpsc::Receiver<Input<T>>,
+    output: mpsc::Sender<T>,
+    capacity: usize,
+    quiet: Duration,
+) {
     let mut buffer = SortBuffer::new(capacity);
     loop {
         let next = if buffer.is_empty() {

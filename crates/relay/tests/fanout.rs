@@ -28,7 +28,11 @@ struct FakeNode {
 fn flow_response(node: &str, secs: i64) -> observer::GetFlowsResponse {
     let time = Some(Timestamp { seconds: secs, nanos: 0 });
     observer::GetFlowsResponse {
-        response_types: Some(ResponseTypes::Flow(Flow { time, node_name: node.into(), ..Default::default() })),
+        response_types: Some(ResponseTypes::Flow(Flow {
+            time,
+            node_name: node.into(),
+            ..Default::default()
+        })),
         node_name: node.into(),
         time,
     }
@@ -40,7 +44,10 @@ impl Observer for FakeNode {
     type GetAgentEventsStream = Items<observer::GetAgentEventsResponse>;
     type GetDebugEventsStream = Items<observer::GetDebugEventsResponse>;
 
-    async fn get_flows(&self, r: Request<observer::GetFlowsRequest>) -> Result<Response<Self::GetFlowsStream>, Status> {
+    async fn get_flows(
+        &self,
+        r: Request<observer::GetFlowsRequest>,
+    ) -> Result<Response<Self::GetFlowsStream>, Status> {
         let req = r.into_inner();
         let skip = self.times.len().saturating_sub(req.number as usize);
         let items: Vec<_> = self.times[skip..].iter().map(|t| Ok(flow_response(self.name, *t))).collect();
@@ -64,7 +71,10 @@ impl Observer for FakeNode {
     ) -> Result<Response<Self::GetDebugEventsStream>, Status> {
         Err(Status::unimplemented(""))
     }
-    async fn get_nodes(&self, _: Request<observer::GetNodesRequest>) -> Result<Response<observer::GetNodesResponse>, Status> {
+    async fn get_nodes(
+        &self,
+        _: Request<observer::GetNodesRequest>,
+    ) -> Result<Response<observer::GetNodesResponse>, Status> {
         Err(Status::unimplemented(""))
     }
     async fn get_namespaces(
@@ -107,7 +117,10 @@ impl Peer for FakePeers {
             })
             .collect();
         // Stays open, as a real peer service does.
-        Ok(Response::new(Box::pin(tokio_stream::StreamExt::chain(tokio_stream::iter(items), tokio_stream::pending()))))
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::chain(
+            tokio_stream::iter(items),
+            tokio_stream::pending(),
+        ))))
     }
 }
 
@@ -125,11 +138,24 @@ async fn flows_from_every_node_in_order_with_the_unreachable_one_reported() {
     let (lc, c) = listener().await;
     drop(lc);
     let (lp, p) = listener().await;
-    for (l, node) in [(la, FakeNode { name: "a", times: vec![1, 3, 5] }), (lb, FakeNode { name: "b", times: vec![2, 4, 6] })] {
-        tokio::spawn(Server::builder().add_service(ObserverServer::new(node)).serve_with_incoming(TcpListenerStream::new(l)));
+    for (l, node) in [
+        (la, FakeNode { name: "a", times: vec![1, 3, 5] }),
+        (lb, FakeNode { name: "b", times: vec![2, 4, 6] }),
+    ] {
+        tokio::spawn(
+            Server::builder()
+                .add_service(ObserverServer::new(node))
+                .serve_with_incoming(TcpListenerStream::new(l)),
+        );
     }
-    let peers = FakePeers(vec![("a".into(), a.to_string()), ("b".into(), b.to_string()), ("c".into(), c.to_string())]);
-    tokio::spawn(Server::builder().add_service(PeerServer::new(peers)).serve_with_incoming(TcpListenerStream::new(lp)));
+    let peers = FakePeers(vec![
+        ("a".into(), a.to_string()),
+        ("b".into(), b.to_string()),
+        ("c".into(), c.to_string()),
+    ]);
+    tokio::spawn(
+        Server::builder().add_service(PeerServer::new(peers)).serve_with_incoming(TcpListenerStream::new(lp)),
+    );
 
     let (lr, r) = listener().await;
     let config = twill_relay::Config {
@@ -171,7 +197,8 @@ async fn flows_from_every_node_in_order_with_the_unreachable_one_reported() {
     );
     assert_eq!(nodes[0].version, "fake");
 
-    let namespaces = client.get_namespaces(observer::GetNamespacesRequest {}).await.unwrap().into_inner().namespaces;
+    let namespaces =
+        client.get_namespaces(observer::GetNamespacesRequest {}).await.unwrap().into_inner().namespaces;
     let names: Vec<&str> = namespaces.iter().map(|n| n.namespace.as_str()).collect();
     assert_eq!(names, vec!["a", "b", "default"], "the union, once each");
 
@@ -186,7 +213,8 @@ async fn flows_from_every_node_in_order_with_the_unreachable_one_reported() {
             _ => {}
         }
     }
-    let want: Vec<(i64, String)> = [(3, "a"), (4, "b"), (5, "a"), (6, "b")].iter().map(|(t, n)| (*t, n.to_string())).collect();
+    let want: Vec<(i64, String)> =
+        [(3, "a"), (4, "b"), (5, "a"), (6, "b")].iter().map(|(t, n)| (*t, n.to_string())).collect();
     assert_eq!(times, want, "the cluster's last 4, in time order, by node");
     assert_eq!(
         statuses,
@@ -204,9 +232,15 @@ async fn a_node_that_comes_up_joins_an_open_follow_stream() {
     drop(lc);
     let (lp, p) = listener().await;
     let node_a = FakeNode { name: "a", times: vec![1, 2] };
-    tokio::spawn(Server::builder().add_service(ObserverServer::new(node_a)).serve_with_incoming(TcpListenerStream::new(la)));
+    tokio::spawn(
+        Server::builder()
+            .add_service(ObserverServer::new(node_a))
+            .serve_with_incoming(TcpListenerStream::new(la)),
+    );
     let peers = FakePeers(vec![("a".into(), a.to_string()), ("c".into(), c.to_string())]);
-    tokio::spawn(Server::builder().add_service(PeerServer::new(peers)).serve_with_incoming(TcpListenerStream::new(lp)));
+    tokio::spawn(
+        Server::builder().add_service(PeerServer::new(peers)).serve_with_incoming(TcpListenerStream::new(lp)),
+    );
     let (lr, r) = listener().await;
     let config = twill_relay::Config {
         listen: r,
@@ -223,7 +257,14 @@ async fn a_node_that_comes_up_joins_an_open_follow_stream() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while client.server_status(observer::ServerStatusRequest {}).await.unwrap().into_inner().num_connected_nodes != Some(1) {
+    while client
+        .server_status(observer::ServerStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .num_connected_nodes
+        != Some(1)
+    {
         assert!(tokio::time::Instant::now() < deadline, "a connected");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -231,7 +272,11 @@ async fn a_node_that_comes_up_joins_an_open_follow_stream() {
     let req = observer::GetFlowsRequest { number: 10, follow: true, ..Default::default() };
     let mut stream = client.get_flows(req).await.unwrap().into_inner();
     let mut next = async || {
-        tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("an item in time").unwrap().unwrap()
+        tokio::time::timeout(Duration::from_secs(10), stream.message())
+            .await
+            .expect("an item in time")
+            .unwrap()
+            .unwrap()
     };
     let kinds = |r: observer::GetFlowsResponse| match r.response_types {
         Some(ResponseTypes::Flow(f)) => format!("flow {} {}", r.node_name, f.time.unwrap().seconds),
@@ -247,7 +292,11 @@ async fn a_node_that_comes_up_joins_an_open_follow_stream() {
     // c comes up on its announced address: it joins the open stream.
     let lc = TcpListener::bind(c).await.unwrap();
     let node_c = FakeNode { name: "c", times: vec![7] };
-    tokio::spawn(Server::builder().add_service(ObserverServer::new(node_c)).serve_with_incoming(TcpListenerStream::new(lc)));
+    tokio::spawn(
+        Server::builder()
+            .add_service(ObserverServer::new(node_c))
+            .serve_with_incoming(TcpListenerStream::new(lc)),
+    );
     assert_eq!(kinds(next().await), "NodeConnected c");
     assert_eq!(kinds(next().await), "flow c 7");
 }

@@ -123,7 +123,8 @@ fn the_relay_serves_every_nodes_flows_in_one_ordered_stream_and_survives_a_dead_
     let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
     let n0 = &cluster.nodes[0];
     assert!(
-        wait_until(Duration::from_secs(15), || n0.twill_json(&["node", "list"]).as_array().map(Vec::len) == Some(3)),
+        wait_until(Duration::from_secs(15), || n0.twill_json(&["node", "list"]).as_array().map(Vec::len)
+            == Some(3)),
         "three nodes in the cluster"
     );
 
@@ -162,7 +163,12 @@ fn the_relay_serves_every_nodes_flows_in_one_ordered_stream_and_survives_a_dead_
     connected.sort();
     let mut want = names.clone();
     want.sort();
-    assert_eq!(connected, want, "hubble list nodes: {}", text(&hubble(n0, &["list", "nodes", "--server", RELAY])));
+    assert_eq!(
+        connected,
+        want,
+        "hubble list nodes: {}",
+        text(&hubble(n0, &["list", "nodes", "--server", RELAY]))
+    );
 
     // Flows from several nodes, each with its node's name, in time order.
     let lines = observe(n0, &["--last", "100"]);
@@ -176,7 +182,8 @@ fn the_relay_serves_every_nodes_flows_in_one_ordered_stream_and_survives_a_dead_
     from_nodes.sort();
     from_nodes.dedup();
     assert!(from_nodes.len() >= 2, "flows from at least two nodes: {from_nodes:?}");
-    let times: Vec<(String, u32)> = got.iter().map(|l| time_key(l["flow"]["time"].as_str().unwrap())).collect();
+    let times: Vec<(String, u32)> =
+        got.iter().map(|l| time_key(l["flow"]["time"].as_str().unwrap())).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "flows in time order: {times:?}");
 
     // A node-name filter reaches the nodes.

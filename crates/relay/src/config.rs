@@ -108,12 +108,12 @@ pub fn peer_uri(address: &str, tls: bool) -> Option<String> {
     if address.is_empty() || address.contains('/') {
         return None;
     }
-    let with_port = if address.parse::<SocketAddr>().is_ok() {
-        address.to_string()
-    } else if address
-        .rsplit_once(':')
-        .is_some_and(|(h, p)| !h.is_empty() && !h.contains(':') && p.parse::<u16>().is_ok())
-    {
+    // host:port, [v6]:port or a v4 address with its port.
+    let has_port = address.parse::<SocketAddr>().is_ok()
+        || address
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && !h.contains(':') && p.parse::<u16>().is_ok());
+    let with_port = if has_port {
         address.to_string()
     } else if address.parse::<std::net::Ipv6Addr>().is_ok() {
         format!("[{address}]:4244")

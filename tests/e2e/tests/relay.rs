@@ -287,3 +287,63 @@ fn the_relay_serves_every_nodes_flows_in_one_ordered_stream_and_survives_a_dead_
     assert!(!got.is_empty(), "flows from the nodes still up: {} lines", lines.len());
     assert!(got.iter().all(|l| l["node_name"] != names[2].as_str()), "nothing from the dead node");
 }
+
+#[test]
+fn the_relay_reaches_nodes_over_mutual_tls_by_their_announced_server_names() {
+    let mut cluster = Cluster::new("rlytls");
+    let tls_dir = std::env::temp_dir().join(format!("twill-relay-peer-tls-{}", std::process::id()));
+    // One certificate for every node: Cilium's per-node names under one
+    // wildcard, and the loopback address the relay dials the peer service at.
+    let pki = Pki::new(&tls_dir, "hubble", "DNS:*.default.hubble-grpc.cilium.io,IP:127.0.0.1");
+    let (cert, key, ca) = (pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem"));
+    for _ in 0..2 {
+        let node_ip = format!("192.168.{}.{}", cluster.fabric.subnet(), 10 + cluster.nodes.len());
+        cluster.add_node(&[
+            "--kvstore-endpoints",
+            "{etcd}",
+            "--node-ip",
+            &node_ip,
+            "--routing-mode",
+            "tunnel",
+            "--hubble-listen-address",
+            "0.0.0.0:4244",
+            "--hubble-tls-cert",
+            &cert,
+            "--hubble-tls-key",
+            &key,
+            "--hubble-tls-client-ca",
+            &ca,
+        ]);
+    }
+    let n0 = &cluster.nodes[0];
+    assert!(
+        wait_until(Duration::from_secs(15), || n0.twill_json(&["node", "list"]).as_array().map(Vec::len)
+            == Some(2)),
+        "two nodes in the cluster"
+    );
+    let _relay = InNetns::spawn(
+        n0.netns(),
+        &bin_dir().join("twill-relay"),
+        &[
+            "--peer-service",
+            "127.0.0.1:4244",
+            "--listen-address",
+            RELAY,
+            "--tls-peer-ca",
+            &ca,
+            "--tls-peer-cert",
+            &pki.path("client.pem"),
+            "--tls-peer-key",
+            &pki.path("client.key"),
+        ],
+        Stdio::null(),
+    );
+    let mut last = String::new();
+    let up = wait_until(Duration::from_secs(20), || {
+        last = text(&hubble(n0, &["status", "--server", RELAY]));
+        last.contains("Connected Nodes: 2/2")
+    });
+    assert!(up, "both nodes through mutual TLS: {last}");
+    drop(pki);
+    let _ = std::fs::remove_dir_all(&tls_dir);
+}

@@ -5,13 +5,16 @@
 # create/delete latency and agent memory, and same-host TCP stream,
 # request/response and connection rates between two Twill endpoints with
 # and without a 10,000-entry policy, against a bare veth pair and an
-# iptables rule set of the same policy. Needs root; installs what it needs;
-# about 3.5 minutes after the build.
+# iptables rule set of the same policy; and cluster mode's control plane:
+# ipcache propagation across 16 agents on one etcd, identity allocation
+# with 16 nodes racing, one etcd under 250 and 1,000 simulated nodes, and
+# agent memory per remote endpoint. Needs root; installs what it needs;
+# about 3.5 minutes after the build (the cluster section 3-4 more).
 #
 #   sudo ./bench/run.sh                    # everything (the documented run)
 #   sudo ./bench/run.sh --only resolver    # one section while developing:
 #                                          # resolver, endpoints, datapath,
-#                                          # policy (= resolver,datapath)
+#                                          # cluster, policy (= resolver,datapath)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh

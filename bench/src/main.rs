@@ -20,6 +20,7 @@ use anyhow::{bail, Context};
 use twill_api::{Client, Endpoint, Request};
 
 mod bpfstats;
+mod cluster;
 mod cni;
 mod datapath;
 mod observer;
@@ -448,7 +449,7 @@ fn memory_by_policy_size(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<(
     datapath::delete_policy_endpoints(bench)
 }
 
-const SECTIONS: &[&str] = &["resolver", "observer", "endpoints", "cni", "datapath", "services", "flows"];
+const SECTIONS: &[&str] = &["resolver", "observer", "endpoints", "cni", "datapath", "services", "flows", "cluster"];
 
 fn usage() -> String {
     format!(
@@ -557,6 +558,9 @@ fn main() -> anyhow::Result<()> {
             eprintln!("twill-bench: flows on (default aggregation) against flows off");
             datapath::flows_overhead(&mut bench, &mut rows)?;
         }
+    }
+    if sections.contains(&"cluster") {
+        cluster::run(&mut rows)?;
     }
     print_table(&rows);
     println!(

@@ -16,7 +16,7 @@ use std::{
     process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Barrier, Mutex,
+        Arc, Barrier,
     },
     thread,
     time::{Duration, Instant},
@@ -53,6 +53,7 @@ const WRITERS: usize = 50;
 /// agent's mirror, as many as two cores keep up with next to etcd.
 const OBSERVERS: usize = 50;
 const REMOTE_ENDPOINTS: usize = 10_000;
+const REMOTE_WRITERS: usize = 32;
 
 pub fn run(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     eprintln!("twill-bench: cluster: ipcache propagation across {NODES} agents");
@@ -624,11 +625,12 @@ fn remote_memory(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     };
     store.put_leased(&keys::node_key(CLUSTER, "bench-remote"), &serde_json::to_string(&record)?, lease)?;
     let start = Instant::now();
-    let handles: Vec<_> = (0..8)
+    // Many requests in flight: etcd commits them in shared fsyncs.
+    let handles: Vec<_> = (0..REMOTE_WRITERS)
         .map(|w| {
             let store = store.clone();
             thread::spawn(move || -> anyhow::Result<()> {
-                for e in (w..REMOTE_ENDPOINTS).step_by(8) {
+                for e in (w..REMOTE_ENDPOINTS).step_by(REMOTE_WRITERS) {
                     let ip = Ipv4Addr::new(10, 240, (e / 250) as u8, 2 + (e % 250) as u8);
                     let record = IpRecord {
                         ip,

@@ -126,9 +126,10 @@ fn propagation(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // timed is one endpoint's way through etcd, not the cluster forming.
     let formed = wait_for(Duration::from_secs(60), "every node sees every other", || {
         tries.iter().enumerate().all(|(i, t)| {
-            node_ips.iter().enumerate().all(|(j, ip)| {
-                i == j || holds(t, *ip, twill_identity::REMOTE_NODE, Ipv4Addr::UNSPECIFIED)
-            })
+            node_ips
+                .iter()
+                .enumerate()
+                .all(|(j, ip)| i == j || holds(t, *ip, twill_identity::REMOTE_NODE, Ipv4Addr::UNSPECIFIED))
         })
     });
     if let Err(e) = formed {
@@ -314,9 +315,11 @@ fn allocate(etcd: &LocalEtcd, run: &str, nodes: usize) -> anyhow::Result<Allocat
         .collect();
     start.wait();
     let began = Instant::now();
-    let mut out = Allocations { wall: Duration::ZERO, latencies: Vec::new(), got: Vec::new(), failed: Vec::new() };
+    let mut out =
+        Allocations { wall: Duration::ZERO, latencies: Vec::new(), got: Vec::new(), failed: Vec::new() };
     for h in handles {
-        let (latencies, got, failed) = h.join().map_err(|_| anyhow::anyhow!("allocator thread panicked"))??;
+        let (latencies, got, failed) =
+            h.join().map_err(|_| anyhow::anyhow!("allocator thread panicked"))??;
         out.latencies.extend(latencies);
         out.got.extend(got);
         out.failed.extend(failed);
@@ -352,7 +355,8 @@ fn identities(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     check_consistent(&single)?;
     check_consistent(&many)?;
     let rate = |a: &Allocations| a.got.len() as f64 / a.wall.as_secs_f64();
-    let p99 = |a: &Allocations| a.latencies.first().map_or(Duration::ZERO, |_| percentile(&a.latencies, 0.99));
+    let p99 =
+        |a: &Allocations| a.latencies.first().map_or(Duration::ZERO, |_| percentile(&a.latencies, 0.99));
     for f in many.failed.iter().chain(&single.failed).take(3) {
         eprintln!("twill-bench: allocation failed: {f}");
     }
@@ -407,7 +411,9 @@ fn scale(nodes: usize) -> anyhow::Result<Scale> {
     for _ in 0..OBSERVERS {
         let store: Arc<dyn Store> = etcd.connect()?;
         let s = Arc::new(Seen::default());
-        for (kind, prefix) in [(Kind::Ips, keys::ips_prefix(CLUSTER)), (Kind::Nodes, keys::nodes_prefix(CLUSTER))] {
+        for (kind, prefix) in
+            [(Kind::Ips, keys::ips_prefix(CLUSTER)), (Kind::Nodes, keys::nodes_prefix(CLUSTER))]
+        {
             let s = s.clone();
             mirror::spawn(store.clone(), kind, prefix, health.clone(), move |batch| {
                 let (count, events) = match &batch.update {
@@ -671,8 +677,16 @@ fn remote_memory(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         "",
     ));
     rows.push(Row::new(
-        format!("{} remote endpoints: written / in the ipcache / gone after lease revoke", thousands(REMOTE_ENDPOINTS as u64)),
-        format!("{:.2} s / {:.2} s / {:.2} s", written.as_secs_f64(), filled.as_secs_f64(), emptied.as_secs_f64()),
+        format!(
+            "{} remote endpoints: written / in the ipcache / gone after lease revoke",
+            thousands(REMOTE_ENDPOINTS as u64)
+        ),
+        format!(
+            "{:.2} s / {:.2} s / {:.2} s",
+            written.as_secs_f64(),
+            filled.as_secs_f64(),
+            emptied.as_secs_f64()
+        ),
         format!("ipcache {baseline} -> {full} -> {} entries", entry_count(&trie)),
         "",
     ));

@@ -20,6 +20,7 @@ use anyhow::{bail, Context};
 use twill_api::{Client, Endpoint, Request};
 
 mod bpfstats;
+mod cluster;
 mod cni;
 mod cross_node;
 mod datapath;
@@ -450,7 +451,7 @@ fn memory_by_policy_size(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<(
 }
 
 const SECTIONS: &[&str] =
-    &["resolver", "observer", "endpoints", "cni", "datapath", "services", "flows", "cross-node"];
+    &["resolver", "observer", "endpoints", "cni", "datapath", "services", "flows", "cross-node", "cluster"];
 
 fn usage() -> String {
     format!(
@@ -563,6 +564,9 @@ fn main() -> anyhow::Result<()> {
     if sections.contains(&"cross-node") {
         eprintln!("twill-bench: cross-node: bare underlay, Twill tunnel and native routing on 2 nodes");
         cross_node::run(&mut rows)?;
+    }
+    if sections.contains(&"cluster") {
+        cluster::run(&mut rows)?;
     }
     print_table(&rows);
     println!(

@@ -24,8 +24,14 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// Directory holding the built `twill` and `twill-agent` binaries.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
-    // target/<profile>/deps/<test> -> target/<profile>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+    // Tests run from target/<profile>/deps/<test>; the benchmark, which
+    // reuses this harness, from target/<profile>/twill-bench.
+    let own = exe.parent().expect("binary dir").to_path_buf();
+    let dir = if own.join("twill-agent").exists() {
+        own
+    } else {
+        own.parent().expect("target dir").to_path_buf()
+    };
     assert!(
         dir.join("twill-agent").exists() && dir.join("twill").exists(),
         "twill and twill-agent are not built in {}; run `cargo build --bins` first (scripts/test.sh does)",

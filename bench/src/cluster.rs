@@ -506,6 +506,8 @@ fn simulate_node(store: &dyn Store, n: usize, writes: &AtomicU64) -> anyhow::Res
         labels: BTreeMap::new(),
         heartbeat: 0,
         lease_ttl: 600,
+        hubble_address: String::new(),
+        hubble_tls: false,
     };
     store.put_leased(&keys::node_key(CLUSTER, &name), &serde_json::to_string(&record)?, lease)?;
     writes.fetch_add(1, Ordering::Relaxed);
@@ -518,6 +520,8 @@ fn simulate_node(store: &dyn Store, n: usize, writes: &AtomicU64) -> anyhow::Res
             node_ip,
             name: format!("pod{e}"),
             namespace: "default".into(),
+            labels: BTreeMap::from([("app".to_string(), format!("app{}", e % 10))]),
+            named_ports: BTreeMap::new(),
         };
         store.put_leased(&keys::ip_key(CLUSTER, ip), &serde_json::to_string(&record)?, lease)?;
         writes.fetch_add(1, Ordering::Relaxed);
@@ -628,6 +632,8 @@ fn remote_memory(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         labels: BTreeMap::new(),
         heartbeat: 0,
         lease_ttl: 600,
+        hubble_address: String::new(),
+        hubble_tls: false,
     };
     store.put_leased(&keys::node_key(CLUSTER, "bench-remote"), &serde_json::to_string(&record)?, lease)?;
     let start = Instant::now();
@@ -645,6 +651,8 @@ fn remote_memory(rows: &mut Vec<Row>) -> anyhow::Result<()> {
                         node_ip: remote_ip,
                         name: format!("pod{e}"),
                         namespace: "default".into(),
+                        labels: BTreeMap::from([("app".to_string(), format!("app{}", e % 50))]),
+                        named_ports: BTreeMap::new(),
                     };
                     store.put_leased(&keys::ip_key(CLUSTER, ip), &serde_json::to_string(&record)?, lease)?;
                 }

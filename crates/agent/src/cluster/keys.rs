@@ -66,6 +66,21 @@ pub struct NodeRecord {
     pub heartbeat: u64,
     /// Seconds the node's lease outlives its last renewal.
     pub lease_ttl: u64,
+    /// The node's identity (its labels' number): what its own traffic is
+    /// on other nodes. 0 from agents that predate node identities, whose
+    /// traffic is remote-node.
+    #[serde(default)]
+    pub identity: u32,
+}
+
+impl NodeRecord {
+    /// The identity the node's addresses carry elsewhere.
+    pub fn identity_or_remote_node(&self) -> u32 {
+        match self.identity {
+            0 => twill_identity::REMOTE_NODE,
+            id => id,
+        }
+    }
 }
 
 /// An endpoint address, published by the node that hosts it.

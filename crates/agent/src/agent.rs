@@ -481,7 +481,10 @@ impl Agent {
             .map(|(cidr, via)| ((cidr.network, cidr.prefix_len), (via, vni)))
             .collect();
         let native = || -> Result<Vec<(Ipv4Addr, u8, Ipv4Addr, u32)>> {
-            Ok(netdev::list_routes_by_protocol()?.into_iter().map(|(dst, len, via)| (dst, len, via, 0)).collect())
+            Ok(netdev::list_routes_by_protocol()?
+                .into_iter()
+                .map(|(dst, len, via)| (dst, len, via, 0))
+                .collect())
         };
         let (current, stale_kind) = match cluster.routing() {
             RoutingMode::Native => (native()?, netdev::list_tunnel_routes()?),

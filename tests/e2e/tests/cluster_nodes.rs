@@ -160,7 +160,12 @@ fn nodes_are_selected_by_their_labels(tag: &str, mode: &str) {
         "zone=b is not let in: {:?}",
         host_request(n2, &target)
     );
-    assert_eq!(host_request(n1, &target).as_deref(), Ok("db"), "zone=a is let in");
+    assert_eq!(
+        host_request(n1, &target).as_deref(),
+        Ok("db"),
+        "zone=a is let in; n0 enforces {}",
+        n0.twill_ok(&["bpf", "policy", "get", "db"]),
+    );
     assert!(n1.tcp_request("client", &target).is_err(), "an endpoint on a zone=a node is not the node");
     let drops = n0.observe(&["--last", "1000", "--verdict", "DROPPED", "--to-pod", "default/db"]);
     assert!(

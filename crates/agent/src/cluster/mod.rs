@@ -63,8 +63,9 @@ pub struct RemoteEntry {
     pub node: bool,
 }
 
-/// Who holds this node's reference to its own identity.
-fn node_identity_owner(node: &str) -> String {
+/// Who holds this node's reference to its own identity: not an endpoint,
+/// so restore's garbage collection must leave it alone.
+pub fn node_identity_owner(node: &str) -> String {
     format!("{node}/node")
 }
 

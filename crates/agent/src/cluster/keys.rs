@@ -11,6 +11,7 @@
 //! | `identities/id/<N>` | label set of N | none (collected when unreferenced) |
 //! | `identities/labels/<labels>` | N | none |
 //! | `identities/refs/<N>/<node>/<endpoint>` | "" | the referencing node's |
+//! | `identities/refs/<N>/<node>/node` | "" (the node's own identity) | the node's |
 //! | `namespaces/<name>`, `policies/...` | as in standalone mode | none |
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
@@ -97,6 +98,17 @@ pub struct IpRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_from_an_agent_without_node_identities_is_remote_node() {
+        let old = r#"{"name":"n1","cluster":"default","node_ip":"192.168.0.2","pod_cidr":"10.8.1.0/24",
+                      "routing_mode":"tunnel","heartbeat":1,"lease_ttl":3}"#;
+        let record: NodeRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.identity, 0);
+        assert_eq!(record.identity_or_remote_node(), twill_identity::REMOTE_NODE);
+        let new = NodeRecord { identity: 300, ..record };
+        assert_eq!(new.identity_or_remote_node(), 300);
+    }
 
     #[test]
     fn pod_cidr_keys_round_trip() {

@@ -5,7 +5,7 @@
  *                (outer source, VNI) as metadata.
  *
  * The VNI is the sender's source identity; it is believed only when the
- * outer source is a known node (identity remote-node in the ipcache), or
+ * outer source is a known node (flagged IPCACHE_F_NODE in the ipcache), or
  * anyone on the underlay could claim any identity. A packet for a local
  * endpoint then passes the endpoint's ingress policy and goes straight
  * into its namespace, as a packet from a local endpoint would; anything

@@ -508,6 +508,7 @@ fn simulate_node(store: &dyn Store, n: usize, writes: &AtomicU64) -> anyhow::Res
         lease_ttl: 600,
         hubble_address: String::new(),
         hubble_tls: false,
+        identity: 0,
     };
     store.put_leased(&keys::node_key(CLUSTER, &name), &serde_json::to_string(&record)?, lease)?;
     writes.fetch_add(1, Ordering::Relaxed);
@@ -634,6 +635,7 @@ fn remote_memory(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         lease_ttl: 600,
         hubble_address: String::new(),
         hubble_tls: false,
+        identity: 0,
     };
     store.put_leased(&keys::node_key(CLUSTER, "bench-remote"), &serde_json::to_string(&record)?, lease)?;
     let start = Instant::now();

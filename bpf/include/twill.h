@@ -77,12 +77,17 @@ struct ipcache_key {
 
 struct ipcache_value {
 	__u32 identity;
-	__u32 flags;           /* none defined yet; written 0 */
+	__u32 flags;           /* IPCACHE_F_* */
 	/* The underlay IPv4 address (network byte order) of the node hosting
 	 * the address, which traffic to it is encapsulated to; 0 for local
 	 * addresses and those behind no node. */
 	__u32 tunnel_endpoint;
 };
+
+/* ipcache_value.flags: the address is a node's own (its underlay address
+ * or its router address): a tunnel packet from it is believed, whatever
+ * identity the node has. */
+#define IPCACHE_F_NODE 1
 
 /* Per-CPU packet and byte counters, indexed by
  * (direction << METRICS_DIR_SHIFT) | reason, where reason 0 is

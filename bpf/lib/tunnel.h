@@ -34,7 +34,8 @@ static __always_inline int tunnel_encap4(struct __sk_buff *skb, __u32 ifindex, _
 
 /* The source identity a decapsulated packet carries, or a negative drop
  * reason: a packet without tunnel metadata, or one from an address that is
- * not a known node, carries none that can be trusted. */
+ * not a known node's (IPCACHE_F_NODE), carries none that can be trusted.
+ * The node's identity is not what is checked: each node has its own. */
 static __always_inline int tunnel_source_identity(struct __sk_buff *skb, __u32 *identity)
 {
 	struct bpf_tunnel_key key = {};
@@ -43,7 +44,7 @@ static __always_inline int tunnel_source_identity(struct __sk_buff *skb, __u32 *
 	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) < 0)
 		return -DROP_NO_TUNNEL_KEY;
 	node = ipcache_lookup4(bpf_htonl(key.remote_ipv4));
-	if (!node || node->identity != IDENTITY_REMOTE_NODE)
+	if (!node || !(node->flags & IPCACHE_F_NODE))
 		return -DROP_UNKNOWN_SENDER;
 	*identity = key.tunnel_id;
 	return 0;

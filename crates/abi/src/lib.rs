@@ -37,7 +37,7 @@ pub struct IpcacheKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IpcacheValue {
     pub identity: u32,
-    /// No flag is defined yet; always 0.
+    /// `IPCACHE_F_*`.
     pub flags: u32,
     /// Underlay IPv4 address (network byte order) of the node hosting the
     /// address; 0 for local addresses and those behind no node.
@@ -318,6 +318,10 @@ pub const AGGREGATION_INTERVAL_SECONDS: u32 = 5;
 pub const ENDPOINT_F_INGRESS_ENFORCED: u32 = 1;
 /// `EndpointInfo::flags`: policy is enforced on the endpoint's egress.
 pub const ENDPOINT_F_EGRESS_ENFORCED: u32 = 2;
+
+/// `IpcacheValue::flags`: the address is one of a node's own; the overlay
+/// believes tunnel packets from it.
+pub const IPCACHE_F_NODE: u32 = 1;
 
 // Services (load balancing), IPv4: see the comments in twill.h.
 

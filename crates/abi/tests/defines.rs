@@ -243,6 +243,8 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         // Endpoint flags.
         ENDPOINT_F_INGRESS_ENFORCED,
         ENDPOINT_F_EGRESS_ENFORCED,
+        // ipcache flags.
+        IPCACHE_F_NODE,
         // Drop reasons.
         DROP_INVALID_SOURCE_IP,
         DROP_POLICY,

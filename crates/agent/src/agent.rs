@@ -567,17 +567,32 @@ impl Agent {
     /// encapsulated by the datapath). Only routes Twill made are touched.
     fn sync_routes(&mut self) -> Result<()> {
         let Some(cluster) = &self.cluster else { return Ok(()) };
-        let wanted: BTreeMap<(Ipv4Addr, u8), Ipv4Addr> =
-            cluster.routes().into_iter().map(|(cidr, via)| ((cidr.network, cidr.prefix_len), via)).collect();
-        let (current, stale_kind) = match cluster.routing() {
-            RoutingMode::Native => (netdev::list_routes_by_protocol()?, netdev::list_tunnel_routes()?),
-            RoutingMode::Tunnel => (netdev::list_tunnel_routes()?, netdev::list_routes_by_protocol()?),
+        // The VNI of tunnel routes is this node's identity: a route with
+        // another (a restart that got a new number) is rewritten.
+        let vni = match cluster.routing() {
+            RoutingMode::Native => 0,
+            RoutingMode::Tunnel => cluster.identity(),
         };
-        let current: BTreeMap<(Ipv4Addr, u8), Ipv4Addr> =
-            current.into_iter().map(|(dst, len, via)| ((dst, len), via)).collect();
+        let wanted: BTreeMap<(Ipv4Addr, u8), (Ipv4Addr, u32)> = cluster
+            .routes()
+            .into_iter()
+            .map(|(cidr, via)| ((cidr.network, cidr.prefix_len), (via, vni)))
+            .collect();
+        let native = || -> Result<Vec<(Ipv4Addr, u8, Ipv4Addr, u32)>> {
+            Ok(netdev::list_routes_by_protocol()?
+                .into_iter()
+                .map(|(dst, len, via)| (dst, len, via, 0))
+                .collect())
+        };
+        let (current, stale_kind) = match cluster.routing() {
+            RoutingMode::Native => (native()?, netdev::list_tunnel_routes()?),
+            RoutingMode::Tunnel => (netdev::list_tunnel_routes()?, native()?),
+        };
+        let current: BTreeMap<(Ipv4Addr, u8), (Ipv4Addr, u32)> =
+            current.into_iter().map(|(dst, len, via, vni)| ((dst, len), (via, vni))).collect();
         // A route of the other mode's kind is a leftover of a restart with
         // another --routing-mode.
-        for (dst, len, _) in stale_kind {
+        for (dst, len, ..) in stale_kind {
             if !current.contains_key(&(dst, len)) {
                 netdev::delete_route(dst, len)?;
             }
@@ -586,14 +601,15 @@ impl Agent {
             netdev::delete_route(key.0, key.1)?;
         }
         let router = self.config.pod_cidr.router();
-        for (key, via) in &wanted {
-            if current.get(key) == Some(via) {
+        for (key, value) in &wanted {
+            if current.get(key) == Some(value) {
                 continue;
             }
+            let (via, vni) = *value;
             match cluster.routing() {
-                RoutingMode::Native => netdev::replace_route(key.0, key.1, *via)?,
+                RoutingMode::Native => netdev::replace_route(key.0, key.1, via)?,
                 RoutingMode::Tunnel => {
-                    netdev::replace_tunnel_route(key.0, key.1, *via, router, netdev::TUNNEL_DEVICE)?
+                    netdev::replace_tunnel_route(key.0, key.1, via, router, vni, netdev::TUNNEL_DEVICE)?
                 }
             }
         }
@@ -1294,7 +1310,8 @@ impl Agent {
         let mut prefixes = self.policies.cidr_prefixes();
         prefixes.extend(services.backend_prefixes(self.policies.rules()));
         self.identities.sync_cidrs(prefixes);
-        let universe = self.identities.universe()?.with_services(services.clone());
+        let local_node = self.cluster.as_ref().map(|c| c.node_identity_labels());
+        let universe = self.identities.universe(local_node)?.with_services(services.clone());
         let records = self.endpoints.records()?;
         let peer_ports = named_ports_by_identity(&records);
         let mut by_identity: BTreeMap<u32, LabelSet> = BTreeMap::new();
@@ -1347,7 +1364,8 @@ impl Agent {
 
     /// Every identity policy can refer to, and the services it can name.
     fn universe(&self) -> Result<Universe> {
-        Ok(self.identities.universe()?.with_services(self.policy_services()?))
+        let local_node = self.cluster.as_ref().map(|c| c.node_identity_labels());
+        Ok(self.identities.universe(local_node)?.with_services(self.policy_services()?))
     }
 
     fn sync_ipcache(&mut self, records: &[EndpointRecord]) -> Result<()> {
@@ -1360,7 +1378,7 @@ impl Agent {
         );
         if let Some(cluster) = &self.cluster {
             for entry in cluster.remote_ipcache() {
-                desired.insert_remote(entry.ip, 32, entry.identity, entry.tunnel_endpoint);
+                desired.insert_remote(entry.ip, 32, entry.identity, entry.tunnel_endpoint, entry.node);
             }
         }
         ipcache::sync(self.datapath.ipcache_map(), &desired)?;
@@ -1580,7 +1598,7 @@ impl Agent {
     }
 
     fn rebuild_directory(&mut self) -> Result<()> {
-        let universe = self.identities.universe()?;
+        let universe = self.identities.universe(None)?;
         let endpoints: Vec<(EndpointRecord, u32)> = self
             .endpoints
             .records()?

@@ -131,8 +131,9 @@ impl Identities {
         last.as_ref()?.iter().find(|i| i.id == id).map(|i| i.labels.clone())
     }
 
-    /// Every identity policy can refer to.
-    pub fn universe(&self) -> Result<Universe> {
+    /// Every identity policy can refer to; with the local node's labels
+    /// (cluster mode), node selectors that match them pick `host`.
+    pub fn universe(&self, local_node: Option<LabelSet>) -> Result<Universe> {
         let mut all: Vec<KnownIdentity> = twill_identity::RESERVED
             .iter()
             .map(|(id, _)| KnownIdentity {
@@ -141,15 +142,23 @@ impl Identities {
                 kind: IdentityKind::Reserved,
             })
             .collect();
+        let remote_node = Label::new("reserved", "remote-node", "");
         for identity in self.allocated()? {
-            all.push(KnownIdentity {
-                id: identity.id,
-                labels: identity.labels,
-                kind: IdentityKind::Endpoint,
-            });
+            // Nodes' identities come from the same allocator; only they
+            // carry a reserved label.
+            let kind = if identity.labels.iter().any(|l| *l == remote_node) {
+                IdentityKind::Node
+            } else {
+                IdentityKind::Endpoint
+            };
+            all.push(KnownIdentity { id: identity.id, labels: identity.labels, kind });
         }
         all.extend(self.cidrs.known());
-        Ok(Universe::new(all))
+        let universe = Universe::new(all);
+        Ok(match local_node {
+            Some(labels) => universe.with_local_node(labels),
+            None => universe,
+        })
     }
 }
 

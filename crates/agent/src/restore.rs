@@ -41,7 +41,10 @@ pub fn garbage(node: &str, keep: &[EndpointRecord], observed: &Observed) -> Garb
     let netns: BTreeSet<&str> = keep.iter().map(|r| r.netns.as_str()).collect();
     let devices: BTreeSet<&str> = keep.iter().map(|r| r.host_device.as_str()).collect();
     let ips: BTreeSet<Ipv4Addr> = keep.iter().map(|r| r.ip).collect();
-    let owners: BTreeSet<String> = keep.iter().map(|r| r.owner(node)).collect();
+    let mut owners: BTreeSet<String> = keep.iter().map(|r| r.owner(node)).collect();
+    // The node's reference to its own identity belongs to no endpoint; in
+    // cluster mode it goes with the node's session, never as garbage.
+    owners.insert(crate::cluster::node_identity_owner(node));
     let netns_prefix = names::netns_prefix(node);
     let owner_prefix = format!("{node}/");
     let ours = |device: &str| {
@@ -112,7 +115,12 @@ mod tests {
             attached: vec!["twep1".into(), "twep2".into()],
             endpoint_map: vec![keep[0].ip, leftover.ip],
             addresses: vec![(keep[0].ip, "n1/1".into()), (leftover.ip, "n1/2".into())],
-            identity_refs: vec![(256, "n1/1".into()), (256, "n1/2".into()), (256, "n2/2".into())],
+            identity_refs: vec![
+                (256, "n1/1".into()),
+                (256, "n1/2".into()),
+                (256, "n2/2".into()),
+                (300, "n1/node".into()),
+            ],
         };
         let g = garbage("n1", &keep, &observed);
         assert_eq!(

@@ -593,6 +593,10 @@ pub struct NodeInfo {
     pub pod_cidr: String,
     pub routing_mode: String,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The node's identity, which its own traffic carries on other nodes
+    /// (remote-node, 6, for agents that predate node identities).
+    #[serde(default)]
+    pub identity: u32,
     /// alive: its lease holds and it renewed recently; unreachable: its
     /// heartbeat is older than its lease TTL.
     pub state: String,

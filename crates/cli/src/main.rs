@@ -425,8 +425,17 @@ fn identities_table(identities: &[IdentityInfo]) {
 fn nodes_table(nodes: &[NodeInfo]) {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let mut t =
-        Table::new(&["NAME", "NODE IP", "POD CIDR", "ROUTING", "STATE", "HEARTBEAT", "ENDPOINTS", "LABELS"]);
+    let mut t = Table::new(&[
+        "NAME",
+        "NODE IP",
+        "POD CIDR",
+        "ROUTING",
+        "IDENTITY",
+        "STATE",
+        "HEARTBEAT",
+        "ENDPOINTS",
+        "LABELS",
+    ]);
     for n in nodes {
         let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let name = if n.local { format!("{} (local)", n.name) } else { n.name.clone() };
@@ -435,6 +444,7 @@ fn nodes_table(nodes: &[NodeInfo]) {
             n.node_ip.clone(),
             n.pod_cidr.clone(),
             n.routing_mode.clone(),
+            n.identity.to_string(),
             n.state.clone(),
             format!("{}s ago", now.saturating_sub(n.last_heartbeat)),
             n.endpoints.to_string(),

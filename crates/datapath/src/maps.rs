@@ -22,18 +22,20 @@ pub struct IpcacheEntry {
     /// the datapath encapsulates to it; `None` for local addresses and
     /// those behind no node.
     pub tunnel_endpoint: Option<Ipv4Addr>,
+    /// `twill_abi::IPCACHE_F_*`.
+    pub flags: u32,
 }
 
 impl IpcacheEntry {
     /// A prefix that is not behind another node.
     pub fn local(ip: Ipv4Addr, prefix_len: u8, identity: u32) -> Self {
-        Self { ip, prefix_len, identity, tunnel_endpoint: None }
+        Self { ip, prefix_len, identity, tunnel_endpoint: None, flags: 0 }
     }
 
     fn value(&self) -> IpcacheValue {
         IpcacheValue {
             identity: self.identity,
-            flags: 0,
+            flags: self.flags,
             tunnel_endpoint: self.tunnel_endpoint.map_or(0, |a| u32::from(a).to_be()),
         }
     }
@@ -184,6 +186,7 @@ impl IpcacheMap for KernelIpcacheMap {
                     identity: v.identity,
                     tunnel_endpoint: (v.tunnel_endpoint != 0)
                         .then(|| Ipv4Addr::from(u32::from_be(v.tunnel_endpoint))),
+                    flags: v.flags,
                 })
             })
             .collect::<Result<Vec<_>, _>>()
@@ -283,7 +286,7 @@ pub mod fake {
 
     #[derive(Debug, Default, Clone)]
     pub struct FakeIpcacheMap {
-        entries: BTreeMap<(u32, u8), (u32, Option<Ipv4Addr>)>,
+        entries: BTreeMap<(u32, u8), (u32, Option<Ipv4Addr>, u32)>,
         writes: usize,
     }
 
@@ -296,8 +299,10 @@ pub mod fake {
     impl IpcacheMap for FakeIpcacheMap {
         fn upsert(&mut self, entry: &IpcacheEntry) -> Result<(), DatapathError> {
             self.writes += 1;
-            self.entries
-                .insert((u32::from(entry.ip), entry.prefix_len), (entry.identity, entry.tunnel_endpoint));
+            self.entries.insert(
+                (u32::from(entry.ip), entry.prefix_len),
+                (entry.identity, entry.tunnel_endpoint, entry.flags),
+            );
             Ok(())
         }
         fn remove(&mut self, ip: Ipv4Addr, prefix_len: u8) -> Result<(), DatapathError> {
@@ -309,11 +314,12 @@ pub mod fake {
             Ok(self
                 .entries
                 .iter()
-                .map(|((ip, len), (id, tunnel))| IpcacheEntry {
+                .map(|((ip, len), (id, tunnel, flags))| IpcacheEntry {
                     ip: Ipv4Addr::from(*ip),
                     prefix_len: *len,
                     identity: *id,
                     tunnel_endpoint: *tunnel,
+                    flags: *flags,
                 })
                 .collect())
         }

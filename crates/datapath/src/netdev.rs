@@ -737,19 +737,21 @@ pub fn replace_route(dst: Ipv4Addr, prefix_len: u8, via: Ipv4Addr) -> Result<(),
     })
 }
 
-/// `ip route replace DST/LEN encap ip id 6 dst NODE dev DEVICE src SOURCE
+/// `ip route replace DST/LEN encap ip id VNI dst NODE dev DEVICE src SOURCE
 /// proto 116`: what the node itself sends to another node's pod CIDR in
 /// tunnel mode. Endpoints' traffic is encapsulated by the datapath; the
 /// node's own (health checks, replies to remote endpoints) never passes
 /// an endpoint program, so the kernel's lightweight tunnel sets the key:
-/// to `node`, with the VNI remote-node, which is what the node's traffic
-/// is on arrival. `source` is the address replies come back to (the
-/// node's router address, which the peers' ipcache maps to this node).
+/// to `node`, with `vni` the sending node's identity (its node identity,
+/// or remote-node), which is what the receiver's policy sees it as.
+/// `source` is the address replies come back to (the node's router
+/// address, which the peers' ipcache maps to this node).
 pub fn replace_tunnel_route(
     dst: Ipv4Addr,
     prefix_len: u8,
     node: Ipv4Addr,
     source: Ipv4Addr,
+    vni: u32,
     device: &str,
 ) -> Result<(), NetdevError> {
     let mut rtnl = open()?;
@@ -761,32 +763,39 @@ pub fn replace_tunnel_route(
     message.attributes.push(RouteAttribute::PrefSource(RouteAddress::Inet(source)));
     message.attributes.push(RouteAttribute::EncapType(RouteLwEnCapType::Ip));
     message.attributes.push(RouteAttribute::Encap(vec![
-        RouteLwTunnelEncap::Ip(RouteIpTunnel::Id(u64::from(twill_abi::IDENTITY_REMOTE_NODE))),
+        RouteLwTunnelEncap::Ip(RouteIpTunnel::Id(u64::from(vni))),
         RouteLwTunnelEncap::Ip(RouteIpTunnel::Destination(node)),
         RouteLwTunnelEncap::Ip(RouteIpTunnel::Ttl(64)),
     ]));
     request(&mut rtnl, RouteNetlinkMessage::NewRoute(message), NLM_F_CREATE | NLM_F_REPLACE, || {
         format!(
-            "route replace {dst}/{prefix_len} encap ip id {} dst {node} dev {device} src {source} proto {ROUTE_PROTOCOL}",
-            twill_abi::IDENTITY_REMOTE_NODE
+            "route replace {dst}/{prefix_len} encap ip id {vni} dst {node} dev {device} src {source} proto {ROUTE_PROTOCOL}"
         )
     })
 }
 
 /// Twill's tunnel routes ([`replace_tunnel_route`]) in the main table, as
-/// (destination, prefix length, node), sorted.
-pub fn list_tunnel_routes() -> Result<Vec<(Ipv4Addr, u8, Ipv4Addr)>, NetdevError> {
-    let mut out: Vec<(Ipv4Addr, u8, Ipv4Addr)> = twill_routes()?
+/// (destination, prefix length, node, VNI), sorted.
+pub fn list_tunnel_routes() -> Result<Vec<(Ipv4Addr, u8, Ipv4Addr, u32)>, NetdevError> {
+    let mut out: Vec<(Ipv4Addr, u8, Ipv4Addr, u32)> = twill_routes()?
         .iter()
         .filter_map(|r| {
-            let node = r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Encap(encap) => encap.iter().find_map(|e| match e {
-                    RouteLwTunnelEncap::Ip(RouteIpTunnel::Destination(node)) => Some(*node),
-                    _ => None,
-                }),
+            let encap = r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Encap(encap) => Some(encap),
                 _ => None,
             })?;
-            Some((route_destination(r)?, r.header.destination_prefix_length, node))
+            let node = encap.iter().find_map(|e| match e {
+                RouteLwTunnelEncap::Ip(RouteIpTunnel::Destination(node)) => Some(*node),
+                _ => None,
+            })?;
+            let vni = encap
+                .iter()
+                .find_map(|e| match e {
+                    RouteLwTunnelEncap::Ip(RouteIpTunnel::Id(id)) => Some(*id as u32),
+                    _ => None,
+                })
+                .unwrap_or(0);
+            Some((route_destination(r)?, r.header.destination_prefix_length, node, vni))
         })
         .collect();
     out.sort();

@@ -12,8 +12,8 @@ use std::{net::Ipv4Addr, path::PathBuf, process::Command};
 use common::{in_netns, ip, Netns};
 use twill_abi::{
     DatapathConfig, EndpointInfo, FlowEvent, DROP_NO_TUNNEL_KEY, EVENTS_TRACE, EVENT_TRACE,
-    IDENTITY_REMOTE_NODE, METRIC_DIR_EGRESS, METRIC_DIR_INGRESS, TRACE_FROM_ENDPOINT, TRACE_TO_OVERLAY,
-    TRACE_TO_STACK,
+    IDENTITY_REMOTE_NODE, IPCACHE_F_NODE, METRIC_DIR_EGRESS, METRIC_DIR_INGRESS, TRACE_FROM_ENDPOINT,
+    TRACE_TO_OVERLAY, TRACE_TO_STACK,
 };
 use twill_datapath::{netdev, Datapath, IpcacheEntry, PolicyEntry};
 
@@ -271,6 +271,8 @@ struct NodeSpec {
     endpoint_netns: String,
     endpoint: Ipv4Addr,
     identity: u32,
+    /// What the node's own traffic carries, as a node identity would.
+    node_identity: u32,
 }
 
 /// Removes the endpoints' namespaces, also when an assertion fails (the
@@ -318,7 +320,11 @@ fn bring_up(node: &NodeSpec, peer: &NodeSpec, root: &std::path::Path, tunnel: bo
             dp.upsert_policy(allow_all(1, direction), false).unwrap();
         }
         dp.upsert_ipcache(&IpcacheEntry::local(node.endpoint, 32, node.identity)).unwrap();
-        dp.upsert_ipcache(&IpcacheEntry::local(peer.underlay, 32, IDENTITY_REMOTE_NODE)).unwrap();
+        let peer_node = IpcacheEntry {
+            flags: IPCACHE_F_NODE,
+            ..IpcacheEntry::local(peer.underlay, 32, peer.node_identity)
+        };
+        dp.upsert_ipcache(&peer_node).unwrap();
         let tunnel_endpoint = tunnel.then_some(peer.underlay);
         let remote =
             IpcacheEntry { tunnel_endpoint, ..IpcacheEntry::local(peer.endpoint, 32, peer.identity) };
@@ -330,13 +336,24 @@ fn bring_up(node: &NodeSpec, peer: &NodeSpec, root: &std::path::Path, tunnel: bo
             // The peer node itself, reached through the tunnel too.
             let peer_router = IpcacheEntry {
                 tunnel_endpoint: Some(peer.underlay),
-                ..IpcacheEntry::local(peer.router, 32, IDENTITY_REMOTE_NODE)
+                flags: IPCACHE_F_NODE,
+                ..IpcacheEntry::local(peer.router, 32, peer.node_identity)
             };
             dp.upsert_ipcache(&peer_router).unwrap();
             let pods = Ipv4Addr::from(u32::from(peer.endpoint) & 0xffff_ff00);
-            netdev::replace_tunnel_route(pods, 24, peer.underlay, node.router, netdev::TUNNEL_DEVICE)
-                .unwrap();
-            assert_eq!(netdev::list_tunnel_routes().unwrap(), [(pods, 24, peer.underlay)]);
+            netdev::replace_tunnel_route(
+                pods,
+                24,
+                peer.underlay,
+                node.router,
+                node.node_identity,
+                netdev::TUNNEL_DEVICE,
+            )
+            .unwrap();
+            assert_eq!(
+                netdev::list_tunnel_routes().unwrap(),
+                [(pods, 24, peer.underlay, node.node_identity)]
+            );
             assert_eq!(netdev::list_routes_by_protocol().unwrap(), []);
             index
         } else {
@@ -385,6 +402,7 @@ fn two_nodes(tag: &str, tunnel: bool) -> (Netns, EndpointNetns, Root, Root, [Nod
             endpoint_netns: format!("{name}-a-ep"),
             endpoint: Ipv4Addr::new(10, 210, 1, 2),
             identity: 1000,
+            node_identity: 3000,
         },
         NodeSpec {
             netns: b,
@@ -393,6 +411,7 @@ fn two_nodes(tag: &str, tunnel: bool) -> (Netns, EndpointNetns, Root, Root, [Nod
             endpoint_netns: format!("{name}-b-ep"),
             endpoint: Ipv4Addr::new(10, 210, 2, 2),
             identity: 2000,
+            node_identity: 4000,
         },
     ];
     let endpoints = EndpointNetns(nodes.iter().map(|n| n.endpoint_netns.clone()).collect());
@@ -444,6 +463,22 @@ fn endpoints_on_two_nodes_reach_each_other_through_the_tunnel() {
     assert!(!ping(&nodes[1].endpoint_netns, nodes[0].endpoint), "nothing is allowed into a");
     dps[0].upsert_policy(allow_all(1, 0), false).unwrap();
     assert!(ping(&nodes[1].endpoint_netns, nodes[0].endpoint), "b -> a once allowed");
+
+    // The node's own traffic carries its node identity in the VNI (the
+    // tunnel route's): allowing only that identity lets node a in.
+    dps[1].remove_policy(allow_all(1, 0)).unwrap();
+    let from_node_a = PolicyEntry { identity: nodes[0].node_identity, ..allow_all(1, 0) };
+    dps[1].upsert_policy(from_node_a, false).unwrap();
+    assert!(ping(&nodes[0].netns, nodes[1].endpoint), "node a's identity is allowed into b");
+    assert!(!ping(&nodes[0].endpoint_netns, nodes[1].endpoint), "a's endpoint is not node a");
+    dps[1].remove_policy(from_node_a).unwrap();
+    dps[1].upsert_policy(allow_all(1, 0), false).unwrap();
+
+    // What makes a sender known is the node flag, not identity remote-node.
+    dps[1].upsert_ipcache(&IpcacheEntry::local(nodes[0].underlay, 32, IDENTITY_REMOTE_NODE)).unwrap();
+    let unknown = count(&dps[1], METRIC_DIR_INGRESS, twill_abi::DROP_UNKNOWN_SENDER);
+    assert!(!ping(&nodes[0].endpoint_netns, nodes[1].endpoint), "remote-node without the flag is no node");
+    assert!(count(&dps[1], METRIC_DIR_INGRESS, twill_abi::DROP_UNKNOWN_SENDER) > unknown);
 
     // A sender that is not a known node is dropped, whatever its VNI says.
     dps[1].remove_ipcache(nodes[0].underlay, 32).unwrap();

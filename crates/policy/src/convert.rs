@@ -530,6 +530,7 @@ struct PeerFields<'a> {
     endpoints: &'a Option<Vec<k8s::LabelSelector>>,
     requires: &'a Option<Vec<k8s::LabelSelector>>,
     entities: &'a Option<Vec<String>>,
+    nodes: &'a Option<Vec<k8s::LabelSelector>>,
     cidr: &'a Option<Vec<String>>,
     cidr_set: &'a Option<Vec<k8s::CidrRule>>,
     to_ports: &'a Option<Vec<k8s::PortRule>>,
@@ -546,7 +547,6 @@ fn ingress_rule(
     scope: &dyn Fn(Selector) -> Selector,
     p: &mut Problems,
 ) -> (Option<PeerRule>, Vec<Selector>) {
-    p.unsupported(path, "fromNodes", r.from_nodes.is_some());
     p.unsupported(path, "fromGroups", r.from_groups.is_some());
     p.unsupported(path, "authentication", r.authentication.is_some());
     p.unsupported(path, "auth", r.auth.is_some());
@@ -555,6 +555,7 @@ fn ingress_rule(
             endpoints: &r.from_endpoints,
             requires: &r.from_requires,
             entities: &r.from_entities,
+            nodes: &r.from_nodes,
             cidr: &r.from_cidr,
             cidr_set: &r.from_cidr_set,
             to_ports: &r.to_ports,
@@ -582,7 +583,6 @@ fn egress_rule(
             .flat_map(|(i, s)| service_peers(s, &format!("{path}.toServices[{i}]"), namespace, p))
             .collect()
     });
-    p.unsupported(path, "toNodes", r.to_nodes.is_some());
     p.unsupported(path, "toGroups", r.to_groups.is_some());
     p.unsupported(path, "authentication", r.authentication.is_some());
     p.unsupported(path, "auth", r.auth.is_some());
@@ -591,6 +591,7 @@ fn egress_rule(
             endpoints: &r.to_endpoints,
             requires: &r.to_requires,
             entities: &r.to_entities,
+            nodes: &r.to_nodes,
             cidr: &r.to_cidr,
             cidr_set: &r.to_cidr_set,
             to_ports: &r.to_ports,
@@ -634,6 +635,10 @@ fn peer_rule(
                 )
             }
         }
+    }
+    for (i, sel) in f.nodes.iter().flatten().enumerate() {
+        let s = node_selector(sel, &format!("{path}.{pre}Nodes[{i}]"), p);
+        peers.push(Peer::Nodes(s));
     }
     for (i, cidr) in f.cidr.iter().flatten().enumerate() {
         if let Some(prefix) = parse_prefix(cidr, &format!("{path}.{pre}CIDR[{i}]"), p) {
@@ -691,6 +696,7 @@ fn peer_rule(
     }
     let selects_peers = f.endpoints.is_some()
         || f.entities.is_some()
+        || f.nodes.is_some()
         || f.cidr.is_some()
         || f.cidr_set.is_some()
         || services_given;
@@ -829,6 +835,19 @@ fn selector(sel: &k8s::LabelSelector, path: &str, p: &mut Problems) -> Selector 
     requirements.sort();
     requirements.dedup();
     Selector { requirements }
+}
+
+/// A `fromNodes`/`toNodes` selector. As in Cilium, a key without a source
+/// is about the nodes' own labels (`node:`), never an endpoint's; nor is a
+/// node selector namespaced.
+fn node_selector(sel: &k8s::LabelSelector, path: &str, p: &mut Problems) -> Selector {
+    let mut s = selector(sel, path, p);
+    for r in &mut s.requirements {
+        r.source.get_or_insert_with(|| crate::resolve::NODE_LABEL_SOURCE.to_string());
+    }
+    s.requirements.sort();
+    s.requirements.dedup();
+    s
 }
 
 fn parse_prefix(text: &str, path: &str, p: &mut Problems) -> Option<Prefix> {

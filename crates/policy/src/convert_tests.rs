@@ -691,12 +691,10 @@ spec:
     auth: {type: spire}
   - fromEndpoints: [{}]
     authentication: {mode: required}
-  - fromNodes: [{}]
   - fromGroups: [{aws: {}}]
   egress:
   - toEndpoints: [{}]
     auth: {type: spire}
-  - toNodes: [{}]
   - toGroups: [{aws: {}}]
   - toPorts:
     - ports: [{port: "443"}]
@@ -710,15 +708,13 @@ spec:
         "spec.log",
         "spec.ingress[0].auth",
         "spec.ingress[1].authentication",
-        "spec.ingress[2].fromNodes",
-        "spec.ingress[3].fromGroups",
+        "spec.ingress[2].fromGroups",
         "spec.egress[0].auth",
-        "spec.egress[1].toNodes",
-        "spec.egress[2].toGroups",
-        "spec.egress[3].toPorts[0].terminatingTLS",
-        "spec.egress[3].toPorts[0].originatingTLS",
-        "spec.egress[3].toPorts[0].serverNames",
-        "spec.egress[3].toPorts[0].listener",
+        "spec.egress[1].toGroups",
+        "spec.egress[2].toPorts[0].terminatingTLS",
+        "spec.egress[2].toPorts[0].originatingTLS",
+        "spec.egress[2].toPorts[0].serverNames",
+        "spec.egress[2].toPorts[0].listener",
     ];
     for needle in expect {
         let line = format!("{needle}: is not supported by Twill yet");
@@ -909,4 +905,78 @@ mod plain_scalar_property {
             prop_assert_eq!(values_of(&p[0].rules[0].subject, "app"), vec![value]);
         }
     }
+}
+
+#[test]
+fn node_selectors_become_node_peers_about_node_labels() {
+    let p = &parse(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: nodes, namespace: prod}
+spec:
+  endpointSelector: {}
+  ingress:
+  - fromNodes:
+    - matchLabels: {zone: a}
+    - matchExpressions: [{key: k8s:tier, operator: Exists}]
+    - {}
+    toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
+  egress:
+  - toNodes: [{matchLabels: {zone: b}}]
+"#,
+    )[0];
+    let rule = &p.rules[0];
+    let peers = &rule.ingress.allow[0].peers;
+    let zone = |v: &str| Requirement {
+        source: Some("node".into()),
+        key: "zone".into(),
+        operator: Operator::In(vec![v.into()]),
+    };
+    // Not scoped to the policy's namespace: nodes have none.
+    assert_eq!(peers[0], Peer::Nodes(Selector { requirements: vec![zone("a")] }));
+    let explicit = Requirement { source: Some("k8s".into()), key: "tier".into(), operator: Operator::Exists };
+    assert_eq!(peers[1], Peer::Nodes(Selector { requirements: vec![explicit] }), "an explicit source stays");
+    assert_eq!(peers[2], Peer::Nodes(Selector::default()));
+    assert_eq!(peers.len(), 3, "node peers are not 'any peer' next to the ports");
+    assert_eq!(rule.egress.allow[0].peers, vec![Peer::Nodes(Selector { requirements: vec![zone("b")] })]);
+}
+
+#[test]
+fn a_bad_node_selector_names_its_field() {
+    let errs = errors(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: nodes}
+spec:
+  endpointSelector: {}
+  ingress:
+  - fromNodes: [{matchExpressions: [{key: zone, operator: Near, values: [a]}]}]
+  egress:
+  - toNodes: [{matchExpressions: [{key: zone, operator: In}]}]
+"#,
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("spec.ingress[0].fromNodes[0].matchExpressions[0].operator")
+            && e.contains("\"Near\" is not an operator")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("spec.egress[0].toNodes[0].matchExpressions[0].values")
+            && e.contains("must not be empty")),
+        "{errs:#?}"
+    );
+    let errs = errors(
+        r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: nodes}
+spec:
+  endpointSelector: {}
+  ingress:
+  - fromNodes: [{matchLabel: {zone: a}}]
+"#,
+    );
+    assert!(errs.iter().any(|e| e.contains("matchLabel")), "a misspelt field is named: {errs:#?}");
 }

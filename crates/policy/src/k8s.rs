@@ -204,8 +204,8 @@ pub struct IngressRule {
     pub from_cidr_set: Option<Vec<CidrRule>>,
     pub to_ports: Option<Vec<PortRule>>,
     pub icmps: Option<Vec<IcmpRule>>,
+    pub from_nodes: Option<Vec<LabelSelector>>,
     // Not supported yet: reported by name.
-    pub from_nodes: Option<Value>,
     pub from_groups: Option<Value>,
     pub authentication: Option<Value>,
     /// Cilium 1.13's name for `authentication`.
@@ -228,7 +228,7 @@ pub struct EgressRule {
     // Not supported yet: reported by name.
     #[serde(rename = "toFQDNs")]
     pub to_fqdns: Option<Value>,
-    pub to_nodes: Option<Value>,
+    pub to_nodes: Option<Vec<LabelSelector>>,
     pub to_groups: Option<Value>,
     pub authentication: Option<Value>,
     /// Cilium 1.13's name for `authentication`.

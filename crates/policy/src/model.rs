@@ -145,6 +145,9 @@ pub enum Peer {
     Cidr(CidrPeer),
     /// `toServices`: the current backends of the services it names.
     Service(ServicePeer),
+    /// `fromNodes` / `toNodes`: the nodes whose labels the selector
+    /// matches (the empty selector: every node), the local one included.
+    Nodes(Selector),
 }
 
 /// Which services a `toServices` entry names. Resolution follows the

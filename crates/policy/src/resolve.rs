@@ -34,6 +34,9 @@ pub enum IdentityKind {
     /// A CIDR identity, for addresses outside the cluster within a prefix
     /// some policy mentions.
     Cidr(Prefix),
+    /// A node's identity (`reserved:remote-node` plus its labels), which
+    /// its addresses carry on every other node.
+    Node,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +60,20 @@ pub mod reserved {
     pub const WORLD_IPV6: u32 = 10;
 }
 
+/// The label source of node labels in node identities, Cilium's
+/// `LabelSourceNode`.
+pub const NODE_LABEL_SOURCE: &str = "node";
+
+/// The labels of a node's identity, as Cilium gives them with
+/// `--enable-node-selector-labels`: `reserved:remote-node` and each of the
+/// node's labels under the `node:` source.
+pub fn node_labels(labels: &std::collections::BTreeMap<String, String>) -> LabelSet {
+    LabelSet::from_labels(
+        std::iter::once(twill_identity::Label::new("reserved", "remote-node", ""))
+            .chain(labels.iter().map(|(k, v)| twill_identity::Label::new(NODE_LABEL_SOURCE, k, v))),
+    )
+}
+
 /// Every identity policy can refer to, with each selector's matches
 /// cached: with a warm cache, resolving an endpoint costs a pass over the
 /// rules, not over rules times identities.
@@ -69,6 +86,9 @@ pub struct Universe {
     cache: std::sync::Mutex<HashMap<Selector, Arc<Vec<u32>>>>,
     /// The services `toServices` entries resolve against.
     services: ServiceCatalog,
+    /// This node's labels as its node identity carries them elsewhere:
+    /// a node selector that matches them selects `host` here.
+    local_node: Option<LabelSet>,
 }
 
 fn label_hash(key: &str, value: &str) -> u64 {
@@ -88,7 +108,20 @@ impl Universe {
                 by_label.entry(label_hash(&label.key, &label.value)).or_default().push(i.id);
             }
         }
-        Self { identities, by_label, cache: Default::default(), services: ServiceCatalog::default() }
+        Self {
+            identities,
+            by_label,
+            cache: Default::default(),
+            services: ServiceCatalog::default(),
+            local_node: None,
+        }
+    }
+
+    /// The same identities, knowing the local node's labels (see
+    /// [`node_labels`]), so that node selectors can pick `host`.
+    pub fn with_local_node(mut self, labels: LabelSet) -> Self {
+        self.local_node = Some(labels);
+        self
     }
 
     /// The same identities, with the services `toServices` names.
@@ -151,7 +184,8 @@ impl Universe {
             .filter(|i| match i.kind {
                 IdentityKind::Endpoint => true,
                 IdentityKind::Reserved => wants_reserved,
-                IdentityKind::Cidr(_) => false,
+                // Node traffic is selected by node selectors only.
+                IdentityKind::Cidr(_) | IdentityKind::Node => false,
             })
             .filter(|i| selector.matches(&i.labels))
             .map(|i| i.id)
@@ -163,6 +197,33 @@ impl Universe {
 
     fn endpoint_ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.identities.values().filter(|i| i.kind == IdentityKind::Endpoint).map(|i| i.id)
+    }
+
+    fn node_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.identities.values().filter(|i| i.kind == IdentityKind::Node).map(|i| i.id)
+    }
+
+    /// Identities a node selector picks: the nodes' identities it matches;
+    /// remote-node (6), which nodes without an identity of their own (older
+    /// agents) carry, when it matches a node without labels; and host when
+    /// it matches this node.
+    pub fn nodes(&self, selector: &Selector) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .candidates(selector)
+            .into_iter()
+            .filter_map(|id| self.identities.get(&id))
+            .filter(|i| i.kind == IdentityKind::Node && selector.matches(&i.labels))
+            .map(|i| i.id)
+            .collect();
+        if selector.matches(&node_labels(&std::collections::BTreeMap::new())) {
+            ids.push(reserved::REMOTE_NODE);
+        }
+        if self.local_node.as_ref().is_some_and(|labels| selector.matches(labels)) {
+            ids.push(reserved::HOST);
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     fn cidr_ids(&self) -> impl Iterator<Item = (u32, Prefix)> + '_ {
@@ -187,10 +248,15 @@ impl Universe {
             Entity::Cluster => {
                 let mut v = vec![HOST, UNMANAGED, HEALTH, INIT, REMOTE_NODE, KUBE_APISERVER, INGRESS];
                 v.extend(self.endpoint_ids());
+                v.extend(self.node_ids());
                 v
             }
             Entity::Host => vec![HOST],
-            Entity::RemoteNode => vec![REMOTE_NODE],
+            Entity::RemoteNode => {
+                let mut v = vec![REMOTE_NODE];
+                v.extend(self.node_ids());
+                v
+            }
             Entity::Health => vec![HEALTH],
             Entity::Init => vec![INIT],
             Entity::Unmanaged => vec![UNMANAGED],
@@ -254,6 +320,7 @@ impl Universe {
             Peer::Entity(entity) => self.entity(*entity).unwrap_or_else(|| vec![0]),
             Peer::Cidr(cidr) => self.cidr(cidr),
             Peer::Service(service) => self.service(service, requires),
+            Peer::Nodes(selector) => self.nodes(selector),
         }
     }
 }

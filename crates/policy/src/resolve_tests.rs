@@ -281,3 +281,100 @@ mod to_services {
         assert!(!crate::services::uses_services(&none));
     }
 }
+
+fn node(id: u32, zone: &str) -> KnownIdentity {
+    KnownIdentity {
+        id,
+        labels: node_labels(&[("zone".to_string(), zone.to_string())].into()),
+        kind: IdentityKind::Node,
+    }
+}
+
+/// The default universe, two nodes (zone a and b) and remote-node.
+fn universe_with_nodes(local_zone: &str) -> Universe {
+    let mut all: Vec<KnownIdentity> = universe().iter().cloned().collect();
+    all.push(KnownIdentity {
+        id: reserved::REMOTE_NODE,
+        labels: LabelSet::from_labels([Label::new("reserved", "remote-node", "")]),
+        kind: IdentityKind::Reserved,
+    });
+    all.extend([node(300, "a"), node(301, "b")]);
+    Universe::new(all).with_local_node(node_labels(&[("zone".to_string(), local_zone.to_string())].into()))
+}
+
+fn node_selector(yaml_selector: &str) -> Selector {
+    let yaml =
+        format!("{HEADER}spec:\n  endpointSelector: {{}}\n  ingress:\n  - fromNodes: [{yaml_selector}]\n");
+    match &rules(&yaml)[0].ingress.allow[0].peers[0] {
+        Peer::Nodes(s) => s.clone(),
+        other => panic!("expected a node peer, got {other:?}"),
+    }
+}
+
+#[test]
+fn node_selectors_pick_nodes_and_the_local_one_as_host() {
+    let u = universe_with_nodes("a");
+    assert_eq!(
+        u.nodes(&node_selector("{matchLabels: {zone: a}}")),
+        vec![1, 300],
+        "zone a: node 300 and host"
+    );
+    assert_eq!(u.nodes(&node_selector("{matchLabels: {zone: b}}")), vec![301]);
+    // Every node: the ones with identities, those without (remote-node)
+    // and this one.
+    assert_eq!(u.nodes(&node_selector("{}")), vec![1, 6, 300, 301]);
+    assert_eq!(
+        u.nodes(&node_selector("{matchExpressions: [{key: zone, operator: NotIn, values: [a]}]}")),
+        vec![6, 301]
+    );
+    // Endpoint labels are not node labels, even with the same key.
+    assert_eq!(u.nodes(&node_selector("{matchLabels: {app: web}}")), Vec::<u32>::new());
+    // Without the local node's labels, host is never picked.
+    let bare = Universe::new(universe_with_nodes("a").iter().cloned());
+    assert_eq!(bare.nodes(&node_selector("{matchLabels: {zone: a}}")), vec![300]);
+}
+
+#[test]
+fn endpoint_selectors_never_pick_nodes() {
+    let u = universe_with_nodes("a");
+    let any = Selector::default();
+    assert!(!u.select(&any).iter().any(|id| [300, 301].contains(id)), "{:?}", u.select(&any));
+    let by_zone = Selector {
+        requirements: vec![crate::selector::Requirement {
+            source: None,
+            key: "zone".into(),
+            operator: crate::selector::Operator::In(vec!["a".into()]),
+        }],
+    };
+    assert!(u.select(&by_zone).is_empty());
+}
+
+#[test]
+fn node_entities_cover_node_identities() {
+    let u = universe_with_nodes("a");
+    assert_eq!(u.entity(Entity::RemoteNode), Some(vec![6, 300, 301]));
+    assert_eq!(u.entity(Entity::Host), Some(vec![1]));
+    let cluster = u.entity(Entity::Cluster).unwrap();
+    assert!([1, 6, 256, 300, 301].iter().all(|id| cluster.contains(id)), "{cluster:?}");
+    assert!(!cluster.contains(&2), "world is not in the cluster");
+}
+
+#[test]
+fn a_from_nodes_rule_allows_the_nodes_it_selects_and_no_endpoint() {
+    let yaml = format!(
+        "{HEADER}spec:
+  endpointSelector: {{matchLabels: {{app: web}}}}
+  ingress:
+  - fromNodes: [{{matchLabels: {{zone: a}}}}]
+    toPorts: [{{ports: [{{port: '8080', protocol: TCP}}]}}]
+"
+    );
+    let u = universe_with_nodes("b");
+    let labels = u.get(256).unwrap().labels.clone();
+    let p = resolve(&rules(&yaml), &u, &Subject { labels: &labels, named_ports: &[] }, &|_| vec![]);
+    assert!(p.lookup(Direction::Ingress, 300, PROTO_TCP, 8080).allowed(), "node in zone a");
+    assert!(!p.lookup(Direction::Ingress, 300, PROTO_TCP, 80).allowed(), "only 8080");
+    assert!(!p.lookup(Direction::Ingress, 301, PROTO_TCP, 8080).allowed(), "node in zone b");
+    assert!(!p.lookup(Direction::Ingress, 1, PROTO_TCP, 8080).allowed(), "the local node is in zone b");
+    assert!(!p.lookup(Direction::Ingress, 257, PROTO_TCP, 8080).allowed(), "an endpoint is no node");
+}

@@ -39,6 +39,9 @@ const MIN_COMPARISONS: usize = 10_000;
 
 const FIRST_ENDPOINT_ID: u32 = 256;
 const FIRST_CIDR_ID: u32 = 16_777_216;
+/// Node identities come from the same allocator as endpoints' in the
+/// agent; here they get a range of their own to keep the cases readable.
+const FIRST_NODE_ID: u32 = 200;
 
 // ---------------------------------------------------------------------------
 // Test universe
@@ -188,9 +191,13 @@ mod reference {
                 id == 2 || id == 9 || matches!(peer.kind, IdentityKind::Cidr(_))
             }
             Entity::WorldIpv6 => id == 10,
-            Entity::Cluster => [1, 3, 4, 5, 6, 7, 8].contains(&id) || peer.kind == IdentityKind::Endpoint,
+            Entity::Cluster => {
+                [1, 3, 4, 5, 6, 7, 8].contains(&id)
+                    || peer.kind == IdentityKind::Endpoint
+                    || peer.kind == IdentityKind::Node
+            }
             Entity::Host => id == 1,
-            Entity::RemoteNode => id == 6,
+            Entity::RemoteNode => id == 6 || peer.kind == IdentityKind::Node,
             Entity::Health => id == 4,
             Entity::Init => id == 5,
             Entity::Unmanaged => id == 3,
@@ -211,13 +218,22 @@ mod reference {
                     IdentityKind::Reserved => {
                         selector.requirements.iter().any(|r| r.source.as_deref() == Some("reserved"))
                     }
-                    IdentityKind::Cidr(_) => false,
+                    IdentityKind::Cidr(_) | IdentityKind::Node => false,
                 };
                 kind_ok
                     && selector_matches(selector, &ident.labels)
                     && requires.iter().all(|r| selector_matches(r, &ident.labels))
             }
             Peer::Entity(entity) => entity_matches(*entity, ident),
+            // The generated universes have no local node, so no host.
+            Peer::Nodes(selector) => match ident.kind {
+                IdentityKind::Node => selector_matches(selector, &ident.labels),
+                _ if ident.id == 6 => selector_matches(
+                    selector,
+                    &LabelSet::from_labels([Label::new("reserved", "remote-node", "")]),
+                ),
+                _ => false,
+            },
             // The generated policies name no services: their resolution is
             // tested on hand-checked catalogs in the crate.
             Peer::Service(_) => unreachable!("no toServices peers are generated"),
@@ -345,6 +361,7 @@ fn show_ident(i: &Ident) -> String {
         IdentityKind::Reserved => "reserved".to_string(),
         IdentityKind::Endpoint => "endpoint".to_string(),
         IdentityKind::Cidr(p) => format!("cidr {p}"),
+        IdentityKind::Node => "node".to_string(),
     };
     let mut s = format!("id {} ({kind}) [{}]", i.id, show_labels(&i.labels));
     if !i.named_ports.is_empty() {
@@ -359,6 +376,7 @@ fn show_peer(p: &Peer) -> String {
         Peer::Endpoints(sel) => format!("endpoints{{{sel}}}").replace("{{}}", "{}"),
         Peer::Entity(e) => format!("entity:{}", e.name()),
         Peer::Service(svc) => format!("service:{svc}"),
+        Peer::Nodes(sel) => format!("nodes{{{sel}}}").replace("{{}}", "{}"),
         Peer::Cidr(c) if c.except.is_empty() => format!("cidr:{}", c.cidr),
         Peer::Cidr(c) => format!(
             "cidr:{} except {}",
@@ -531,34 +549,48 @@ fn endpoint_labels() -> impl Strategy<Value = LabelSet> {
 
 fn universe_strategy() -> impl Strategy<Value = Vec<Ident>> {
     let endpoint = (endpoint_labels(), subsequence(named_port_options(), 0..=2));
-    (vec(endpoint, 3..=8), vec(select(identity_prefixes()), 0..=3)).prop_map(|(endpoints, cidrs)| {
-        let mut out: Vec<Ident> = twill_identity::RESERVED
-            .iter()
-            .map(|(id, name)| Ident {
-                id: *id,
-                labels: LabelSet::from_labels([Label::new("reserved", name, "")]),
-                kind: IdentityKind::Reserved,
-                named_ports: vec![],
-            })
-            .collect();
-        for (i, (labels, named_ports)) in endpoints.into_iter().enumerate() {
-            out.push(Ident {
-                id: FIRST_ENDPOINT_ID + i as u32,
-                labels,
-                kind: IdentityKind::Endpoint,
-                named_ports,
-            });
-        }
-        for (i, p) in cidrs.into_iter().enumerate() {
-            out.push(Ident {
-                id: FIRST_CIDR_ID + i as u32,
-                labels: LabelSet::from_labels([Label::new("cidr", &p.to_string(), "")]),
-                kind: IdentityKind::Cidr(p),
-                named_ports: vec![],
-            });
-        }
-        out
-    })
+    // Nodes carry the same keys and values as endpoints, under their own
+    // source: selectors without a source must still tell them apart.
+    let node = vec((select(KEYS.to_vec()), select(VALUES.to_vec())), 0..=2);
+    (vec(endpoint, 3..=8), vec(select(identity_prefixes()), 0..=3), vec(node, 0..=2)).prop_map(
+        |(endpoints, cidrs, nodes)| {
+            let mut out: Vec<Ident> = twill_identity::RESERVED
+                .iter()
+                .map(|(id, name)| Ident {
+                    id: *id,
+                    labels: LabelSet::from_labels([Label::new("reserved", name, "")]),
+                    kind: IdentityKind::Reserved,
+                    named_ports: vec![],
+                })
+                .collect();
+            for (i, (labels, named_ports)) in endpoints.into_iter().enumerate() {
+                out.push(Ident {
+                    id: FIRST_ENDPOINT_ID + i as u32,
+                    labels,
+                    kind: IdentityKind::Endpoint,
+                    named_ports,
+                });
+            }
+            for (i, p) in cidrs.into_iter().enumerate() {
+                out.push(Ident {
+                    id: FIRST_CIDR_ID + i as u32,
+                    labels: LabelSet::from_labels([Label::new("cidr", &p.to_string(), "")]),
+                    kind: IdentityKind::Cidr(p),
+                    named_ports: vec![],
+                });
+            }
+            for (i, labels) in nodes.into_iter().enumerate() {
+                let labels = labels.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+                out.push(Ident {
+                    id: FIRST_NODE_ID + i as u32,
+                    labels: twill_policy::resolve::node_labels(&labels),
+                    kind: IdentityKind::Node,
+                    named_ports: vec![],
+                });
+            }
+            out
+        },
+    )
 }
 
 fn values_for(key: &str) -> Vec<String> {
@@ -612,6 +644,7 @@ fn peer() -> impl Strategy<Value = Peer> {
         4 => selector().prop_map(Peer::Endpoints),
         3 => select(entities).prop_map(Peer::Entity),
         2 => cidr,
+        1 => selector().prop_map(Peer::Nodes),
     ]
 }
 

@@ -27,11 +27,8 @@ pub fn bin_dir() -> PathBuf {
     // Tests run from target/<profile>/deps/<test>; the benchmark, which
     // reuses this harness, from target/<profile>/twill-bench.
     let own = exe.parent().expect("binary dir").to_path_buf();
-    let dir = if own.join("twill-agent").exists() {
-        own
-    } else {
-        own.parent().expect("target dir").to_path_buf()
-    };
+    let dir =
+        if own.join("twill-agent").exists() { own } else { own.parent().expect("target dir").to_path_buf() };
     assert!(
         dir.join("twill-agent").exists() && dir.join("twill").exists(),
         "twill and twill-agent are not built in {}; run `cargo build --bins` first (scripts/test.sh does)",

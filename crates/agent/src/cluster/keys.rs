@@ -13,6 +13,7 @@
 //! | `identities/id/<N>` | label set of N | none (collected when unreferenced) |
 //! | `identities/labels/<labels>` | N | none |
 //! | `identities/refs/<N>/<node>/<endpoint>` | "" | the referencing node's |
+//! | `identities/refs/<N>/<node>/node` | "" (the node's own identity) | the node's |
 //! | `namespaces/<name>`, `policies/...`, `services/<ns>/<name>` | as in standalone mode | none |
 
 use std::{collections::BTreeMap, net::Ipv4Addr};
@@ -81,6 +82,21 @@ pub struct NodeRecord {
     /// Whether that listener speaks TLS only.
     #[serde(default)]
     pub hubble_tls: bool,
+    /// The node's identity (its labels' number): what its own traffic is
+    /// on other nodes. 0 from agents that predate node identities, whose
+    /// traffic is remote-node.
+    #[serde(default)]
+    pub identity: u32,
+}
+
+impl NodeRecord {
+    /// The identity the node's addresses carry elsewhere.
+    pub fn identity_or_remote_node(&self) -> u32 {
+        match self.identity {
+            0 => twill_identity::REMOTE_NODE,
+            id => id,
+        }
+    }
 }
 
 /// An endpoint address, published by the node that hosts it.
@@ -104,6 +120,17 @@ pub struct IpRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_from_an_agent_without_node_identities_is_remote_node() {
+        let old = r#"{"name":"n1","cluster":"default","node_ip":"192.168.0.2","pod_cidr":"10.8.1.0/24",
+                      "routing_mode":"tunnel","heartbeat":1,"lease_ttl":3}"#;
+        let record: NodeRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.identity, 0);
+        assert_eq!(record.identity_or_remote_node(), twill_identity::REMOTE_NODE);
+        let new = NodeRecord { identity: 300, ..record };
+        assert_eq!(new.identity_or_remote_node(), 300);
+    }
 
     #[test]
     fn pod_cidr_keys_round_trip() {

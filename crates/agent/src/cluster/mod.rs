@@ -61,6 +61,14 @@ pub struct RemoteEntry {
     pub identity: u32,
     /// The node to tunnel to; None for the nodes' own addresses.
     pub tunnel_endpoint: Option<Ipv4Addr>,
+    /// One of a node's own addresses, which tunnel packets may come from.
+    pub node: bool,
+}
+
+/// Who holds this node's reference to its own identity: not an endpoint,
+/// so restore's garbage collection must leave it alone.
+pub fn node_identity_owner(node: &str) -> String {
+    format!("{node}/node")
 }
 
 pub struct Cluster {
@@ -80,6 +88,8 @@ pub struct Cluster {
     /// What the node record advertises of this node's Hubble listener.
     hubble_address: String,
     hubble_tls: bool,
+    /// This node's identity: `reserved:remote-node` and its labels.
+    identity: u32,
 }
 
 impl Cluster {
@@ -110,6 +120,19 @@ impl Cluster {
         let session = Session::start(store.clone(), cluster.lease_ttl)?;
         let pod_cidr = claim_pod_cidr(store.as_ref(), &cluster, &config.node_name, config)?;
         config.pod_cidr = pod_cidr;
+        // Referenced under the session: the number is freed once the node
+        // is gone for good, as its endpoints' are.
+        let labels = twill_policy::resolve::node_labels(&cluster.node_labels);
+        let identity = IdentityAllocator::with_session(store.clone(), session.clone())
+            .acquire(&labels, &node_identity_owner(&config.node_name))
+            .map_err(|e| {
+                AgentError::Unavailable(format!(
+                    "allocating the identity of node {} (labels {}) in the kvstore: {e}",
+                    config.node_name,
+                    labels.to_strings().join(",")
+                ))
+            })?
+            .id;
         let mut me = Cluster {
             node: config.node_name.clone(),
             node_ip,
@@ -130,11 +153,12 @@ impl Cluster {
                 None => String::new(),
             },
             hubble_tls: config.hubble_tls.is_some(),
+            identity,
             config: cluster,
         };
         me.heartbeat()?;
         info!(node = %me.node, node_ip = %node_ip, pod_cidr = %pod_cidr, cluster = %me.config.name,
-              routing = me.config.routing.as_str(), "joined the cluster");
+              routing = me.config.routing.as_str(), identity, "joined the cluster");
         Ok(me)
     }
 
@@ -154,6 +178,17 @@ impl Cluster {
         self.node_ip
     }
 
+    /// This node's identity, which its own traffic carries to other nodes.
+    pub fn identity(&self) -> u32 {
+        self.identity
+    }
+
+    /// The labels of this node's identity, for node selectors that pick
+    /// `host` here.
+    pub fn node_identity_labels(&self) -> twill_identity::LabelSet {
+        twill_policy::resolve::node_labels(&self.config.node_labels)
+    }
+
     fn record(&self) -> NodeRecord {
         NodeRecord {
             name: self.node.clone(),
@@ -166,6 +201,7 @@ impl Cluster {
             lease_ttl: self.config.lease_ttl.as_secs(),
             hubble_address: self.hubble_address.clone(),
             hubble_tls: self.hubble_tls,
+            identity: self.identity,
         }
     }
 
@@ -299,8 +335,8 @@ impl Cluster {
         nodes.get(&self.node).cloned().unwrap_or_else(|| self.record())
     }
 
-    fn remote_nodes_view(&self) -> Vec<(String, Ipv4Addr, String)> {
-        self.remote_nodes().map(|n| (n.name.clone(), n.node_ip, n.pod_cidr.clone())).collect()
+    fn remote_nodes_view(&self) -> Vec<(String, Ipv4Addr, String, u32)> {
+        self.remote_nodes().map(|n| (n.name.clone(), n.node_ip, n.pod_cidr.clone(), n.identity)).collect()
     }
 
     fn remote_ips_view(&self) -> Vec<IpRecord> {
@@ -317,23 +353,21 @@ impl Cluster {
     }
 
     /// What the ipcache holds beyond this node: every other node's
-    /// address as remote-node, every remote endpoint with the node that
-    /// hosts it.
+    /// addresses with that node's identity, every remote endpoint with the
+    /// node that hosts it.
     pub fn remote_ipcache(&self) -> Vec<RemoteEntry> {
         let mut out: Vec<RemoteEntry> = Vec::new();
         for n in self.remote_nodes().filter(|n| n.node_ip != self.node_ip) {
-            out.push(RemoteEntry {
-                ip: n.node_ip,
-                identity: twill_identity::REMOTE_NODE,
-                tunnel_endpoint: None,
-            });
+            let identity = n.identity_or_remote_node();
+            out.push(RemoteEntry { ip: n.node_ip, identity, tunnel_endpoint: None, node: true });
             // What a node sends itself to a pod elsewhere comes from its
             // router address: replies to it go back to that node.
             if let Ok(cidr) = n.pod_cidr.parse::<Cidr>() {
                 out.push(RemoteEntry {
                     ip: cidr.router(),
-                    identity: twill_identity::REMOTE_NODE,
+                    identity,
                     tunnel_endpoint: Some(n.node_ip),
+                    node: true,
                 });
             }
         }
@@ -341,6 +375,7 @@ impl Cluster {
             ip: r.ip,
             identity: r.identity,
             tunnel_endpoint: Some(r.node_ip),
+            node: false,
         }));
         out
     }
@@ -455,6 +490,7 @@ impl Cluster {
                     pod_cidr: n.pod_cidr.clone(),
                     routing_mode: n.routing_mode.clone(),
                     labels: n.labels.clone(),
+                    identity: n.identity_or_remote_node(),
                     state: if fresh || (local && self.session.alive()) { "alive" } else { "unreachable" }
                         .into(),
                     last_heartbeat: n.heartbeat,

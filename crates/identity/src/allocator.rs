@@ -34,6 +34,18 @@ pub enum AllocatorError {
 }
 
 const MAX_ATTEMPTS: usize = 64;
+/// How many free numbers past the lowest a retry may pick from.
+const SPREAD: u64 = 64;
+
+/// FNV-1a over the canonical labels and the attempt: differs between
+/// label sets, so racing nodes pick different numbers on their retry.
+fn spread_hash(labels: &LabelSet, attempt: usize) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in labels.canonical().bytes().chain(attempt.to_le_bytes()) {
+        h = (h ^ b as u64).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
 
 pub struct IdentityAllocator {
     store: Arc<dyn Store>,
@@ -84,10 +96,10 @@ impl IdentityAllocator {
     /// Returns the identity for `labels`, allocating it if needed, and
     /// records `owner` (e.g. `node/endpoint-id`) as one of its users.
     pub fn acquire(&self, labels: &LabelSet, owner: &str) -> Result<Identity, AllocatorError> {
-        for _ in 0..MAX_ATTEMPTS {
+        for attempt in 0..MAX_ATTEMPTS {
             let id = match self.lookup(labels)? {
                 Some(id) => id,
-                None => match self.try_allocate(labels)? {
+                None => match self.try_allocate(labels, attempt)? {
                     Some(id) => id,
                     None => continue,
                 },
@@ -202,18 +214,23 @@ impl IdentityAllocator {
         Ok(self.store.list(&prefix)?.into_iter().map(|(k, _)| k[prefix.len()..].to_string()).collect())
     }
 
-    /// Claims the lowest free number for `labels`. `None` means another
-    /// writer got there first and the caller should look again.
-    fn try_allocate(&self, labels: &LabelSet) -> Result<Option<u32>, AllocatorError> {
+    /// Claims a free number for `labels`: the lowest at the first attempt,
+    /// so one node alone numbers 256, 257, ...; after a lost race, one of
+    /// the next free numbers picked by the labels and the attempt, so
+    /// nodes allocating at once spread out instead of all racing for the
+    /// same lowest number again. `None` means another writer got there
+    /// first and the caller should look again.
+    fn try_allocate(&self, labels: &LabelSet, attempt: usize) -> Result<Option<u32>, AllocatorError> {
         let used: std::collections::BTreeSet<u32> = self
             .store
             .list("identities/id/")?
             .into_iter()
             .filter_map(|(k, _)| k.rsplit('/').next().and_then(|n| n.parse().ok()))
             .collect();
-        let id = (FIRST_ALLOCATED..=LAST_ALLOCATED)
-            .find(|n| !used.contains(n))
-            .ok_or(AllocatorError::Exhausted)?;
+        let spread = if attempt == 0 { 0 } else { (spread_hash(labels, attempt) % SPREAD) as usize };
+        let mut free = (FIRST_ALLOCATED..=LAST_ALLOCATED).filter(|n| !used.contains(n));
+        let first = free.next().ok_or(AllocatorError::Exhausted)?;
+        let id = free.take(spread).last().unwrap_or(first);
         if !self.store.create_json(&id_key(id), labels)? {
             return Ok(None);
         }

@@ -137,7 +137,7 @@ fn nodes_are_selected_by_their_labels(tag: &str, mode: &str) {
     }
 
     let db = n0.endpoint("db", "default", "app=db");
-    let client = n1.endpoint("client", "default", "app=client");
+    n1.endpoint("client", "default", "app=client");
     let target = format!("{}:8080", ip_of(&db));
     let _server = n0.tcp_server("db", 8080);
     assert!(

@@ -92,6 +92,12 @@ fn holds(trie: &LpmTrie<MapData, u32, IpcacheValue>, ip: Ipv4Addr, identity: u32
         .is_ok_and(|v| v.identity == identity && v.tunnel_endpoint == u32::from(tunnel).to_be())
 }
 
+/// Whether `ip` is in the map as another node's address (whatever the
+/// node's identity: remote-node, or its node-label identity).
+fn knows_node(trie: &LpmTrie<MapData, u32, IpcacheValue>, ip: Ipv4Addr) -> bool {
+    trie.get(&Key::new(32, u32::from(ip).to_be()), 0).is_ok_and(|v| v.flags & twill_abi::IPCACHE_F_NODE != 0)
+}
+
 fn entry_count(trie: &LpmTrie<MapData, u32, IpcacheValue>) -> usize {
     trie.keys().filter(Result::is_ok).count()
 }
@@ -129,7 +135,7 @@ fn propagation(rows: &mut Vec<Row>) -> anyhow::Result<()> {
             node_ips
                 .iter()
                 .enumerate()
-                .all(|(j, ip)| i == j || holds(t, *ip, twill_identity::REMOTE_NODE, Ipv4Addr::UNSPECIFIED))
+                .all(|(j, ip)| i == j || knows_node(t, *ip))
         })
     });
     if let Err(e) = formed {

@@ -131,12 +131,10 @@ fn propagation(rows: &mut Vec<Row>) -> anyhow::Result<()> {
     // Every node knows every other before the clock starts, so what is
     // timed is one endpoint's way through etcd, not the cluster forming.
     let formed = wait_for(Duration::from_secs(60), "every node sees every other", || {
-        tries.iter().enumerate().all(|(i, t)| {
-            node_ips
-                .iter()
-                .enumerate()
-                .all(|(j, ip)| i == j || knows_node(t, *ip))
-        })
+        tries
+            .iter()
+            .enumerate()
+            .all(|(i, t)| node_ips.iter().enumerate().all(|(j, ip)| i == j || knows_node(t, *ip)))
     });
     if let Err(e) = formed {
         bail!("{e}; node 0's log:\n{}", cluster.nodes[0].agent_log());

@@ -26,6 +26,14 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* What from_endpoint returns for a packet the host stack takes: "next"
+ * (TCX_NEXT, TC_ACT_UNSPEC), not "pass". On a tcx hook, pass ends ingress
+ * processing, and the filters of a legacy ingress qdisc a chained plugin
+ * added after Twill (bandwidth's mirred to its ifb, for egressRate) would
+ * never see the packet; with nothing after it, next passes too. A cls_bpf
+ * filter returning it likewise falls through to the end of the chain. */
+#define TO_STACK TC_ACT_UNSPEC
+
 SEC("classifier/from_endpoint")
 int from_endpoint(struct __sk_buff *skb)
 {
@@ -42,7 +50,7 @@ int from_endpoint(struct __sk_buff *skb)
 		/* ARP goes to the host stack; nothing else but IPv4 is routed. */
 		if (eth_proto == bpf_htons(ETH_P_ARP)) {
 			count(DIR_EGRESS, METRIC_FORWARDED, skb->len);
-			return TC_ACT_OK;
+			return TO_STACK;
 		}
 		return drop(skb, DIR_EGRESS, DROP_UNSUPPORTED_L3, 0, 0, 0, 0);
 	}
@@ -97,7 +105,7 @@ int from_endpoint(struct __sk_buff *skb)
 	 * (with native routing, by the routes the agent installs). */
 	trace(skb, cfg, &ct, TRACE_TO_STACK, DIR_EGRESS, src->endpoint_id, src->identity, dst_identity, &p);
 	count(DIR_EGRESS, METRIC_FORWARDED, skb->len);
-	return TC_ACT_OK;
+	return TO_STACK;
 }
 
 /* What reaches an endpoint through the host stack: from the node itself or

@@ -1,9 +1,11 @@
 //! Loading the endpoint programs with their pinned maps, attaching them to
-//! devices as cls_bpf filters, and typed access to the maps.
+//! devices (tcx links on endpoint devices, cls_bpf filters elsewhere or
+//! where the kernel has no tcx), and typed access to the maps.
 //!
 //! Nothing the kernel needs to keep forwarding belongs to the agent
-//! process: maps are pinned by name under the agent's bpf root, and the
-//! filters belong to the devices' qdiscs. The agent can exit or crash at
+//! process: maps are pinned by name under the agent's bpf root, the
+//! endpoint devices' tcx links are pinned there too, and cls_bpf filters
+//! belong to the devices' qdiscs. The agent can exit or crash at
 //! any moment and traffic keeps flowing; the next agent reloads the
 //! programs, reuses the pinned maps and swaps its fresh programs into the
 //! existing filters atomically. A pinned map whose shape an upgrade
@@ -20,6 +22,7 @@ use std::{
 use aya::{
     maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
+        links::{FdLink, LinkOrder, PinnedLink},
         tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
         ProgramError, SchedClassifier, TcAttachType,
     },
@@ -93,6 +96,35 @@ pub struct Datapath {
     lb: LbPrograms,
     /// The tunnel device's program (bpf/overlay.c).
     overlay: Ebpf,
+    /// How the endpoint programs are attached, probed once at load.
+    endpoint_attach: EndpointAttach,
+}
+
+/// How the endpoint programs sit on the host-side veth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndpointAttach {
+    /// tcx links (kernel 6.6 and later), pinned under the bpf root. They
+    /// leave the device's `ingress`/`clsact` qdisc slot free, so a chained
+    /// CNI plugin (the reference `bandwidth`, for egressRate) can add its
+    /// own `ingress` qdisc and filters, which run after from_endpoint
+    /// passes a packet on (TCX_NEXT).
+    Tcx,
+    /// cls_bpf filters on a clsact qdisc, where tcx is unavailable.
+    ClsBpf,
+}
+
+impl EndpointAttach {
+    /// tcx arrived in Linux 6.6. The kernel version is the probe: trying an
+    /// attach would put a program on some live device.
+    fn probe() -> Self {
+        if std::env::var_os("TWILL_ENDPOINT_ATTACH").is_some_and(|v| v == "cls_bpf") {
+            return Self::ClsBpf;
+        }
+        match aya::util::KernelVersion::current() {
+            Ok(v) if v >= aya::util::KernelVersion::new(6, 6, 0) => Self::Tcx,
+            _ => Self::ClsBpf,
+        }
+    }
 }
 
 /// Where the endpoint filters sit on each hook (Cilium uses the same).
@@ -152,28 +184,49 @@ impl Datapath {
             attached: BTreeSet::new(),
             lb,
             overlay,
+            endpoint_attach: EndpointAttach::probe(),
         })
+    }
+
+    /// How this agent attaches the endpoint programs.
+    pub fn endpoint_attach(&self) -> EndpointAttach {
+        self.endpoint_attach
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    /// Attaches both endpoint programs to `device` as direct-action cls_bpf
+    /// Attaches both endpoint programs to `device`: as pinned tcx links
+    /// (see [`attach_tcx`]) or, without tcx, as direct-action cls_bpf
     /// filters at a fixed priority and handle (see [`attach_tc`]). If a
-    /// previous agent already attached them, the program in each filter is
-    /// replaced atomically: no packet sees a gap.
+    /// previous agent already attached them, the program in each link or
+    /// filter is replaced atomically: no packet sees a gap. A device an
+    /// older agent gave cls_bpf filters gets its tcx links first and loses
+    /// the clsact qdisc after, so no packet passes unprocessed.
     pub fn attach(&mut self, device: &str) -> Result<(), DatapathError> {
-        attach_tc(&mut self.ebpf, &HOOKS, device, FILTER_PRIORITY)?;
+        match self.endpoint_attach {
+            EndpointAttach::Tcx => {
+                attach_tcx(&mut self.ebpf, &HOOKS, &self.root, device)?;
+                crate::netdev::remove_clsact(device)
+                    .map_err(|e| attach_error(device, "clsact", e.to_string()))?;
+            }
+            EndpointAttach::ClsBpf => attach_tc(&mut self.ebpf, &HOOKS, device, FILTER_PRIORITY)?,
+        }
         self.attached.insert(device.to_string());
         Ok(())
     }
 
-    /// Removes `device`'s filters. A missing device or filter is not an
-    /// error: detaching is idempotent.
+    /// Removes `device`'s links or filters. A missing device, link or
+    /// filter is not an error: detaching is idempotent.
     pub fn detach(&mut self, device: &str) -> Result<(), DatapathError> {
         self.attached.remove(device);
-        detach_tc(&HOOKS, device)
+        detach_tcx(&HOOKS, &self.root, device)?;
+        match self.endpoint_attach {
+            EndpointAttach::Tcx => crate::netdev::remove_clsact(device)
+                .map_err(|e| attach_error(device, "clsact", e.to_string())),
+            EndpointAttach::ClsBpf => detach_tc(&HOOKS, device),
+        }
     }
 
     /// Devices this agent has attached the endpoint programs to, with the hooks.
@@ -471,6 +524,78 @@ pub(crate) fn attach_tc(
         // outlive this process, so ownership passes to the kernel.
         std::mem::forget(link);
     }
+    Ok(())
+}
+
+/// Where the tcx link of `direction` on `device` is pinned.
+fn tcx_pin(root: &Path, device: &str, direction: &str) -> PathBuf {
+    root.join("tcx").join(device).join(direction)
+}
+
+/// Attaches the (loaded) programs `hooks` of `ebpf` to `device` as tcx
+/// links, first in each hook's chain, pinned under `root` so they outlive
+/// this process. A link pinned by an earlier agent gets the new program
+/// atomically (BPF_LINK_UPDATE); a pin whose device is gone (a reused
+/// name) is replaced by a fresh link.
+///
+/// Each attach waits for an RCU grace period in the kernel, under the
+/// rtnl lock, so attaching the two hooks from two threads gains nothing.
+pub(crate) fn attach_tcx(
+    ebpf: &mut Ebpf,
+    hooks: &[TcHook],
+    root: &Path,
+    device: &str,
+) -> Result<(), DatapathError> {
+    let dir = root.join("tcx").join(device);
+    std::fs::create_dir_all(&dir)
+        .map_err(|source| DatapathError::Bpffs { path: dir.display().to_string(), source })?;
+    for &(name, attach_type, direction) in hooks {
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(name)
+            .expect("program presence checked at load")
+            .try_into()
+            .expect("program type checked at load");
+        let pin = tcx_pin(root, device, direction);
+        if let Ok(pinned) = PinnedLink::from_pin(&pin) {
+            let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+                .map_err(|e| attach_error(device, direction, e.to_string()))?;
+            match program.attach_to_link(link) {
+                Ok(id) => {
+                    // The pin keeps the link; this process's handle may go.
+                    let link =
+                        program.take_link(id).map_err(|e| attach_error(device, direction, e.to_string()))?;
+                    std::mem::forget(link);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::debug!(device, direction, error = %e, "pinned tcx link unusable, replacing it");
+                    std::fs::remove_file(&pin)
+                        .map_err(|source| DatapathError::Bpffs { path: pin.display().to_string(), source })?;
+                }
+            }
+        }
+        let id = program
+            .attach_with_options(device, attach_type, TcAttachOptions::TcxOrder(LinkOrder::first()))
+            .map_err(|e| attach_error(device, direction, format!("{e} ({})", source_chain(&e))))?;
+        let link = program.take_link(id).map_err(|e| attach_error(device, direction, e.to_string()))?;
+        let link = FdLink::try_from(link).map_err(|e| attach_error(device, direction, e.to_string()))?;
+        link.pin(&pin).map_err(|source| DatapathError::Pin { path: pin.display().to_string(), source })?;
+    }
+    Ok(())
+}
+
+/// Unpins (and so detaches) `device`'s tcx links. Idempotent.
+pub(crate) fn detach_tcx(hooks: &[TcHook], root: &Path, device: &str) -> Result<(), DatapathError> {
+    for &(_, _, direction) in hooks {
+        let pin = tcx_pin(root, device, direction);
+        match std::fs::remove_file(&pin) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(DatapathError::Bpffs { path: pin.display().to_string(), source }),
+        }
+    }
+    let dir = root.join("tcx").join(device);
+    let _ = std::fs::remove_dir(&dir);
     Ok(())
 }
 

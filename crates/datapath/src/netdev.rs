@@ -862,3 +862,45 @@ pub fn list_routes_by_protocol() -> Result<Vec<(Ipv4Addr, u8, Ipv4Addr)>, Netdev
     out.sort();
     Ok(out)
 }
+
+/// Deletes `device`'s clsact qdisc, if it has one, with the cls_bpf
+/// filters an agent attached before tcx: once the tcx links run, the qdisc
+/// only holds the `ingress` slot a chained plugin (bandwidth) needs. Any
+/// other qdisc in that slot (bandwidth's own `ingress`) is left alone.
+pub fn remove_clsact(device: &str) -> Result<(), NetdevError> {
+    use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage};
+    let Some(index) = ifindex(device) else {
+        return Ok(());
+    };
+    let mut rtnl = open()?;
+    let mut query = TcMessage::default();
+    query.header.index = index as i32;
+    let qdiscs = rtnl
+        .dump(RouteNetlinkMessage::GetQueueDiscipline(query))
+        .map_err(|source| NetdevError::Netlink { operation: format!("qdisc show dev {device}"), source })?;
+    let has_clsact = qdiscs.iter().any(|m| match m {
+        RouteNetlinkMessage::NewQueueDiscipline(q) => {
+            q.header.index == index as i32
+                && q.header.parent == TcHandle::CLSACT
+                && q.attributes.iter().any(|a| matches!(a, TcAttribute::Kind(k) if k == "clsact"))
+        }
+        _ => false,
+    });
+    if !has_clsact {
+        return Ok(());
+    }
+    let mut message = TcMessage::default();
+    message.header.index = index as i32;
+    message.header.parent = TcHandle::CLSACT;
+    message.header.handle = TcHandle { major: 0xffff, minor: 0 };
+    match rtnl.execute(RouteNetlinkMessage::DelQueueDiscipline(message), 0) {
+        Ok(()) => Ok(()),
+        Err(e) if ifindex(device) != Some(index) => {
+            tracing::debug!("qdisc del {device} clsact: {e} (device already gone)");
+            Ok(())
+        }
+        Err(source) => {
+            Err(NetdevError::Netlink { operation: format!("qdisc del dev {device} clsact"), source })
+        }
+    }
+}

@@ -17,7 +17,8 @@ use twill_abi::{
 };
 use twill_datapath::{netdev, Datapath, IpcacheEntry, PolicyEntry};
 
-const TC_ACT_OK: u32 = 0;
+/// What from_endpoint returns for the host stack: TCX_NEXT (-1).
+const TC_ACT_UNSPEC: u32 = u32::MAX;
 const TC_ACT_SHOT: u32 = 2;
 const TC_ACT_REDIRECT: u32 = 7;
 /// BPF_PROG_TEST_RUN runs tc programs on the loopback device.
@@ -97,14 +98,14 @@ fn from_endpoint_encapsulates_to_a_remote_node_only_with_a_tunnel_device() {
 
     // No tunnel device: native routing, the host stack routes.
     dp.set_config(config(0)).unwrap();
-    assert_eq!(dp.test_run("from_endpoint", &udp_frame(local, remote)).unwrap(), TC_ACT_OK);
+    assert_eq!(dp.test_run("from_endpoint", &udp_frame(local, remote)).unwrap(), TC_ACT_UNSPEC);
 
     dp.set_config(config(LOOPBACK_IFINDEX)).unwrap();
     let forwarded = count(&dp, METRIC_DIR_EGRESS, 0);
     assert_eq!(dp.test_run("from_endpoint", &udp_frame(local, remote)).unwrap(), TC_ACT_REDIRECT);
     assert_eq!(count(&dp, METRIC_DIR_EGRESS, 0), forwarded + 1, "counted as forwarded");
     // An address behind no node still goes to the stack.
-    assert_eq!(dp.test_run("from_endpoint", &udp_frame(local, elsewhere)).unwrap(), TC_ACT_OK);
+    assert_eq!(dp.test_run("from_endpoint", &udp_frame(local, elsewhere)).unwrap(), TC_ACT_UNSPEC);
 
     let mut points = Vec::new();
     while let Some(record) = events.next() {

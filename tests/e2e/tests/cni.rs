@@ -287,10 +287,28 @@ fn iptables_nat(node: &Node) -> String {
     String::from_utf8_lossy(&node.host_cmd(&["iptables", "-t", "nat", "-S"]).stdout).into_owned()
 }
 
+/// The versions every plugin of twill-cni -> portmap -> bandwidth declares
+/// (Debian's bandwidth stops at 1.0.0).
+const CHAIN_VERSIONS: [&str; 4] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"];
+
+/// The reference bandwidth plugin's config: rates and bursts in bits.
+fn bandwidth(ingress_rate: u64, egress_rate: u64) -> Value {
+    json!({
+        "type": "bandwidth",
+        "ingressRate": ingress_rate, "ingressBurst": 400_000,
+        "egressRate": egress_rate, "egressBurst": 400_000,
+    })
+}
+
+/// The ifb devices in the node's namespace (bandwidth's, for egressRate).
+fn ifb_devices(node: &Node) -> String {
+    String::from_utf8_lossy(&node.host_cmd(&["ip", "-o", "link", "show", "type", "ifb"]).stdout).into_owned()
+}
+
 #[test]
 fn chained_with_portmap_and_bandwidth() {
     let node = Node::start("cnichain");
-    for version in ["0.4.0", "1.0.0"] {
+    for version in CHAIN_VERSIONS {
         let sandbox = Sandbox::new("chain");
         let netns = sandbox.path();
         let container = format!("chain-{}", version.replace('.', ""));
@@ -301,7 +319,7 @@ fn chained_with_portmap_and_bandwidth() {
             "plugins": [
                 config(&node, version),
                 {"type": "portmap", "capabilities": {"portMappings": true}},
-                {"type": "bandwidth", "ingressRate": 8_000_000, "ingressBurst": 1_000_000},
+                bandwidth(8_000_000, 8_000_000),
             ],
         });
         let runtime_config =
@@ -339,13 +357,18 @@ fn chained_with_portmap_and_bandwidth() {
         };
         assert!(wait_until(Duration::from_secs(5), through_host_port), "hostPort 18080 -> container port 80");
         let qdisc = node.host_cmd(&["tc", "qdisc", "show", "dev", &host_device]);
-        assert!(
-            String::from_utf8_lossy(&qdisc.stdout).contains("tbf"),
-            "bandwidth's shaper on {host_device}"
-        );
-        // The whole chain's result checks out with twill-cni.
-        let check = plugin_conf(&list, &plugins[0], &prev, &runtime_config);
-        invoke(&node, &plugin(), &env("CHECK", &container, &netns, "eth0"), &check).ok();
+        let qdisc = String::from_utf8_lossy(&qdisc.stdout);
+        // ingressRate: tbf at the root; egressRate: an ingress qdisc whose
+        // filter hands the container's packets to an ifb with its own tbf.
+        assert!(qdisc.contains("qdisc tbf") && qdisc.contains("qdisc ingress"), "{host_device}: {qdisc}");
+        assert!(!qdisc.contains("clsact"), "Twill's programs are tcx links: {qdisc}");
+        assert_eq!(ifb_devices(&node).lines().count(), 1, "bandwidth's ifb: {}", ifb_devices(&node));
+        // The whole chain's result checks out with twill-cni (CHECK came
+        // with 0.4.0).
+        if !version.starts_with("0.3") {
+            let check = plugin_conf(&list, &plugins[0], &prev, &runtime_config);
+            invoke(&node, &plugin(), &env("CHECK", &container, &netns, "eth0"), &check).ok();
+        }
         // DEL in reverse order, as runtimes do.
         for p in plugins.iter().rev() {
             let conf = plugin_conf(&list, p, &Value::Null, &runtime_config);
@@ -353,7 +376,130 @@ fn chained_with_portmap_and_bandwidth() {
         }
         assert!(!iptables_nat(&node).contains("--dport 18080"), "portmap's rules went");
         assert!(endpoints(&node).is_empty());
+        assert_eq!(ifb_devices(&node), "", "bandwidth's ifb went with DEL");
+        assert!(!node.bpf_root.join("tcx").join(&host_device).exists(), "the tcx pins went");
     }
+}
+
+/// An iperf3 server in the node's namespace, for as long as it lives.
+fn host_iperf_server(node: &Node) -> twill_e2e::Background {
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", &node.netns, "iperf3", "-s", "-p", "5201"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = twill_e2e::Background::from_child(child);
+    assert!(wait_until(Duration::from_secs(10), || {
+        node.host_cmd(&["sh", "-c", "ss -ltn | grep -q :5201"]).status.success()
+    }));
+    server
+}
+
+/// Mbit/s the receiver counted in a bounded iperf3 run from `sandbox` to
+/// the node (`reverse`: from the node to `sandbox`).
+fn iperf_mbits(sandbox: &Sandbox, reverse: bool) -> f64 {
+    let mut args =
+        vec!["iperf3", "-c", "10.200.0.1", "-p", "5201", "-t", "2", "-J", "--connect-timeout", "2000"];
+    if reverse {
+        args.push("-R");
+    }
+    let out = sandbox.run(&args);
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("iperf3 JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let bits = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no receiver rate: {report}"));
+    bits / 1e6
+}
+
+fn assert_rate(what: &str, measured: f64, rate: f64) {
+    eprintln!("{what}: {measured:.2} Mbit/s (rate {rate} Mbit/s)");
+    assert!(
+        (measured - rate).abs() <= rate * 0.25,
+        "{what}: {measured:.2} Mbit/s, expected {rate} Mbit/s +-25%"
+    );
+}
+
+#[test]
+fn bandwidth_egress_and_ingress_rates_hold_with_policy_and_across_restarts() {
+    let mut node = Node::start("cnishape");
+    let db = node.endpoint("db", "default", "app=db");
+    let db_ip = db["ipv4"].as_str().unwrap().to_string();
+    let _db_server = node.tcp_server("db", 80);
+    // The shaped pod may reach the node and nothing else.
+    let policy = node.state_dir.parent().unwrap().join("host-only.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: host-only\n  namespace: shaped\nspec:\n  endpointSelector: {}\n  egress:\n  - toEntities:\n    - host\n",
+    )
+    .unwrap();
+    node.twill_ok(&["policy", "import", policy.to_str().unwrap()]);
+
+    let sandbox = Sandbox::new("shape");
+    let netns = sandbox.path();
+    let version = "1.0.0";
+    let list = json!({
+        "cniVersion": version, "name": "twill",
+        "plugins": [config(&node, version), bandwidth(4_000_000, 8_000_000)],
+    });
+    let plugins = list["plugins"].as_array().unwrap();
+    let mut vars = env("ADD", "shaped0", &netns, "eth0");
+    vars.push(("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAMESPACE=shaped;K8S_POD_NAME=web-0;K8S_POD_UID=x"));
+    let mut prev = Value::Null;
+    for p in plugins {
+        prev =
+            invoke(&node, &plugin_binary(p), &vars, &plugin_conf(&list, p, &prev, &Value::Null)).ok().clone();
+    }
+    let host_device = prev["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let pins = node.bpf_root.join("tcx").join(&host_device);
+    assert!(pins.join("ingress").exists() && pins.join("egress").exists(), "tcx links pinned in {pins:?}");
+
+    let _server = host_iperf_server(&node);
+    // egressRate: what leaves the container; ingressRate: what reaches it.
+    assert_rate("egress (container -> node)", iperf_mbits(&sandbox, false), 8.0);
+    assert_rate("ingress (node -> container)", iperf_mbits(&sandbox, true), 4.0);
+
+    // Policy still holds for the shaped pod, and says so.
+    let to_db = || {
+        let target = format!("TCP:{db_ip}:80,connect-timeout=1");
+        sandbox.run(&["socat", "-T1", "-", &target]).status.success()
+    };
+    assert!(!to_db(), "egress to db is denied");
+    let drops = node.observe(&["--last", "200", "--verdict", "DROPPED", "--from-pod", "shaped/web-0"]);
+    assert!(
+        drops
+            .iter()
+            .any(|f| f["IP"]["destination"] == db_ip.as_str() && f["drop_reason_desc"] == "POLICY_DENIED"),
+        "the denied connection is reported: {drops:?}"
+    );
+
+    // An agent killed and restarted keeps the links (same pins, new
+    // programs) and the shaping.
+    node.stop_agent(libc::SIGKILL);
+    assert_rate("egress with no agent", iperf_mbits(&sandbox, false), 8.0);
+    node.start_agent();
+    assert!(pins.join("ingress").exists() && pins.join("egress").exists());
+    let qdisc = node.host_cmd(&["tc", "qdisc", "show", "dev", &host_device]);
+    assert!(String::from_utf8_lossy(&qdisc.stdout).contains("qdisc ingress"), "bandwidth's qdisc stays");
+    assert_rate("egress after a restart", iperf_mbits(&sandbox, false), 8.0);
+    assert_rate("ingress after a restart", iperf_mbits(&sandbox, true), 4.0);
+    assert!(!to_db(), "still denied after a restart");
+
+    let check = plugin_conf(&list, &plugins[0], &prev, &Value::Null);
+    invoke(&node, &plugin(), &env("CHECK", "shaped0", &netns, "eth0"), &check).ok();
+    for p in plugins.iter().rev() {
+        invoke(
+            &node,
+            &plugin_binary(p),
+            &env("DEL", "shaped0", &netns, "eth0"),
+            &plugin_conf(&list, p, &Value::Null, &Value::Null),
+        )
+        .ok();
+    }
+    assert_eq!(ifb_devices(&node), "", "bandwidth's ifb went with DEL");
+    assert!(!pins.exists(), "the tcx pins went");
+    assert!(endpoints(&node).iter().all(|e| e["name"] != "web-0"));
 }
 
 fn plugin_binary(p: &Value) -> std::path::PathBuf {

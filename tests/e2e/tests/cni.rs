@@ -381,26 +381,40 @@ fn chained_with_portmap_and_bandwidth() {
     }
 }
 
-/// An iperf3 server in the node's namespace, for as long as it lives.
-fn host_iperf_server(node: &Node) -> twill_e2e::Background {
+/// Mbit/s the receiver counted in a bounded iperf3 run from `sandbox` to
+/// the node (`reverse`: from the node to `sandbox`), after a first second
+/// of slow start left out. Each run has its own
+/// one-shot server on its own port: a server that just finished a test
+/// can reset the next client's connection.
+fn iperf_mbits(node: &Node, sandbox: &Sandbox, reverse: bool) -> f64 {
+    static PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(5301);
+    let port = PORT.fetch_add(1, std::sync::atomic::Ordering::SeqCst).to_string();
     let child = std::process::Command::new("ip")
-        .args(["netns", "exec", &node.netns, "iperf3", "-s", "-p", "5201"])
+        .args(["netns", "exec", &node.netns, "iperf3", "-s", "-1", "-p", &port])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let server = twill_e2e::Background::from_child(child);
-    assert!(wait_until(Duration::from_secs(10), || {
-        node.host_cmd(&["sh", "-c", "ss -ltn | grep -q :5201"]).status.success()
-    }));
-    server
-}
-
-/// Mbit/s the receiver counted in a bounded iperf3 run from `sandbox` to
-/// the node (`reverse`: from the node to `sandbox`).
-fn iperf_mbits(sandbox: &Sandbox, reverse: bool) -> f64 {
-    let mut args =
-        vec!["iperf3", "-c", "10.200.0.1", "-p", "5201", "-t", "2", "-J", "--connect-timeout", "2000"];
+    let _server = twill_e2e::Background::from_child(child);
+    let listening = format!("ss -ltn | grep -q :{port}");
+    assert!(wait_until(Duration::from_secs(10), || node
+        .host_cmd(&["sh", "-c", &listening])
+        .status
+        .success()));
+    let mut args = vec![
+        "iperf3",
+        "-c",
+        "10.200.0.1",
+        "-p",
+        &port,
+        "-t",
+        "2",
+        "-O",
+        "1",
+        "-J",
+        "--connect-timeout",
+        "2000",
+    ];
     if reverse {
         args.push("-R");
     }
@@ -455,10 +469,9 @@ fn bandwidth_egress_and_ingress_rates_hold_with_policy_and_across_restarts() {
     let pins = node.bpf_root.join("tcx").join(&host_device);
     assert!(pins.join("ingress").exists() && pins.join("egress").exists(), "tcx links pinned in {pins:?}");
 
-    let _server = host_iperf_server(&node);
     // egressRate: what leaves the container; ingressRate: what reaches it.
-    assert_rate("egress (container -> node)", iperf_mbits(&sandbox, false), 8.0);
-    assert_rate("ingress (node -> container)", iperf_mbits(&sandbox, true), 4.0);
+    assert_rate("egress (container -> node)", iperf_mbits(&node, &sandbox, false), 8.0);
+    assert_rate("ingress (node -> container)", iperf_mbits(&node, &sandbox, true), 4.0);
 
     // Policy still holds for the shaped pod, and says so.
     let to_db = || {
@@ -477,13 +490,13 @@ fn bandwidth_egress_and_ingress_rates_hold_with_policy_and_across_restarts() {
     // An agent killed and restarted keeps the links (same pins, new
     // programs) and the shaping.
     node.stop_agent(libc::SIGKILL);
-    assert_rate("egress with no agent", iperf_mbits(&sandbox, false), 8.0);
+    assert_rate("egress with no agent", iperf_mbits(&node, &sandbox, false), 8.0);
     node.start_agent();
     assert!(pins.join("ingress").exists() && pins.join("egress").exists());
     let qdisc = node.host_cmd(&["tc", "qdisc", "show", "dev", &host_device]);
     assert!(String::from_utf8_lossy(&qdisc.stdout).contains("qdisc ingress"), "bandwidth's qdisc stays");
-    assert_rate("egress after a restart", iperf_mbits(&sandbox, false), 8.0);
-    assert_rate("ingress after a restart", iperf_mbits(&sandbox, true), 4.0);
+    assert_rate("egress after a restart", iperf_mbits(&node, &sandbox, false), 8.0);
+    assert_rate("ingress after a restart", iperf_mbits(&node, &sandbox, true), 4.0);
     assert!(!to_db(), "still denied after a restart");
 
     let check = plugin_conf(&list, &plugins[0], &prev, &Value::Null);

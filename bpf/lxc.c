@@ -75,6 +75,11 @@ int from_endpoint(struct __sk_buff *skb)
 		trace(skb, cfg, &ct, TRACE_FROM_ENDPOINT, DIR_EGRESS, src->endpoint_id, src->identity,
 		      dst_identity, &p);
 
+	/* A shaped endpoint's traffic goes through the host stack, so the
+	 * shapers on its device (and on the peer's) see it; the receiver's
+	 * to_endpoint then enforces and reports its ingress, once. */
+	if (dst && ((src->flags | dst->flags) & ENDPOINT_F_SHAPED))
+		dst = 0;
 	if (dst) {
 		/* Host routing: the receiver's ingress runs here, and the packet
 		 * goes straight into its namespace; its to_endpoint never sees

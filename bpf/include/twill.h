@@ -68,6 +68,11 @@ struct endpoint_info {
  * verdict says nothing and costs an event per connection. */
 #define ENDPOINT_F_INGRESS_ENFORCED 1
 #define ENDPOINT_F_EGRESS_ENFORCED 2
+/* The endpoint's host device has a shaper (a chained bandwidth plugin's
+ * ingress qdisc or root tbf): traffic between it and another local
+ * endpoint goes through the host stack, past the shaper, instead of
+ * straight into the peer's namespace. */
+#define ENDPOINT_F_SHAPED 4
 
 /* Key of twill_ipcache, an LPM trie: prefix length, then the address. */
 struct ipcache_key {

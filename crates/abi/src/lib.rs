@@ -318,6 +318,11 @@ pub const AGGREGATION_INTERVAL_SECONDS: u32 = 5;
 pub const ENDPOINT_F_INGRESS_ENFORCED: u32 = 1;
 /// `EndpointInfo::flags`: policy is enforced on the endpoint's egress.
 pub const ENDPOINT_F_EGRESS_ENFORCED: u32 = 2;
+/// `EndpointInfo::flags`: the host device has a shaper (a chained
+/// `bandwidth` plugin's qdiscs), so local endpoint-to-endpoint traffic to
+/// or from it goes through the host stack and the shaper rather than
+/// bpf_redirect_peer.
+pub const ENDPOINT_F_SHAPED: u32 = 4;
 
 /// `IpcacheValue::flags`: the address is one of a node's own; the overlay
 /// believes tunnel packets from it.

@@ -243,6 +243,7 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         // Endpoint flags.
         ENDPOINT_F_INGRESS_ENFORCED,
         ENDPOINT_F_EGRESS_ENFORCED,
+        ENDPOINT_F_SHAPED,
         // ipcache flags.
         IPCACHE_F_NODE,
         // Drop reasons.

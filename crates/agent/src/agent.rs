@@ -109,6 +109,11 @@ pub enum Change {
     },
     /// Cluster mode: what other nodes changed in the shared store.
     Cluster(mirror::Batch),
+    /// The qdiscs of a device changed (`None`: of any device): whether
+    /// an endpoint's host device is shaped is read from the kernel again.
+    Shaping {
+        device: Option<String>,
+    },
 }
 
 impl Change {
@@ -201,6 +206,10 @@ pub struct Agent {
     /// What the socket hooks' namespace map holds, as last written (read
     /// from the kernel once, at the first sync).
     netns_written: Option<BTreeMap<u64, twill_abi::LbNetnsValue>>,
+    /// Host devices of endpoints that a chained plugin shapes (see
+    /// [`twill_datapath::netdev::device_shaped`]); their endpoint map
+    /// entries carry `ENDPOINT_F_SHAPED`.
+    shaped: BTreeSet<String>,
 }
 
 impl Agent {
@@ -277,6 +286,7 @@ impl Agent {
             peers: None,
             agent_events: None,
             netns_written: None,
+            shaped: BTreeSet::new(),
         };
         agent.namespaces.ensure_default()?;
         if let Some(cluster) = &agent.cluster {
@@ -342,6 +352,10 @@ impl Agent {
         Ok(match change {
             Change::Cluster(batch) => {
                 self.cluster_sync(batch, effects)?;
+                Outcome::Synced
+            }
+            Change::Shaping { device } => {
+                self.sync_shaping(device.as_deref())?;
                 Outcome::Synced
             }
             Change::EndpointCreate { name, namespace, labels, ports } => Outcome::Endpoint(Box::new(
@@ -770,12 +784,42 @@ impl Agent {
         Ok(())
     }
 
+    /// Whether the agent last found `device` (an endpoint's host device)
+    /// shaped: for the qdisc watcher, which asks for a [`Change::Shaping`]
+    /// only when the kernel now says otherwise.
+    pub fn is_shaped(&self, device: &str) -> bool {
+        self.shaped.contains(device)
+    }
+
+    /// Reads whether `device` (every endpoint's, for `None`) is shaped and
+    /// rewrites the endpoint map entries whose flag changes. Local
+    /// traffic to and from a shaped endpoint then goes through the host
+    /// stack and its shapers (ENDPOINT_F_SHAPED in bpf/lxc.c).
+    fn sync_shaping(&mut self, device: Option<&str>) -> Result<()> {
+        let records = self.endpoints.records()?;
+        for r in records.iter().filter(|r| device.is_none_or(|d| d == r.host_device)) {
+            let shaped = twill_datapath::netdev::device_shaped(&r.host_device)?;
+            if shaped == self.shaped.contains(&r.host_device) {
+                continue;
+            }
+            info!(endpoint = %format!("{}/{}", r.namespace, r.name), device = %r.host_device, shaped, "endpoint shaping changed");
+            if shaped {
+                self.shaped.insert(r.host_device.clone());
+            } else {
+                self.shaped.remove(&r.host_device);
+            }
+            self.write_endpoint_entry(r)?;
+        }
+        Ok(())
+    }
+
     /// The endpoint map entry: where to deliver, and which directions
     /// enforce policy (the datapath reports allowed verdicts only there).
     fn write_endpoint_entry(&mut self, r: &EndpointRecord) -> Result<()> {
         let (ingress, egress) = self.realizer.enforced(r.id as u16);
         let flags = if ingress { twill_abi::ENDPOINT_F_INGRESS_ENFORCED } else { 0 }
-            | if egress { twill_abi::ENDPOINT_F_EGRESS_ENFORCED } else { 0 };
+            | if egress { twill_abi::ENDPOINT_F_EGRESS_ENFORCED } else { 0 }
+            | if self.shaped.contains(&r.host_device) { twill_abi::ENDPOINT_F_SHAPED } else { 0 };
         let info = EndpointInfo {
             ifindex: self.endpoints.ifindex(r)?,
             endpoint_id: r.id,
@@ -803,6 +847,7 @@ impl Agent {
         if let Err(e) = self.datapath.detach(&r.host_device) {
             log("detaching programs", e.into());
         }
+        self.shaped.remove(&r.host_device);
         if let Err(e) = self.endpoints.unplumb(r) {
             log("removing devices", e);
         }

@@ -66,6 +66,38 @@ fn start_cluster_threads(agent: &Arc<Mutex<Agent>>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Follows qdisc changes (a chained bandwidth plugin adding its shaper
+/// after twill-cni's ADD, say) into [`Change::Shaping`], and looks at every
+/// endpoint once, for what changed while no agent was watching.
+fn start_shaping_watch(agent: &Arc<Mutex<Agent>>) -> anyhow::Result<()> {
+    let watched = agent.clone();
+    twill_datapath::netdev::watch_qdiscs(move |index| {
+        let device = match index {
+            Some(index) => match twill_datapath::netdev::device_name(index) {
+                Some(name) => Some(name),
+                // Gone already: its endpoint's teardown forgets it.
+                None => return,
+            },
+            None => None,
+        };
+        // Read without the agent's lock; most changes (a new veth's
+        // noqueue, say) change nothing and need no Change.
+        if let Some(name) = &device {
+            let shaped = twill_datapath::netdev::device_shaped(name).unwrap_or(true);
+            if shaped == watched.lock().unwrap_or_else(|p| p.into_inner()).is_shaped(name) {
+                return;
+            }
+        }
+        let mut agent = watched.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = agent.apply(Change::Shaping { device }) {
+            tracing::warn!("following a qdisc change: {}", e.chain());
+        }
+    })?;
+    let mut agent = agent.lock().unwrap_or_else(|p| p.into_inner());
+    agent.apply(Change::Shaping { device: None }).map_err(|e| anyhow::anyhow!("{}", e.chain()))?;
+    Ok(())
+}
+
 /// Runs the agent until a signal or `twill uninstall`; returns why it
 /// stopped. Errors at start name the flag or subsystem that failed.
 pub fn run(config: Config) -> anyhow::Result<Shutdown> {
@@ -113,6 +145,7 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
     agent.set_agent_events(agent_events);
     let agent = Arc::new(Mutex::new(agent));
     start_cluster_threads(&agent)?;
+    start_shaping_watch(&agent)?;
     // Kept alive for the agent's lifetime: dropping it stops the server.
     let _metrics_server = match config.prometheus_listen {
         Some(addr) => Some(

@@ -427,6 +427,11 @@ fn configure_pair(p: &VethPair, netns_file: &std::fs::File, inside: &mut Rtnl) -
     // host sends may leave through another route: strict reverse-path
     // filtering would drop them.
     write_sysctl(&format!("/proc/sys/net/ipv4/conf/{dev}/rp_filter"), "0")?;
+    // What from_endpoint hands the stack for another endpoint of the node
+    // (a shaped endpoint's traffic) is forwarded from this device, whatever
+    // the node's global ip_forward says: the setting is the ingress
+    // device's, and only endpoint devices get it.
+    write_sysctl(&format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"), "1")?;
 
     let eth0 = link_index(inside, ifname)?;
     if let Some(mtu) = mtu {
@@ -903,4 +908,74 @@ pub fn remove_clsact(device: &str) -> Result<(), NetdevError> {
             Err(NetdevError::Netlink { operation: format!("qdisc del dev {device} clsact"), source })
         }
     }
+}
+
+/// Whether `device` has a shaper a chained plugin put there: an `ingress`
+/// qdisc (the reference bandwidth plugin's, for egressRate; Twill's own
+/// programs are tcx links and need none) or a root qdisc other than a
+/// veth's default `noqueue` (bandwidth's tbf, for ingressRate).
+pub fn device_shaped(device: &str) -> Result<bool, NetdevError> {
+    use netlink_packet_route::tc::{TcAttribute, TcHandle, TcMessage};
+    let Some(index) = ifindex(device) else {
+        return Ok(false);
+    };
+    let mut query = TcMessage::default();
+    query.header.index = index as i32;
+    let qdiscs = open()?
+        .dump(RouteNetlinkMessage::GetQueueDiscipline(query))
+        .map_err(|source| NetdevError::Netlink { operation: format!("qdisc show dev {device}"), source })?;
+    Ok(qdiscs.iter().any(|m| {
+        let RouteNetlinkMessage::NewQueueDiscipline(q) = m else { return false };
+        let kind = q.attributes.iter().find_map(|a| match a {
+            TcAttribute::Kind(k) => Some(k.as_str()),
+            _ => None,
+        });
+        q.header.index == index as i32
+            && match (q.header.parent, kind) {
+                (TcHandle::INGRESS, Some(kind)) => kind == "ingress",
+                (TcHandle::ROOT, Some(kind)) => kind != "noqueue",
+                _ => false,
+            }
+    }))
+}
+
+/// Calls `changed` from a thread of its own with the ifindex of each
+/// device whose qdiscs change in the caller's network namespace (`None`
+/// when events were lost and every device may have changed). The socket
+/// is opened before this returns, so no change after it is missed.
+pub fn watch_qdiscs(mut changed: impl FnMut(Option<u32>) + Send + 'static) -> Result<(), NetdevError> {
+    let mut events = crate::netlink::TcEvents::open().map_err(|source| NetdevError::Socket { source })?;
+    std::thread::Builder::new()
+        .name("qdisc-watch".into())
+        .spawn(move || loop {
+            match events.next() {
+                Ok(Some(devices)) => {
+                    let mut seen = std::collections::BTreeSet::new();
+                    for d in devices {
+                        if seen.insert(d) {
+                            changed(Some(d));
+                        }
+                    }
+                }
+                Ok(None) => changed(None),
+                Err(e) => {
+                    tracing::warn!("watching qdisc changes stopped: {e}");
+                    return;
+                }
+            }
+        })
+        .map_err(|source| NetdevError::Socket { source })?;
+    Ok(())
+}
+
+/// The name of the device with `index` in the caller's network namespace.
+pub fn device_name(index: u32) -> Option<String> {
+    let mut buffer = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: the buffer has the IF_NAMESIZE bytes if_indextoname writes.
+    let name = unsafe { libc::if_indextoname(index, buffer.as_mut_ptr()) };
+    if name.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    Some(unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) }.to_string_lossy().into_owned())
 }

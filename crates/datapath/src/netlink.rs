@@ -151,3 +151,55 @@ impl Rtnl {
         }
     }
 }
+
+/// A socket on the rtnetlink TC group: qdisc and filter changes on any
+/// device of the namespace it was opened in, as the kernel announces them.
+pub(crate) struct TcEvents {
+    socket: Socket,
+    buffer: Vec<u8>,
+}
+
+impl TcEvents {
+    pub(crate) fn open() -> io::Result<Self> {
+        let mut socket = Socket::new(NETLINK_ROUTE)?;
+        socket.bind_auto()?;
+        socket.add_membership(libc::RTNLGRP_TC)?;
+        Ok(Self { socket, buffer: vec![0; RECV_BUFFER] })
+    }
+
+    /// Blocks for the next datagram and returns the ifindex of every
+    /// device whose qdiscs it says changed. An overrun (ENOBUFS: events
+    /// were lost) is reported as `None`: the caller must look at all
+    /// devices again.
+    pub(crate) fn next(&mut self) -> io::Result<Option<Vec<u32>>> {
+        let size = loop {
+            match self.socket.recv(&mut &mut self.buffer[..], 0) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => return Ok(None),
+                other => break other?,
+            }
+        };
+        let mut devices = Vec::new();
+        let mut offset = 0;
+        while offset < size {
+            let Ok(packet) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buffer[offset..size])
+            else {
+                // Not a message this crate knows (a filter's options, say):
+                // skip the datagram rather than stop watching.
+                break;
+            };
+            let length = packet.header.length as usize;
+            if length == 0 {
+                break;
+            }
+            offset += (length + 3) & !3;
+            if let NetlinkPayload::InnerMessage(
+                RouteNetlinkMessage::NewQueueDiscipline(m) | RouteNetlinkMessage::DelQueueDiscipline(m),
+            ) = packet.payload
+            {
+                devices.push(m.header.index as u32);
+            }
+        }
+        Ok(Some(devices))
+    }
+}

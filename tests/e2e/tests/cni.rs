@@ -381,40 +381,45 @@ fn chained_with_portmap_and_bandwidth() {
     }
 }
 
+/// Where an iperf3 measurement's server runs.
+enum Server<'a> {
+    /// The node's own namespace, at the router address.
+    Node,
+    /// A standalone endpoint (name, namespace, address).
+    Endpoint(&'a str, &'a str, &'a str),
+}
+
 /// Mbit/s the receiver counted in a bounded iperf3 run from `sandbox` to
-/// the node (`reverse`: from the node to `sandbox`), after a first second
-/// of slow start left out. Each run has its own
-/// one-shot server on its own port: a server that just finished a test
-/// can reset the next client's connection.
-fn iperf_mbits(node: &Node, sandbox: &Sandbox, reverse: bool) -> f64 {
+/// `server` (`reverse`: from `server` to `sandbox`), after a first second
+/// of slow start left out. Each run has its own one-shot server on its
+/// own port: a server that just finished a test can reset the next
+/// client's connection.
+fn iperf_mbits(node: &Node, sandbox: &Sandbox, server: Server, reverse: bool) -> f64 {
     static PORT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(5301);
     let port = PORT.fetch_add(1, std::sync::atomic::Ordering::SeqCst).to_string();
-    let child = std::process::Command::new("ip")
-        .args(["netns", "exec", &node.netns, "iperf3", "-s", "-1", "-p", &port])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = twill_e2e::Background::from_child(child);
     let listening = format!("ss -ltn | grep -q :{port}");
-    assert!(wait_until(Duration::from_secs(10), || node
-        .host_cmd(&["sh", "-c", &listening])
-        .status
-        .success()));
-    let mut args = vec![
-        "iperf3",
-        "-c",
-        "10.200.0.1",
-        "-p",
-        &port,
-        "-t",
-        "2",
-        "-O",
-        "1",
-        "-J",
-        "--connect-timeout",
-        "2000",
-    ];
+    let (_server, address) = match server {
+        Server::Node => {
+            let child = std::process::Command::new("ip")
+                .args(["netns", "exec", &node.netns, "iperf3", "-s", "-1", "-p", &port])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            let server = twill_e2e::Background::from_child(child);
+            let up = || node.host_cmd(&["sh", "-c", &listening]).status.success();
+            assert!(wait_until(Duration::from_secs(10), up));
+            (server, "10.200.0.1")
+        }
+        Server::Endpoint(name, namespace, address) => {
+            let server = node.spawn_in(name, namespace, &["iperf3", "-s", "-1", "-p", &port]);
+            let up = || node.exec(name, namespace, &["sh", "-c", &listening]).status.success();
+            assert!(wait_until(Duration::from_secs(10), up));
+            (server, address)
+        }
+    };
+    let mut args =
+        vec!["iperf3", "-c", address, "-p", &port, "-t", "2", "-O", "1", "-J", "--connect-timeout", "2000"];
     if reverse {
         args.push("-R");
     }
@@ -427,6 +432,11 @@ fn iperf_mbits(node: &Node, sandbox: &Sandbox, reverse: bool) -> f64 {
     bits / 1e6
 }
 
+fn tx_packets(node: &Node, device: &str) -> u64 {
+    let out = node.host_cmd(&["cat", &format!("/sys/class/net/{device}/statistics/tx_packets")]);
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or_else(|_| panic!("tx_packets of {device}"))
+}
+
 fn assert_rate(what: &str, measured: f64, rate: f64) {
     eprintln!("{what}: {measured:.2} Mbit/s (rate {rate} Mbit/s)");
     assert!(
@@ -437,15 +447,22 @@ fn assert_rate(what: &str, measured: f64, rate: f64) {
 
 #[test]
 fn bandwidth_egress_and_ingress_rates_hold_with_policy_and_across_restarts() {
-    let mut node = Node::start("cnishape");
+    let mut node = Node::prepare("cnishape", "10.200.0.0/24");
+    // Every packet's trace, to count deliveries.
+    node.agent_args = vec!["--monitor-aggregation".into(), "none".into()];
+    node.start_agent();
     let db = node.endpoint("db", "default", "app=db");
+    node.twill_ok(&["namespace", "create", "shaped"]);
+    let peer = node.endpoint("peer", "shaped", "app=peer");
+    let peer_ip = peer["ipv4"].as_str().unwrap().to_string();
+    let peer_dev = peer["host_device"].as_str().unwrap().to_string();
     let db_ip = db["ipv4"].as_str().unwrap().to_string();
     let _db_server = node.tcp_server("db", 80);
-    // The shaped pod may reach the node and nothing else.
+    // The shaped pod may reach the node and its peer, nothing else.
     let policy = node.state_dir.parent().unwrap().join("host-only.yaml");
     std::fs::write(
         &policy,
-        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: host-only\n  namespace: shaped\nspec:\n  endpointSelector: {}\n  egress:\n  - toEntities:\n    - host\n",
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: host-only\n  namespace: shaped\nspec:\n  endpointSelector: {}\n  egress:\n  - toEntities:\n    - host\n  - toEndpoints:\n    - matchLabels:\n        app: peer\n",
     )
     .unwrap();
     node.twill_ok(&["policy", "import", policy.to_str().unwrap()]);
@@ -470,8 +487,35 @@ fn bandwidth_egress_and_ingress_rates_hold_with_policy_and_across_restarts() {
     assert!(pins.join("ingress").exists() && pins.join("egress").exists(), "tcx links pinned in {pins:?}");
 
     // egressRate: what leaves the container; ingressRate: what reaches it.
-    assert_rate("egress (container -> node)", iperf_mbits(&node, &sandbox, false), 8.0);
-    assert_rate("ingress (node -> container)", iperf_mbits(&node, &sandbox, true), 4.0);
+    assert_rate("egress (container -> node)", iperf_mbits(&node, &sandbox, Server::Node, false), 8.0);
+    assert_rate("ingress (node -> container)", iperf_mbits(&node, &sandbox, Server::Node, true), 4.0);
+    // To and from another endpoint of the node too: the shaped pod's
+    // traffic goes through the host stack and the shapers, not straight
+    // into the peer's namespace.
+    let peer_server = || Server::Endpoint("peer", "shaped", &peer_ip);
+    assert_rate("egress (container -> peer)", iperf_mbits(&node, &sandbox, peer_server(), false), 8.0);
+    assert_rate("ingress (peer -> container)", iperf_mbits(&node, &sandbox, peer_server(), true), 4.0);
+    // Each packet to the peer is delivered once, and reported once.
+    let before = tx_packets(&node, &peer_dev);
+    let ping = sandbox.run(&["ping", "-c", "5", "-i", "0.05", "-W", "1", &peer_ip]);
+    assert!(ping.status.success(), "shaped pod -> peer");
+    assert!(tx_packets(&node, &peer_dev) >= before + 5, "through the stack, out of {peer_dev}");
+    let deliveries = || {
+        node.observe(&[
+            "--all",
+            "--to-pod",
+            "shaped/peer",
+            "--type",
+            "trace:to-endpoint",
+            "--protocol",
+            "icmp",
+        ])
+        .into_iter()
+        .filter(|f| f["source"]["pod_name"] == "web-0")
+        .count()
+    };
+    assert!(wait_until(Duration::from_secs(5), || deliveries() >= 5), "{} deliveries", deliveries());
+    assert_eq!(deliveries(), 5, "one to-endpoint per echo request");
 
     // Policy still holds for the shaped pod, and says so.
     let to_db = || {
@@ -490,13 +534,19 @@ fn bandwidth_egress_and_ingress_rates_hold_with_policy_and_across_restarts() {
     // An agent killed and restarted keeps the links (same pins, new
     // programs) and the shaping.
     node.stop_agent(libc::SIGKILL);
-    assert_rate("egress with no agent", iperf_mbits(&node, &sandbox, false), 8.0);
+    assert_rate("egress with no agent", iperf_mbits(&node, &sandbox, Server::Node, false), 8.0);
     node.start_agent();
     assert!(pins.join("ingress").exists() && pins.join("egress").exists());
     let qdisc = node.host_cmd(&["tc", "qdisc", "show", "dev", &host_device]);
     assert!(String::from_utf8_lossy(&qdisc.stdout).contains("qdisc ingress"), "bandwidth's qdisc stays");
-    assert_rate("egress after a restart", iperf_mbits(&node, &sandbox, false), 8.0);
-    assert_rate("ingress after a restart", iperf_mbits(&node, &sandbox, true), 4.0);
+    assert_rate("egress after a restart", iperf_mbits(&node, &sandbox, Server::Node, false), 8.0);
+    assert_rate("ingress after a restart", iperf_mbits(&node, &sandbox, Server::Node, true), 4.0);
+    // The restarted agent found the shaper again: still through the stack.
+    assert_rate(
+        "egress to the peer after a restart",
+        iperf_mbits(&node, &sandbox, peer_server(), false),
+        8.0,
+    );
     assert!(!to_db(), "still denied after a restart");
 
     let check = plugin_conf(&list, &plugins[0], &prev, &Value::Null);

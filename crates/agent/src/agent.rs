@@ -231,6 +231,7 @@ impl Agent {
         check_pod_cidr(store.as_ref(), &config)?;
         let features = twill_datapath::probe_features();
         let mut datapath = Datapath::load(&config.bpf_root)?;
+        datapath.set_endpoint_attach(config.endpoint_attach);
         netdev::ensure_host_device(config.pod_cidr.router())?;
         let events = if config.flows {
             twill_abi::EVENTS_DROP | twill_abi::EVENTS_POLICY | twill_abi::EVENTS_TRACE
@@ -844,13 +845,16 @@ impl Agent {
         if let Err(e) = self.datapath.ipcache_map().remove(r.ip, 32) {
             log("removing ipcache entry", e.into());
         }
+        // Devices first: a tcx link detached from a live device waits for
+        // an RCU grace period under the rtnl lock; one whose device is
+        // gone is only unpinned.
+        if let Err(e) = self.endpoints.unplumb(r) {
+            log("removing devices", e);
+        }
         if let Err(e) = self.datapath.detach(&r.host_device) {
             log("detaching programs", e.into());
         }
         self.shaped.remove(&r.host_device);
-        if let Err(e) = self.endpoints.unplumb(r) {
-            log("removing devices", e);
-        }
         if let Err(e) = self.realizer.forget(self.datapath.policy_map(), r.id as u16) {
             log("removing policy map entries", e);
         }

@@ -43,6 +43,16 @@ pub struct Args {
     /// Turn datapath events off entirely (no flows, no monitor output).
     #[arg(long)]
     pub disable_flows: bool,
+    /// How the endpoint programs sit on each endpoint's host device: tcx
+    /// links (they leave the device's ingress qdisc slot to a chained
+    /// shaper such as the reference `bandwidth` plugin's egressRate, but
+    /// each attach and detach waits for an RCU grace period, about 30 ms
+    /// more per endpoint), cls-bpf filters on a clsact qdisc (fast; a
+    /// chained `bandwidth` with egressRate then fails), or auto: tcx where
+    /// the kernel has it (6.6 and later). Changing it on a restart moves
+    /// existing endpoints over without a gap.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "tcx", "cls-bpf"])]
+    pub endpoint_attach: String,
     /// Unix socket of the Hubble-compatible observer API ("" to disable;
     /// default: hubble.sock beside the API socket).
     #[arg(long)]
@@ -151,6 +161,8 @@ pub struct Config {
     pub node_name: String,
     /// Trace event aggregation level (twill_abi::AGGREGATION_*).
     pub aggregation: u32,
+    /// How endpoint programs are attached (--endpoint-attach).
+    pub endpoint_attach: twill_datapath::EndpointAttach,
     /// Whether the datapath emits events (drops, traces, verdicts) at all.
     pub flows: bool,
     /// The observer API socket, removed by `twill uninstall`.
@@ -406,6 +418,11 @@ impl Config {
                 _ => twill_abi::AGGREGATION_MEDIUM,
             },
             flows: !args.disable_flows,
+            endpoint_attach: match args.endpoint_attach.as_str() {
+                "tcx" => twill_datapath::EndpointAttach::Tcx,
+                "cls-bpf" => twill_datapath::EndpointAttach::ClsBpf,
+                _ => twill_datapath::EndpointAttach::probe(),
+            },
             hubble_socket,
             hubble_listen,
             hubble_tls,

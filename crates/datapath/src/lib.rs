@@ -17,7 +17,7 @@ mod netns;
 pub use bpffs::ensure_bpffs;
 pub use features::{probe_features, KernelFeatures};
 pub use lb::cgroup2_mount;
-pub use loader::{Datapath, DatapathError, MetricsEntry};
+pub use loader::{Datapath, DatapathError, EndpointAttach, MetricsEntry};
 pub use maps::{EndpointMap, IpcacheEntry, IpcacheMap, LbMaps, NetnsMap, PolicyEntry, PolicyMap};
 pub use netns::{current_netns_cookie, netns_cookie};
 

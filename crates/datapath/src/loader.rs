@@ -116,10 +116,7 @@ pub enum EndpointAttach {
 impl EndpointAttach {
     /// tcx arrived in Linux 6.6. The kernel version is the probe: trying an
     /// attach would put a program on some live device.
-    fn probe() -> Self {
-        if std::env::var_os("TWILL_ENDPOINT_ATTACH").is_some_and(|v| v == "cls_bpf") {
-            return Self::ClsBpf;
-        }
+    pub fn probe() -> Self {
         match aya::util::KernelVersion::current() {
             Ok(v) if v >= aya::util::KernelVersion::new(6, 6, 0) => Self::Tcx,
             _ => Self::ClsBpf,
@@ -193,6 +190,13 @@ impl Datapath {
         self.endpoint_attach
     }
 
+    /// Chooses how the endpoint programs are attached from now on (the
+    /// default is [`EndpointAttach::probe`]). Devices attached the other
+    /// way move over on their next [`Datapath::attach`].
+    pub fn set_endpoint_attach(&mut self, how: EndpointAttach) {
+        self.endpoint_attach = how;
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }
@@ -211,7 +215,11 @@ impl Datapath {
                 crate::netdev::remove_clsact(device)
                     .map_err(|e| attach_error(device, "clsact", e.to_string()))?;
             }
-            EndpointAttach::ClsBpf => attach_tc(&mut self.ebpf, &HOOKS, device, FILTER_PRIORITY)?,
+            EndpointAttach::ClsBpf => {
+                attach_tc(&mut self.ebpf, &HOOKS, device, FILTER_PRIORITY)?;
+                // Back from tcx: the filters run first, then the links go.
+                detach_tcx(&HOOKS, &self.root, device)?;
+            }
         }
         self.attached.insert(device.to_string());
         Ok(())

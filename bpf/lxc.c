@@ -113,8 +113,9 @@ int from_endpoint(struct __sk_buff *skb)
 	return TO_STACK;
 }
 
-/* What reaches an endpoint through the host stack: from the node itself or
- * from outside. Other endpoints' traffic is delivered by their
+/* What reaches an endpoint through the host stack: from the node itself,
+ * from outside, or from another endpoint when either is shaped
+ * (ENDPOINT_F_SHAPED). Other endpoints' traffic is delivered by their
  * from_endpoint and does not pass here. */
 SEC("classifier/to_endpoint")
 int to_endpoint(struct __sk_buff *skb)

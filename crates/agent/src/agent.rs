@@ -1098,6 +1098,7 @@ impl Agent {
             policy_revision: self.realizer.revision(id),
             ingress_enforced,
             egress_enforced,
+            shaped: self.shaped.contains(&r.host_device),
             netns: r.netns.clone(),
             host_device: r.host_device.clone(),
             mac: netdev::format_mac(&r.mac),

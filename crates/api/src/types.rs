@@ -452,6 +452,10 @@ pub struct Endpoint {
     pub ingress_enforced: bool,
     #[serde(default)]
     pub egress_enforced: bool,
+    /// A chained plugin shapes the host device (bandwidth's qdiscs): local
+    /// traffic to and from the endpoint goes through the host stack.
+    #[serde(default)]
+    pub shaped: bool,
     pub netns: String,
     pub host_device: String,
     pub mac: String,

@@ -409,7 +409,12 @@ fn endpoint_detail(e: &Endpoint) {
         if e.egress_enforced { "enforced" } else { "not enforced" }
     );
     println!("Network ns:       {}", e.netns);
-    println!("Host device:      {} ({})", e.host_device, e.host_mac);
+    println!(
+        "Host device:      {} ({}){}",
+        e.host_device,
+        e.host_mac,
+        if e.shaped { ", shaped: local traffic through the host stack" } else { "" }
+    );
     println!("MAC:              {}", e.mac);
     println!("State:            {}", e.state);
 }

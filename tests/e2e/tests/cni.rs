@@ -483,6 +483,8 @@ fn bandwidth_egress_and_ingress_rates_hold_with_policy_and_across_restarts() {
             invoke(&node, &plugin_binary(p), &vars, &plugin_conf(&list, p, &prev, &Value::Null)).ok().clone();
     }
     let host_device = prev["interfaces"][0]["name"].as_str().unwrap().to_string();
+    let shaped = || node.twill_json(&["endpoint", "get", "web-0", "--namespace", "shaped"])["shaped"] == true;
+    assert!(wait_until(Duration::from_secs(5), shaped), "the agent saw bandwidth's qdiscs");
     let pins = node.bpf_root.join("tcx").join(&host_device);
     assert!(pins.join("ingress").exists() && pins.join("egress").exists(), "tcx links pinned in {pins:?}");
 

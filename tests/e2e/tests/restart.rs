@@ -112,3 +112,42 @@ fn leftovers_of_an_interrupted_create_are_collected_on_start() {
     assert!(!host_devices(&node).contains(&"twep99".to_string()), "stray device collected");
     assert_eq!(node.twill_json(&["endpoint", "list"]).as_array().unwrap().len(), 1);
 }
+
+fn qdiscs(node: &Node, device: &str) -> String {
+    String::from_utf8_lossy(&node.host_cmd(&["tc", "qdisc", "show", "dev", device]).stdout).into_owned()
+}
+
+#[test]
+fn cls_bpf_endpoints_move_to_tcx_links_without_a_gap_and_back() {
+    let mut node = Node::prepare("tcxmove", "10.200.0.0/24");
+    node.agent_args = vec!["--endpoint-attach".into(), "cls-bpf".into()];
+    node.start_agent();
+    node.endpoint("a", "default", "");
+    let b = node.endpoint("b", "default", "");
+    let b_ip = b["ipv4"].as_str().unwrap().to_string();
+    let b_dev = b["host_device"].as_str().unwrap().to_string();
+    let pins = node.bpf_root.join("tcx").join(&b_dev);
+    assert!(qdiscs(&node, &b_dev).contains("clsact"), "an older agent's filters");
+    assert!(!pins.exists());
+
+    // Pings every 20 ms across the restart into tcx: none lost.
+    let ping = node.spawn_in("a", "default", &["ping", "-i", "0.02", "-c", "100", "-W", "1", &b_ip]);
+    std::thread::sleep(Duration::from_millis(300));
+    node.stop_agent(libc::SIGTERM);
+    node.agent_args.clear();
+    node.start_agent();
+    let ping = ping.wait_with_output();
+    let text = String::from_utf8_lossy(&ping.stdout);
+    assert!(text.contains("100 received"), "lost packets moving to tcx:\n{text}");
+    assert!(!qdiscs(&node, &b_dev).contains("clsact"), "the clsact qdisc went: {}", qdiscs(&node, &b_dev));
+    assert!(pins.join("ingress").exists() && pins.join("egress").exists(), "tcx links pinned");
+    assert!(node.ping("a", "default", &b_ip), "forwarding over tcx");
+
+    // And back, as a user with no shaper to chain might.
+    node.stop_agent(libc::SIGTERM);
+    node.agent_args = vec!["--endpoint-attach".into(), "cls-bpf".into()];
+    node.start_agent();
+    assert!(qdiscs(&node, &b_dev).contains("clsact"));
+    assert!(!pins.exists(), "the tcx links went after the filters came");
+    assert!(node.ping("a", "default", &b_ip), "forwarding over cls_bpf");
+}

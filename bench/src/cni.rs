@@ -1,7 +1,8 @@
 //! CNI ADD and DEL latency: twill-cni against Debian's reference bridge +
 //! host-local plugins, each driven as a runtime drives it (a process per
 //! call, CNI_* variables, config on stdin) in the same run, one at a time
-//! and 20 in parallel, into namespaces the benchmark makes and removes.
+//! and 20 in parallel, into namespaces the benchmark makes and removes;
+//! twill-cni with the agent's default tcx links and with cls_bpf filters.
 
 use std::{
     io::Write,
@@ -109,7 +110,7 @@ fn pair(v: Vec<Duration>) -> (String, f64) {
     (format!("{} / {}", fmt_duration(p50), fmt_duration(p99)), p50.as_secs_f64())
 }
 
-pub fn run(bench: &Bench, dir: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+pub fn run(bench: &mut Bench, dir: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let twill = Plugin {
         binary: std::env::current_exe()?.with_file_name("twill-cni"),
         config: json!({
@@ -132,13 +133,24 @@ pub fn run(bench: &Bench, dir: &Path, rows: &mut Vec<Row>) -> anyhow::Result<()>
         bail!("{} is missing: apt-get install containernetworking-plugins", reference.binary.display());
     }
     let (t_add, t_del, t_par) = measure(&twill, "tw")?;
+    // The agent's default attaches tcx links, whose grace periods are most
+    // of ADD's and DEL's time; the same calls with cls_bpf filters show
+    // what that costs.
+    bench.restart_agent(&["--endpoint-attach", "cls-bpf"])?;
+    let cls = measure(&twill, "tc");
+    bench.restart_agent(&[])?;
+    let (c_add, c_del, c_par) = cls?;
     let (r_add, r_del, r_par) = measure(&reference, "br")?;
     let _ = sh(&["ip", "-n", NODE_NETNS, "link", "del", "twbenchbr0"]);
     let reference_name = "bridge + host-local (Debian), same run";
+    let cls_bpf = "--endpoint-attach cls-bpf";
     for (metric, t, r) in [
-        (format!("CNI ADD p50 / p99, one at a time ({SEQUENTIAL})"), t_add, r_add),
-        (format!("CNI ADD p50 / p99, {PARALLEL} in parallel (x{PARALLEL_ROUNDS})"), t_par, r_par),
-        (format!("CNI DEL p50 / p99, one at a time ({SEQUENTIAL})"), t_del, r_del),
+        (format!("CNI ADD p50 / p99, one at a time ({SEQUENTIAL})"), t_add, r_add.clone()),
+        (format!("CNI ADD p50 / p99, {PARALLEL} in parallel (x{PARALLEL_ROUNDS})"), t_par, r_par.clone()),
+        (format!("CNI DEL p50 / p99, one at a time ({SEQUENTIAL})"), t_del, r_del.clone()),
+        (format!("CNI ADD p50 / p99, one at a time ({SEQUENTIAL}), {cls_bpf}"), c_add, r_add),
+        (format!("CNI ADD p50 / p99, {PARALLEL} in parallel (x{PARALLEL_ROUNDS}), {cls_bpf}"), c_par, r_par),
+        (format!("CNI DEL p50 / p99, one at a time ({SEQUENTIAL}), {cls_bpf}"), c_del, r_del),
     ] {
         let (twill, t50) = pair(t);
         let (reference, r50) = pair(r);

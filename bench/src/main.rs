@@ -544,7 +544,7 @@ fn main() -> anyhow::Result<()> {
         if sections.contains(&"cni") {
             eprintln!("twill-bench: CNI ADD/DEL latency, twill-cni against bridge + host-local");
             let dir = bench.dir.clone();
-            cni::run(&bench, &dir, &mut rows)?;
+            cni::run(&mut bench, &dir, &mut rows)?;
         }
         if sections.contains(&"datapath") {
             eprintln!("twill-bench: same-host datapath: bare veth, iptables, Twill without and with policy");

@@ -209,6 +209,10 @@ impl Datapath {
     /// older agent gave cls_bpf filters gets its tcx links first and loses
     /// the clsact qdisc after, so no packet passes unprocessed.
     pub fn attach(&mut self, device: &str) -> Result<(), DatapathError> {
+        // Here rather than at plumbing, so endpoints an older agent made
+        // get it on restore too.
+        crate::netdev::enable_forwarding(device)
+            .map_err(|e| attach_error(device, "forwarding", e.to_string()))?;
         match self.endpoint_attach {
             EndpointAttach::Tcx => {
                 attach_tcx(&mut self.ebpf, &HOOKS, &self.root, device)?;

@@ -427,11 +427,6 @@ fn configure_pair(p: &VethPair, netns_file: &std::fs::File, inside: &mut Rtnl) -
     // host sends may leave through another route: strict reverse-path
     // filtering would drop them.
     write_sysctl(&format!("/proc/sys/net/ipv4/conf/{dev}/rp_filter"), "0")?;
-    // What from_endpoint hands the stack for another endpoint of the node
-    // (a shaped endpoint's traffic) is forwarded from this device, whatever
-    // the node's global ip_forward says: the setting is the ingress
-    // device's, and only endpoint devices get it.
-    write_sysctl(&format!("/proc/sys/net/ipv4/conf/{dev}/forwarding"), "1")?;
 
     let eth0 = link_index(inside, ifname)?;
     if let Some(mtu) = mtu {
@@ -978,4 +973,13 @@ pub fn device_name(index: u32) -> Option<String> {
     }
     // SAFETY: on success the buffer holds a NUL-terminated name.
     Some(unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) }.to_string_lossy().into_owned())
+}
+
+/// Turns IPv4 forwarding on for one endpoint host device: what
+/// from_endpoint hands the stack for another endpoint of the node (a shaped
+/// endpoint's traffic) is then forwarded, whatever the node's global
+/// ip_forward says (the setting that counts is the ingress device's, and
+/// only endpoint devices get it).
+pub fn enable_forwarding(device: &str) -> Result<(), NetdevError> {
+    write_sysctl(&format!("/proc/sys/net/ipv4/conf/{device}/forwarding"), "1")
 }

@@ -144,11 +144,17 @@ fn mutual_tls_serves_clients_with_a_certificate_and_refuses_others() {
     let (ca, cert, key) = (pki.path("ca.pem"), pki.path("client.pem"), pki.path("client.key"));
     let tls = ["--tls", "--tls-ca-cert-files", &ca, "--tls-server-name", &server_name];
     let with_cert = [&tls[..], &["--tls-client-cert-file", &cert, "--tls-client-key-file", &key]].concat();
-    let flows = ok(
-        hubble(&node, &[&["observe", "--server", TCP, "-o", "json"], &with_cert[..]].concat()),
-        "hubble observe over mutual TLS",
-    );
-    assert!(flows.lines().any(|l| l.contains("\"flow\"")), "hubble read flows over TLS:\n{flows}");
+    // The ping's flows reach the ring through the agent's event reader a
+    // moment after the ping returns: ask until they are there.
+    let mut flows = String::new();
+    let read = wait_until(Duration::from_secs(10), || {
+        flows = ok(
+            hubble(&node, &[&["observe", "--server", TCP, "-o", "json"], &with_cert[..]].concat()),
+            "hubble observe over mutual TLS",
+        );
+        flows.lines().any(|l| l.contains("\"flow\""))
+    });
+    assert!(read, "hubble read flows over TLS:\n{flows}");
 
     let refused = hubble(&node, &[&["observe", "--server", TCP, "--timeout", "3s"], &tls[..]].concat());
     // Only the client certificate differs from the command that worked.

@@ -13,7 +13,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const state = {
   rows: [], lastSeq: 0, paused: false, sampling: false,
   selection: null, // {kind: "node"|"edge", id, name}
-  map: { nodes: [], edges: [] }, mapKey: "", status: null, renderMs: 0,
+  map: { nodes: [], edges: [] }, mapKey: "", status: null, renderMs: 0, sampledPolls: 0,
 };
 window.twillUi = state;
 
@@ -153,6 +153,7 @@ async function pollFlows() {
     $("filter-error").textContent = "";
     state.sampling = state.lastSeq > 0 && r.matched > r.rows.length;
     $("sampling").hidden = !state.sampling;
+    if (state.sampling) state.sampledPolls++;
     state.lastSeq = r.last_seq;
     if (r.rows.length) prependRows(r.rows);
   } catch (e) {

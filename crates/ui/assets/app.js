@@ -53,15 +53,31 @@ function drawMap(force) {
   root.replaceChildren();
   $("map-empty").hidden = m.nodes.length > 0;
   if (!m.nodes.length) return;
-  const g = new dagre.graphlib.Graph({ multigraph: true });
+  // Layout by (source, destination) pair: dagre's cost grows with edges,
+  // and a busy map has many ports per pair. Port edges share their pair's
+  // route, with stacked labels.
+  const g = new dagre.graphlib.Graph();
   g.setGraph({ rankdir: "LR", nodesep: 30, ranksep: 110, marginx: 20, marginy: 20 });
   g.setDefaultEdgeLabel(() => ({}));
   for (const n of m.nodes) g.setNode(n.id, { width: Math.max(90, n.name.length * 8 + 24), height: n.namespace ? 40 : 30 });
-  for (const e of m.edges) g.setEdge(e.source, e.destination, { width: 60, height: 14, labelpos: "c" }, e.id);
+  const perPair = new Map();
+  for (const e of m.edges) {
+    if (e.source === e.destination) continue;
+    const k = e.source + "\u0000" + e.destination;
+    if (!perPair.has(k)) { perPair.set(k, 0); g.setEdge(e.source, e.destination, { width: 60, height: 14 }); }
+  }
   dagre.layout(g);
   const sel = state.selection;
   for (const e of m.edges) {
-    const lay = g.edge({ v: e.source, w: e.destination, name: e.id });
+    let lay = e.source === e.destination ? null : g.edge(e.source, e.destination);
+    if (!lay) {
+      // A self edge: a small loop above the node.
+      const n = g.node(e.source);
+      lay = { points: [{ x: n.x - 10, y: n.y - n.height / 2 }, { x: n.x, y: n.y - n.height / 2 - 25 }, { x: n.x + 10, y: n.y - n.height / 2 }], x: n.x, y: n.y - n.height / 2 - 25 };
+    }
+    const k = e.source + "\u0000" + e.destination;
+    const nth = perPair.get(k) || 0;
+    perPair.set(k, nth + 1);
     const grp = el("g", { class: "edge" + (sel && sel.kind === "edge" && sel.id === e.id ? " selected" : ""),
       "data-edge-id": e.id, "data-verdict": e.verdict, "data-flows": e.flows,
       "data-source": e.source, "data-destination": e.destination }, root);
@@ -69,7 +85,7 @@ function drawMap(force) {
     el("path", { d }, grp);
     // A thin line is hard to hit: a wide invisible twin takes the clicks.
     el("path", { d, class: "hit" }, grp);
-    const t = el("text", { x: lay.x, y: lay.y - 3 }, grp);
+    const t = el("text", { x: lay.x, y: lay.y - 3 - nth * 12 }, grp);
     t.textContent = `${e.port ? e.port + "/" : ""}${e.protocol} ×${e.flows}`;
     const title = el("title", {}, grp);
     title.textContent = `${e.source} → ${e.destination} ${e.port}/${e.protocol}: ${e.forwarded} forwarded, ${e.dropped} dropped`;

@@ -14,6 +14,8 @@ pub struct Side {
     pub identity: u32,
     /// The map node this side belongs to, so a click on a node filters rows.
     pub node: String,
+    /// For the label filter only; the table does not show them.
+    #[serde(skip)]
     pub labels: Vec<String>,
 }
 

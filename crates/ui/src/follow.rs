@@ -78,7 +78,13 @@ pub async fn run(connect: Connect, store: Arc<Mutex<Store>>) {
     let mut number = CAPACITY as u64;
     loop {
         let why = session(&connect, &store, number).await;
-        store.lock().await.set_state("disconnected", why);
+        let mut s = store.lock().await;
+        if s.status().state == "connected" {
+            // It worked for a while: retry soon.
+            backoff = Duration::from_millis(500);
+        }
+        s.set_state("disconnected", why);
+        drop(s);
         number = 0;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);

@@ -110,6 +110,9 @@ pub fn port_protocol(f: &Flow) -> (u32, &'static str) {
     }
 }
 
+/// (source, destination, port, protocol).
+type EdgeKey = (String, String, u32, &'static str);
+
 fn is_reply(f: &Flow) -> bool {
     f.is_reply.unwrap_or(false)
 }
@@ -119,7 +122,7 @@ fn is_reply(f: &Flow) -> bool {
 /// connection is one edge as in Hubble UI.
 pub fn build<'a>(flows: impl IntoIterator<Item = &'a Flow>, namespace: Option<&str>) -> ServiceMap {
     let mut nodes = BTreeMap::new();
-    let mut edges: BTreeMap<(String, String, u32, &'static str), (u64, u64, u64)> = BTreeMap::new();
+    let mut edges: BTreeMap<EdgeKey, (u64, u64, u64)> = BTreeMap::new();
     for f in flows {
         let (Some(src), Some(dst)) =
             (f.source.as_ref().and_then(node_of), f.destination.as_ref().and_then(node_of))

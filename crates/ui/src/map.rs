@@ -287,4 +287,28 @@ mod tests {
         assert_eq!(build(&flows, Some("dev")).edges.len(), 2);
         assert_eq!(build(&flows, Some("none")), ServiceMap::default());
     }
+
+    proptest::proptest! {
+        /// Every flow with two known ends lands on exactly one edge, its
+        /// verdict counted once, and the edge colour follows the counts.
+        #[test]
+        fn every_flow_counts_once(flows in proptest::collection::vec((0u32..4, 0u32..4, 0u32..3, proptest::bool::ANY, proptest::bool::ANY), 0..60)) {
+            let eps: Vec<Endpoint> = (0..4).map(|i| ep(if i % 2 == 0 { "prod" } else { "dev" }, 300 + i, &[&format!("k8s:app=w{i}")])).collect();
+            let flows: Vec<Flow> = flows.iter().map(|&(s, d, port, drop, reply)| {
+                tcp(eps[s as usize].clone(), eps[d as usize].clone(), 30000 + port, 80 + port, if drop { Verdict::Dropped } else { Verdict::Forwarded }, reply)
+            }).collect();
+            let m = build(&flows, None);
+            proptest::prop_assert_eq!(m.edges.iter().map(|e| e.flows).sum::<u64>(), flows.len() as u64);
+            for e in &m.edges {
+                proptest::prop_assert_eq!(e.forwarded + e.dropped, e.flows);
+                let want = if e.dropped == 0 { "forwarded" } else if e.forwarded == 0 { "dropped" } else { "mixed" };
+                proptest::prop_assert_eq!(e.verdict, want);
+                proptest::prop_assert!(m.nodes.iter().any(|n| n.id == e.source) && m.nodes.iter().any(|n| n.id == e.destination));
+            }
+            let prod = build(&flows, Some("prod"));
+            for e in &prod.edges {
+                proptest::prop_assert!(e.source.starts_with("prod/") || e.destination.starts_with("prod/"));
+            }
+        }
+    }
 }

@@ -20,7 +20,7 @@ use twill_observe_proto::{observer::observer_server::ObserverServer, tonic::tran
 use crate::{observer, Row};
 
 const TABLE: usize = 4095;
-const RATES: &[u32] = &[100, 250, 500, 750, 1000, 2000];
+const RATES: &[u32] = &[250, 500, 1000, 1500, 2000, 3000];
 const RATE_SECS: u64 = 4;
 
 fn rss_kib(pid: u32) -> u64 {

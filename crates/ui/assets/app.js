@@ -7,7 +7,7 @@ const POLL_MS = 1000;
 const MAX_ROWS = 4095;
 // Rows rendered per poll; more new flows than this in one poll are sampled
 // (only the newest are shown) so the page never falls behind.
-const RENDER_PER_POLL = 1000;
+const RENDER_PER_POLL = 2000;
 const SVG = "http://www.w3.org/2000/svg";
 
 const state = {
@@ -208,10 +208,13 @@ async function pollMap() {
 }
 
 async function tick() {
+  const started = performance.now();
   await pollStatus();
   if (!state.paused) await Promise.all([pollMap(), pollFlows()]);
   document.body.dataset.ready = "1";
-  setTimeout(tick, POLL_MS);
+  // Polls start every POLL_MS, however long this one took, so the rate
+  // the page keeps up with is RENDER_PER_POLL per second.
+  setTimeout(tick, Math.max(0, POLL_MS - (performance.now() - started)));
 }
 
 for (const id of ["f-verdict", "f-label", "f-port", "f-protocol", "f-drop-reason"]) {

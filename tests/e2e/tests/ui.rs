@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use twill_e2e::{bin_dir, browser::Browser, wait_until, Background, Node, Value};
+use twill_e2e::{bin_dir, browser::Browser, wait_until, Background, Node};
 
 const NODES: &str = "return [...document.querySelectorAll('#map .node')].map(n => n.dataset.nodeId)";
 const EDGES: &str = "return [...document.querySelectorAll('#map .edge')].map(e => ({id: e.dataset.edgeId, verdict: e.dataset.verdict, flows: +e.dataset.flows}))";

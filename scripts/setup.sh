@@ -19,6 +19,7 @@ packages=(
     containernetworking-plugins           # reference CNI plugins: chaining (portmap, bandwidth) and the CNI benchmark
     etcd-server                           # the cluster-mode store, started by the store's and the cluster tests
     curl                                  # the cluster tests poll etcd's /health from inside a node namespace
+    chromium chromium-driver              # the web UI test drives headless Chromium through WebDriver
 )
 missing=()
 for p in "${packages[@]}"; do

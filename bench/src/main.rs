@@ -6,7 +6,7 @@
 //! removes; traffic never leaves them.
 //!
 //! `twill-bench [--only SECTION[,SECTION]]`, sections: resolver, endpoints,
-//! cni, datapath, services, flows (`policy` = resolver,datapath). The default
+//! cni, datapath, services, flows, ui (`policy` = resolver,datapath). The default
 //! runs them all.
 
 use std::{
@@ -28,6 +28,7 @@ mod observer;
 mod pingpong;
 mod resolver;
 mod services;
+mod ui;
 
 pub const NODE_NETNS: &str = "twbench-node";
 pub const BPF_ROOT: &str = "/sys/fs/bpf/twill-bench";
@@ -450,8 +451,18 @@ fn memory_by_policy_size(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<(
     datapath::delete_policy_endpoints(bench)
 }
 
-const SECTIONS: &[&str] =
-    &["resolver", "observer", "endpoints", "cni", "datapath", "services", "flows", "cross-node", "cluster"];
+const SECTIONS: &[&str] = &[
+    "resolver",
+    "observer",
+    "endpoints",
+    "cni",
+    "datapath",
+    "services",
+    "flows",
+    "cross-node",
+    "cluster",
+    "ui",
+];
 
 fn usage() -> String {
     format!(
@@ -511,6 +522,10 @@ fn main() -> anyhow::Result<()> {
     if sections.contains(&"resolver") {
         eprintln!("twill-bench: policy resolution, in-process");
         resolver::run(&mut rows)?;
+    }
+    if sections.contains(&"ui") {
+        eprintln!("twill-bench: twill ui in headless Chromium, flows from an in-process Observer server");
+        ui::run(&mut rows)?;
     }
     if sections.contains(&"observer") {
         eprintln!("twill-bench: observer ingest, filter and memory, in-process");

@@ -15,7 +15,7 @@ pub struct ObserverResults {
     pub bytes_per_flow: f64,
 }
 
-fn directory(endpoints: u32) -> Directory {
+pub(crate) fn directory(endpoints: u32) -> Directory {
     let mut dir = Directory::new("bench");
     for id in 1..=endpoints {
         let identity = 256 + id % 20;
@@ -36,7 +36,7 @@ fn directory(endpoints: u32) -> Directory {
     dir
 }
 
-fn event(i: u32) -> FlowEvent {
+pub(crate) fn event(i: u32) -> FlowEvent {
     let src = 1 + i % 100;
     let dst = 1 + (i / 7) % 100;
     FlowEvent {

@@ -5,6 +5,7 @@ mod install;
 mod observe;
 mod service;
 mod table;
+mod ui;
 
 use std::path::{Path, PathBuf};
 
@@ -86,6 +87,9 @@ enum Commands {
     /// observe agent-events`).
     #[command(name = "observe-agent-events", hide = true)]
     ObserveAgentEvents(observe::agent_events::AgentEventsArgs),
+    /// Serve the web UI (service map and live flow table) for the agent's
+    /// or a relay's Hubble API, on loopback, and print its URL.
+    Ui(ui::UiArgs),
     /// Install Twill's integrations on this node.
     #[command(subcommand)]
     Install(InstallCmd),
@@ -560,6 +564,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 args.opts.server = Some(hubble_server(&client, &cli.socket));
             }
             observe::run(args)?
+        }
+        Commands::Ui(mut args) => {
+            if args.server.is_none() {
+                args.server = Some(hubble_server(&client, &cli.socket));
+            }
+            ui::run(args)?
         }
         Commands::ObserveAgentEvents(mut args) => {
             if args.server.is_none() {

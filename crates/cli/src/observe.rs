@@ -155,7 +155,7 @@ impl TlsOptions {
     }
 }
 
-fn parse_timeout(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_timeout(s: &str) -> Result<Duration, String> {
     let nanos = timefmt::parse_go_duration(s)?;
     u64::try_from(nanos).map(Duration::from_nanos).map_err(|_| format!("invalid timeout {s:?}"))
 }

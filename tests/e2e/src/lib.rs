@@ -15,6 +15,7 @@ use std::{
 
 pub use serde_json::Value;
 
+pub mod browser;
 pub mod cluster;
 pub mod cni;
 pub mod pki;

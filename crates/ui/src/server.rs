@@ -51,7 +51,34 @@ fn json_response(status: StatusCode, v: serde_json::Value) -> Response<Full<Byte
     respond(status, "application/json", v.to_string())
 }
 
-async fn handle(req: Request<hyper::body::Incoming>, store: Arc<Mutex<Store>>) -> Response<Full<Bytes>> {
+/// Whether a request's `Host` names this machine's loopback. Listening on
+/// loopback alone does not keep other sites out: a page whose DNS name is
+/// rebound to 127.0.0.1 reaches the port from the user's browser, but it
+/// still sends its own name as the Host, which is refused here.
+fn loopback_host(host: Option<&str>) -> bool {
+    let Some(host) = host else { return false };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':')
+            .map_or(host, |(name, port)| if port.parse::<u16>().is_ok() { name } else { host })
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    store: Arc<Mutex<Store>>,
+    any_host: bool,
+) -> Response<Full<Bytes>> {
+    let host = req.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+    if !any_host && !loopback_host(host) {
+        return json_response(
+            StatusCode::FORBIDDEN,
+            json!({"error": format!("Host {:?} is not this machine's loopback; open the UI at 127.0.0.1 or localhost (or start it with --listen-any)", host.unwrap_or(""))}),
+        );
+    }
     if req.method() != Method::GET {
         return json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "only GET"}));
     }
@@ -82,6 +109,8 @@ pub struct Ui {
     listener: TcpListener,
     store: Arc<Mutex<Store>>,
     connect: Connect,
+    /// Serving beyond loopback (--listen-any): any Host is accepted.
+    any_host: bool,
 }
 
 impl Ui {
@@ -92,12 +121,21 @@ impl Ui {
     pub async fn run(self) {
         tokio::spawn(follow::run(self.connect, self.store.clone()));
         loop {
-            let Ok((stream, _)) = self.listener.accept().await else { continue };
+            let stream = match self.listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(_) => {
+                    // Out of descriptors and the like: retrying at once
+                    // would spin on the same error.
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
             let store = self.store.clone();
+            let any_host = self.any_host;
             tokio::spawn(async move {
                 let svc = service_fn(move |req| {
                     let store = store.clone();
-                    async move { Ok::<_, Infallible>(handle(req, store).await) }
+                    async move { Ok::<_, Infallible>(handle(req, store, any_host).await) }
                 });
                 // A browser closing a keep-alive connection is not news.
                 let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
@@ -114,5 +152,25 @@ pub async fn serve(listen: SocketAddr, any: bool, server: &str, connect: Connect
     }
     let listener =
         TcpListener::bind(listen).await.map_err(|source| Error::Listen { addr: listen, source })?;
-    Ok(Ui { listener, store: Arc::new(Mutex::new(Store::new(server))), connect })
+    Ok(Ui { listener, store: Arc::new(Mutex::new(Store::new(server))), connect, any_host: any })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_host;
+
+    #[test]
+    fn only_loopback_hosts_are_served() {
+        for ok in
+            ["127.0.0.1:12000", "127.0.0.1", "localhost:12000", "LOCALHOST", "[::1]:12000", "127.1.2.3:80"]
+        {
+            assert!(loopback_host(Some(ok)), "{ok}");
+        }
+        for bad in
+            ["evil.example:12000", "evil.example", "10.0.0.1:12000", "localhost.evil.example", "[::2]:1", ""]
+        {
+            assert!(!loopback_host(Some(bad)), "{bad}");
+        }
+        assert!(!loopback_host(None), "no Host header");
+    }
 }

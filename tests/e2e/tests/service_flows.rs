@@ -75,7 +75,12 @@ fn flows_through_a_cluster_ip_name_the_service_both_ways() {
     // Other services, other namespaces, and traffic of no service: nothing.
     assert!(node.observe(&["--all", "--to-service", "default/other"]).is_empty());
     assert!(node.observe(&["--all", "--to-service", "prod/web"]).is_empty());
-    let icmp = node.observe(&["--all", "--protocol", "icmp", "--to-ip", &backend]);
+    // The ping's flow is read from the ring asynchronously, like any flow.
+    let mut icmp = Vec::new();
+    wait_until(Duration::from_secs(5), || {
+        icmp = node.observe(&["--all", "--protocol", "icmp", "--to-ip", &backend]);
+        !icmp.is_empty()
+    });
     assert!(!icmp.is_empty() && icmp.iter().all(|f| f.get("destination_service").is_none()), "{icmp:?}");
 
     // The upstream CLI reads the same flows, with the field set. Flows

@@ -6,7 +6,7 @@
 //! removes; traffic never leaves them.
 //!
 //! `twill-bench [--only SECTION[,SECTION]]`, sections: resolver, endpoints,
-//! cni, datapath, services, flows (`policy` = resolver,datapath). The default
+//! cni, datapath, services, flows, relay (`policy` = resolver,datapath). The default
 //! runs them all.
 
 use std::{
@@ -26,6 +26,7 @@ mod cross_node;
 mod datapath;
 mod observer;
 mod pingpong;
+mod relay;
 mod resolver;
 mod services;
 
@@ -450,8 +451,18 @@ fn memory_by_policy_size(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<(
     datapath::delete_policy_endpoints(bench)
 }
 
-const SECTIONS: &[&str] =
-    &["resolver", "observer", "endpoints", "cni", "datapath", "services", "flows", "cross-node", "cluster"];
+const SECTIONS: &[&str] = &[
+    "resolver",
+    "observer",
+    "endpoints",
+    "cni",
+    "datapath",
+    "services",
+    "flows",
+    "cross-node",
+    "cluster",
+    "relay",
+];
 
 fn usage() -> String {
     format!(
@@ -567,6 +578,10 @@ fn main() -> anyhow::Result<()> {
     }
     if sections.contains(&"cluster") {
         cluster::run(&mut rows)?;
+    }
+    if sections.contains(&"relay") {
+        eprintln!("twill-bench: relay throughput, follow latency and memory over in-process fake nodes");
+        relay::run(&mut rows)?;
     }
     print_table(&rows);
     println!(

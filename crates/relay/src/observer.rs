@@ -609,6 +609,6 @@ mod tests {
         assert_eq!(times(pick(flows.clone(), 3, false)), vec![3, 4, 5]);
         assert_eq!(times(pick(flows.clone(), 2, true)), vec![1, 2]);
         assert_eq!(times(pick(flows, 10, false)), vec![1, 2, 3, 4, 5]);
-        assert!(pick(vec![], 3, false).is_empty());
+        assert!(pick(Vec::<observer::GetFlowsResponse>::new(), 3, false).is_empty());
     }
 }

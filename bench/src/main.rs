@@ -6,7 +6,7 @@
 //! removes; traffic never leaves them.
 //!
 //! `twill-bench [--only SECTION[,SECTION]]`, sections: resolver, endpoints,
-//! cni, datapath, services, flows, ui (`policy` = resolver,datapath). The default
+//! cni, datapath, services, flows, ui, relay (`policy` = resolver,datapath). The default
 //! runs them all.
 
 use std::{
@@ -26,6 +26,7 @@ mod cross_node;
 mod datapath;
 mod observer;
 mod pingpong;
+mod relay;
 mod resolver;
 mod services;
 mod ui;
@@ -462,6 +463,7 @@ const SECTIONS: &[&str] = &[
     "cross-node",
     "cluster",
     "ui",
+    "relay",
 ];
 
 fn usage() -> String {
@@ -582,6 +584,10 @@ fn main() -> anyhow::Result<()> {
     }
     if sections.contains(&"cluster") {
         cluster::run(&mut rows)?;
+    }
+    if sections.contains(&"relay") {
+        eprintln!("twill-bench: relay throughput, follow latency and memory over in-process fake nodes");
+        relay::run(&mut rows)?;
     }
     print_table(&rows);
     println!(

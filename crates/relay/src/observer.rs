@@ -156,16 +156,56 @@ fn bounded_history(req: &observer::GetFlowsRequest) -> bool {
     req.number > 0 && !req.follow
 }
 
-/// The flows of a bounded request: everything the nodes sent (at most
+/// A response a node streams, ordered by its time and tagged with the
+/// node it came from.
+pub trait NodeItem: Send + 'static {
+    fn time_key(&self) -> i128;
+    fn node_name(&self) -> &str;
+    fn set_node_name(&mut self, name: String);
+}
+
+impl NodeItem for observer::GetFlowsResponse {
+    fn time_key(&self) -> i128 {
+        response_time(self)
+    }
+    fn node_name(&self) -> &str {
+        &self.node_name
+    }
+    fn set_node_name(&mut self, name: String) {
+        self.node_name = name;
+    }
+}
+
+impl NodeItem for observer::GetAgentEventsResponse {
+    fn time_key(&self) -> i128 {
+        self.time.as_ref().map(ts_nanos).unwrap_or(0)
+    }
+    fn node_name(&self) -> &str {
+        &self.node_name
+    }
+    fn set_node_name(&mut self, name: String) {
+        self.node_name = name;
+    }
+}
+
+impl NodeItem for observer::GetDebugEventsResponse {
+    fn time_key(&self) -> i128 {
+        self.time.as_ref().map(ts_nanos).unwrap_or(0)
+    }
+    fn node_name(&self) -> &str {
+        &self.node_name
+    }
+    fn set_node_name(&mut self, name: String) {
+        self.node_name = name;
+    }
+}
+
+/// The items of a bounded request: everything the nodes sent (at most
 /// `number` each), sorted, cut to the overall first or last `number`.
-fn pick(
-    mut flows: Vec<observer::GetFlowsResponse>,
-    number: u64,
-    first: bool,
-) -> Vec<observer::GetFlowsResponse> {
-    let mut buffer = SortBuffer::new(flows.len().max(1));
-    for f in flows.drain(..) {
-        buffer.push(response_time(&f), f);
+fn pick<T: NodeItem>(mut items: Vec<T>, number: u64, first: bool) -> Vec<T> {
+    let mut buffer = SortBuffer::new(items.len().max(1));
+    for f in items.drain(..) {
+        buffer.push(f.time_key(), f);
     }
     let mut sorted = buffer.drain();
     let n = (number as usize).min(sorted.len());
@@ -175,6 +215,135 @@ fn pick(
     } else {
         sorted.split_off(sorted.len() - n)
     }
+}
+
+/// How an event stream is asked of one node.
+type OpenStream<T> = Box<
+    dyn Fn(
+            ObserverClient<Channel>,
+        ) -> Pin<Box<dyn Future<Output = Result<tonic::Streaming<T>, Status>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Streams one node's events into `tx`, each tagged with the node's name.
+/// A node that cannot be reached or fails midway only ends its own part:
+/// event streams have no status item to tell the client, so it is logged.
+async fn node_events<T: NodeItem>(
+    name: String,
+    channel: Channel,
+    open: std::sync::Arc<OpenStream<T>>,
+    tx: mpsc::Sender<Input<T>>,
+) {
+    let mut stream = match open(ObserverClient::new(channel)).await {
+        Ok(s) => s,
+        Err(s) => {
+            tracing::warn!(node = %name, error = %s.message(), "node left out of the event stream");
+            return;
+        }
+    };
+    loop {
+        match stream.message().await {
+            Ok(Some(mut item)) => {
+                if item.node_name().is_empty() {
+                    item.set_node_name(name.clone());
+                }
+                if tx.send(Input::Timed(item.time_key(), item)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(s) => {
+                tracing::warn!(node = %name, error = %s.message(), "node's event stream failed");
+                return;
+            }
+        }
+    }
+}
+
+/// Shape of an event request that the relay acts on itself.
+#[derive(Clone, Copy)]
+struct EventWindow {
+    number: u64,
+    first: bool,
+    follow: bool,
+}
+
+/// Agent or debug events of every connected node, merged in time order.
+/// A bounded history (`number` without `follow`) is cut to the overall
+/// first or last `number`; a follow stream takes in nodes that connect
+/// while it is open, asking those with `live` (no history).
+fn relay_events<T: NodeItem>(
+    pool: Pool,
+    window: EventWindow,
+    open: OpenStream<T>,
+    live: OpenStream<T>,
+) -> mpsc::Receiver<Result<T, Status>> {
+    let (out_tx, out_rx) = mpsc::channel(CLIENT_QUEUE);
+    let open = std::sync::Arc::new(open);
+    let live = std::sync::Arc::new(live);
+    tokio::spawn(async move {
+        let mut changes = pool.changes();
+        let (up, _) = partition(pool.nodes());
+        let (node_tx, mut node_rx) = mpsc::channel::<Input<T>>(MERGE_QUEUE);
+        let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        for (name, channel) in up {
+            let task = tokio::spawn(node_events(name.clone(), channel, open.clone(), node_tx.clone()));
+            running.insert(name, task);
+        }
+        let (in_tx, in_rx) = mpsc::channel(MERGE_QUEUE);
+        let bounded = window.number > 0 && !window.follow;
+        let forward = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(item) = node_rx.recv().await {
+                let item = match item {
+                    Input::Timed(_, r) if bounded => {
+                        held.push(r);
+                        continue;
+                    }
+                    Input::Timed(k, r) => Input::Timed(k, Ok(r)),
+                    Input::Now(r) => Input::Now(Ok(r)),
+                };
+                if in_tx.send(item).await.is_err() {
+                    return;
+                }
+            }
+            for r in pick(held, window.number, window.first) {
+                if in_tx.send(Input::Now(Ok(r))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let merger = tokio::spawn(sort::merge(in_rx, out_tx.clone(), sort::SORT_BUFFER, sort::QUIET_DRAIN));
+        if window.follow {
+            let mut served: HashSet<String> = running.keys().cloned().collect();
+            loop {
+                tokio::select! {
+                    _ = out_tx.closed() => break,
+                    changed = changes.changed() => {
+                        if changed.is_err() { break; }
+                        running.retain(|_, t| !t.is_finished());
+                        let (up, _) = partition(pool.nodes());
+                        let new: Vec<_> = up.into_iter().filter(|(n, _)| !running.contains_key(n)).collect();
+                        for (name, channel) in new {
+                            // A node back after a failure already sent its
+                            // history on this stream: only new events.
+                            let how = if served.insert(name.clone()) { open.clone() } else { live.clone() };
+                            let task = tokio::spawn(node_events(name.clone(), channel, how, node_tx.clone()));
+                            running.insert(name, task);
+                        }
+                    }
+                }
+            }
+            for task in running.values() {
+                task.abort();
+            }
+        }
+        drop(node_tx);
+        let _ = forward.await;
+        let _ = merger.await;
+    });
+    out_rx
 }
 
 impl RelayService {
@@ -290,9 +459,24 @@ impl Observer for RelayService {
 
     async fn get_agent_events(
         &self,
-        _: Request<observer::GetAgentEventsRequest>,
+        request: Request<observer::GetAgentEventsRequest>,
     ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
-        Err(Status::unimplemented("agent events are not relayed yet"))
+        let req = request.into_inner();
+        if req.first && req.follow {
+            return Err(Status::invalid_argument("first and follow cannot be combined"));
+        }
+        let window = EventWindow { number: req.number, first: req.first, follow: req.follow };
+        let live = observer::GetAgentEventsRequest { number: 0, first: false, since: None, ..req };
+        let open: OpenStream<_> = Box::new(move |mut c| {
+            let req = req.clone();
+            Box::pin(async move { c.get_agent_events(req).await.map(Response::into_inner) })
+        });
+        let live: OpenStream<_> = Box::new(move |mut c| {
+            let req = live.clone();
+            Box::pin(async move { c.get_agent_events(req).await.map(Response::into_inner) })
+        });
+        let rx = relay_events(self.pool.clone(), window, open, live);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn get_debug_events(
@@ -425,6 +609,6 @@ mod tests {
         assert_eq!(times(pick(flows.clone(), 3, false)), vec![3, 4, 5]);
         assert_eq!(times(pick(flows.clone(), 2, true)), vec![1, 2]);
         assert_eq!(times(pick(flows, 10, false)), vec![1, 2, 3, 4, 5]);
-        assert!(pick(vec![], 3, false).is_empty());
+        assert!(pick(Vec::<observer::GetFlowsResponse>::new(), 3, false).is_empty());
     }
 }

@@ -90,6 +90,20 @@ fn observe(node: &ClusterNode, args: &[&str]) -> Vec<Value> {
         .collect()
 }
 
+/// `hubble observe agent-events --server RELAY ARGS -o json`: every event.
+fn agent_events(node: &ClusterNode, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["observe", "agent-events", "--server", RELAY, "-o", "json"];
+    all.extend_from_slice(args);
+    let out = hubble(node, &all);
+    assert!(out.status.success(), "hubble observe agent-events {args:?}: {}", text(&out));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.iter().all(|l| l.get("agent_event").is_some()), "{lines:?}");
+    lines
+}
+
 fn flows(lines: &[Value]) -> Vec<&Value> {
     lines.iter().filter(|l| l.get("flow").is_some()).collect()
 }
@@ -224,6 +238,73 @@ fn the_relay_serves_every_nodes_flows_in_one_ordered_stream_and_survives_a_dead_
     assert!(arrived, "a live flow to b through the relay's follow stream");
     drop(follow);
 
+    // Agent events of every node, each with its node's name, in time order.
+    let events = agent_events(n0, &["--last", "100"]);
+    let mut event_nodes: Vec<&str> = events.iter().filter_map(|e| e["node_name"].as_str()).collect();
+    event_nodes.sort();
+    event_nodes.dedup();
+    assert_eq!(
+        event_nodes,
+        want.iter().map(String::as_str).collect::<Vec<_>>(),
+        "agent events from every node"
+    );
+    for name in &names {
+        let kinds: Vec<&str> = events
+            .iter()
+            .filter(|e| e["node_name"] == name.as_str())
+            .filter_map(|e| e["agent_event"]["type"].as_str())
+            .collect();
+        assert!(kinds.contains(&"AGENT_STARTED"), "{name}: {kinds:?}");
+        assert!(kinds.contains(&"ENDPOINT_CREATED"), "{name}: {kinds:?}");
+    }
+    let times: Vec<(String, u32)> = events.iter().map(|e| time_key(e["time"].as_str().unwrap())).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "agent events in time order: {times:?}");
+    let few = agent_events(n0, &["--last", "2"]);
+    assert_eq!(few.len(), 2, "--last 2 across the cluster, not per node: {few:?}");
+    assert_eq!(few[..], events[events.len() - 2..], "the cluster's two newest");
+    let compact = text(&hubble(
+        n0,
+        &["observe", "agent-events", "--server", RELAY, "--last", "100", "--print-node-name"],
+    ));
+    for name in &names {
+        assert!(compact.contains(name.as_str()), "{name} in the compact output: {compact}");
+    }
+
+    // Follow: an endpoint created on node 1 shows up, named by node 1.
+    let mut follow = InNetns::spawn(
+        n0.netns(),
+        &cli,
+        &["observe", "agent-events", "--server", RELAY, "-o", "json", "-f"],
+        Stdio::piped(),
+    );
+    let (tx, rx) = mpsc::channel::<Value>();
+    let stdout = follow.0.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if tx.send(v).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    // The history arrives first; the new endpoint comes after it.
+    std::thread::sleep(Duration::from_secs(2));
+    let _d = cluster.nodes[1].endpoint("d", "default", "app=d");
+    let n0 = &cluster.nodes[0];
+    let mut seen = None;
+    let arrived = wait_until(Duration::from_secs(15), || {
+        while let Ok(v) = rx.try_recv() {
+            if v["agent_event"]["endpoint_update"]["pod_name"] == "d" {
+                seen = Some(v);
+            }
+        }
+        seen.is_some()
+    });
+    assert!(arrived, "the new endpoint's agent event through the relay's follow stream");
+    assert_eq!(seen.unwrap()["node_name"], names[1].as_str());
+    drop(follow);
+
     // Mutual TLS to clients: a second relay, certificates from a test CA.
     let tls_dir = std::env::temp_dir().join(format!("twill-relay-tls-{}", std::process::id()));
     let pki = Pki::new(&tls_dir, "relay.twill.test", "DNS:relay.twill.test");
@@ -286,6 +367,9 @@ fn the_relay_serves_every_nodes_flows_in_one_ordered_stream_and_survives_a_dead_
     let got = flows(&lines);
     assert!(!got.is_empty(), "flows from the nodes still up: {} lines", lines.len());
     assert!(got.iter().all(|l| l["node_name"] != names[2].as_str()), "nothing from the dead node");
+    let events = agent_events(n0, &["--last", "100"]);
+    assert!(!events.is_empty(), "agent events from the nodes still up");
+    assert!(events.iter().all(|e| e["node_name"] != names[2].as_str()), "nothing from the dead node");
 }
 
 #[test]

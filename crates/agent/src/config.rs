@@ -139,6 +139,15 @@ pub struct Args {
     /// Labels of this node, k=v comma-separated, for fromNodes/toNodes.
     #[arg(long, value_delimiter = ',')]
     pub node_labels: Vec<String>,
+    /// How often lapsed conntrack entries are removed from the maps: 0
+    /// for a dynamic interval (from 10 s to --conntrack-gc-max-interval,
+    /// shorter while many entries lapse, as Cilium's), or a fixed one
+    /// such as 30s or 5m.
+    #[arg(long, default_value = "0")]
+    pub conntrack_gc_interval: String,
+    /// The longest wait of the dynamic interval.
+    #[arg(long, default_value = "30m")]
+    pub conntrack_gc_max_interval: String,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: tracing::Level,
@@ -178,6 +187,7 @@ pub struct Config {
     pub maglev_table_size: u32,
     pub devices: Vec<String>,
     pub cgroup_root: Option<PathBuf>,
+    pub conntrack_gc: crate::ctgc::GcInterval,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -360,6 +370,7 @@ impl Config {
     pub fn from_args(args: Args) -> Result<Self, FlagError> {
         let pod_cidr = parse_cidr("pod-cidr", args.pod_cidr.as_deref().unwrap_or("10.200.0.0/24"))?;
         let cluster = cluster_config(&args)?;
+        let conntrack_gc = conntrack_gc(&args.conntrack_gc_interval, &args.conntrack_gc_max_interval)?;
         if args.flow_buffer_size == 0 {
             return Err(FlagError {
                 flag: "flow-buffer-size",
@@ -428,7 +439,29 @@ impl Config {
             hubble_tls,
             prometheus_listen: optional_addr("prometheus-listen", &args.prometheus_listen)?,
             flow_buffer_size: args.flow_buffer_size,
+            conntrack_gc,
         })
+    }
+}
+
+fn conntrack_gc(interval: &str, max: &str) -> Result<crate::ctgc::GcInterval, FlagError> {
+    use crate::ctgc::{parse_interval, GcInterval};
+    let flag = |flag: &'static str, value: &str, reason: &str| FlagError {
+        flag,
+        value: value.into(),
+        reason: reason.into(),
+    };
+    let Some(max_d) = parse_interval(max).filter(|d| !d.is_zero()) else {
+        return Err(flag("conntrack-gc-max-interval", max, "must be a duration such as 30m, 1h or 600s"));
+    };
+    match parse_interval(interval) {
+        Some(d) if d.is_zero() => Ok(GcInterval::Dynamic { max: max_d }),
+        Some(d) => Ok(GcInterval::Fixed(d)),
+        None => Err(flag(
+            "conntrack-gc-interval",
+            interval,
+            "must be 0 (dynamic) or a duration such as 30s or 5m",
+        )),
     }
 }
 

@@ -64,14 +64,6 @@ pub fn metrics(datapath: &Datapath) -> Result<Vec<api::MetricsRow>> {
         .collect())
 }
 
-/// The clock bpf_ktime_get_ns() reads, to turn expiry times into ages.
-fn monotonic_ns() -> u64 {
-    // SAFETY: clock_gettime into a zeroed timespec we own.
-    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// TCP flags seen on a connection, one letter each, as `cilium bpf ct list`.
 fn tcp_flag_letters(flags: u8) -> String {
     use twill_numbers::{TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN};
@@ -83,7 +75,7 @@ fn tcp_flag_letters(flags: u8) -> String {
 }
 
 pub fn conntrack(datapath: &Datapath) -> Result<Vec<api::CtRow>> {
-    let now = monotonic_ns();
+    let now = twill_datapath::monotonic_ns();
     let addr = |a: u32| Ipv4Addr::from(u32::from_be(a));
     let mut rows: Vec<api::CtRow> = datapath
         .ct_entries()?

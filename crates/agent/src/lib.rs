@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod cluster;
 pub mod config;
+mod ctgc;
 mod directory;
 mod endpoints;
 pub mod error;
@@ -146,6 +147,15 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
     let agent = Arc::new(Mutex::new(agent));
     start_cluster_threads(&agent)?;
     start_shaping_watch(&agent)?;
+    let sweeper = twill_datapath::ctgc::ConntrackSweeper::open(&config.bpf_root)
+        .map_err(|e| anyhow::anyhow!("conntrack garbage collection: {e}"))?;
+    ctgc::spawn(
+        sweeper,
+        config.conntrack_gc,
+        // twill_lb4_nat has the same capacity.
+        twill_abi::MAX_CT_ENTRIES as u64,
+        ctgc::GcMetrics::new(&agent_metrics.registry),
+    )?;
     // Kept alive for the agent's lifetime: dropping it stops the server.
     let _metrics_server = match config.prometheus_listen {
         Some(addr) => Some(

@@ -4,6 +4,7 @@
 
 mod bpf_sys;
 mod bpffs;
+pub mod ctgc;
 mod features;
 mod lb;
 mod lb_maps;
@@ -20,6 +21,15 @@ pub use lb::cgroup2_mount;
 pub use loader::{Datapath, DatapathError, EndpointAttach, MetricsEntry};
 pub use maps::{EndpointMap, IpcacheEntry, IpcacheMap, LbMaps, NetnsMap, PolicyEntry, PolicyMap};
 pub use netns::{current_netns_cookie, netns_cookie};
+
+/// The clock bpf_ktime_get_ns() reads: CLOCK_MONOTONIC, in ns. Expiry
+/// times in the maps are on it.
+pub fn monotonic_ns() -> u64 {
+    // SAFETY: clock_gettime writes into a zeroed timespec we own.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
 
 /// The compiled endpoint programs (bpf/lxc.c).
 pub static LXC_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lxc.o"));

@@ -91,3 +91,46 @@ fn metrics_move_with_traffic_and_pass_promtool() {
     let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && report.trim().is_empty(), "promtool: {report}");
 }
+
+/// Closed connections' conntrack entries lapse 10 s after the FIN; the
+/// agent's sweep then removes them from the map (which is an LRU: left
+/// there, they would make every new connection evict under the kernel's
+/// lock once it filled), and its metrics say how many it removed.
+#[test]
+fn closed_connections_are_collected_from_conntrack() {
+    let mut node = Node::prepare("ctgc", "10.200.0.0/24");
+    node.agent_args = vec!["--conntrack-gc-interval".into(), "2s".into()];
+    node.start_agent();
+    node.endpoint("a", "default", "app=a");
+    let b = node.endpoint("b", "default", "app=b");
+    let target = format!("{}:7070", twill_e2e::ip_of(&b));
+    let _server = node.tcp_server("b", 7070);
+    for _ in 0..10 {
+        assert_eq!(node.tcp_request("a", &target).as_deref(), Ok("b"));
+    }
+    let entries = |text: &str| value(text, "twill_bpf_map_entries{map=\"twill_ct\"}");
+    let before = scrape(&node);
+    assert!(entries(&before) >= 10.0, "the connections are tracked:\n{before}");
+    assert!(value(&before, "twill_datapath_conntrack_gc_runs_total{status=\"completed\"}") >= 0.0);
+
+    // Closing entries live 10 s, a sweep runs every 2 s.
+    let collected = wait_until(Duration::from_secs(40), || {
+        let now = scrape(&node);
+        entries(&now) == 0.0
+            && value(&now, "twill_datapath_conntrack_gc_entries_total{map=\"twill_ct\",status=\"deleted\"}")
+                >= 10.0
+    });
+    let after = scrape(&node);
+    assert!(collected, "lapsed entries were not collected:\n{after}");
+    assert!(value(&after, "twill_datapath_conntrack_gc_runs_total{status=\"completed\"}") >= 2.0);
+    // Traffic after the sweep is tracked afresh.
+    assert_eq!(node.tcp_request("a", &target).as_deref(), Ok("b"));
+
+    // A bad interval is refused by name before anything starts.
+    let out = std::process::Command::new(twill_e2e::bin_dir().join("twill-agent"))
+        .args(["--conntrack-gc-interval", "soon", "--state-dir", "/nonexistent-twill-ctgc"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("--conntrack-gc-interval"), "{stderr}");
+}

@@ -4,71 +4,26 @@
 //! the shapers see it, where unshaped endpoints are delivered straight
 //! into the peer's namespace. Crafted packets under BPF_PROG_TEST_RUN.
 
-use std::{net::Ipv4Addr, path::PathBuf};
+mod common;
 
-use twill_abi::{DatapathConfig, EndpointInfo, ENDPOINT_F_SHAPED};
-use twill_datapath::{Datapath, IpcacheEntry, PolicyEntry};
+use std::net::Ipv4Addr;
+
+use common::{allow_all_datapath, test_endpoint as endpoint, udp_frame_from, BpfRoot, TC_ACT_REDIRECT};
+use twill_abi::ENDPOINT_F_SHAPED;
+use twill_datapath::{Datapath, PolicyEntry};
 
 /// TCX_NEXT / TC_ACT_UNSPEC: on to the host stack, past later hooks.
 const TC_ACT_UNSPEC: u32 = u32::MAX;
-/// bpf_redirect_peer's verdict.
-const TC_ACT_REDIRECT: u32 = 7;
-/// BPF_PROG_TEST_RUN runs tc programs on the loopback device.
-const LOOPBACK_IFINDEX: u32 = 1;
-
-struct Root(PathBuf);
-
-impl Drop for Root {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn udp_frame(src: Ipv4Addr, dst: Ipv4Addr) -> Vec<u8> {
-    let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
-    p.extend([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]);
-    p.extend(src.octets());
-    p.extend(dst.octets());
-    p.extend([0x30, 0x39, 0x00, 0x35, 0, 8, 0, 0]);
-    p
-}
-
-fn endpoint(id: u32, flags: u32) -> EndpointInfo {
-    EndpointInfo {
-        ifindex: LOOPBACK_IFINDEX,
-        endpoint_id: id,
-        identity: 1000 + id,
-        flags,
-        mac: [2, 0xbb, 0, 0, 0, id as u8],
-        host_mac: [2, 0xaa, 0, 0, 0, id as u8],
-    }
+    udp_frame_from(src, dst, 12345)
 }
 
 #[test]
 fn traffic_to_or_from_a_shaped_endpoint_goes_to_the_stack_not_the_peer() {
-    let root = Root(PathBuf::from(format!("/sys/fs/bpf/twill-shaped-{}", std::process::id())));
-    let mut dp = Datapath::load(&root.0).unwrap();
-    dp.set_config(DatapathConfig {
-        allow_localhost: 1,
-        maglev_table_size: twill_abi::LB_MAGLEV_DEFAULT_SIZE,
-        ..Default::default()
-    })
-    .unwrap();
+    let root = BpfRoot::new("shaped");
     let (a, b) = (Ipv4Addr::new(10, 211, 0, 2), Ipv4Addr::new(10, 211, 0, 3));
-    for (ip, id) in [(a, 1), (b, 2)] {
-        dp.upsert_ipcache(&IpcacheEntry::local(ip, 32, 1000 + id)).unwrap();
-        for direction in [0, 1] {
-            let all = PolicyEntry {
-                endpoint_id: id as u16,
-                direction,
-                identity: 0,
-                protocol: 0,
-                port: 0,
-                l4_prefix: 0,
-            };
-            dp.upsert_policy(all, false).unwrap();
-        }
-    }
+    let mut dp = allow_all_datapath(&root, &[(a, 1), (b, 2)]);
     let verdict = |dp: &mut Datapath, a_flags, b_flags| {
         dp.upsert_endpoint(a, endpoint(1, a_flags)).unwrap();
         dp.upsert_endpoint(b, endpoint(2, b_flags)).unwrap();

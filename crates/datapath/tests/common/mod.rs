@@ -216,3 +216,74 @@ pub fn client(
     assert!(out.status.success(), "client failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().lines().map(String::from).collect()
 }
+
+/// A bpffs directory for one test's datapath, removed on drop.
+pub struct BpfRoot(pub std::path::PathBuf);
+
+impl BpfRoot {
+    pub fn new(tag: &str) -> Self {
+        Self(std::path::PathBuf::from(format!("/sys/fs/bpf/twill-{tag}-{}", std::process::id())))
+    }
+}
+
+impl Drop for BpfRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// BPF_PROG_TEST_RUN runs tc programs on the loopback device.
+pub const LOOPBACK_IFINDEX: u32 = 1;
+/// bpf_redirect_peer's verdict.
+pub const TC_ACT_REDIRECT: u32 = 7;
+
+/// An Ethernet frame with a UDP datagram from `src:sport` to `dst:53`.
+pub fn udp_frame_from(src: Ipv4Addr, dst: Ipv4Addr, sport: u16) -> Vec<u8> {
+    let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    p.extend([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]);
+    p.extend(src.octets());
+    p.extend(dst.octets());
+    p.extend(sport.to_be_bytes());
+    p.extend([0x00, 0x35, 0, 8, 0, 0]);
+    p
+}
+
+/// Endpoint `id` with identity 1000 + id, on the loopback device.
+pub fn test_endpoint(id: u32, flags: u32) -> twill_abi::EndpointInfo {
+    twill_abi::EndpointInfo {
+        ifindex: LOOPBACK_IFINDEX,
+        endpoint_id: id,
+        identity: 1000 + id,
+        flags,
+        mac: [2, 0xbb, 0, 0, 0, id as u8],
+        host_mac: [2, 0xaa, 0, 0, 0, id as u8],
+    }
+}
+
+/// A datapath in `root` where endpoints `(address, id)` (identity 1000 +
+/// id) allow everything in both directions.
+pub fn allow_all_datapath(root: &BpfRoot, endpoints: &[(Ipv4Addr, u32)]) -> twill_datapath::Datapath {
+    use twill_datapath::{IpcacheEntry, PolicyEntry};
+    let mut dp = twill_datapath::Datapath::load(&root.0).unwrap();
+    dp.set_config(twill_abi::DatapathConfig {
+        allow_localhost: 1,
+        maglev_table_size: twill_abi::LB_MAGLEV_DEFAULT_SIZE,
+        ..Default::default()
+    })
+    .unwrap();
+    for &(ip, id) in endpoints {
+        dp.upsert_ipcache(&IpcacheEntry::local(ip, 32, 1000 + id)).unwrap();
+        for direction in [0, 1] {
+            let all = PolicyEntry {
+                endpoint_id: id as u16,
+                direction,
+                identity: 0,
+                protocol: 0,
+                port: 0,
+                l4_prefix: 0,
+            };
+            dp.upsert_policy(all, false).unwrap();
+        }
+    }
+    dp
+}

@@ -25,6 +25,7 @@ mod records;
 mod restore;
 mod server;
 mod services;
+mod settings;
 
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -118,10 +119,12 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
     let hub = Arc::new(events::EventHub::default());
     let ring = Arc::new(twill_observe::FlowRing::new(config.flow_buffer_size));
     let agent_events = Arc::new(twill_observe::AgentEvents::default());
+    let debug_events = Arc::new(twill_observe::DebugEvents::default());
     let directory = agent.directory();
     if let Some(events) = agent.take_events() {
         let sink = events::FlowSink {
             ring: ring.clone(),
+            debug: debug_events.clone(),
             directory: directory.clone(),
             clock: twill_observe::Clock::now(),
             metrics: agent_metrics.hubble.clone(),
@@ -140,6 +143,7 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
         ring.clone(),
         directory,
         agent_events.clone(),
+        debug_events,
     )?;
     agent.set_peers(peers);
     agent.set_agent_events(agent_events);

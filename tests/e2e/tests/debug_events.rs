@@ -1,0 +1,190 @@
+//! Datapath debug messages through Hubble's GetDebugEvents: a real agent
+//! with `--debug-verbose datapath`, two endpoints, a ping and a TCP
+//! connect that policy denies; read by `twill observe debug-events` and,
+//! unchanged, by the upstream `hubble observe debug-events`. Off by
+//! default, and switched at runtime with `twill config set`.
+
+use std::{process::Command, time::Duration};
+
+use serde_json::Value;
+use twill_e2e::{hubble_cli, ip_of, wait_until, Node};
+
+fn hubble_debug(node: &Node, args: &[&str]) -> String {
+    let out = Command::new(hubble_cli())
+        .args(["observe", "debug-events", "--server", &format!("unix://{}", node.hubble_socket().display())])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "hubble: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn debug_events(node: &Node) -> Vec<Value> {
+    let json = node.twill_ok(&["observe", "debug-events", "--all", "-o", "json"]);
+    json.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// Messages of one type whose source is the pod `pod`.
+fn messages<'a>(events: &'a [Value], kind: &str, pod: &str) -> Vec<&'a str> {
+    events
+        .iter()
+        .map(|e| &e["debug_event"])
+        .filter(|d| d["type"] == kind && d["source"]["pod_name"] == pod)
+        .filter_map(|d| d["message"].as_str())
+        .collect()
+}
+
+const POLICY: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: web-80\nspec:\n  endpointSelector: {matchLabels: {app: server}}\n  ingress:\n  - fromEndpoints: [{matchLabels: {app: client}}]\n    toPorts: [{ports: [{port: \"80\", protocol: TCP}]}]\n";
+
+fn ping(node: &Node, from: &str, ip: &str) -> bool {
+    node.exec(from, "default", &["ping", "-c", "1", "-W", "1", ip]).status.success()
+}
+
+#[test]
+fn debug_events_show_the_datapath_steps_and_hubble_reads_them_unchanged() {
+    let mut node = Node::prepare("dbgev", "10.200.0.0/24");
+    node.agent_args = vec!["--debug-verbose".into(), "datapath".into()];
+    node.start_agent();
+    let client = node.endpoint("client", "default", "app=client");
+    let server = node.endpoint("server", "default", "app=server");
+    let file = node.state_dir.parent().unwrap().join("web-80.yaml");
+    std::fs::write(&file, POLICY).unwrap();
+    node.twill_ok(&["policy", "import", file.to_str().unwrap()]);
+    let (client_ip, server_ip) = (ip_of(&client), ip_of(&server));
+    let (client_id, server_id) = (client["identity"].as_u64().unwrap(), server["identity"].as_u64().unwrap());
+
+    // Allowed: the server pings the client (no policy on that way).
+    assert!(ping(&node, "server", &client_ip), "server -> client ping");
+    // Denied: the client to a port the server's policy does not open.
+    let out = node.exec(
+        "client",
+        "default",
+        &["socat", "-T1", "-", &format!("TCP:{server_ip}:81,connect-timeout=1")],
+    );
+    assert!(!out.status.success(), "client -> server:81 must not connect");
+
+    let denied = format!("Policy evaluation would deny packet from {client_id} to {server_id}");
+    let mut events = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            events = debug_events(&node);
+            messages(&events, "DBG_POLICY_DENIED", "server").contains(&denied.as_str())
+        }),
+        "no {denied:?} from the server's endpoint in {events:#?}"
+    );
+    let delivery = format!(
+        "Attempting local delivery for container id {} from seclabel {server_id}",
+        client["id"].as_u64().unwrap()
+    );
+    assert!(messages(&events, "DBG_LOCAL_DELIVERY", "server").contains(&delivery.as_str()), "{events:#?}");
+    let found = format!(
+        "Local container found ifindex {} seclabel {client_id}",
+        client["host_device"].as_str().unwrap()
+    );
+    assert!(messages(&events, "DBG_LXC_FOUND", "server").contains(&found.as_str()), "{events:#?}");
+    let lookup = messages(&events, "DBG_CT_LOOKUP4_1", "server");
+    assert!(
+        lookup.iter().any(|m| m.starts_with(&format!("Conntrack lookup 1/2: src={client_ip}:"))
+            && m.ends_with(&format!("dst={server_ip}:81"))),
+        "the denied SYN's lookup at the server: {lookup:?}"
+    );
+    assert!(
+        messages(&events, "DBG_CT_VERDICT", "client").contains(&"CT verdict: New, revnat=0"),
+        "{events:#?}"
+    );
+    assert!(
+        messages(&events, "DBG_CT_CREATED4", "client").contains(
+            &format!("Conntrack create: proxy-port=0 revnat=0 src-identity={client_id} lb=0.0.0.0").as_str()
+        ),
+        "{events:#?}"
+    );
+    let source =
+        events.iter().map(|e| &e["debug_event"]["source"]).find(|s| s["pod_name"] == "server").unwrap();
+    assert_eq!(source["ID"], server["id"]);
+    assert_eq!(source["identity"], server["identity"]);
+    assert_eq!(source["namespace"], "default");
+    assert!(source["labels"].as_array().unwrap().iter().any(|l| l == "k8s:app=server"), "{source}");
+    assert!(events.iter().all(|e| e["node_name"] == node.name.as_str() && e["debug_event"]["cpu"].is_u64()));
+
+    // The upstream client prints exactly what twill prints, both formats.
+    // The traffic is over (IPv6 neighbour discovery makes no debug
+    // messages), so the last N stay the same between the two.
+    let n = events.len().to_string();
+    assert_eq!(
+        node.twill_ok(&["observe", "debug-events", "--last", &n, "-o", "json"]),
+        hubble_debug(&node, &["--last", &n, "-o", "json"])
+    );
+    let compact = node.twill_ok(&["observe", "debug-events", "--last", &n]);
+    assert_eq!(compact, hubble_debug(&node, &["--last", &n]));
+    assert!(
+        compact.contains(&format!("default/server (ID: {}) DBG_POLICY_DENIED MARK: 0x", server["id"])),
+        "{compact}"
+    );
+}
+
+#[test]
+fn debug_events_are_off_by_default_and_switch_at_runtime() {
+    let node = Node::start("dbgoff");
+    let a = node.endpoint("a", "default", "app=a");
+    node.endpoint("b", "default", "app=b");
+    let a_ip = ip_of(&a);
+    assert!(ping(&node, "b", &a_ip));
+    // Flows of the ping arrive; debug messages never do.
+    assert!(
+        wait_until(Duration::from_secs(10), || node
+            .twill_ok(&["observe", "--last", "50", "-o", "json"])
+            .contains("EchoReply")),
+        "no flows of the ping"
+    );
+    assert_eq!(node.twill_ok(&["observe", "debug-events", "--all"]), "", "debug is off by default");
+    assert!(node.twill_ok(&["config", "get"]).contains("debug-datapath   false"));
+
+    // A bad value names the setting and changes nothing.
+    let bad = node.twill(&["config", "set", "debug-datapath=maybe"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("debug-datapath") && err.contains("not a boolean"), "{err}");
+    assert!(ping(&node, "b", &a_ip));
+    assert_eq!(node.twill_ok(&["observe", "debug-events", "--all"]), "", "still off");
+
+    let on: Value =
+        serde_json::from_str(&node.twill_ok(&["config", "set", "debug-datapath=true", "-o", "json"]))
+            .unwrap();
+    assert_eq!(on["debug-datapath"], true);
+    assert!(ping(&node, "b", &a_ip));
+    let mut count = 0;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            count = debug_events(&node).len();
+            count > 0
+        }),
+        "no debug events after turning them on"
+    );
+    // Off again: the ping's messages stop, the stored ones stay.
+    node.twill_ok(&["config", "set", "debug-datapath=false"]);
+    let before = wait_for_quiet(&node);
+    assert!(ping(&node, "b", &a_ip));
+    assert!(
+        wait_until(Duration::from_secs(5), || node
+            .twill_ok(&["observe", "--last", "200", "-o", "json"])
+            .matches("EchoReply")
+            .count()
+            >= 3),
+        "the last ping's flows"
+    );
+    assert_eq!(debug_events(&node).len(), before, "no debug events once turned off");
+}
+
+/// The count of debug events once it stops changing: the reader drains
+/// the ring on a short timer, so the last messages may still be arriving.
+fn wait_for_quiet(node: &Node) -> usize {
+    let mut last = debug_events(node).len();
+    let mut stable = 0;
+    wait_until(Duration::from_secs(5), || {
+        let now = debug_events(node).len();
+        stable = if now == last { stable + 1 } else { 0 };
+        last = now;
+        stable >= 3
+    });
+    last
+}

@@ -16,11 +16,11 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
     let w = args.window()?;
     let request =
         GetAgentEventsRequest { number: w.number, first: w.first, follow: w.follow, ..Default::default() };
-    let json = args.json();
+    let (json, node) = (args.json(), args.print_node_name);
     events::run(
         &args,
         |mut client| async move { client.get_agent_events(request).await },
-        |item| if json { super::json::get_agent_events_response(item) } else { compact(item) },
+        |item| if json { super::json::get_agent_events_response(item) } else { compact(item, node) },
     )
 }
 
@@ -34,9 +34,9 @@ fn labels(list: &[String]) -> String {
     format!("[{}]", list.join(","))
 }
 
-/// One line: `TIME: TYPE (details)`.
-pub fn compact(item: &GetAgentEventsResponse) -> String {
-    let time = timefmt::stamp_milli(item.time.as_ref());
+/// One line: `TIME [NODE]: TYPE (details)`.
+pub fn compact(item: &GetAgentEventsResponse, node_name: bool) -> String {
+    let time = events::line_head(item.time.as_ref(), node_name.then_some(item.node_name.as_str()));
     let Some(event) = &item.agent_event else { return format!("{time}: (empty)") };
     let details = match &event.notification {
         Some(Notification::AgentStart(t)) => format!("start time: {}", timefmt::stamp_milli(t.time.as_ref())),

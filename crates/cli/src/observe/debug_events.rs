@@ -8,20 +8,17 @@ use twill_observe_proto::{
     observer::{GetDebugEventsRequest, GetDebugEventsResponse},
 };
 
-use super::{
-    events::{self, EventsArgs},
-    timefmt,
-};
+use super::events::{self, EventsArgs};
 
 pub fn run(args: EventsArgs) -> anyhow::Result<()> {
     let w = args.window()?;
     let request =
         GetDebugEventsRequest { number: w.number, first: w.first, follow: w.follow, ..Default::default() };
-    let json = args.json();
+    let (json, node) = (args.json(), args.print_node_name);
     events::run(
         &args,
         |mut client| async move { client.get_debug_events(request).await },
-        |item| if json { super::json::get_debug_events_response(item) } else { compact(item) },
+        |item| if json { super::json::get_debug_events_response(item) } else { compact(item, node) },
     )
 }
 
@@ -43,9 +40,9 @@ fn kind(t: i32) -> String {
     DebugEventType::try_from(t).map(|t| t.as_str_name().to_string()).unwrap_or_else(|_| t.to_string())
 }
 
-/// One line: `TIME: SOURCE TYPE MARK: 0xHASH CPU: NN (MESSAGE)`.
-pub fn compact(item: &GetDebugEventsResponse) -> String {
-    let time = timefmt::stamp_milli(item.time.as_ref());
+/// One line: `TIME [NODE]: SOURCE TYPE MARK: 0xHASH CPU: NN (MESSAGE)`.
+pub fn compact(item: &GetDebugEventsResponse, node_name: bool) -> String {
+    let time = events::line_head(item.time.as_ref(), node_name.then_some(item.node_name.as_str()));
     let Some(e) = &item.debug_event else { return format!("{time}: (empty)") };
     let mark = e.hash.map(|h| format!("{h:#x}")).unwrap_or_else(|| "N/A".into());
     let cpu = e.cpu.map(|c| format!("{c:02}")).unwrap_or_else(|| "N/A".into());
@@ -89,23 +86,23 @@ mod tests {
             pod_name: "client".into(),
             ..Default::default()
         };
-        let line = compact(&response(Some(pod), Some(0x1f), Some(1)));
+        let line = compact(&response(Some(pod), Some(0x1f), Some(1)), false);
         assert!(
             line.ends_with(
                 ": default/client (ID: 7) DBG_CT_VERDICT MARK: 0x1f CPU: 01 (CT verdict: New, revnat=0)"
             ),
             "{line}"
         );
-        let line = compact(&response(None, None, None));
+        let line = compact(&response(None, None, None), false);
         assert!(
             line.ends_with(": N/A DBG_CT_VERDICT MARK: N/A CPU: N/A (CT verdict: New, revnat=0)"),
             "{line}"
         );
         let host = flow::Endpoint { id: 3, labels: vec!["reserved:host".into()], ..Default::default() };
-        let line = compact(&response(Some(host), Some(0), Some(12)));
-        assert!(line.contains(": reserved:host (ID: 3) DBG_CT_VERDICT MARK: 0x0 CPU: 12 ("), "{line}");
+        let line = compact(&response(Some(host), Some(0), Some(12)), true);
+        assert!(line.contains(" [n1]: reserved:host (ID: 3) DBG_CT_VERDICT MARK: 0x0 CPU: 12 ("), "{line}");
         let bare = flow::Endpoint { id: 9, ..Default::default() };
-        assert!(compact(&response(Some(bare), Some(0), Some(0))).contains(": ID: 9 DBG_CT_VERDICT"));
+        assert!(compact(&response(Some(bare), Some(0), Some(0)), false).contains(": ID: 9 DBG_CT_VERDICT"));
     }
 
     #[test]

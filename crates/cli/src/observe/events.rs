@@ -38,6 +38,9 @@ pub struct EventsArgs {
     /// Follow events as they happen.
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Print the node name in compact output, after the time.
+    #[arg(long)]
+    pub print_node_name: bool,
     /// Output format: compact or json (alias jsonpb).
     #[arg(short = 'o', long, default_value = "compact", value_parser = ["compact", "json", "jsonpb"])]
     pub output: String,
@@ -67,6 +70,16 @@ impl EventsArgs {
 
     pub fn json(&self) -> bool {
         self.output != "compact"
+    }
+}
+
+/// The start of a compact line: the time and, with --print-node-name,
+/// ` [node]`, as hubble writes both.
+pub fn line_head(time: Option<&twill_observe_proto::prost_types::Timestamp>, node: Option<&str>) -> String {
+    let time = super::timefmt::stamp_milli(time);
+    match node {
+        Some(node) => format!("{time} [{node}]"),
+        None => time,
     }
 }
 

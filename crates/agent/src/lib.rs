@@ -143,8 +143,9 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
         ring.clone(),
         directory,
         agent_events.clone(),
-        debug_events,
+        debug_events.clone(),
     )?;
+    let debug_ring = debug_events;
     agent.set_peers(peers);
     agent.set_agent_events(agent_events);
     let agent = Arc::new(Mutex::new(agent));
@@ -153,7 +154,7 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
     // Kept alive for the agent's lifetime: dropping it stops the server.
     let _metrics_server = match config.prometheus_listen {
         Some(addr) => Some(
-            metrics::serve(addr, &agent_metrics, sampler(agent.clone()), hub.clone(), ring)
+            metrics::serve(addr, &agent_metrics, sampler(agent.clone()), hub.clone(), ring, debug_ring)
                 .map_err(|e| anyhow::anyhow!("binding --prometheus-listen {addr}: {e}"))?,
         ),
         None => None,

@@ -49,7 +49,7 @@ static __always_inline void dbg3(struct __sk_buff *skb, __u8 subtype, __u32 sour
 	e->arg2 = arg2;
 	e->arg3 = arg3;
 	e->cpu = bpf_get_smp_processor_id();
-	submit_event(e);
+	submit_event(e, sizeof(*e));
 }
 
 static __always_inline void dbg(struct __sk_buff *skb, __u8 subtype, __u32 source, __u32 arg1, __u32 arg2)

@@ -206,10 +206,10 @@ fn quiet_count(mut count: impl FnMut() -> usize) -> usize {
 /// test's relay is in the way).
 const RELAY: &str = "127.0.0.1:4247";
 
-/// twill-relay in a node's namespace, killed on drop.
-struct Relay(Child);
+/// A process of the test (twill-relay, a follower), killed on drop.
+struct KillOnDrop(Child);
 
-impl Drop for Relay {
+impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -251,7 +251,7 @@ fn the_relay_merges_every_nodes_debug_events_in_time_order() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _relay = Relay(relay);
+    let _relay = KillOnDrop(relay);
     let hubble = hubble_cli();
     let read = |args: &[&str]| {
         let mut all = vec![hubble.to_str().unwrap(), "observe", "debug-events", "--server", RELAY];
@@ -310,4 +310,62 @@ fn the_relay_merges_every_nodes_debug_events_in_time_order() {
     let theirs = read(&["--last", &n, "--print-node-name"]);
     assert!(ours.status.success(), "{}", String::from_utf8_lossy(&ours.stderr));
     assert_eq!(String::from_utf8_lossy(&ours.stdout), String::from_utf8_lossy(&theirs.stdout));
+}
+
+#[test]
+fn following_debug_events_shows_new_packets_as_they_pass() {
+    let mut node = Node::prepare("dbgf", "10.200.0.0/24");
+    node.agent_args = vec!["--debug-verbose".into(), "datapath".into()];
+    node.start_agent();
+    let a = node.endpoint("a", "default", "app=a");
+    node.endpoint("b", "default", "app=b");
+    let hubble = Command::new(hubble_cli())
+        .args([
+            "observe",
+            "debug-events",
+            "-f",
+            "--server",
+            &format!("unix://{}", node.hubble_socket().display()),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let twill = Command::new(bin_dir().join("twill"))
+        .args(["--socket", node.socket.to_str().unwrap(), "observe", "debug-events", "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut followers = [KillOnDrop(hubble), KillOnDrop(twill)];
+    let lines: Vec<std::sync::mpsc::Receiver<String>> = followers
+        .iter_mut()
+        .map(|f| {
+            let stdout = f.0.stdout.take().unwrap();
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+            rx
+        })
+        .collect();
+    // Follow sends only what comes after it started: ping until both
+    // streams show the delivery to a, from b.
+    let delivery = format!("Attempting local delivery for container id {}", a["id"]);
+    let mut seen = [false, false];
+    let shown = wait_until(Duration::from_secs(15), || {
+        ping(&node, "b", &ip_of(&a));
+        for (rx, seen) in lines.iter().zip(seen.iter_mut()) {
+            while let Ok(line) = rx.try_recv() {
+                *seen |= line.contains("default/b (ID: ") && line.contains(&delivery);
+            }
+        }
+        seen == [true, true]
+    });
+    assert!(shown, "a followed stream shows each new ping's delivery (hubble, twill): {seen:?}");
 }

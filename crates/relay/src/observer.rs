@@ -467,13 +467,12 @@ impl Observer for RelayService {
         }
         let window = EventWindow { number: req.number, first: req.first, follow: req.follow };
         let live = observer::GetAgentEventsRequest { number: 0, first: false, since: None, ..req };
+        // The requests are Copy: each dial gets its own.
         let open: OpenStream<_> = Box::new(move |mut c| {
-            let req = req.clone();
             Box::pin(async move { c.get_agent_events(req).await.map(Response::into_inner) })
         });
         let live: OpenStream<_> = Box::new(move |mut c| {
-            let req = live.clone();
-            Box::pin(async move { c.get_agent_events(req).await.map(Response::into_inner) })
+            Box::pin(async move { c.get_agent_events(live).await.map(Response::into_inner) })
         });
         let rx = relay_events(self.pool.clone(), window, open, live);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -489,13 +488,12 @@ impl Observer for RelayService {
         }
         let window = EventWindow { number: req.number, first: req.first, follow: req.follow };
         let live = observer::GetDebugEventsRequest { number: 0, first: false, since: None, ..req };
+        // The requests are Copy: each dial gets its own.
         let open: OpenStream<_> = Box::new(move |mut c| {
-            let req = req.clone();
             Box::pin(async move { c.get_debug_events(req).await.map(Response::into_inner) })
         });
         let live: OpenStream<_> = Box::new(move |mut c| {
-            let req = live.clone();
-            Box::pin(async move { c.get_debug_events(req).await.map(Response::into_inner) })
+            Box::pin(async move { c.get_debug_events(live).await.map(Response::into_inner) })
         });
         let rx = relay_events(self.pool.clone(), window, open, live);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

@@ -122,6 +122,13 @@ fn debug_events_show_the_datapath_steps_and_hubble_reads_them_unchanged() {
     );
     let compact = node.twill_ok(&["observe", "debug-events", "--last", &n]);
     assert_eq!(compact, hubble_debug(&node, &["--last", &n]));
+    // --since the denial: the server applies it, for both clients alike.
+    let denial = events.iter().find(|e| e["debug_event"]["type"] == "DBG_POLICY_DENIED").unwrap();
+    let since = denial["time"].as_str().unwrap();
+    let after = node.twill_ok(&["observe", "debug-events", "--since", since, "-o", "json"]);
+    assert_eq!(after, hubble_debug(&node, &["--since", since, "-o", "json"]));
+    assert!(after.lines().next().is_some_and(|l| l.contains("DBG_POLICY_DENIED")), "{after}");
+    assert!(after.lines().count() < events.len(), "only what came since: {after}");
     assert!(
         compact.contains(&format!("default/server (ID: {}) DBG_POLICY_DENIED MARK: 0x", server["id"])),
         "{compact}"

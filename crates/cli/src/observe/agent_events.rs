@@ -14,8 +14,14 @@ use super::{
 
 pub fn run(args: EventsArgs) -> anyhow::Result<()> {
     let w = args.window()?;
-    let request =
-        GetAgentEventsRequest { number: w.number, first: w.first, follow: w.follow, ..Default::default() };
+    let request = GetAgentEventsRequest {
+        number: w.number,
+        first: w.first,
+        follow: w.follow,
+        since: w.since,
+        until: w.until,
+        ..Default::default()
+    };
     let (json, node) = (args.json(), args.print_node_name);
     events::run(
         &args,

@@ -12,8 +12,14 @@ use super::events::{self, EventsArgs};
 
 pub fn run(args: EventsArgs) -> anyhow::Result<()> {
     let w = args.window()?;
-    let request =
-        GetDebugEventsRequest { number: w.number, first: w.first, follow: w.follow, ..Default::default() };
+    let request = GetDebugEventsRequest {
+        number: w.number,
+        first: w.first,
+        follow: w.follow,
+        since: w.since,
+        until: w.until,
+        ..Default::default()
+    };
     let (json, node) = (args.json(), args.print_node_name);
     events::run(
         &args,

@@ -11,6 +11,7 @@ use std::{
 use anyhow::{anyhow, Context};
 use twill_observe_proto::{
     observer::observer_client::ObserverClient,
+    prost_types::Timestamp,
     tonic::{self, transport::Channel},
 };
 
@@ -38,6 +39,13 @@ pub struct EventsArgs {
     /// Follow events as they happen.
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Events since a time: relative (3s, 4m, 1h43m) or a date, as for
+    /// `observe --since`.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Events until a time (same formats; ignored when following).
+    #[arg(long)]
+    pub until: Option<String>,
     /// Print the node name in compact output, after the time.
     #[arg(long)]
     pub print_node_name: bool,
@@ -52,6 +60,17 @@ pub struct Window {
     pub number: u64,
     pub first: bool,
     pub follow: bool,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+fn time(flag: &str, value: Option<&str>) -> anyhow::Result<Option<Timestamp>> {
+    match value.filter(|s| !s.is_empty()) {
+        Some(s) => super::timefmt::parse_time(s, std::time::SystemTime::now())
+            .map(Some)
+            .map_err(|e| anyhow!("failed to parse the {flag} time: {e}")),
+        None => Ok(None),
+    }
 }
 
 impl EventsArgs {
@@ -59,13 +78,16 @@ impl EventsArgs {
         if self.first > 0 && self.follow {
             anyhow::bail!("--first cannot be combined with --follow");
         }
-        let number = match (self.first, self.last, self.all, self.follow) {
-            (n, _, _, _) if n > 0 => n,
-            (_, n, _, _) if n > 0 => n,
-            (_, _, true, _) | (_, _, _, true) => 0,
+        let since = time("since", self.since.as_deref())?;
+        let until = if self.follow { None } else { time("until", self.until.as_deref())? };
+        let bounded = since.is_some() || until.is_some();
+        let number = match (self.first, self.last, self.all || self.follow || bounded) {
+            (n, _, _) if n > 0 => n,
+            (_, n, _) if n > 0 => n,
+            (_, _, true) => 0,
             _ => 20,
         };
-        Ok(Window { number, first: self.first > 0, follow: self.follow })
+        Ok(Window { number, first: self.first > 0, follow: self.follow, since, until })
     }
 
     pub fn json(&self) -> bool {
@@ -136,14 +158,29 @@ mod tests {
         Cli::parse_from(all).args.window()
     }
 
+    fn w(number: u64, first: bool, follow: bool) -> Window {
+        Window { number, first, follow, since: None, until: None }
+    }
+
     #[test]
     fn the_window_is_hubble_s() {
-        assert_eq!(window(&[]).unwrap(), Window { number: 20, first: false, follow: false });
-        assert_eq!(window(&["--last", "3"]).unwrap(), Window { number: 3, first: false, follow: false });
-        assert_eq!(window(&["--first", "2"]).unwrap(), Window { number: 2, first: true, follow: false });
-        assert_eq!(window(&["--all"]).unwrap(), Window { number: 0, first: false, follow: false });
-        assert_eq!(window(&["-f"]).unwrap(), Window { number: 0, first: false, follow: true });
-        assert_eq!(window(&["-f", "--last", "5"]).unwrap(), Window { number: 5, first: false, follow: true });
+        assert_eq!(window(&[]).unwrap(), w(20, false, false));
+        assert_eq!(window(&["--last", "3"]).unwrap(), w(3, false, false));
+        assert_eq!(window(&["--first", "2"]).unwrap(), w(2, true, false));
+        assert_eq!(window(&["--all"]).unwrap(), w(0, false, false));
+        assert_eq!(window(&["-f"]).unwrap(), w(0, false, true));
+        assert_eq!(window(&["-f", "--last", "5"]).unwrap(), w(5, false, true));
         assert!(window(&["-f", "--first", "1"]).is_err());
+    }
+
+    #[test]
+    fn since_and_until_bound_the_window() {
+        let since = window(&["--since", "2026-01-02T03:04:05Z"]).unwrap();
+        assert_eq!(since.since.map(|t| t.seconds), Some(1_767_323_045));
+        assert_eq!(since.number, 0, "everything in range unless --last says otherwise");
+        assert_eq!(window(&["--since", "5m", "--last", "4"]).unwrap().number, 4);
+        assert_eq!(window(&["-f", "--until", "5m"]).unwrap().until, None, "until is ignored when following");
+        let e = window(&["--since", "yesterday"]).unwrap_err().to_string();
+        assert!(e.contains("since"), "{e}");
     }
 }

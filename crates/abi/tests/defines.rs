@@ -316,6 +316,8 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         DBG_CT_VERDICT,
         DBG_DECAP,
         DBG_TO_STACK,
+        DBG_LB4_LOOKUP_FRONTEND,
+        DBG_LB4_LOOKUP_BACKEND_SLOT_SUCCESS,
         DBG_CT_LOOKUP4_1,
         DBG_CT_LOOKUP4_2,
         DBG_CT_CREATED4,

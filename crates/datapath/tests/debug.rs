@@ -2,15 +2,19 @@
 //! configuration asks for them; with it, the steps Cilium reports (the
 //! conntrack lookup and its verdict, the entry created, the policy denial,
 //! the local endpoint found and the delivery to it, the way to the stack)
-//! with the arguments Cilium's monitor renders.
+//! with the arguments Cilium's monitor renders; at a node device, the
+//! NodePort frontend and the backend it chose.
+
+mod common;
 
 use std::net::Ipv4Addr;
 
 use aya::maps::{MapData, RingBuf};
 use twill_abi::{
     DatapathConfig, DebugEvent, EndpointInfo, RingRecord, CT_ESTABLISHED, CT_NEW, DBG_CT_CREATED4,
-    DBG_CT_LOOKUP4_1, DBG_CT_LOOKUP4_2, DBG_CT_MATCH, DBG_CT_VERDICT, DBG_LOCAL_DELIVERY, DBG_LXC_FOUND,
-    DBG_POLICY_DENIED, DBG_TO_STACK, EVENTS_DEBUG, EVENTS_DROP, EVENT_DROP, TUPLE_F_IN, TUPLE_F_OUT,
+    DBG_CT_LOOKUP4_1, DBG_CT_LOOKUP4_2, DBG_CT_MATCH, DBG_CT_VERDICT, DBG_LB4_LOOKUP_BACKEND_SLOT_SUCCESS,
+    DBG_LB4_LOOKUP_FRONTEND, DBG_LOCAL_DELIVERY, DBG_LXC_FOUND, DBG_POLICY_DENIED, DBG_TO_STACK,
+    EVENTS_DEBUG, EVENTS_DROP, EVENT_DROP, TUPLE_F_IN, TUPLE_F_OUT,
 };
 use twill_datapath::{Datapath, IpcacheEntry, PolicyEntry};
 
@@ -182,4 +186,50 @@ fn local_delivery_names_the_receiver() {
     assert_eq!((found.arg1, u16::from_be(found.arg2 as u16)), (77, 1006), "device and identity");
     assert_eq!(debug[6].arg1 & 0xff, TUPLE_F_IN);
     assert_eq!((debug[9].arg1, debug[9].arg2), (6, 1005), "receiver's id, sender's identity");
+}
+
+/// A TCP SYN, as a client outside sends it to a NodePort.
+fn syn_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
+    let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    p.extend([0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0]);
+    p.extend(src.octets());
+    p.extend(dst.octets());
+    p.extend(sport.to_be_bytes());
+    p.extend(dport.to_be_bytes());
+    p.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+    p
+}
+
+#[test]
+fn a_nodeport_connection_names_its_frontend_and_backend() {
+    let root = Root::new("lb");
+    let mut dp = Datapath::load(&root.0).unwrap();
+    let (node, backend, client) =
+        (Ipv4Addr::new(10, 213, 0, 1), Ipv4Addr::new(10, 214, 0, 2), Ipv4Addr::new(10, 213, 0, 9));
+    dp.upsert_ipcache(&IpcacheEntry::local(node, 32, twill_abi::IDENTITY_HOST)).unwrap();
+    let maps = dp.lb_maps();
+    maps.upsert_backend(1, common::backend(backend, 8080, common::TCP)).unwrap();
+    let frontend = common::frontend(Ipv4Addr::UNSPECIFIED, 30080, common::TCP, 0);
+    common::write_service(maps, frontend, 1, &[1], 0, twill_abi::LB_F_NODEPORT);
+    let mut ring = dp.take_events().unwrap();
+
+    dp.set_config(config(EVENTS_DROP)).unwrap();
+    dp.test_run("from_netdev", &syn_frame(client, node, 40000, 30080)).unwrap();
+    assert!(drain(&mut ring).0.is_empty(), "debug off");
+
+    dp.set_config(config(EVENTS_DEBUG)).unwrap();
+    dp.test_run("from_netdev", &syn_frame(client, node, 40001, 30080)).unwrap();
+    // Traffic to no NodePort reads no configuration and says nothing.
+    dp.test_run("from_netdev", &syn_frame(client, node, 40002, 22)).unwrap();
+    let (debug, _) = drain(&mut ring);
+    assert_eq!(subtypes(&debug), [DBG_LB4_LOOKUP_FRONTEND, DBG_LB4_LOOKUP_BACKEND_SLOT_SUCCESS], "{debug:?}");
+    assert_eq!(
+        (debug[0].arg1, debug[0].arg2),
+        (u32::from_ne_bytes(node.octets()), u32::from(30080u16.to_be()))
+    );
+    assert_eq!(
+        (debug[1].arg1, debug[1].arg2),
+        (u32::from_ne_bytes(backend.octets()), u32::from(8080u16.to_be()))
+    );
+    assert!(debug.iter().all(|e| e.source == 0), "no endpoint at a node device");
 }

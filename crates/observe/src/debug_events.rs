@@ -9,7 +9,8 @@ use std::net::Ipv4Addr;
 use twill_abi::DebugEvent;
 use twill_numbers::{
     ct_state_text, DBG_CT_CREATED4, DBG_CT_LOOKUP4_1, DBG_CT_LOOKUP4_2, DBG_CT_MATCH, DBG_CT_VERDICT,
-    DBG_DECAP, DBG_ENCAP, DBG_GENERIC, DBG_LOCAL_DELIVERY, DBG_LXC_FOUND, DBG_POLICY_DENIED, DBG_TO_STACK,
+    DBG_DECAP, DBG_ENCAP, DBG_GENERIC, DBG_LB4_LOOKUP_BACKEND_SLOT_SUCCESS, DBG_LB4_LOOKUP_FRONTEND,
+    DBG_LOCAL_DELIVERY, DBG_LXC_FOUND, DBG_POLICY_DENIED, DBG_TO_STACK,
 };
 use twill_observe_proto::flow;
 
@@ -67,6 +68,12 @@ pub fn message(e: &DebugEvent, ifname: impl Fn(u32) -> Option<String>) -> String
         }
         DBG_DECAP => format!("Tunnel decap: id={a1} flowlabel={a2:x}"),
         DBG_TO_STACK => format!("Going to the stack, policy-skip={a1}"),
+        DBG_LB4_LOOKUP_FRONTEND => {
+            format!("Frontend service lookup, addr={} key.dport={}", ip4(a1), ntohs(a2))
+        }
+        DBG_LB4_LOOKUP_BACKEND_SLOT_SUCCESS => {
+            format!("Service backend slot lookup result: target={} port={}", ip4(a1), ntohs(a2))
+        }
         DBG_CT_LOOKUP4_1 => {
             format!("Conntrack lookup 1/2: src={}:{} dst={}:{}", ip4(a1), a3 & 0xffff, ip4(a2), a3 >> 16)
         }
@@ -171,6 +178,15 @@ mod tests {
         assert_eq!(text(DBG_ENCAP, 255, 2, 0), "Encapsulating to node 255 (0xff) from seclabel 2");
         assert_eq!(text(DBG_TO_STACK, 0, 0, 0), "Going to the stack, policy-skip=0");
         assert_eq!(text(DBG_DECAP, 6, 0, 0), "Tunnel decap: id=6 flowlabel=0");
+        let port = |p: u16| u32::from(p.to_be());
+        assert_eq!(
+            text(DBG_LB4_LOOKUP_FRONTEND, addr([10, 77, 0, 1]), port(30080), 0),
+            "Frontend service lookup, addr=10.77.0.1 key.dport=30080"
+        );
+        assert_eq!(
+            text(DBG_LB4_LOOKUP_BACKEND_SLOT_SUCCESS, addr([10, 78, 0, 2]), port(8080), 0),
+            "Service backend slot lookup result: target=10.78.0.2 port=8080"
+        );
         assert_eq!(text(DBG_GENERIC, 0, 16, 0), "No message, arg1=0 (0x0) arg2=16 (0x10)");
         assert_eq!(text(200, 1, 2, 3), "Unknown message type=200 arg1=1 arg2=2");
     }

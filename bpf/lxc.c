@@ -15,6 +15,7 @@
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/conntrack.h"
+#include "lib/debug.h"
 #include "lib/endpoints.h"
 #include "lib/events.h"
 #include "lib/l3.h"
@@ -69,7 +70,7 @@ int from_endpoint(struct __sk_buff *skb)
 
 	p.now = bpf_ktime_get_ns();
 	struct datapath_config *cfg = config();
-	if (endpoint_egress(skb, src, dst_identity, &p, &ct))
+	if (endpoint_egress(skb, cfg, src, dst_identity, &p, &ct))
 		return TC_ACT_SHOT;
 	if (cfg && cfg->aggregation == AGGREGATION_NONE)
 		trace(skb, cfg, &ct, TRACE_FROM_ENDPOINT, DIR_EGRESS, src->endpoint_id, src->identity,
@@ -89,10 +90,14 @@ int from_endpoint(struct __sk_buff *skb)
 		 * MACs the delivery writes: report it that way. */
 		__builtin_memcpy(p.src_mac, dst->host_mac, ETH_ALEN);
 		__builtin_memcpy(p.dst_mac, dst->mac, ETH_ALEN);
-		if (endpoint_ingress(skb, dst, src->identity, 0, &p, &ct))
+		if (debug_on(cfg))
+			dbg(skb, DBG_LXC_FOUND, src->endpoint_id, dst->ifindex, bpf_htons((__u16)dst->identity));
+		if (endpoint_ingress(skb, cfg, dst, src->identity, 0, &p, &ct))
 			return TC_ACT_SHOT;
 		trace_at(skb, dst->ifindex, cfg, &ct, TRACE_TO_ENDPOINT, DIR_INGRESS, dst->endpoint_id,
 			 src->identity, dst->identity, &p);
+		if (debug_on(cfg))
+			dbg(skb, DBG_LOCAL_DELIVERY, src->endpoint_id, dst->endpoint_id, src->identity);
 		return ipv4_deliver_to_endpoint(skb, dst, src->endpoint_id, &p);
 	}
 
@@ -102,6 +107,8 @@ int from_endpoint(struct __sk_buff *skb)
 	if (remote && remote->tunnel_endpoint && cfg && cfg->tunnel_ifindex) {
 		trace(skb, cfg, &ct, TRACE_TO_OVERLAY, DIR_EGRESS, src->endpoint_id, src->identity, dst_identity,
 		      &p);
+		if (debug_on(cfg))
+			dbg(skb, DBG_ENCAP, src->endpoint_id, remote->tunnel_endpoint, src->identity);
 		return tunnel_encap4(skb, cfg->tunnel_ifindex, remote->tunnel_endpoint, src->identity,
 				     src->endpoint_id, &p);
 	}
@@ -109,6 +116,8 @@ int from_endpoint(struct __sk_buff *skb)
 	/* Not a local endpoint, or routed natively: the host stack routes it
 	 * (with native routing, by the routes the agent installs). */
 	trace(skb, cfg, &ct, TRACE_TO_STACK, DIR_EGRESS, src->endpoint_id, src->identity, dst_identity, &p);
+	if (debug_on(cfg))
+		dbg(skb, DBG_TO_STACK, src->endpoint_id, 0, 0);
 	count(DIR_EGRESS, METRIC_FORWARDED, skb->len);
 	return TO_STACK;
 }
@@ -147,7 +156,7 @@ int to_endpoint(struct __sk_buff *skb)
 	p.now = bpf_ktime_get_ns();
 	struct datapath_config *cfg = config();
 	int from_host = src_identity == IDENTITY_HOST && cfg && cfg->allow_localhost;
-	if (endpoint_ingress(skb, ep, src_identity, from_host, &p, &ct))
+	if (endpoint_ingress(skb, cfg, ep, src_identity, from_host, &p, &ct))
 		return TC_ACT_SHOT;
 	trace(skb, cfg, &ct, TRACE_TO_ENDPOINT, DIR_INGRESS, ep->endpoint_id, src_identity, ep->identity, &p);
 	count(DIR_INGRESS, METRIC_FORWARDED, skb->len);

@@ -17,6 +17,7 @@
 #include "lib/common.h"
 #include "lib/config.h"
 #include "lib/conntrack.h"
+#include "lib/debug.h"
 #include "lib/endpoints.h"
 #include "lib/events.h"
 #include "lib/lb.h"
@@ -65,11 +66,18 @@ int from_netdev(struct __sk_buff *skb)
 	svc = lb4_lookup_service(&key, p.tuple.daddr.v4, bpf_htons(p.tuple.dport), p.tuple.protocol);
 	if (!svc)
 		return TC_ACT_OK;
+	/* Only a new connection to a NodePort reads the configuration for
+	 * debug messages: the device's other traffic pays nothing for them. */
+	int debug = debug_on(config());
+	if (debug)
+		dbg(skb, DBG_LB4_LOOKUP_FRONTEND, 0, p.tuple.daddr.v4, bpf_htons(p.tuple.dport));
 	struct lb_client client = { .id = p.tuple.saddr.v4, .netns = 0, .hash = lb4_hash_tuple(&p.tuple) };
 	backend = lb4_select_backend(&key, svc, &client, &backend_id);
 	if (!backend)
 		return drop(skb, DIR_INGRESS, DROP_NO_SERVICE, 0, identity_of4(p.tuple.saddr.v4), IDENTITY_HOST,
 			    &p);
+	if (debug)
+		dbg(skb, DBG_LB4_LOOKUP_BACKEND_SLOT_SUCCESS, 0, backend->address, backend->port);
 	lb4_nat_create(&p, backend, svc->rev_nat_index, skb->ifindex);
 	if (lb4_rewrite(skb, &p, 1, backend->address, backend->port) < 0)
 		return drop(skb, DIR_INGRESS, DROP_INVALID_PACKET, 0, 0, 0, &p);

@@ -764,3 +764,73 @@ pub fn flows_overhead(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<
     }
     Ok(())
 }
+
+/// The cost of datapath debug messages (`twill config set
+/// debug-datapath=true`): request/response and connection rates, and the
+/// endpoint programs' own run time per packet (BPF_ENABLE_STATS), with
+/// debug off and on, switched at runtime on one agent, in interleaved
+/// rounds. Off is the default and should cost nothing measurable.
+pub fn debug_overhead(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    let client = bench.create("dbg-client", "app=debug-client")?;
+    let server = bench.create("dbg-server", "app=debug-server")?;
+    let pair =
+        Pair { client_ns: client.netns.clone(), server_ns: server.netns.clone(), server_ip: server.ipv4 };
+    let bpf_root = std::path::Path::new(crate::BPF_ROOT);
+    let _stats = crate::bpfstats::enable()?;
+    let rounds = 3;
+    let mut rates: BTreeMap<(Workload, bool), Vec<f64>> = BTreeMap::new();
+    let mut costs: BTreeMap<(Workload, bool, &'static str), Vec<f64>> = BTreeMap::new();
+    // Past the flows section's ports, a fresh server port every time.
+    let mut port = LAST_PORT + 300;
+    let set = |on: bool| -> anyhow::Result<()> {
+        let setting = format!("debug-datapath={on}");
+        let _: twill_api::AgentSettings =
+            bench.client().call(&Request::ConfigSet { settings: vec![setting] })?;
+        Ok(())
+    };
+    for round in 0..rounds {
+        for k in 0..2 {
+            let on = (k + round) % 2 == 0;
+            set(on)?;
+            for workload in [Workload::Rr, Workload::Crr] {
+                port += 1;
+                let before = crate::bpfstats::snapshot(bpf_root)?;
+                let mode = if workload == Workload::Rr { "rr" } else { "crr" };
+                let value = pingpong(&pair, port, mode)?.0;
+                let after = crate::bpfstats::snapshot(bpf_root)?;
+                rates.entry((workload, on)).or_default().push(value);
+                for (program, ns) in crate::bpfstats::per_packet(&before, &after) {
+                    if let Some(ns) = ns {
+                        costs.entry((workload, on, program)).or_default().push(ns);
+                    }
+                }
+            }
+        }
+    }
+    set(false)?;
+    for workload in [Workload::Rr, Workload::Crr] {
+        let name = if workload == Workload::Rr { "TCP_RR 64B" } else { "TCP_CRR 64B" };
+        let on = median(rates[&(workload, true)].clone());
+        let off = median(rates[&(workload, false)].clone());
+        rows.push(Row {
+            metric: format!("{name}, datapath debug messages on, median of {rounds}"),
+            twill: rate(on),
+            reference: format!("debug off {}", rate(off)),
+            ratio: format!("{:.3}", on / off),
+        });
+        let ns = |on: bool, program| {
+            costs.get(&(workload, on, program)).map(|v| median(v.clone())).unwrap_or(f64::NAN)
+        };
+        // Between two local endpoints from_endpoint does both sides (the
+        // receiver's ingress too) and delivers straight into the
+        // receiver: to_endpoint never runs.
+        rows.push(Row {
+            metric: format!("  ns/packet from_endpoint (both sides), {name}, debug on (kernel.bpf_stats)"),
+            twill: format!("{:.0} ns", ns(true, "from_endpoint")),
+            reference: format!("debug off {:.0} ns", ns(false, "from_endpoint")),
+            ratio: format!("{:.2}", ns(true, "from_endpoint") / ns(false, "from_endpoint")),
+        });
+    }
+    bench.delete("dbg-client")?;
+    bench.delete("dbg-server")
+}

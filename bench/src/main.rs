@@ -460,6 +460,7 @@ const SECTIONS: &[&str] = &[
     "datapath",
     "services",
     "flows",
+    "debug",
     "cross-node",
     "cluster",
     "ui",
@@ -551,7 +552,7 @@ fn main() -> anyhow::Result<()> {
             ratio: String::new(),
         });
     }
-    if sections.iter().any(|s| ["endpoints", "cni", "datapath", "services", "flows"].contains(s)) {
+    if sections.iter().any(|s| ["endpoints", "cni", "datapath", "services", "flows", "debug"].contains(s)) {
         #[allow(unused_mut)]
         let mut bench = Bench::start()?;
         if sections.contains(&"endpoints") {
@@ -576,6 +577,10 @@ fn main() -> anyhow::Result<()> {
         if sections.contains(&"flows") {
             eprintln!("twill-bench: flows on (default aggregation) against flows off");
             datapath::flows_overhead(&mut bench, &mut rows)?;
+        }
+        if sections.contains(&"debug") {
+            eprintln!("twill-bench: datapath debug messages on against off, one agent, switched at runtime");
+            datapath::debug_overhead(&bench, &mut rows)?;
         }
     }
     if sections.contains(&"cross-node") {

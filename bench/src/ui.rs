@@ -50,6 +50,7 @@ pub fn run(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         started: Instant::now(),
         address: String::new(),
         agent_events: Arc::new(AgentEvents::new(16)),
+        debug_events: Arc::new(twill_observe::DebugEvents::new(16)),
     };
     let listener = std::os::unix::net::UnixListener::bind(&socket).context("binding the observer socket")?;
     listener.set_nonblocking(true)?;

@@ -208,11 +208,15 @@ struct datapath_config {
 #define EVENTS_DROP (1 << 0)
 #define EVENTS_TRACE (1 << 1)
 #define EVENTS_POLICY (1 << 2)
+/* Datapath debug messages (Cilium's cilium_dbg, `--debug-verbose
+ * datapath`): several records per packet, so off unless asked for. */
+#define EVENTS_DEBUG (1 << 3)
 
 /* Event types in struct flow_event. */
 #define EVENT_DROP 1
 #define EVENT_TRACE 2
 #define EVENT_POLICY_VERDICT 3
+#define EVENT_DEBUG 4 /* a struct debug_event, not a struct flow_event */
 
 /* One datapath event, sent through the twill_events ring buffer. */
 struct flow_event {
@@ -238,6 +242,43 @@ struct flow_event {
 	__u8 src_mac[6];
 	__u8 dst_mac[6];
 };
+
+/* A datapath debug message, as Cilium's struct debug_msg: a subtype
+ * (DBG_*, Hubble's DebugEventType numbers) and three arguments whose
+ * meaning is the subtype's; user space renders the text Cilium's monitor
+ * prints. Shares the twill_events ring with struct flow_event: `kind`
+ * sits at the same offset in both and tells them apart. */
+struct debug_event {
+	__u64 timestamp;
+	__u8 kind;         /* EVENT_DEBUG */
+	__u8 subtype;      /* DBG_* */
+	__u16 source;      /* the endpoint the program runs for; 0 if none */
+	__u32 hash;        /* skb->hash, Cilium's "MARK" */
+	__u32 arg1;
+	__u32 arg2;
+	__u32 arg3;
+	__u32 cpu;
+};
+
+/* Debug message subtypes Twill emits (Cilium's bpf/lib/dbg.h numbers). */
+#define DBG_LOCAL_DELIVERY 2
+#define DBG_ENCAP 3
+#define DBG_LXC_FOUND 4
+#define DBG_POLICY_DENIED 5
+#define DBG_CT_MATCH 8
+#define DBG_CT_VERDICT 15
+#define DBG_DECAP 16
+#define DBG_TO_STACK 20
+#define DBG_LB4_LOOKUP_FRONTEND 30
+#define DBG_LB4_LOOKUP_BACKEND_SLOT_SUCCESS 33
+#define DBG_CT_LOOKUP4_1 48
+#define DBG_CT_LOOKUP4_2 49
+#define DBG_CT_CREATED4 50
+
+/* Conntrack tuple flags in DBG_CT_LOOKUP4_2 (Cilium's TUPLE_F_*). */
+#define TUPLE_F_IN 0
+#define TUPLE_F_OUT 1
+#define TUPLE_F_RELATED 2
 
 /* Index 0 of twill_event_stats: events lost because the ring was full. */
 

@@ -34,6 +34,29 @@ struct {
 	__type(value, struct flow_event);
 } twill_event_layout SEC(".maps");
 
+static __always_inline void count_lost_event(void)
+{
+	__u32 zero = 0;
+	__u64 *lost = bpf_map_lookup_elem(&twill_event_stats, &zero);
+
+	if (lost)
+		*lost += 1;
+}
+
+/* Hands a reserved record of `size` bytes to the reader. Waking it for
+ * every event costs more than the event (an interrupt per packet, a VM
+ * exit on a VM): wake it only when this record takes the backlog past a
+ * batch. Past it, the reader is awake or about to be, and drains until the
+ * ring is empty (it also polls on a short timer); waking it again for
+ * every record would only add interrupts while it catches up. */
+static __always_inline void submit_event(void *e, __u64 size)
+{
+	__u64 queued = bpf_ringbuf_query(&twill_events, BPF_RB_AVAIL_DATA);
+	int crossed = queued >= EVENTS_WAKEUP_BYTES && queued < EVENTS_WAKEUP_BYTES + size + 8;
+
+	bpf_ringbuf_submit(e, crossed ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+}
+
 /* p may be NULL when the packet could not be parsed. `ifindex` is the
  * endpoint device the event is about: the skb's own, or the destination's
  * when the source's program delivers straight into it. */
@@ -49,10 +72,7 @@ static __always_inline void emit_event_len(__u32 length, __u32 ifindex, __u8 typ
 		return;
 	e = bpf_ringbuf_reserve(&twill_events, sizeof(*e), 0);
 	if (!e) {
-		__u32 zero = 0;
-		__u64 *lost = bpf_map_lookup_elem(&twill_event_stats, &zero);
-		if (lost)
-			*lost += 1;
+		count_lost_event();
 		return;
 	}
 	e->timestamp = bpf_ktime_get_ns();
@@ -81,11 +101,7 @@ static __always_inline void emit_event_len(__u32 length, __u32 ifindex, __u8 typ
 		__builtin_memset(e->src_mac, 0, 6);
 		__builtin_memset(e->dst_mac, 0, 6);
 	}
-	/* Waking the reader for every event costs more than the event (an
-	 * interrupt per packet on a new connection): wake it only once a
-	 * batch is waiting; it also polls on a short timer. */
-	__u64 queued = bpf_ringbuf_query(&twill_events, BPF_RB_AVAIL_DATA);
-	bpf_ringbuf_submit(e, queued >= EVENTS_WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+	submit_event(e, sizeof(*e));
 }
 
 /* An event about a packet of `skb` (emit_event_len serves hooks that have

@@ -10,14 +10,20 @@
 #include "common.h"
 #include "config.h"
 #include "conntrack.h"
+#include "debug.h"
 #include "events.h"
 #include "policy.h"
 
 /* Returns 0 to go on, or a drop reason (already counted and reported). */
-static __always_inline int endpoint_egress(struct __sk_buff *skb, const struct endpoint_info *src,
-					   __u32 dst_identity, const struct packet *p, struct ct_result *ct)
+static __always_inline int endpoint_egress(struct __sk_buff *skb, const struct datapath_config *cfg,
+					   const struct endpoint_info *src, __u32 dst_identity,
+					   const struct packet *p, struct ct_result *ct)
 {
+	int debug = debug_on(cfg);
+
 	*ct = ct_lookup(p, DIR_EGRESS, skb->len);
+	if (debug)
+		dbg_ct_lookup(skb, src->endpoint_id, p, DIR_EGRESS, ct);
 	if (ct->state != CT_NEW)
 		return 0;
 	__u32 match = 0;
@@ -25,21 +31,29 @@ static __always_inline int endpoint_egress(struct __sk_buff *skb, const struct e
 	verdict_at(skb, skb->ifindex, src->flags & ENDPOINT_F_EGRESS_ENFORCED, verdict, DIR_EGRESS,
 		   src->endpoint_id, src->identity, dst_identity, p, match);
 	if (verdict) {
+		if (debug)
+			dbg(skb, DBG_POLICY_DENIED, src->endpoint_id, src->identity, dst_identity);
 		drop(skb, DIR_EGRESS, verdict, src->endpoint_id, src->identity, dst_identity, p);
 		return verdict;
 	}
 	ct_create(p, DIR_EGRESS, skb->len);
+	if (debug)
+		dbg3(skb, DBG_CT_CREATED4, src->endpoint_id, 0, src->identity, 0);
 	return 0;
 }
 
 /* The receiver's side; `from_host` skips policy (Cilium's allow-localhost:
  * the node's own health checks always reach its endpoints). Events name
  * the receiver's device. */
-static __always_inline int endpoint_ingress(struct __sk_buff *skb, const struct endpoint_info *dst,
-					    __u32 src_identity, int from_host, const struct packet *p,
-					    struct ct_result *ct)
+static __always_inline int endpoint_ingress(struct __sk_buff *skb, const struct datapath_config *cfg,
+					    const struct endpoint_info *dst, __u32 src_identity, int from_host,
+					    const struct packet *p, struct ct_result *ct)
 {
+	int debug = debug_on(cfg);
+
 	*ct = ct_lookup(p, DIR_INGRESS, skb->len);
+	if (debug)
+		dbg_ct_lookup(skb, dst->endpoint_id, p, DIR_INGRESS, ct);
 	if (ct->state != CT_NEW)
 		return 0;
 	__u32 match = POLICY_MATCH_ALL;
@@ -47,9 +61,13 @@ static __always_inline int endpoint_ingress(struct __sk_buff *skb, const struct 
 	verdict_at(skb, dst->ifindex, dst->flags & ENDPOINT_F_INGRESS_ENFORCED, verdict,
 		   DIR_INGRESS, dst->endpoint_id, src_identity, dst->identity, p, match);
 	if (verdict) {
+		if (debug)
+			dbg(skb, DBG_POLICY_DENIED, dst->endpoint_id, src_identity, dst->identity);
 		drop_at(skb, dst->ifindex, DIR_INGRESS, verdict, dst->endpoint_id, src_identity, dst->identity, p);
 		return verdict;
 	}
 	ct_create(p, DIR_INGRESS, skb->len);
+	if (debug)
+		dbg3(skb, DBG_CT_CREATED4, dst->endpoint_id, 0, src_identity, 0);
 	return 0;
 }

@@ -156,6 +156,8 @@ pub struct DatapathConfig {
 pub const EVENTS_DROP: u32 = 1;
 pub const EVENTS_TRACE: u32 = 2;
 pub const EVENTS_POLICY: u32 = 4;
+/// Datapath debug messages ([`DebugEvent`] records); off unless asked for.
+pub const EVENTS_DEBUG: u32 = 8;
 
 /// One record of the `twill_events` ring buffer.
 #[repr(C)]
@@ -187,6 +189,74 @@ pub struct FlowEvent {
 pub const EVENT_DROP: u8 = 1;
 pub const EVENT_TRACE: u8 = 2;
 pub const EVENT_POLICY_VERDICT: u8 = 3;
+/// A [`DebugEvent`], not a [`FlowEvent`].
+pub const EVENT_DEBUG: u8 = 4;
+
+/// A datapath debug message in the `twill_events` ring (Cilium's
+/// `debug_msg`); `kind` is at the offset of [`FlowEvent::kind`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DebugEvent {
+    pub timestamp: u64,
+    pub kind: u8,
+    /// `DBG_*`.
+    pub subtype: u8,
+    /// The endpoint the program ran for; 0 for none.
+    pub source: u16,
+    pub hash: u32,
+    pub arg1: u32,
+    pub arg2: u32,
+    pub arg3: u32,
+    pub cpu: u32,
+}
+
+impl DebugEvent {
+    /// Decodes a ring buffer record; `None` if it is too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() < std::mem::size_of::<Self>() {
+            return None;
+        }
+        // SAFETY: DebugEvent is plain integers; the length is checked and
+        // read_unaligned copes with any alignment of the ring's memory.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr() as *const Self) })
+    }
+}
+
+/// One record of the `twill_events` ring: a flow event or a debug message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingRecord {
+    Flow(FlowEvent),
+    Debug(DebugEvent),
+}
+
+impl RingRecord {
+    /// Tells the records apart by `kind`, at byte 8 of both; `None` for a
+    /// record too short for its kind.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        match bytes.get(std::mem::offset_of!(FlowEvent, kind))? {
+            &EVENT_DEBUG => DebugEvent::from_bytes(bytes).map(Self::Debug),
+            _ => FlowEvent::from_bytes(bytes).map(Self::Flow),
+        }
+    }
+}
+
+/// Debug message subtypes the datapath emits (`DebugEvent::subtype`).
+pub const DBG_LOCAL_DELIVERY: u8 = twill_numbers::DBG_LOCAL_DELIVERY;
+pub const DBG_ENCAP: u8 = twill_numbers::DBG_ENCAP;
+pub const DBG_LXC_FOUND: u8 = twill_numbers::DBG_LXC_FOUND;
+pub const DBG_POLICY_DENIED: u8 = twill_numbers::DBG_POLICY_DENIED;
+pub const DBG_CT_MATCH: u8 = twill_numbers::DBG_CT_MATCH;
+pub const DBG_CT_VERDICT: u8 = twill_numbers::DBG_CT_VERDICT;
+pub const DBG_DECAP: u8 = twill_numbers::DBG_DECAP;
+pub const DBG_TO_STACK: u8 = twill_numbers::DBG_TO_STACK;
+pub const DBG_LB4_LOOKUP_FRONTEND: u8 = twill_numbers::DBG_LB4_LOOKUP_FRONTEND;
+pub const DBG_LB4_LOOKUP_BACKEND_SLOT_SUCCESS: u8 = twill_numbers::DBG_LB4_LOOKUP_BACKEND_SLOT_SUCCESS;
+pub const DBG_CT_LOOKUP4_1: u8 = twill_numbers::DBG_CT_LOOKUP4_1;
+pub const DBG_CT_LOOKUP4_2: u8 = twill_numbers::DBG_CT_LOOKUP4_2;
+pub const DBG_CT_CREATED4: u8 = twill_numbers::DBG_CT_CREATED4;
+pub const TUPLE_F_IN: u32 = twill_numbers::TUPLE_F_IN;
+pub const TUPLE_F_OUT: u32 = twill_numbers::TUPLE_F_OUT;
+pub const TUPLE_F_RELATED: u32 = twill_numbers::TUPLE_F_RELATED;
 
 pub const CT_NEW: u8 = 0;
 pub const CT_ESTABLISHED: u8 = 1;
@@ -220,6 +290,7 @@ unsafe impl aya::Pod for PolicyValue {}
 unsafe impl aya::Pod for CtKey {}
 unsafe impl aya::Pod for CtEntry {}
 unsafe impl aya::Pod for DatapathConfig {}
+unsafe impl aya::Pod for DebugEvent {}
 unsafe impl aya::Pod for Lb4Key {}
 unsafe impl aya::Pod for Lb4Service {}
 unsafe impl aya::Pod for Lb4Backend {}

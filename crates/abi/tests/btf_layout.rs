@@ -15,9 +15,9 @@ use std::mem::{offset_of, size_of};
 
 use object::{Object, ObjectSection};
 use twill_abi::{
-    CtEntry, CtKey, DatapathConfig, EndpointInfo, EndpointKey, FlowEvent, IpcacheKey, IpcacheValue,
-    Lb4Backend, Lb4Key, Lb4NatEntry, Lb4ReverseNat, Lb4Service, Lb4SkKey, Lb4SkValue, LbAffinityKey,
-    LbAffinityMatchKey, LbAffinityValue, LbNetnsValue, MetricsValue, PolicyKey, PolicyValue,
+    CtEntry, CtKey, DatapathConfig, DebugEvent, EndpointInfo, EndpointKey, FlowEvent, IpcacheKey,
+    IpcacheValue, Lb4Backend, Lb4Key, Lb4NatEntry, Lb4ReverseNat, Lb4Service, Lb4SkKey, Lb4SkValue,
+    LbAffinityKey, LbAffinityMatchKey, LbAffinityValue, LbNetnsValue, MetricsValue, PolicyKey, PolicyValue,
 };
 
 // ---------------------------------------------------------------------------
@@ -439,6 +439,11 @@ fn rust_mirrors_match_btf_of_lxc_object() {
                 src_mac,
                 dst_mac
             }
+        ),
+        compare_layout!(
+            &btf,
+            "debug_event",
+            DebugEvent { timestamp, kind, subtype, source, hash, arg1, arg2, arg3, cpu }
         ),
     ]
     .concat();

@@ -305,6 +305,25 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         EVENT_DROP,
         EVENT_TRACE,
         EVENT_POLICY_VERDICT,
+        EVENTS_DEBUG,
+        EVENT_DEBUG,
+        // Debug messages.
+        DBG_LOCAL_DELIVERY,
+        DBG_ENCAP,
+        DBG_LXC_FOUND,
+        DBG_POLICY_DENIED,
+        DBG_CT_MATCH,
+        DBG_CT_VERDICT,
+        DBG_DECAP,
+        DBG_TO_STACK,
+        DBG_LB4_LOOKUP_FRONTEND,
+        DBG_LB4_LOOKUP_BACKEND_SLOT_SUCCESS,
+        DBG_CT_LOOKUP4_1,
+        DBG_CT_LOOKUP4_2,
+        DBG_CT_CREATED4,
+        TUPLE_F_IN,
+        TUPLE_F_OUT,
+        TUPLE_F_RELATED,
         // Services.
         DROP_NO_SERVICE,
         MAX_LB_SERVICE_ENTRIES,
@@ -468,9 +487,10 @@ fn loaded_map_sizes_match_rust_side() {
             .load(bytes)
             .unwrap_or_else(|e| panic!("loading the maps of {object}: {e}"));
         for (name, _) in ebpf.maps() {
-            // Not pinned and never read: it only carries struct flow_event
-            // into the BTF, which btf_layout.rs checks.
-            if name == "twill_event_layout" {
+            // Not pinned and never read: they only carry struct flow_event
+            // and struct debug_event into the BTF, which btf_layout.rs
+            // checks.
+            if name == "twill_event_layout" || name == "twill_debug_layout" {
                 continue;
             }
             seen.insert(name.to_string());

@@ -114,6 +114,18 @@ pub enum Change {
     Shaping {
         device: Option<String>,
     },
+    /// Runtime settings (`twill config set`), already checked.
+    Settings(crate::settings::SettingsChange),
+}
+
+/// The event kinds the datapath emits: none without flows; debug messages
+/// only when asked for, on top of the rest.
+fn datapath_events(flows: bool, debug: bool) -> u32 {
+    match (flows, debug) {
+        (false, _) => 0,
+        (true, false) => twill_abi::EVENTS_DROP | twill_abi::EVENTS_POLICY | twill_abi::EVENTS_TRACE,
+        (true, true) => datapath_events(true, false) | twill_abi::EVENTS_DEBUG,
+    }
 }
 
 impl Change {
@@ -158,6 +170,7 @@ pub enum Outcome {
     ServicesImported(api::ServicesImported),
     /// A change from the store was applied.
     Synced,
+    Settings(api::AgentSettings),
 }
 
 /// What follows from a change beyond the change itself.
@@ -233,11 +246,7 @@ impl Agent {
         let mut datapath = Datapath::load(&config.bpf_root)?;
         datapath.set_endpoint_attach(config.endpoint_attach);
         netdev::ensure_host_device(config.pod_cidr.router())?;
-        let events = if config.flows {
-            twill_abi::EVENTS_DROP | twill_abi::EVENTS_POLICY | twill_abi::EVENTS_TRACE
-        } else {
-            0
-        };
+        let events = datapath_events(config.flows, config.debug_datapath);
         let tunnel_ifindex = match &mut cluster {
             Some(c) => c.prepare_datapath(&mut datapath)?,
             None => 0,
@@ -359,6 +368,7 @@ impl Agent {
                 self.sync_shaping(device.as_deref())?;
                 Outcome::Synced
             }
+            Change::Settings(change) => Outcome::Settings(self.change_settings(change)?),
             Change::EndpointCreate { name, namespace, labels, ports } => Outcome::Endpoint(Box::new(
                 self.endpoint_create(&name, &namespace, &labels, &ports, None, effects)?,
             )),
@@ -1542,6 +1552,30 @@ impl Agent {
     }
 
     // ---- status and metrics ---------------------------------------------
+
+    /// The runtime settings as the agent runs with them.
+    pub fn settings(&self) -> api::AgentSettings {
+        api::AgentSettings { debug_datapath: self.config.debug_datapath }
+    }
+
+    fn change_settings(&mut self, change: crate::settings::SettingsChange) -> Result<api::AgentSettings> {
+        if let Some(on) = change.debug_datapath {
+            if on && !self.config.flows {
+                return Err(AgentError::Invalid(
+                    "setting debug-datapath: the agent runs with --disable-flows, so no datapath events are read"
+                        .into(),
+                ));
+            }
+            // One word of the config the programs read anyway: the next
+            // packet sees it, nothing is reloaded.
+            let mut config = self.datapath.config()?;
+            config.events = datapath_events(self.config.flows, on);
+            self.datapath.set_config(config)?;
+            self.config.debug_datapath = on;
+            info!(enabled = on, "datapath debug messages");
+        }
+        Ok(self.settings())
+    }
 
     pub fn status(&self) -> Result<api::Status> {
         let mut health = Vec::new();

@@ -43,6 +43,12 @@ pub struct Args {
     /// Turn datapath events off entirely (no flows, no monitor output).
     #[arg(long)]
     pub disable_flows: bool,
+    /// Subsystems to debug verbosely, comma-separated or repeated, as
+    /// Cilium's flag: `datapath` makes the datapath send debug messages
+    /// (`hubble observe debug-events`); `twill config set
+    /// debug-datapath=true|false` changes it while the agent runs.
+    #[arg(long, value_delimiter = ',', value_parser = ["datapath"])]
+    pub debug_verbose: Vec<String>,
     /// How the endpoint programs sit on each endpoint's host device: tcx
     /// links (they leave the device's ingress qdisc slot to a chained
     /// shaper such as the reference `bandwidth` plugin's egressRate, but
@@ -174,6 +180,8 @@ pub struct Config {
     pub endpoint_attach: twill_datapath::EndpointAttach,
     /// Whether the datapath emits events (drops, traces, verdicts) at all.
     pub flows: bool,
+    /// Whether it also emits debug messages (--debug-verbose datapath).
+    pub debug_datapath: bool,
     /// The observer API socket, removed by `twill uninstall`.
     pub hubble_socket: Option<PathBuf>,
     pub hubble_listen: Option<SocketAddr>,
@@ -429,6 +437,7 @@ impl Config {
                 _ => twill_abi::AGGREGATION_MEDIUM,
             },
             flows: !args.disable_flows,
+            debug_datapath: args.debug_verbose.iter().any(|s| s == "datapath"),
             endpoint_attach: match args.endpoint_attach.as_str() {
                 "tcx" => twill_datapath::EndpointAttach::Tcx,
                 "cls-bpf" => twill_datapath::EndpointAttach::ClsBpf,

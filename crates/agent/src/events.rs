@@ -13,7 +13,7 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use tracing::warn;
-use twill_abi::FlowEvent;
+use twill_abi::{DebugEvent, FlowEvent, RingRecord};
 
 /// How often the reader looks at the ring when nothing woke it.
 const POLL_INTERVAL_MS: i32 = 50;
@@ -51,9 +51,10 @@ impl EventHub {
     }
 }
 
-/// Where decoded flows go.
+/// Where decoded flows and debug messages go.
 pub struct FlowSink {
     pub ring: Arc<twill_observe::FlowRing>,
+    pub debug: Arc<twill_observe::DebugEvents>,
     pub directory: Arc<std::sync::RwLock<twill_observe::Directory>>,
     pub clock: twill_observe::Clock,
     pub metrics: twill_metrics::HubbleMetrics,
@@ -68,10 +69,19 @@ impl FlowSink {
         self.metrics.observe(&flow);
         self.ring.push(flow);
     }
+
+    fn take_debug(&self, event: &DebugEvent) {
+        let decoded = {
+            let dir = self.directory.read().expect("directory lock");
+            twill_observe::debug_events::decode(event, &dir)
+        };
+        self.debug.push_at(self.clock.timestamp(event.timestamp), decoded);
+    }
 }
 
 /// Drains the ring buffer on a dedicated thread, waking on its fd: raw
-/// events go to monitor subscribers, decoded flows to the flow ring.
+/// events go to monitor subscribers, decoded flows to the flow ring,
+/// debug messages to the debug event ring.
 pub fn spawn_reader(mut ring: RingBuf<MapData>, hub: Arc<EventHub>, sink: FlowSink) {
     std::thread::Builder::new()
         .name("events".into())
@@ -90,9 +100,13 @@ pub fn spawn_reader(mut ring: RingBuf<MapData>, hub: Arc<EventHub>, sink: FlowSi
                 continue;
             }
             while let Some(item) = ring.next() {
-                if let Some(event) = FlowEvent::from_bytes(&item) {
-                    hub.publish(event);
-                    sink.take(&event);
+                match RingRecord::from_bytes(&item) {
+                    Some(RingRecord::Flow(event)) => {
+                        hub.publish(event);
+                        sink.take(&event);
+                    }
+                    Some(RingRecord::Debug(event)) => sink.take_debug(&event),
+                    None => {}
                 }
             }
         })

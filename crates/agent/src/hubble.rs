@@ -44,6 +44,7 @@ pub fn spawn(
     ring: Arc<FlowRing>,
     directory: Arc<RwLock<Directory>>,
     agent_events: Arc<twill_observe::AgentEvents>,
+    debug_events: Arc<twill_observe::DebugEvents>,
 ) -> anyhow::Result<Peers> {
     let tls_on = config.tls.is_some();
     if let Some(addr) = config.listen.filter(|a| !a.ip().is_loopback() && !tls_on) {
@@ -64,6 +65,7 @@ pub fn spawn(
         started: Instant::now(),
         address,
         agent_events,
+        debug_events,
     });
     let peer = PeerServer::new(PeerService { peers: peers.clone() });
     let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -26,6 +26,7 @@ mod records;
 mod restore;
 mod server;
 mod services;
+mod settings;
 
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -119,10 +120,12 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
     let hub = Arc::new(events::EventHub::default());
     let ring = Arc::new(twill_observe::FlowRing::new(config.flow_buffer_size));
     let agent_events = Arc::new(twill_observe::AgentEvents::default());
+    let debug_events = Arc::new(twill_observe::DebugEvents::default());
     let directory = agent.directory();
     if let Some(events) = agent.take_events() {
         let sink = events::FlowSink {
             ring: ring.clone(),
+            debug: debug_events.clone(),
             directory: directory.clone(),
             clock: twill_observe::Clock::now(),
             metrics: agent_metrics.hubble.clone(),
@@ -141,7 +144,9 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
         ring.clone(),
         directory,
         agent_events.clone(),
+        debug_events.clone(),
     )?;
+    let debug_ring = debug_events;
     agent.set_peers(peers);
     agent.set_agent_events(agent_events);
     let agent = Arc::new(Mutex::new(agent));
@@ -159,7 +164,7 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
     // Kept alive for the agent's lifetime: dropping it stops the server.
     let _metrics_server = match config.prometheus_listen {
         Some(addr) => Some(
-            metrics::serve(addr, &agent_metrics, sampler(agent.clone()), hub.clone(), ring)
+            metrics::serve(addr, &agent_metrics, sampler(agent.clone()), hub.clone(), ring, debug_ring)
                 .map_err(|e| anyhow::anyhow!("binding --prometheus-listen {addr}: {e}"))?,
         ),
         None => None,

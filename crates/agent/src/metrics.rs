@@ -73,6 +73,7 @@ pub fn serve(
     sample: impl Fn() -> Option<Sample> + Send + Sync + 'static,
     hub: Arc<EventHub>,
     ring: Arc<twill_observe::FlowRing>,
+    debug_events: Arc<twill_observe::DebugEvents>,
 ) -> std::io::Result<MetricsServer> {
     let r = &metrics.registry;
     let g = AgentGauges {
@@ -116,6 +117,8 @@ pub fn serve(
             twill_metrics::LOST_OBSERVER_EVENTS_QUEUE,
             hub.subscriber_lost.load(Ordering::Relaxed),
         );
+        // Debug events a `debug-events -f` client fell too far behind for.
+        lost.report(&hubble, twill_metrics::LOST_HUBBLE_RING_BUFFER, debug_events.lagged());
         let Some(sample) = sample() else { return };
         g.endpoints.set(&[], sample.endpoints as f64);
         g.identities.set(&[], sample.identities as f64);

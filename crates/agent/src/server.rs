@@ -234,12 +234,15 @@ fn apply(agent: &mut Agent, change: Change) -> Result<serde_json::Value> {
         Outcome::Service(s) => json(s),
         Outcome::ServicesImported(s) => json(s),
         Outcome::Synced => json(serde_json::json!({})),
+        Outcome::Settings(s) => json(s),
     }
 }
 
 fn dispatch(agent: &mut Agent, request: Request) -> Result<serde_json::Value> {
     match request {
         Request::Status => json(agent.status()?),
+        Request::ConfigGet => json(agent.settings()),
+        Request::ConfigSet { settings } => apply(agent, Change::Settings(crate::settings::parse(&settings)?)),
         Request::EndpointCreate { name, namespace, labels, ports } => {
             apply(agent, Change::EndpointCreate { name, namespace, labels, ports })
         }

@@ -119,6 +119,13 @@ pub enum Request {
         all: bool,
     },
     BpfLbList,
+    /// The agent settings that can change at runtime.
+    ConfigGet,
+    /// Changes runtime settings, `KEY=VALUE` each (`debug-datapath=true`):
+    /// every one is checked before any is applied.
+    ConfigSet {
+        settings: Vec<String>,
+    },
     /// Cluster mode: every node the store knows.
     NodeList,
     NodeGet {
@@ -616,4 +623,13 @@ pub struct NodeInfo {
 pub struct Uninstalled {
     pub endpoints: usize,
     pub removed: Vec<String>,
+}
+
+/// `twill config`: the agent settings that can change while it runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub struct AgentSettings {
+    /// Datapath debug messages, for `hubble observe debug-events`
+    /// (Cilium's `--debug-verbose=datapath`).
+    pub debug_datapath: bool,
 }

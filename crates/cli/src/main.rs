@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use twill_api::{
-    BpfEndpoint, BpfPolicy, Client, CtRow, Endpoint, IdentityInfo, IpcacheEntry, MetricsRow, MonitorEvent,
-    NamespaceInfo, NodeInfo, PolicyFile, PolicyImported, PolicyList, Request, Status, TraceRequest,
-    TraceResult, Uninstalled,
+    AgentSettings, BpfEndpoint, BpfPolicy, Client, CtRow, Endpoint, IdentityInfo, IpcacheEntry, MetricsRow,
+    MonitorEvent, NamespaceInfo, NodeInfo, PolicyFile, PolicyImported, PolicyList, Request, Status,
+    TraceRequest, TraceResult, Uninstalled,
 };
 
 use crate::table::Table;
@@ -86,7 +86,14 @@ enum Commands {
     /// The agent's events: `twill observe agent-events` (as `hubble
     /// observe agent-events`).
     #[command(name = "observe-agent-events", hide = true)]
-    ObserveAgentEvents(observe::agent_events::AgentEventsArgs),
+    ObserveAgentEvents(observe::events::EventsArgs),
+    /// The datapath's debug messages: `twill observe debug-events` (as
+    /// `hubble observe debug-events`).
+    #[command(name = "observe-debug-events", hide = true)]
+    ObserveDebugEvents(observe::events::EventsArgs),
+    /// Runtime settings of the agent.
+    #[command(subcommand)]
+    Config(ConfigCmd),
     /// Serve the web UI (service map and live flow table) for the agent's
     /// or a relay's Hubble API, on loopback, and print its URL.
     Ui(ui::UiArgs),
@@ -98,6 +105,23 @@ enum Commands {
     Uninstall {
         #[command(flatten)]
         cni: install::CniDirs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Show the settings that can change while the agent runs.
+    Get {
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Change settings, KEY=VALUE each: debug-datapath=true|false turns
+    /// the datapath's debug messages on or off (`observe debug-events`).
+    Set {
+        #[arg(required = true)]
+        settings: Vec<String>,
+        #[command(flatten)]
+        out: OutputArg,
     },
 }
 
@@ -343,12 +367,19 @@ enum ListOnly {
 }
 
 fn main() {
-    // `observe agent-events` is hubble's spelling; `observe` itself takes
-    // free-form filter flags, so the pair is routed to its own command.
+    // `observe agent-events` and `observe debug-events` are hubble's
+    // spellings; `observe` itself takes free-form filter flags, so each
+    // pair is routed to its own command.
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(i) = argv.iter().position(|a| a == "observe") {
-        if argv.get(i + 1).is_some_and(|a| a == "agent-events") {
-            argv.splice(i..i + 2, [std::ffi::OsString::from("observe-agent-events")]);
+        match argv.get(i + 1).and_then(|a| a.to_str()) {
+            Some("agent-events") => {
+                argv.splice(i..i + 2, [std::ffi::OsString::from("observe-agent-events")]);
+            }
+            Some("debug-events") => {
+                argv.splice(i..i + 2, [std::ffi::OsString::from("observe-debug-events")]);
+            }
+            _ => {}
         }
     }
     let cli = Cli::parse_from(argv);
@@ -472,6 +503,11 @@ fn namespaces_table(namespaces: &[NamespaceInfo]) {
     t.print();
 }
 
+fn settings_text(s: &AgentSettings) {
+    let onoff = |b: bool| if b { "true" } else { "false" };
+    println!("debug-datapath   {}", onoff(s.debug_datapath));
+}
+
 fn status_text(s: &Status) {
     let uptime = format!(
         "{}h{:02}m{:02}s",
@@ -576,6 +612,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 args.server = Some(hubble_server(&client, &cli.socket));
             }
             observe::agent_events::run(args)?
+        }
+        Commands::ObserveDebugEvents(mut args) => {
+            if args.server.is_none() {
+                args.server = Some(hubble_server(&client, &cli.socket));
+            }
+            observe::debug_events::run(args)?
+        }
+        Commands::Config(ConfigCmd::Get { out }) => {
+            let settings: AgentSettings = client.call(&Request::ConfigGet)?;
+            show(out, &settings, settings_text);
+        }
+        Commands::Config(ConfigCmd::Set { settings, out }) => {
+            let settings: AgentSettings = client.call(&Request::ConfigSet { settings })?;
+            show(out, &settings, settings_text);
         }
         Commands::Status { out } => {
             let status: Status = client.call(&Request::Status)?;

@@ -9,6 +9,8 @@
 //! this command.
 
 pub mod agent_events;
+pub mod debug_events;
+pub mod events;
 mod filter;
 mod json;
 mod printer;

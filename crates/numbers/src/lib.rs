@@ -14,11 +14,13 @@
 //! | reserved identities | [`IDENTITY_NAMES`], [`RESERVED_IDENTITIES`] | [`reserved_identity_name`], [`reserved_identity_by_name`] |
 //! | TCP flags | [`TCP_FLAGS`] | [`tcp_flag_name`], [`tcp_flag_by_name`], [`tcp_flag_names`] |
 //! | policy match types | [`POLICY_MATCH_TYPES`] | [`policy_match_name`] |
+//! | debug message subtypes, CT states | `DBG_*`, [`CT_STATE_TEXT`] | [`ct_state_text`] |
 //!
 //! Types follow where the numbers travel: trace points and drop reasons
 //! are `u8` fields of datapath records; message types and agent event sub
 //! types only exist in Hubble's flow API, whose fields are `i32`.
 
+mod debug;
 mod drop;
 mod identity;
 mod message;
@@ -26,6 +28,7 @@ mod policy;
 mod tcp;
 mod trace;
 
+pub use debug::*;
 pub use drop::*;
 pub use identity::*;
 pub use message::*;

@@ -3,74 +3,19 @@
 //! bounded ring for `GetAgentEvents` and streamed to followers, as
 //! Hubble's agent-event observer does.
 
-use std::{
-    collections::VecDeque,
-    sync::Mutex,
-    time::{SystemTime, UNIX_EPOCH},
-};
+use twill_observe_proto::flow::{self, agent_event::Notification, AgentEvent, AgentEventType};
 
-use tokio::sync::broadcast;
-use twill_observe_proto::{
-    flow::{self, agent_event::Notification, AgentEvent, AgentEventType},
-    prost_types::Timestamp,
-};
+use crate::event_ring::{now, EventRing};
 
 /// Events kept for clients that ask for history.
 pub const AGENT_EVENTS_CAPACITY: usize = 4096;
-const FOLLOW_BUFFER: usize = 1024;
 
-/// One stored event and when it happened.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stamped {
-    pub seq: u64,
-    pub time: Timestamp,
-    pub event: AgentEvent,
-}
-
-pub struct AgentEvents {
-    inner: Mutex<(VecDeque<Stamped>, u64)>,
-    capacity: usize,
-    tx: broadcast::Sender<Stamped>,
-}
+pub type AgentEvents = EventRing<AgentEvent>;
 
 impl Default for AgentEvents {
     fn default() -> Self {
         Self::new(AGENT_EVENTS_CAPACITY)
     }
-}
-
-impl AgentEvents {
-    pub fn new(capacity: usize) -> Self {
-        let (tx, _) = broadcast::channel(FOLLOW_BUFFER);
-        Self {
-            inner: Mutex::new((VecDeque::with_capacity(capacity.min(1024)), 0)),
-            capacity: capacity.max(1),
-            tx,
-        }
-    }
-
-    pub fn push(&self, event: AgentEvent) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.1 += 1;
-        let stamped = Stamped { seq: inner.1, time: now(), event };
-        if inner.0.len() == self.capacity {
-            inner.0.pop_front();
-        }
-        inner.0.push_back(stamped.clone());
-        // Under the lock, so followers see events in ring order.
-        let _ = self.tx.send(stamped);
-    }
-
-    /// Every stored event, oldest first, and a receiver for the ones after.
-    pub fn snapshot_and_follow(&self) -> (Vec<Stamped>, broadcast::Receiver<Stamped>) {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        (inner.0.iter().cloned().collect(), self.tx.subscribe())
-    }
-}
-
-fn now() -> Timestamp {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    Timestamp { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }
 }
 
 fn event(kind: AgentEventType, notification: Notification) -> AgentEvent {
@@ -197,17 +142,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_ring_keeps_the_newest_and_followers_get_what_comes_after() {
-        let ring = AgentEvents::new(2);
-        ring.push(agent_started());
-        let (before, mut live) = ring.snapshot_and_follow();
-        assert_eq!(before.len(), 1);
-        ring.push(endpoint_created(1, vec![], "default", "a"));
-        ring.push(endpoint_deleted(1, vec![], "default", "a"));
-        let (all, _) = ring.snapshot_and_follow();
-        assert_eq!(all.len(), 2, "bounded");
-        assert_eq!(all[0].event.r#type, AgentEventType::EndpointCreated as i32);
-        assert_eq!(live.try_recv().unwrap().seq, 2);
-        assert_eq!(live.try_recv().unwrap().seq, 3);
+    fn endpoint_events_carry_the_endpoint() {
+        let e = endpoint_created(7, vec!["k8s:app=a".into()], "default", "a");
+        assert_eq!(e.r#type, AgentEventType::EndpointCreated as i32);
+        let Some(Notification::EndpointUpdate(u)) = e.notification else { panic!("{e:?}") };
+        assert_eq!((u.id, u.namespace.as_str(), u.pod_name.as_str()), (7, "default", "a"));
     }
 }

@@ -2,8 +2,10 @@
 //! them as Hubble does, keeping the last N in a ring, and serving them
 //! through the Hubble-compatible `observer.Observer` gRPC service.
 
+pub mod debug_events;
 pub mod decode;
 mod directory;
+pub mod event_ring;
 pub mod filter;
 pub mod peer;
 mod ring;
@@ -13,8 +15,10 @@ mod services;
 pub mod agent_events;
 
 pub use agent_events::AgentEvents;
+pub use debug_events::DebugEvents;
 pub use decode::{decode, Clock};
 pub use directory::{Directory, EndpointMeta, RemoteEndpointMeta};
+pub use event_ring::{EventRing, Stamped, Window};
 pub use peer::{PeerInfo, PeerService, Peers};
 pub use ring::{FlowRing, Stored, DEFAULT_CAPACITY};
 pub use server::ObserverService;

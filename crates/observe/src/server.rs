@@ -18,10 +18,8 @@ use twill_observe_proto::{
 };
 
 use crate::{
-    agent_events::{AgentEvents, Stamped},
-    filter,
-    ring::Stored,
-    Directory, FlowRing,
+    event_ring::EventRing, filter, ring::Stored, AgentEvents, DebugEvents, Directory, FlowRing, Stamped,
+    Window,
 };
 
 type Items<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
@@ -37,6 +35,7 @@ pub struct ObserverService {
     /// The address `hubble` clients may use (for GetNodes).
     pub address: String,
     pub agent_events: Arc<AgentEvents>,
+    pub debug_events: Arc<DebugEvents>,
 }
 
 fn ts_nanos(t: &Timestamp) -> i128 {
@@ -92,6 +91,55 @@ pub fn select_history(history: &[Stored], req: &observer::GetFlowsRequest) -> Ve
         matching.into_iter().skip(skip).collect()
     };
     picked.into_iter().cloned().collect()
+}
+
+impl ObserverService {
+    /// Agent and debug events alike: the history the window selects, then,
+    /// when following, what comes after it. A follower that falls behind
+    /// loses events (counted in the ring) rather than slowing the agent.
+    fn serve_events<T, R>(
+        &self,
+        ring: &Arc<EventRing<T>>,
+        window: Window,
+        answer: fn(Stamped<T>, &str) -> R,
+    ) -> Result<Response<Items<R>>, Status>
+    where
+        T: Clone + Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        if window.first && window.follow {
+            return Err(Status::invalid_argument("first and follow cannot be combined"));
+        }
+        let node = self.directory.read().expect("directory lock").node_name.clone();
+        let (history, mut live) = ring.snapshot_and_follow();
+        let last_seq = history.last().map(|e| e.seq).unwrap_or(0);
+        let selected = window.select(history);
+        let ring = ring.clone();
+        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        tokio::spawn(async move {
+            for e in selected {
+                if tx.send(Ok(answer(e, &node))).await.is_err() {
+                    return;
+                }
+            }
+            if !window.follow {
+                return;
+            }
+            loop {
+                match live.recv().await {
+                    Ok(e) if e.seq > last_seq && window.in_range(&e.time) => {
+                        if tx.send(Ok(answer(e, &node))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(n)) => ring.note_lagged(n),
+                    Err(RecvError::Closed) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 }
 
 #[tonic::async_trait]
@@ -158,63 +206,39 @@ impl Observer for ObserverService {
         request: Request<observer::GetAgentEventsRequest>,
     ) -> Result<Response<Self::GetAgentEventsStream>, Status> {
         let req = request.into_inner();
-        if req.first && req.follow {
-            return Err(Status::invalid_argument("first and follow cannot be combined"));
-        }
-        let node = self.directory.read().expect("directory lock").node_name.clone();
-        let (history, mut live) = self.agent_events.snapshot_and_follow();
-        let (since, until) = (req.since, req.until);
-        let in_range = move |e: &Stamped| {
-            since.as_ref().is_none_or(|s| ts_nanos(&e.time) >= ts_nanos(s))
-                && until.as_ref().is_none_or(|u| ts_nanos(&e.time) <= ts_nanos(u))
+        let window = Window {
+            number: req.number,
+            first: req.first,
+            follow: req.follow,
+            since: req.since,
+            until: req.until,
         };
-        let matching: Vec<Stamped> = history.into_iter().filter(|e| in_range(e)).collect();
-        let n = if req.number == 0 { matching.len() } else { (req.number as usize).min(matching.len()) };
-        let last_seq = matching.last().map(|e| e.seq).unwrap_or(0);
-        let selected: Vec<Stamped> = if req.first {
-            matching.into_iter().take(n).collect()
-        } else if req.number == 0 && req.follow && since.is_none() {
-            Vec::new()
-        } else {
-            let skip = matching.len() - n;
-            matching.into_iter().skip(skip).collect()
-        };
-        let follow = req.follow;
-        let answer = move |e: Stamped, node: &str| observer::GetAgentEventsResponse {
+        let answer = |e: Stamped<flow::AgentEvent>, node: &str| observer::GetAgentEventsResponse {
             agent_event: Some(e.event),
             node_name: node.to_string(),
             time: Some(e.time),
         };
-        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
-        tokio::spawn(async move {
-            for e in selected {
-                if tx.send(Ok(answer(e, &node))).await.is_err() {
-                    return;
-                }
-            }
-            if !follow {
-                return;
-            }
-            loop {
-                match live.recv().await {
-                    Ok(e) if e.seq > last_seq && in_range(&e) => {
-                        if tx.send(Ok(answer(e, &node))).await.is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return,
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        self.serve_events(&self.agent_events, window, answer)
     }
 
     async fn get_debug_events(
         &self,
-        _: Request<observer::GetDebugEventsRequest>,
+        request: Request<observer::GetDebugEventsRequest>,
     ) -> Result<Response<Self::GetDebugEventsStream>, Status> {
-        Err(Status::unimplemented("debug events are not available from Twill"))
+        let req = request.into_inner();
+        let window = Window {
+            number: req.number,
+            first: req.first,
+            follow: req.follow,
+            since: req.since,
+            until: req.until,
+        };
+        let answer = |e: Stamped<flow::DebugEvent>, node: &str| observer::GetDebugEventsResponse {
+            debug_event: Some(e.event),
+            node_name: node.to_string(),
+            time: Some(e.time),
+        };
+        self.serve_events(&self.debug_events, window, answer)
     }
 
     async fn get_nodes(

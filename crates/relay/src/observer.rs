@@ -467,13 +467,12 @@ impl Observer for RelayService {
         }
         let window = EventWindow { number: req.number, first: req.first, follow: req.follow };
         let live = observer::GetAgentEventsRequest { number: 0, first: false, since: None, ..req };
+        // The requests are Copy: each dial gets its own.
         let open: OpenStream<_> = Box::new(move |mut c| {
-            let req = req.clone();
             Box::pin(async move { c.get_agent_events(req).await.map(Response::into_inner) })
         });
         let live: OpenStream<_> = Box::new(move |mut c| {
-            let req = live.clone();
-            Box::pin(async move { c.get_agent_events(req).await.map(Response::into_inner) })
+            Box::pin(async move { c.get_agent_events(live).await.map(Response::into_inner) })
         });
         let rx = relay_events(self.pool.clone(), window, open, live);
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -481,9 +480,23 @@ impl Observer for RelayService {
 
     async fn get_debug_events(
         &self,
-        _: Request<observer::GetDebugEventsRequest>,
+        request: Request<observer::GetDebugEventsRequest>,
     ) -> Result<Response<Self::GetDebugEventsStream>, Status> {
-        Err(Status::unimplemented("debug events are not available from Twill"))
+        let req = request.into_inner();
+        if req.first && req.follow {
+            return Err(Status::invalid_argument("first and follow cannot be combined"));
+        }
+        let window = EventWindow { number: req.number, first: req.first, follow: req.follow };
+        let live = observer::GetDebugEventsRequest { number: 0, first: false, since: None, ..req };
+        // The requests are Copy: each dial gets its own.
+        let open: OpenStream<_> = Box::new(move |mut c| {
+            Box::pin(async move { c.get_debug_events(req).await.map(Response::into_inner) })
+        });
+        let live: OpenStream<_> = Box::new(move |mut c| {
+            Box::pin(async move { c.get_debug_events(live).await.map(Response::into_inner) })
+        });
+        let rx = relay_events(self.pool.clone(), window, open, live);
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn get_nodes(

@@ -103,6 +103,14 @@ impl Obj {
         }
     }
 
+    /// A 32-bit wrapper (`google.protobuf.UInt32Value`, `Int32Value`):
+    /// written whenever it is set, zero too, as a bare number.
+    fn wrapped32(&mut self, name: &str, v: Option<impl ToString>) {
+        if let Some(v) = v {
+            self.raw(name, &v.to_string());
+        }
+    }
+
     fn bool(&mut self, name: &str, v: bool) {
         if v {
             self.raw(name, "true");
@@ -188,6 +196,28 @@ pub fn get_agent_events_response(r: &twill_observe_proto::observer::GetAgentEven
     o.message("agent_event", r.agent_event.as_ref(), agent_event);
     o.string("node_name", &r.node_name);
     o.timestamp("time", r.time.as_ref());
+    o.finish()
+}
+
+/// One line of `hubble observe debug-events -o json`.
+pub fn get_debug_events_response(r: &twill_observe_proto::observer::GetDebugEventsResponse) -> String {
+    let mut o = Obj::new();
+    o.message("debug_event", r.debug_event.as_ref(), debug_event);
+    o.string("node_name", &r.node_name);
+    o.timestamp("time", r.time.as_ref());
+    o.finish()
+}
+
+fn debug_event(e: &flow::DebugEvent) -> String {
+    let mut o = Obj::new();
+    o.enumeration("type", e.r#type, enum_name!(flow::DebugEventType, e.r#type));
+    o.message("source", e.source.as_ref(), endpoint);
+    o.wrapped32("hash", e.hash);
+    o.wrapped32("arg1", e.arg1);
+    o.wrapped32("arg2", e.arg2);
+    o.wrapped32("arg3", e.arg3);
+    o.string("message", &e.message);
+    o.wrapped32("cpu", e.cpu);
     o.finish()
 }
 

@@ -149,7 +149,7 @@ mod tests {
             entries: entries
                 .iter()
                 .map(|(id, port, deny)| {
-                    (key(*id, *port), MapEntry { deny: *deny, origins: Default::default() })
+                    (key(*id, *port), MapEntry { deny: *deny, origins: Default::default(), l7: None })
                 })
                 .collect(),
             ingress_enforced: true,

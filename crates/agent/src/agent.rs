@@ -1346,6 +1346,7 @@ impl Agent {
             record.id as u16,
             &resolved,
             self.policies.revision(),
+            &|_| 0,
         )?;
         Ok(())
     }
@@ -1381,7 +1382,7 @@ impl Agent {
             );
             let before = self.realizer.enforced(r.id as u16);
             let realized =
-                self.realizer.realize(self.datapath.policy_map(), r.id as u16, &resolved, revision);
+                self.realizer.realize(self.datapath.policy_map(), r.id as u16, &resolved, revision, &|_| 0);
             self.notify(|| {
                 let labels = by_identity[&r.identity].to_strings();
                 let error = realized.as_ref().err().map(|e| e.to_string());

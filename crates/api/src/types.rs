@@ -393,6 +393,14 @@ pub struct BpfPolicyEntry {
     pub port: String,
     pub verdict: String,
     pub rules: Vec<String>,
+    /// The L7 proxy port an allow with L7 rules redirects to (Cilium's
+    /// "proxy port" column); 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub proxy_port: u16,
+}
+
+fn is_zero(v: &u16) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -8,6 +8,9 @@
 //! field path before anything is applied.
 
 use regex::Regex;
+
+/// The error of a pattern that does not compile.
+pub use regex::Error as RegexError;
 use serde::{Deserialize, Serialize};
 
 /// The L7 rules of one port. Rules of one kind only: Cilium refuses a

@@ -21,6 +21,7 @@ mod metrics;
 mod names;
 mod namespaces;
 mod policy;
+mod proxy;
 mod records;
 mod restore;
 mod server;
@@ -128,6 +129,16 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
         };
         events::spawn_reader(events, hub.clone(), sink);
     }
+    // The L7 proxy, for policy entries with L7 rules; its records are
+    // flows in the same ring.
+    let records = Arc::new(proxy::FlowRecords {
+        ring: ring.clone(),
+        directory: directory.clone(),
+        metrics: agent_metrics.hubble.clone(),
+    });
+    let in_process =
+        proxy::start_in_process(records).map_err(|e| anyhow::anyhow!("starting the L7 proxy: {e}"))?;
+    agent.set_proxy(Arc::new(in_process));
     // Standalone, the peer service's node list stays this node alone; in
     // cluster mode the agent keeps it to the cluster's nodes.
     let peers = hubble::spawn(

@@ -5,6 +5,7 @@
 pub mod decode;
 mod directory;
 pub mod filter;
+pub mod l7;
 pub mod peer;
 mod ring;
 pub mod server;

@@ -139,6 +139,16 @@ impl PolicyRealizer {
         self.enforced.get(&id).copied().unwrap_or_default()
     }
 
+    /// Entries that redirect to the L7 proxy, with their ports.
+    pub fn proxy_ports(&self) -> Vec<(PolicyEntry, u16)> {
+        self.realized
+            .values()
+            .flatten()
+            .filter(|(_, a)| !a.deny && a.proxy_port != 0)
+            .map(|(e, a)| (*e, a.proxy_port))
+            .collect()
+    }
+
     /// Entries in the kernel map, over all endpoints.
     pub fn entry_count(&self) -> usize {
         self.realized.values().map(BTreeMap::len).sum()

@@ -94,3 +94,123 @@ impl RecordSink for FlowRecords {
         self.ring.push(flow);
     }
 }
+
+/// The proxy as its own process (`twill-proxy`, next to the agent's
+/// binary), reached over a unix socket in the agent's run directory. The
+/// agent starts it when nothing answers there, detached into its own
+/// session so it survives the agent; a restarted agent finds it and hands
+/// it the configuration again, and connections it proxies never notice.
+pub struct External {
+    socket: std::path::PathBuf,
+    binary: std::path::PathBuf,
+    log: std::path::PathBuf,
+    conn: std::sync::Mutex<Option<std::os::unix::net::UnixStream>>,
+    records: Arc<FlowRecords>,
+    counters: Arc<[std::sync::atomic::AtomicU64; 2]>,
+}
+
+impl External {
+    pub fn start(
+        run_dir: &std::path::Path,
+        binary: std::path::PathBuf,
+        records: Arc<FlowRecords>,
+    ) -> std::io::Result<External> {
+        let external = External {
+            socket: twill_proxy::control::socket_path(run_dir),
+            log: run_dir.join("proxy.log"),
+            binary,
+            conn: std::sync::Mutex::new(None),
+            records,
+            counters: Arc::default(),
+        };
+        let stream = external.connect()?;
+        *external.conn.lock().expect("proxy connection lock") = Some(stream);
+        Ok(external)
+    }
+
+    /// Connects to the running proxy, or starts one and waits (bounded)
+    /// for its socket.
+    fn connect(&self) -> std::io::Result<std::os::unix::net::UnixStream> {
+        use std::os::unix::{net::UnixStream, process::CommandExt};
+        let stream = match UnixStream::connect(&self.socket) {
+            Ok(s) => s,
+            Err(_) => {
+                let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+                let mut cmd = std::process::Command::new(&self.binary);
+                cmd.arg("--socket")
+                    .arg(&self.socket)
+                    .stdin(std::process::Stdio::null())
+                    .stdout(log.try_clone()?)
+                    .stderr(log);
+                // SAFETY: setsid is async-signal-safe and touches nothing
+                // of the parent's; its own session keeps the proxy out of
+                // the agent's process group and its signals.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::setsid();
+                        Ok(())
+                    });
+                }
+                cmd.spawn()?;
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                loop {
+                    match UnixStream::connect(&self.socket) {
+                        Ok(s) => break s,
+                        Err(e) if std::time::Instant::now() > deadline => return Err(e),
+                        Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+                    }
+                }
+            }
+        };
+        let reader = stream.try_clone()?;
+        let records = self.records.clone();
+        let counters = self.counters.clone();
+        std::thread::Builder::new().name("proxy-records".into()).spawn(move || {
+            use std::io::BufRead;
+            use twill_proxy::control::FromProxy;
+            for line in std::io::BufReader::new(reader).lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<FromProxy>(&line) {
+                    Ok(FromProxy::Record(r)) => records.record(r),
+                    Ok(FromProxy::Applied(Some(e))) => tracing::warn!("L7 proxy: {e}"),
+                    Ok(FromProxy::Applied(None)) => {}
+                    Ok(FromProxy::Counters { connections, requests }) => {
+                        counters[0].store(connections, std::sync::atomic::Ordering::Relaxed);
+                        counters[1].store(requests, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::warn!("L7 proxy sent a bad message: {e}"),
+                }
+            }
+        })?;
+        Ok(stream)
+    }
+
+    fn send(&self, line: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut conn = self.conn.lock().expect("proxy connection lock");
+        if let Some(stream) = conn.as_mut() {
+            if stream.write_all(line).is_ok() {
+                return Ok(());
+            }
+        }
+        // The proxy went away: start (or find) it again and resend.
+        let mut stream = self.connect()?;
+        stream.write_all(line)?;
+        *conn = Some(stream);
+        Ok(())
+    }
+}
+
+impl ProxyControl for External {
+    fn apply(&self, config: ProxyConfig) -> Result<(), String> {
+        let mut line =
+            serde_json::to_vec(&twill_proxy::control::ToProxy::Config(config)).map_err(|e| e.to_string())?;
+        line.push(b'\n');
+        self.send(&line).map_err(|e| format!("control socket {}: {e}", self.socket.display()))
+    }
+
+    fn counters(&self) -> (u64, u64) {
+        let c = &self.counters;
+        (c[0].load(std::sync::atomic::Ordering::Relaxed), c[1].load(std::sync::atomic::Ordering::Relaxed))
+    }
+}

@@ -9,6 +9,7 @@
 //! follow the new rules from their next request.
 
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod record;
 mod socket;

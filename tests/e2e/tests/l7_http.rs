@@ -308,3 +308,61 @@ fn egress_http_rules_are_enforced_at_the_sender() {
     assert_eq!(flows[0]["verdict"], "DROPPED");
     assert_eq!(flows[0]["source"]["pod_name"], "client");
 }
+
+/// One keep-alive connection: a request, then (once `go` exists) two more
+/// on the same socket; results into `out`, one line per round.
+const KEEPALIVE_CLIENT: &str = r#"
+import http.client, os, sys, time
+ip, go, out = sys.argv[1], sys.argv[2], sys.argv[3]
+c = http.client.HTTPConnection(ip, 8080, timeout=10)
+def get(path):
+    c.request("GET", path)
+    r = c.getresponse()
+    r.read()
+    return r.status
+first = get("/public")
+local = c.sock.getsockname()
+with open(out, "a") as f: f.write("%d\n" % first)
+deadline = time.time() + 60
+while not os.path.exists(go) and time.time() < deadline: time.sleep(0.05)
+second, third = get("/public"), get("/private")
+same = c.sock is not None and c.sock.getsockname() == local
+with open(out, "a") as f: f.write("%d %d %s\n" % (second, third, same))
+"#;
+
+#[test]
+fn proxied_connections_survive_an_agent_restart() {
+    let mut node = Node::start("l7rs");
+    let web = node.endpoint("web", NS, "app=web");
+    node.endpoint("client", NS, "app=client");
+    let web_ip = ip_of(&web);
+    let _http = http_server(&node, "web", 8080);
+    node.twill_ok(&["policy", "import", &policy_file(&node, "in.yaml", INGRESS)]);
+    let url = format!("http://{web_ip}:8080/public");
+    assert!(wait_until(Duration::from_secs(10), || code(&node, "client", &[&url]) == "200"));
+    let base = node.state_dir.parent().unwrap().to_path_buf();
+    let (go, out) = (base.join("go"), base.join("client.out"));
+    let (go_s, out_s) = (go.to_string_lossy().into_owned(), out.to_string_lossy().into_owned());
+    let client = node.spawn_in("client", NS, &["python3", "-c", KEEPALIVE_CLIENT, &web_ip, &go_s, &out_s]);
+    let read = || std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || read().lines().count() == 1),
+        "first request: {:?}",
+        read()
+    );
+    assert_eq!(read().trim(), "200");
+
+    node.stop_agent(libc::SIGKILL);
+    node.start_agent();
+    std::fs::write(&go, "").unwrap();
+    let done = client.wait_with_output();
+    assert!(done.status.success(), "client: {}", String::from_utf8_lossy(&done.stderr));
+    // The same connection, still enforced: the proxy outlived the agent.
+    assert_eq!(read().lines().nth(1), Some("200 403 True"), "{}", node.agent_log());
+    // And the restarted agent still gets its records.
+    let mut flows = Vec::new();
+    assert!(wait_until(Duration::from_secs(10), || {
+        flows = l7_flows(&node, &["--http-path", "^/private$"]);
+        !flows.is_empty()
+    }));
+}

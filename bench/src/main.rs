@@ -6,7 +6,7 @@
 //! removes; traffic never leaves them.
 //!
 //! `twill-bench [--only SECTION[,SECTION]]`, sections: resolver, endpoints,
-//! cni, datapath, services, flows, ui, relay (`policy` = resolver,datapath). The default
+//! cni, datapath, services, flows, l7, ui, relay (`policy` = resolver,datapath). The default
 //! runs them all.
 
 use std::{
@@ -24,6 +24,7 @@ mod cluster;
 mod cni;
 mod cross_node;
 mod datapath;
+mod l7;
 mod observer;
 mod pingpong;
 mod relay;
@@ -460,6 +461,7 @@ const SECTIONS: &[&str] = &[
     "datapath",
     "services",
     "flows",
+    "l7",
     "cross-node",
     "cluster",
     "ui",
@@ -551,7 +553,7 @@ fn main() -> anyhow::Result<()> {
             ratio: String::new(),
         });
     }
-    if sections.iter().any(|s| ["endpoints", "cni", "datapath", "services", "flows"].contains(s)) {
+    if sections.iter().any(|s| ["endpoints", "cni", "datapath", "services", "flows", "l7"].contains(s)) {
         #[allow(unused_mut)]
         let mut bench = Bench::start()?;
         if sections.contains(&"endpoints") {
@@ -576,6 +578,10 @@ fn main() -> anyhow::Result<()> {
         if sections.contains(&"flows") {
             eprintln!("twill-bench: flows on (default aggregation) against flows off");
             datapath::flows_overhead(&mut bench, &mut rows)?;
+        }
+        if sections.contains(&"l7") {
+            eprintln!("twill-bench: HTTP through the L7 proxy, L3/L4 policy only, and no policy (wrk)");
+            l7::run(&bench, &mut rows)?;
         }
     }
     if sections.contains(&"cross-node") {

@@ -216,6 +216,19 @@ fn ingress_http_rules_are_enforced_per_request() {
     );
     assert_eq!(String::from_utf8_lossy(&down.stdout), "200 10485760");
 
+    // The policy map says which entries redirect, and to which listener.
+    let map = node.twill_json(&["bpf", "policy", "get", "web"]);
+    let entries = map["entries"].as_array().unwrap();
+    let proxy_of = |port: &str| -> Vec<u64> {
+        entries
+            .iter()
+            .filter(|e| e["direction"] == "ingress" && e["port"] == port)
+            .map(|e| e["proxy_port"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    assert!(proxy_of("8080").iter().all(|p| *p >= 10000) && !proxy_of("8080").is_empty(), "{map}");
+    assert_eq!(proxy_of("9090"), vec![0], "{map}");
+
     // Another client is refused at L3/L4 (no rule names it): no HTTP at all.
     assert_eq!(code(&node, "other", &["--max-time", "2", &url("/public")]), "000");
     // The port without L7 rules is plain TCP, never proxied.

@@ -1853,6 +1853,14 @@ impl Agent {
         removed.extend(lb::detach(&mut self.datapath, &self.config)?);
         netdev::remove_host_device()?;
         removed.push(format!("device {}", netdev::HOST_DEVICE));
+        twill_datapath::proxy_routing::remove_proxy_routing()?;
+        removed.push(format!("proxy rule and route table {}", twill_abi::PROXY_ROUTE_TABLE));
+        // The proxy exits once its control socket is gone.
+        if let Some(dir) = self.config.api_socket.parent() {
+            if std::fs::remove_file(twill_proxy::control::socket_path(dir)).is_ok() {
+                removed.push("twill-proxy".into());
+            }
+        }
         // Catch anything the records missed (e.g. from a lost state dir).
         self.collect_garbage(&[])?;
         for path in [&self.config.bpf_root, &self.config.state_dir] {

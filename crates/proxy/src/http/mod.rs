@@ -64,6 +64,13 @@ fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
 pub async fn serve(stream: TcpStream, proxy_port: u16, shared: Arc<Shared>) {
     let (Ok(client), Ok(server)) = (stream.peer_addr(), stream.local_addr()) else { return };
     let (Some(client), Some(server)) = (v4(client), v4(server)) else { return };
+    // A connection to the listener itself was not redirected (someone on
+    // the node dialled 127.0.0.1:port): its "original destination" is the
+    // proxy, and forwarding it would connect the proxy to itself forever.
+    if server.ip().is_loopback() && server.port() == proxy_port {
+        debug!(%client, "closing a connection made to the proxy listener directly");
+        return;
+    }
     shared.stats.connections.fetch_add(1, Ordering::Relaxed);
     let ends = Ends { proxy_port, client, server };
     let upstream: Arc<Mutex<Option<SendRequest<Incoming>>>> = Arc::default();
@@ -162,8 +169,16 @@ async fn handle(
             headers: headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
         };
         match state.redirects.get(&ends.proxy_port) {
-            // The listener's redirect was removed: its rules are gone, deny.
-            None => (true, 0, state.identity_of(*ends.client.ip()), 0, HttpDecision::Deny),
+            // The L7 rules were removed while this connection was open: it
+            // carries on as any established connection does after a policy
+            // change (conntrack keeps it), now without L7 rules.
+            None => (
+                true,
+                0,
+                state.identity_of(*ends.client.ip()),
+                state.identity_of(*ends.server.ip()),
+                HttpDecision::Allow { edits: vec![], logged: vec![] },
+            ),
             Some(r) => {
                 let rd = &r.redirect;
                 let (client_id, server_id) = if rd.ingress {

@@ -1688,6 +1688,10 @@ impl Agent {
             health,
             kvstore: self.cluster.as_ref().map(|c| c.status()),
             nodes: self.cluster.as_ref().map(|c| c.node_count()).unwrap_or(0),
+            proxy: {
+                let (connections, requests) = self.proxy_counters();
+                api::ProxyStatus { connections, requests }
+            },
         })
     }
 

@@ -577,6 +577,15 @@ pub struct Status {
     /// Cluster mode: nodes in the store, this one included.
     #[serde(default)]
     pub nodes: usize,
+    /// The L7 proxy: connections it accepted and requests it handled.
+    #[serde(default)]
+    pub proxy: ProxyStatus,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProxyStatus {
+    pub connections: u64,
+    pub requests: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

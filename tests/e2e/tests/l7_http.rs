@@ -231,8 +231,20 @@ fn ingress_http_rules_are_enforced_per_request() {
 
     // Another client is refused at L3/L4 (no rule names it): no HTTP at all.
     assert_eq!(code(&node, "other", &["--max-time", "2", &url("/public")]), "000");
-    // The port without L7 rules is plain TCP, never proxied.
+    // The port without L7 rules is plain TCP, never proxied (no proxy
+    // port in its map entry above, no L7 flow or to-proxy trace below).
     assert_eq!(node.tcp_request("client", &format!("{web_ip}:9090")), Ok("web".into()));
+    // `twill status` shows the proxy at work.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let s = node.twill_json(&["status"]);
+        s["proxy"]["connections"].as_u64() > Some(0) && s["proxy"]["requests"].as_u64() > Some(10)
+    }));
+    let mut traces = Vec::new();
+    assert!(wait_until(Duration::from_secs(5), || {
+        traces = node.observe_with(&hubble_cli(), &["--type", "trace:to-proxy", "--last", "1000"]);
+        !traces.is_empty()
+    }));
+    assert!(traces.iter().all(|f| f["l4"]["TCP"]["destination_port"] == 8080), "{traces:?}");
 
     // L7 flows, as the upstream hubble CLI shows them.
     let mut flows = Vec::new();
@@ -272,6 +284,15 @@ fn ingress_http_rules_are_enforced_per_request() {
         text.contains(&format!("http-request DROPPED (HTTP/1.1 GET http://{web_ip}:8080/private)")),
         "{text}"
     );
+    // A policy change applies to the next request, even on an open
+    // connection's proxy.
+    let wider = INGRESS.replace(
+        "- {method: GET, path: \"/public(/.*)?\"}",
+        "- {method: GET, path: \"/(public|private)(/.*)?\"}",
+    );
+    assert_ne!(wider, INGRESS);
+    node.twill_ok(&["policy", "import", &policy_file(&node, "wider.yaml", &wider)]);
+    assert!(wait_until(Duration::from_secs(10), || code(&node, "client", &[&url("/private")]) == "200"));
     // twill observe takes the same filters.
     let mine =
         node.observe(&["--type", "l7", "--last", "1000", "--http-method", "POST", "--http-status", "200"]);

@@ -23,6 +23,7 @@
 #include "lib/metrics.h"
 #include "lib/parse.h"
 #include "lib/policy.h"
+#include "lib/proxy.h"
 #include "lib/tunnel.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -34,6 +35,21 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
  * never see the packet; with nothing after it, next passes too. A cls_bpf
  * filter returning it likewise falls through to the end of the chain. */
 #define TO_STACK TC_ACT_UNSPEC
+
+/* Hands a packet to the L7 proxy (see lib/proxy.h); a packet that cannot
+ * reach it is dropped, never delivered around it. */
+static __always_inline int to_proxy(struct __sk_buff *skb, struct datapath_config *cfg, struct ct_result *ct,
+				    __u8 dir, __u32 endpoint_id, __u32 src_identity, __u32 dst_identity,
+				    const struct packet *p, __u16 proxy_port)
+{
+	int reason = proxy_redirect4(skb, p, proxy_port);
+
+	if (reason)
+		return drop(skb, dir, reason, endpoint_id, src_identity, dst_identity, p);
+	trace(skb, cfg, ct, TRACE_TO_PROXY, dir, endpoint_id, src_identity, dst_identity, p);
+	count(dir, METRIC_FORWARDED, skb->len);
+	return TO_STACK;
+}
 
 SEC("classifier/from_endpoint")
 int from_endpoint(struct __sk_buff *skb)
@@ -70,11 +86,17 @@ int from_endpoint(struct __sk_buff *skb)
 
 	p.now = bpf_ktime_get_ns();
 	struct datapath_config *cfg = config();
-	if (endpoint_egress(skb, cfg, src, dst_identity, &p, &ct))
+	__u16 proxy_port = 0;
+	if (endpoint_egress(skb, cfg, src, dst_identity, &p, &ct, &proxy_port))
 		return TC_ACT_SHOT;
 	if (cfg && cfg->aggregation == AGGREGATION_NONE)
 		trace(skb, cfg, &ct, TRACE_FROM_ENDPOINT, DIR_EGRESS, src->endpoint_id, src->identity,
 		      dst_identity, &p);
+	/* The sender's egress L7 rules, or (remembered in conntrack) either
+	 * side's for a connection already going through the proxy. */
+	if (proxy_port)
+		return to_proxy(skb, cfg, &ct, DIR_EGRESS, src->endpoint_id, src->identity, dst_identity, &p,
+				proxy_port);
 
 	/* A shaped endpoint's traffic goes through the host stack, so the
 	 * shapers on its device (and on the peer's) see it; the receiver's
@@ -92,8 +114,15 @@ int from_endpoint(struct __sk_buff *skb)
 		__builtin_memcpy(p.dst_mac, dst->mac, ETH_ALEN);
 		if (debug_on(cfg))
 			dbg(skb, DBG_LXC_FOUND, src->endpoint_id, dst->ifindex, bpf_htons((__u16)dst->identity));
-		if (endpoint_ingress(skb, cfg, dst, src->identity, 0, &p, &ct))
+		if (endpoint_ingress(skb, cfg, dst, src->identity, 0, &p, &ct, &proxy_port))
 			return TC_ACT_SHOT;
+		if (proxy_port) {
+			/* The receiver's ingress L7 rules: the sender's entry
+			 * remembers the redirect for the rest of the connection. */
+			ct_set_proxy_port(&p, DIR_EGRESS, proxy_port);
+			return to_proxy(skb, cfg, &ct, DIR_INGRESS, dst->endpoint_id, src->identity, dst->identity,
+					&p, proxy_port);
+		}
 		trace_at(skb, dst->ifindex, cfg, &ct, TRACE_TO_ENDPOINT, DIR_INGRESS, dst->endpoint_id,
 			 src->identity, dst->identity, &p);
 		if (debug_on(cfg))
@@ -152,12 +181,25 @@ int to_endpoint(struct __sk_buff *skb)
 	if (!ep || ep->ifindex != skb->ifindex)
 		return drop(skb, DIR_INGRESS, DROP_INVALID_PACKET, 0, 0, 0, &p);
 	src_identity = identity_of4(p.tuple.saddr.v4);
+	/* The L7 proxy's upstream connection: from the node's address, on
+	 * behalf of the identity its mark names; the proxy has applied the L7
+	 * rules, so the policy here is the L3/L4 part only. */
+	__u32 proxied_for = proxy_mark_identity(skb);
+	if (proxied_for)
+		src_identity = proxied_for;
 
 	p.now = bpf_ktime_get_ns();
 	struct datapath_config *cfg = config();
 	int from_host = src_identity == IDENTITY_HOST && cfg && cfg->allow_localhost;
-	if (endpoint_ingress(skb, cfg, ep, src_identity, from_host, &p, &ct))
+	__u16 proxy_port = 0;
+	if (endpoint_ingress(skb, cfg, ep, src_identity, from_host, &p, &ct, &proxy_port))
 		return TC_ACT_SHOT;
+	/* L7 rules for traffic the stack delivers (from the node or outside):
+	 * this tc egress hook cannot hand it to the proxy, so it is refused
+	 * rather than let past the rules. */
+	if (proxy_port && !proxied_for)
+		return drop(skb, DIR_INGRESS, DROP_PROXY_LOOKUP_FAILED, ep->endpoint_id, src_identity, ep->identity,
+			    &p);
 	trace(skb, cfg, &ct, TRACE_TO_ENDPOINT, DIR_INGRESS, ep->endpoint_id, src_identity, ep->identity, &p);
 	count(DIR_INGRESS, METRIC_FORWARDED, skb->len);
 	return TC_ACT_OK;

@@ -23,6 +23,7 @@
 #include "lib/lxc_policy.h"
 #include "lib/metrics.h"
 #include "lib/parse.h"
+#include "lib/proxy.h"
 #include "lib/tunnel.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -68,8 +69,20 @@ int from_overlay(struct __sk_buff *skb)
 	__builtin_memcpy(p.dst_mac, dst->mac, ETH_ALEN);
 	if (debug_on(cfg))
 		dbg(skb, DBG_DECAP, dst->endpoint_id, src_identity, 0);
-	if (endpoint_ingress(skb, cfg, dst, src_identity, 0, &p, &ct))
+	__u16 proxy_port = 0;
+	if (endpoint_ingress(skb, cfg, dst, src_identity, 0, &p, &ct, &proxy_port))
 		return TC_ACT_SHOT;
+	if (proxy_port) {
+		/* Ingress L7 rules: to the proxy (tc ingress here, so the
+		 * socket can be assigned); conntrack remembers it. */
+		ret = proxy_redirect4(skb, &p, proxy_port);
+		if (ret)
+			return drop(skb, DIR_INGRESS, ret, dst->endpoint_id, src_identity, dst->identity, &p);
+		trace(skb, cfg, &ct, TRACE_TO_PROXY, DIR_INGRESS, dst->endpoint_id, src_identity, dst->identity, &p);
+		count(DIR_INGRESS, METRIC_FORWARDED, skb->len);
+		bpf_skb_change_type(skb, PACKET_HOST);
+		return TC_ACT_OK;
+	}
 	if (cfg && cfg->aggregation == AGGREGATION_NONE)
 		trace(skb, cfg, &ct, TRACE_FROM_OVERLAY, DIR_INGRESS, dst->endpoint_id, src_identity, dst->identity,
 		      &p);

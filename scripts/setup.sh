@@ -19,6 +19,7 @@ packages=(
     containernetworking-plugins           # reference CNI plugins: chaining (portmap, bandwidth) and the CNI benchmark
     etcd-server                           # the cluster-mode store, started by the store's and the cluster tests
     curl                                  # the cluster tests poll etcd's /health from inside a node namespace
+    wrk                                   # HTTP load for the l7 benchmark (through the proxy, L3/L4 only, direct)
     chromium chromium-driver              # the web UI test drives headless Chromium through WebDriver
 )
 missing=()

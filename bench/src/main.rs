@@ -6,7 +6,7 @@
 //! removes; traffic never leaves them.
 //!
 //! `twill-bench [--only SECTION[,SECTION]]`, sections: resolver, endpoints,
-//! cni, datapath, services, flows, ui, relay (`policy` = resolver,datapath). The default
+//! cni, datapath, services, flows, l7, ui, relay (`policy` = resolver,datapath). The default
 //! runs them all.
 
 use std::{
@@ -24,6 +24,7 @@ mod cluster;
 mod cni;
 mod cross_node;
 mod datapath;
+mod l7;
 mod observer;
 mod pingpong;
 mod relay;
@@ -461,6 +462,7 @@ const SECTIONS: &[&str] = &[
     "services",
     "flows",
     "debug",
+    "l7",
     "cross-node",
     "cluster",
     "ui",
@@ -552,7 +554,10 @@ fn main() -> anyhow::Result<()> {
             ratio: String::new(),
         });
     }
-    if sections.iter().any(|s| ["endpoints", "cni", "datapath", "services", "flows", "debug"].contains(s)) {
+    if sections
+        .iter()
+        .any(|s| ["endpoints", "cni", "datapath", "services", "flows", "debug", "l7"].contains(s))
+    {
         #[allow(unused_mut)]
         let mut bench = Bench::start()?;
         if sections.contains(&"endpoints") {
@@ -581,6 +586,10 @@ fn main() -> anyhow::Result<()> {
         if sections.contains(&"debug") {
             eprintln!("twill-bench: datapath debug messages on against off, one agent, switched at runtime");
             datapath::debug_overhead(&bench, &mut rows)?;
+        }
+        if sections.contains(&"l7") {
+            eprintln!("twill-bench: HTTP through the L7 proxy, L3/L4 policy only, and no policy (wrk)");
+            l7::run(&bench, &mut rows)?;
         }
     }
     if sections.contains(&"cross-node") {

@@ -30,6 +30,8 @@
 #define DROP_NO_SERVICE 158
 #define DROP_UNKNOWN_SENDER 172
 #define DROP_POLICY_DENY 181
+#define DROP_PROXY_LOOKUP_FAILED 178
+#define DROP_PROXY_SET_FAILED 179
 
 /* Index 0 of the reason space means "forwarded". */
 #define METRIC_FORWARDED 0
@@ -143,6 +145,11 @@ struct policy_key {
 struct policy_value {
 	__u32 flags;
 	__u32 match_type; /* POLICY_MATCH_*, set by the agent from the key */
+	/* An allow with L7 rules: new connections go to the L7 proxy's
+	 * transparent listener on 127.0.0.1:proxy_port (host byte order);
+	 * 0: no redirect. */
+	__u16 proxy_port;
+	__u16 pad;
 };
 
 /* Connection tracking. Entries are kept per endpoint and direction
@@ -171,7 +178,26 @@ struct ct_entry {
 	 * report was (seconds, wrapping), per direction of the connection. */
 	__u8 reported_flags[2];
 	__u16 last_report[2];
+	/* The connection was redirected to the L7 proxy listening on this
+	 * port (host byte order) when it opened: every later packet of the
+	 * client goes the same way. 0: not proxied. */
+	__u16 proxy_port;
+	__u16 pad;
 };
+
+/* skb->mark values (Cilium's layout: a magic in bits 8-11).
+ * MARK_MAGIC_TO_PROXY: set by the programs on a packet they assigned to a
+ * proxy socket; the agent's `ip rule fwmark 0x200/0xf00 lookup 2004` with
+ * `local 0.0.0.0/0 dev lo` in table 2004 makes the stack deliver it
+ * locally although its destination is not a local address.
+ * MARK_MAGIC_PROXY_IDENTITY: set by the proxy (SO_MARK) on its upstream
+ * connections; the source identity rides in the mark as Cilium's
+ * MARK_MAGIC_IDENTITY carries it (identity bits 0-15 in mark bits 16-31,
+ * bits 16-23 in mark bits 0-7), and such packets are never redirected. */
+#define MARK_MAGIC_MASK 0x0F00
+#define MARK_MAGIC_TO_PROXY 0x0200
+#define MARK_MAGIC_PROXY_IDENTITY 0x0F00
+#define PROXY_ROUTE_TABLE 2004
 
 /* Connection tracking states reported in events. */
 #define CT_NEW 0
@@ -199,6 +225,7 @@ struct datapath_config {
 #define AGGREGATION_INTERVAL_SECONDS 5
 
 /* Observation points in trace events, with Hubble's numbers. */
+#define TRACE_TO_PROXY 1
 #define TRACE_TO_STACK 3
 #define TRACE_TO_OVERLAY 4
 #define TRACE_FROM_ENDPOINT 5

@@ -124,14 +124,16 @@ static __always_inline struct ct_result ct_lookup(const struct packet *p, __u8 s
 	return r;
 }
 
-/* Records a new connection, opened by this packet, in `scope`. */
-static __always_inline void ct_create(const struct packet *p, __u8 scope, __u32 len)
+/* Records a new connection, opened by this packet, in `scope`; with a
+ * proxy port when it is redirected to the L7 proxy. */
+static __always_inline void ct_create(const struct packet *p, __u8 scope, __u32 len, __u16 proxy_port)
 {
 	struct ct_key key;
 	struct ct_entry e = {
 		.packets = 1,
 		.bytes = len,
 		.tcp_flags = p->tcp_flags,
+		.proxy_port = proxy_port,
 	};
 	__u64 now = p->now;
 
@@ -143,4 +145,18 @@ static __always_inline void ct_create(const struct packet *p, __u8 scope, __u32 
 	e.expires = now + ct_lifetime(&e);
 	ct_key4(&key, &p->tuple, scope, 0);
 	bpf_map_update_elem(&twill_ct, &key, &e, BPF_ANY);
+}
+
+/* Marks the connection `p` opened in `scope` as redirected to the proxy on
+ * `proxy_port` (when a later check than the one that created the entry
+ * asked for the redirect). */
+static __always_inline void ct_set_proxy_port(const struct packet *p, __u8 scope, __u16 proxy_port)
+{
+	struct ct_key key;
+	struct ct_entry *e;
+
+	ct_key4(&key, &p->tuple, scope, 0);
+	e = bpf_map_lookup_elem(&twill_ct, &key);
+	if (e)
+		e->proxy_port = proxy_port;
 }

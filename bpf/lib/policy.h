@@ -19,10 +19,12 @@ struct {
 
 /* Two longest-prefix lookups: the peer's identity and "any peer". A deny
  * from either wins; otherwise an allow from either allows; otherwise the
- * default deny drops. Returns 0 (with *match set to how the allow matched)
- * or the drop reason. */
+ * default deny drops. Returns 0 (with *match set to how the allow matched
+ * and *proxy_port to the L7 proxy the allowing entry redirects to, 0 for
+ * none) or the drop reason. The peer's own entry is the more specific and
+ * decides the redirect when both allow. */
 static __always_inline int policy_check(__u32 endpoint_id, __u8 dir, __u32 peer, __u8 protocol, __u16 port,
-					__u32 *match)
+					__u32 *match, __u16 *proxy_port)
 {
 	struct policy_key key = {
 		.prefixlen = POLICY_FULL_PREFIX,
@@ -41,10 +43,12 @@ static __always_inline int policy_check(__u32 endpoint_id, __u8 dir, __u32 peer,
 		return DROP_POLICY_DENY;
 	if (specific) {
 		*match = specific->match_type;
+		*proxy_port = specific->proxy_port;
 		return 0;
 	}
 	if (any) {
 		*match = any->match_type;
+		*proxy_port = any->proxy_port;
 		return 0;
 	}
 	return DROP_POLICY;
@@ -52,7 +56,7 @@ static __always_inline int policy_check(__u32 endpoint_id, __u8 dir, __u32 peer,
 
 /* The policy check for a parsed packet. */
 static __always_inline int policy_check_packet(__u32 endpoint_id, __u8 dir, __u32 peer, const struct packet *p,
-					       __u32 *match)
+					       __u32 *match, __u16 *proxy_port)
 {
-	return policy_check(endpoint_id, dir, peer, p->tuple.protocol, p->policy_port, match);
+	return policy_check(endpoint_id, dir, peer, p->tuple.protocol, p->policy_port, match, proxy_port);
 }

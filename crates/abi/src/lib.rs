@@ -89,6 +89,9 @@ pub const POLICY_FLAG_DENY: u32 = 1;
 pub struct PolicyValue {
     pub flags: u32,
     pub match_type: u32,
+    /// The L7 proxy's listener port for an allow with L7 rules; 0: none.
+    pub proxy_port: u16,
+    pub pad: u16,
 }
 
 /// How an allowing entry matched (Cilium's policy match types).
@@ -121,9 +124,25 @@ pub struct CtEntry {
     pub flags: u8,
     pub reported_flags: [u8; 2],
     pub last_report: [u16; 2],
+    /// The proxy port the connection was redirected to; 0: not proxied.
+    pub proxy_port: u16,
+    pub pad: u16,
 }
 
 pub const CT_FLAG_CLOSING: u8 = 1;
+
+/// `skb->mark` layout shared with the programs (bpf/include/twill.h).
+pub const MARK_MAGIC_MASK: u32 = 0x0F00;
+pub const MARK_MAGIC_TO_PROXY: u32 = 0x0200;
+pub const MARK_MAGIC_PROXY_IDENTITY: u32 = 0x0F00;
+/// The routing table of the proxy's local route (Cilium's 2004).
+pub const PROXY_ROUTE_TABLE: u32 = 2004;
+
+/// The mark the proxy sets on its upstream sockets: the source identity
+/// it acts for, as the programs decode it.
+pub const fn proxy_identity_mark(identity: u32) -> u32 {
+    ((identity & 0xFFFF) << 16) | ((identity >> 16) & 0xFF) | MARK_MAGIC_PROXY_IDENTITY
+}
 
 /// Trace aggregation levels (`DatapathConfig::aggregation`).
 pub const AGGREGATION_NONE: u32 = 0;
@@ -133,6 +152,7 @@ pub const AGGREGATION_MAXIMUM: u32 = 3;
 
 /// Observation points of trace events (`FlowEvent::reason`), in Hubble's
 /// `TraceObservationPoint` numbering (to-endpoint is 101, not Cilium's 0).
+pub const TRACE_TO_PROXY: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_TO_PROXY);
 pub const TRACE_TO_STACK: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_TO_STACK);
 pub const TRACE_FROM_ENDPOINT: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_FROM_LXC);
 pub const TRACE_TO_ENDPOINT: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_TO_LXC);
@@ -331,6 +351,8 @@ pub const DROP_REASONS: &[(u32, &str)] = &[
     emitted(twill_numbers::DROP_NO_SERVICE),
     emitted(twill_numbers::DROP_UNKNOWN_SENDER),
     emitted(twill_numbers::DROP_POLICY_DENY),
+    emitted(twill_numbers::DROP_PROXY_LOOKUP_FAILED),
+    emitted(twill_numbers::DROP_PROXY_SET_FAILED),
 ];
 
 /// An entry of [`DROP_REASONS`]; evaluated at compile time, so a code
@@ -367,6 +389,9 @@ pub const DROP_WRITE_ERROR: u32 = twill_numbers::DROP_WRITE_ERROR as u32;
 pub const DROP_NO_TUNNEL_KEY: u32 = twill_numbers::DROP_NO_TUNNEL_KEY as u32;
 pub const DROP_UNKNOWN_SENDER: u32 = twill_numbers::DROP_UNKNOWN_SENDER as u32;
 pub const DROP_POLICY_DENY: u32 = twill_numbers::DROP_POLICY_DENY as u32;
+/// No proxy socket to assign a redirected packet to (the proxy is down).
+pub const DROP_PROXY_LOOKUP_FAILED: u32 = twill_numbers::DROP_PROXY_LOOKUP_FAILED as u32;
+pub const DROP_PROXY_SET_FAILED: u32 = twill_numbers::DROP_PROXY_SET_FAILED as u32;
 
 /// The reason slot of forwarded packets in `twill_metrics`.
 pub const METRIC_FORWARDED: u32 = 0;

@@ -401,12 +401,22 @@ fn rust_mirrors_match_btf_of_lxc_object() {
             "policy_key",
             PolicyKey { prefixlen, endpoint_id, direction, pad, identity, protocol, dport }
         ),
-        compare_layout!(&btf, "policy_value", PolicyValue { flags, match_type }),
+        compare_layout!(&btf, "policy_value", PolicyValue { flags, match_type, proxy_port, pad }),
         compare_layout!(&btf, "ct_key", CtKey { saddr, daddr, sport, dport, protocol, scope, pad }),
         compare_layout!(
             &btf,
             "ct_entry",
-            CtEntry { expires, packets, bytes, tcp_flags, flags, reported_flags, last_report }
+            CtEntry {
+                expires,
+                packets,
+                bytes,
+                tcp_flags,
+                flags,
+                reported_flags,
+                last_report,
+                proxy_port,
+                pad
+            }
         ),
         compare_layout!(
             &btf,

@@ -253,6 +253,8 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         DROP_CT_INVALID_HDR,
         DROP_UNSUPPORTED_L3,
         DROP_POLICY_DENY,
+        DROP_PROXY_LOOKUP_FAILED,
+        DROP_PROXY_SET_FAILED,
         DROP_WRITE_ERROR,
         DROP_NO_TUNNEL_KEY,
         DROP_UNKNOWN_SENDER,
@@ -284,6 +286,11 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         POLICY_MATCH_PROTO_ONLY,
         // Connection tracking.
         CT_FLAG_CLOSING,
+        // Marks and the proxy's route table.
+        MARK_MAGIC_MASK,
+        MARK_MAGIC_TO_PROXY,
+        MARK_MAGIC_PROXY_IDENTITY,
+        PROXY_ROUTE_TABLE,
         CT_NEW,
         CT_ESTABLISHED,
         CT_REPLY,
@@ -294,6 +301,7 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         AGGREGATION_MEDIUM,
         AGGREGATION_MAXIMUM,
         AGGREGATION_INTERVAL_SECONDS,
+        TRACE_TO_PROXY,
         TRACE_TO_STACK,
         TRACE_FROM_ENDPOINT,
         TRACE_TO_ENDPOINT,

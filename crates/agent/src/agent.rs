@@ -37,11 +37,13 @@ use crate::{
     policy::{
         ports::{format_named_port, parse_dport},
         realize::{to_entry, PolicyRealizer},
+        redirects::{RedirectKey, Redirects},
         resolve_for,
         services::catalog,
         trace::{trace, Party},
         PolicyRepository, PolicySelection,
     },
+    proxy::ProxyControl,
     records::*,
     restore::{self, Observed},
     services::{self, Services},
@@ -223,6 +225,10 @@ pub struct Agent {
     /// [`twill_datapath::netdev::device_shaped`]); their endpoint map
     /// entries carry `ENDPOINT_F_SHAPED`.
     shaped: BTreeSet<String>,
+    /// Policy map entries with L7 rules and their proxy listeners.
+    redirects: Redirects,
+    /// The L7 proxy, once started (see [`Agent::set_proxy`]).
+    proxy: Option<Arc<dyn ProxyControl>>,
 }
 
 impl Agent {
@@ -259,6 +265,13 @@ impl Agent {
             tunnel_ifindex,
         })?;
         let realizer = PolicyRealizer::from_map(datapath.policy_map())?;
+        // Listeners keep their ports across restarts: the pinned entries
+        // name them.
+        let mut redirects = Redirects::default();
+        for (entry, port) in realizer.proxy_ports() {
+            redirects.adopt(RedirectKey::from_entry(&entry), port);
+        }
+        twill_datapath::proxy_routing::install_proxy_routing()?;
         // Standalone, services have a file of their own: 30,000 of them
         // must not make every endpoint change rewrite them.
         let service_store: Arc<dyn Store> = match &cluster {
@@ -297,6 +310,8 @@ impl Agent {
             agent_events: None,
             netns_written: None,
             shaped: BTreeSet::new(),
+            redirects,
+            proxy: None,
         };
         agent.namespaces.ensure_default()?;
         if let Some(cluster) = &agent.cluster {
@@ -868,6 +883,8 @@ impl Agent {
         if let Err(e) = self.realizer.forget(self.datapath.policy_map(), r.id as u16) {
             log("removing policy map entries", e);
         }
+        self.redirects.forget_endpoint(r.id as u16);
+        self.push_proxy();
         if r.identity != 0 {
             if let Err(e) = self.identities.release(r.identity, &r.owner(self.endpoints.node())) {
                 log("releasing identity", e);
@@ -1351,12 +1368,15 @@ impl Agent {
         peer_ports.entry(record.identity).or_default().extend(record.ports.iter().cloned());
         let labels = self.identities.labels(record.identity)?;
         let resolved = resolve_for(&labels, &record.ports, &universe, self.policies.rules(), &peer_ports);
+        let ports = self.redirects.sync_endpoint(record.id as u16, record.ip, record.identity, &resolved);
         self.realizer.realize(
             self.datapath.policy_map(),
             record.id as u16,
             &resolved,
             self.policies.revision(),
+            &|k| ports.get(k).copied().unwrap_or(0),
         )?;
+        self.push_proxy();
         Ok(())
     }
 
@@ -1390,8 +1410,11 @@ impl Agent {
                 &peer_ports,
             );
             let before = self.realizer.enforced(r.id as u16);
+            let ports = self.redirects.sync_endpoint(r.id as u16, r.ip, r.identity, &resolved);
             let realized =
-                self.realizer.realize(self.datapath.policy_map(), r.id as u16, &resolved, revision);
+                self.realizer.realize(self.datapath.policy_map(), r.id as u16, &resolved, revision, &|k| {
+                    ports.get(k).copied().unwrap_or(0)
+                });
             self.notify(|| {
                 let labels = by_identity[&r.identity].to_strings();
                 let error = realized.as_ref().err().map(|e| e.to_string());
@@ -1405,8 +1428,10 @@ impl Agent {
         let live: BTreeSet<u16> = records.iter().map(|r| r.id as u16).collect();
         for id in self.realizer.endpoints().into_iter().filter(|id| !live.contains(id)) {
             self.realizer.forget(self.datapath.policy_map(), id)?;
+            self.redirects.forget_endpoint(id);
         }
         self.sync_ipcache(&records)?;
+        self.push_proxy();
         // Only once realized: a failure midway is retried by the next change.
         self.service_catalog = services;
         debug!(endpoints = records.len(), elapsed = ?started.elapsed(), "policy regenerated");
@@ -1443,6 +1468,42 @@ impl Agent {
         }
         ipcache::sync(self.datapath.ipcache_map(), &desired)?;
         Ok(())
+    }
+
+    /// Hands the proxy to the agent and gives it the redirects there are.
+    pub fn set_proxy(&mut self, proxy: Arc<dyn ProxyControl>) {
+        self.proxy = Some(proxy);
+        self.push_proxy();
+    }
+
+    /// (connections, requests) the L7 proxy handled; zeros without one.
+    pub fn proxy_counters(&self) -> (u64, u64) {
+        self.proxy.as_ref().map_or((0, 0), |p| p.counters())
+    }
+
+    /// Gives the proxy every redirect and the ipcache to name peers by. A
+    /// failure is logged: the datapath drops what the proxy cannot take,
+    /// and the next change tries again.
+    fn push_proxy(&mut self) {
+        let Some(proxy) = &self.proxy else { return };
+        let ipcache = match self.datapath.ipcache_map().entries() {
+            Ok(entries) => entries
+                .into_iter()
+                .map(|e| twill_proxy::config::IpcacheEntry {
+                    ip: e.ip,
+                    prefix_len: e.prefix_len,
+                    identity: e.identity,
+                })
+                .collect(),
+            Err(e) => {
+                warn!("reading the ipcache for the proxy: {e}");
+                return;
+            }
+        };
+        let config = twill_proxy::config::ProxyConfig { redirects: self.redirects.all(), ipcache };
+        if let Err(e) = proxy.apply(config) {
+            warn!("configuring the L7 proxy: {e}");
+        }
     }
 
     pub fn policy_get(&self) -> api::PolicyList {
@@ -1661,6 +1722,10 @@ impl Agent {
             health,
             kvstore: self.cluster.as_ref().map(|c| c.status()),
             nodes: self.cluster.as_ref().map(|c| c.node_count()).unwrap_or(0),
+            proxy: {
+                let (connections, requests) = self.proxy_counters();
+                api::ProxyStatus { connections, requests }
+            },
         })
     }
 
@@ -1826,6 +1891,14 @@ impl Agent {
         removed.extend(lb::detach(&mut self.datapath, &self.config)?);
         netdev::remove_host_device()?;
         removed.push(format!("device {}", netdev::HOST_DEVICE));
+        twill_datapath::proxy_routing::remove_proxy_routing()?;
+        removed.push(format!("proxy rule and route table {}", twill_abi::PROXY_ROUTE_TABLE));
+        // The proxy exits once its control socket is gone.
+        if let Some(dir) = self.config.api_socket.parent() {
+            if std::fs::remove_file(twill_proxy::control::socket_path(dir)).is_ok() {
+                removed.push("twill-proxy".into());
+            }
+        }
         // Catch anything the records missed (e.g. from a lost state dir).
         self.collect_garbage(&[])?;
         for path in [&self.config.bpf_root, &self.config.state_dir] {

@@ -119,7 +119,8 @@ pub fn policy_entries(
     origins: &BTreeMap<PolicyEntry, Vec<String>>,
 ) -> Result<Vec<api::BpfPolicyEntry>> {
     let mut entries = Vec::new();
-    for (entry, deny) in datapath.policy_entries()?.into_iter().filter(|(e, _)| e.endpoint_id == endpoint_id)
+    for (entry, action) in
+        datapath.policy_entries()?.into_iter().filter(|(e, _)| e.endpoint_id == endpoint_id)
     {
         let labels = match entry.identity {
             0 => vec!["(any)".to_string()],
@@ -131,8 +132,9 @@ pub fn policy_entries(
             labels,
             protocol: protocol_name(entry.protocol).into(),
             port: port_text(&entry),
-            verdict: if deny { "deny" } else { "allow" }.into(),
+            verdict: if action.deny { "deny" } else { "allow" }.into(),
             rules: origins.get(&entry).cloned().unwrap_or_default(),
+            proxy_port: action.proxy_port,
         });
     }
     Ok(entries)

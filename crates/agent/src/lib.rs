@@ -22,6 +22,7 @@ mod metrics;
 mod names;
 mod namespaces;
 mod policy;
+mod proxy;
 mod records;
 mod restore;
 mod server;
@@ -132,6 +133,30 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
         };
         events::spawn_reader(events, hub.clone(), sink);
     }
+    // The L7 proxy, for policy entries with L7 rules; its records are
+    // flows in the same ring.
+    let records = Arc::new(proxy::FlowRecords {
+        ring: ring.clone(),
+        directory: directory.clone(),
+        metrics: agent_metrics.hubble.clone(),
+    });
+    // Its own process when its binary is installed next to the agent's,
+    // so restarting the agent never cuts proxied connections; else in
+    // this process.
+    let binary = std::env::current_exe()?.with_file_name("twill-proxy");
+    let run_dir =
+        config.api_socket.parent().map(std::path::Path::to_path_buf).unwrap_or_else(|| "/run/twill".into());
+    let control: Arc<dyn proxy::ProxyControl> = match binary.exists() {
+        true => match proxy::External::start(&run_dir, binary, records.clone()) {
+            Ok(external) => Arc::new(external),
+            Err(e) => {
+                tracing::warn!("starting twill-proxy: {e}; running the L7 proxy in the agent");
+                Arc::new(proxy::start_in_process(records)?)
+            }
+        },
+        false => Arc::new(proxy::start_in_process(records)?),
+    };
+    agent.set_proxy(control);
     // Standalone, the peer service's node list stays this node alone; in
     // cluster mode the agent keeps it to the cluster's nodes.
     let peers = hubble::spawn(

@@ -400,6 +400,14 @@ pub struct BpfPolicyEntry {
     pub port: String,
     pub verdict: String,
     pub rules: Vec<String>,
+    /// The L7 proxy port an allow with L7 rules redirects to (Cilium's
+    /// "proxy port" column); 0: none.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub proxy_port: u16,
+}
+
+fn is_zero(v: &u16) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -576,6 +584,15 @@ pub struct Status {
     /// Cluster mode: nodes in the store, this one included.
     #[serde(default)]
     pub nodes: usize,
+    /// The L7 proxy: connections it accepted and requests it handled.
+    #[serde(default)]
+    pub proxy: ProxyStatus,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProxyStatus {
+    pub connections: u64,
+    pub requests: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -719,7 +719,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         labels_cell(&e.labels),
                         e.protocol.clone(),
                         e.port.clone(),
-                        e.verdict.clone(),
+                        // Cilium shows the proxy port of a redirect with the verdict.
+                        if e.proxy_port != 0 {
+                            format!("{} (proxy {})", e.verdict, e.proxy_port)
+                        } else {
+                            e.verdict.clone()
+                        },
                         labels_cell(&e.rules),
                     ]);
                 }

@@ -14,12 +14,15 @@ pub mod netdev;
 mod netdev_error;
 mod netlink;
 mod netns;
+pub mod proxy_routing;
 
 pub use bpffs::ensure_bpffs;
 pub use features::{probe_features, KernelFeatures};
 pub use lb::cgroup2_mount;
 pub use loader::{Datapath, DatapathError, EndpointAttach, MetricsEntry};
-pub use maps::{EndpointMap, IpcacheEntry, IpcacheMap, LbMaps, NetnsMap, PolicyEntry, PolicyMap};
+pub use maps::{
+    EndpointMap, IpcacheEntry, IpcacheMap, LbMaps, NetnsMap, PolicyAction, PolicyEntry, PolicyMap,
+};
 pub use netns::{current_netns_cookie, netns_cookie};
 
 /// The clock bpf_ktime_get_ns() reads: CLOCK_MONOTONIC, in ns. Expiry

@@ -33,7 +33,7 @@ use twill_abi::{CtEntry, CtKey, DatapathConfig, EndpointInfo, Lb4NatEntry, Metri
 use crate::lb::{LbPrograms, NETDEV_HOOKS};
 use crate::maps::{
     map_err, EndpointMap, IpcacheEntry, IpcacheMap, KernelEndpointMap, KernelIpcacheMap, KernelPolicyMap,
-    LbMaps, NetnsMap, PolicyEntry, PolicyMap,
+    LbMaps, NetnsMap, PolicyAction, PolicyEntry, PolicyMap,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -367,15 +367,24 @@ impl Datapath {
 }
 
 impl Datapath {
+    /// An allow (`deny` false) or a deny, without a proxy redirect.
     pub fn upsert_policy(&mut self, entry: PolicyEntry, deny: bool) -> Result<(), DatapathError> {
-        self.policy.upsert(entry, deny)
+        self.policy.upsert(entry, if deny { PolicyAction::DENY } else { PolicyAction::ALLOW })
+    }
+
+    pub fn upsert_policy_action(
+        &mut self,
+        entry: PolicyEntry,
+        action: PolicyAction,
+    ) -> Result<(), DatapathError> {
+        self.policy.upsert(entry, action)
     }
 
     pub fn remove_policy(&mut self, entry: PolicyEntry) -> Result<(), DatapathError> {
         self.policy.remove(entry)
     }
 
-    pub fn policy_entries(&self) -> Result<Vec<(PolicyEntry, bool)>, DatapathError> {
+    pub fn policy_entries(&self) -> Result<Vec<(PolicyEntry, PolicyAction)>, DatapathError> {
         self.policy.entries()
     }
 

@@ -97,15 +97,33 @@ impl PolicyEntry {
     }
 }
 
+/// What a policy map entry decides: deny, allow, or allow through the L7
+/// proxy listening on `proxy_port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct PolicyAction {
+    pub deny: bool,
+    /// 0: no redirect. Never set with `deny`.
+    pub proxy_port: u16,
+}
+
+impl PolicyAction {
+    pub const ALLOW: PolicyAction = PolicyAction { deny: false, proxy_port: 0 };
+    pub const DENY: PolicyAction = PolicyAction { deny: true, proxy_port: 0 };
+
+    pub fn redirect(proxy_port: u16) -> PolicyAction {
+        PolicyAction { deny: false, proxy_port }
+    }
+}
+
 /// The policy map (`twill_policy`): per endpoint, direction, peer identity
-/// and L4 prefix, allow or deny.
+/// and L4 prefix, allow, deny, or allow through the proxy.
 pub trait PolicyMap: Send {
-    fn upsert(&mut self, entry: PolicyEntry, deny: bool) -> Result<(), DatapathError>;
+    fn upsert(&mut self, entry: PolicyEntry, action: PolicyAction) -> Result<(), DatapathError>;
     /// Removing an absent entry is not an error.
     fn remove(&mut self, entry: PolicyEntry) -> Result<(), DatapathError>;
-    /// Every entry with whether it denies. Walks the whole map: for
+    /// Every entry with what it decides. Walks the whole map: for
     /// start-up and inspection, not per change.
-    fn entries(&self) -> Result<Vec<(PolicyEntry, bool)>, DatapathError>;
+    fn entries(&self) -> Result<Vec<(PolicyEntry, PolicyAction)>, DatapathError>;
 }
 
 /// The ipcache (`twill_ipcache`): address prefix to identity.
@@ -143,9 +161,13 @@ pub(crate) fn absent_ok(name: &'static str, result: Result<(), MapError>) -> Res
 pub struct KernelPolicyMap(pub(crate) LpmTrie<MapData, PolicyKeyData, PolicyValue>);
 
 impl PolicyMap for KernelPolicyMap {
-    fn upsert(&mut self, entry: PolicyEntry, deny: bool) -> Result<(), DatapathError> {
-        let value =
-            PolicyValue { flags: if deny { POLICY_FLAG_DENY } else { 0 }, match_type: entry.match_type() };
+    fn upsert(&mut self, entry: PolicyEntry, action: PolicyAction) -> Result<(), DatapathError> {
+        let value = PolicyValue {
+            flags: if action.deny { POLICY_FLAG_DENY } else { 0 },
+            match_type: entry.match_type(),
+            proxy_port: if action.deny { 0 } else { action.proxy_port },
+            pad: 0,
+        };
         self.0.insert(&entry.to_key(), value, 0).map_err(map_err("twill_policy"))
     }
 
@@ -153,10 +175,16 @@ impl PolicyMap for KernelPolicyMap {
         absent_ok("twill_policy", self.0.remove(&entry.to_key()))
     }
 
-    fn entries(&self) -> Result<Vec<(PolicyEntry, bool)>, DatapathError> {
+    fn entries(&self) -> Result<Vec<(PolicyEntry, PolicyAction)>, DatapathError> {
         self.0
             .iter()
-            .map(|r| r.map(|(k, v)| (PolicyEntry::from_key(&k), v.flags & POLICY_FLAG_DENY != 0)))
+            .map(|r| {
+                r.map(|(k, v)| {
+                    let action =
+                        PolicyAction { deny: v.flags & POLICY_FLAG_DENY != 0, proxy_port: v.proxy_port };
+                    (PolicyEntry::from_key(&k), action)
+                })
+            })
             .collect::<Result<_, _>>()
             .map_err(map_err("twill_policy"))
     }
@@ -230,14 +258,14 @@ pub mod fake {
 
     #[derive(Debug, Default)]
     pub struct FakePolicyMap {
-        entries: BTreeMap<PolicyEntry, bool>,
+        entries: BTreeMap<PolicyEntry, PolicyAction>,
         writes: usize,
         /// Fail every write once this many have succeeded (None: never).
         fail_after: Option<usize>,
     }
 
     impl FakePolicyMap {
-        pub fn with_entries(entries: impl IntoIterator<Item = (PolicyEntry, bool)>) -> Self {
+        pub fn with_entries(entries: impl IntoIterator<Item = (PolicyEntry, PolicyAction)>) -> Self {
             Self { entries: entries.into_iter().collect(), ..Default::default() }
         }
         pub fn fail_after(&mut self, writes: usize) {
@@ -246,7 +274,7 @@ pub mod fake {
         pub fn writes(&self) -> usize {
             self.writes
         }
-        pub fn get(&self, entry: &PolicyEntry) -> Option<bool> {
+        pub fn get(&self, entry: &PolicyEntry) -> Option<PolicyAction> {
             self.entries.get(entry).copied()
         }
         pub fn len(&self) -> usize {
@@ -269,9 +297,9 @@ pub mod fake {
     }
 
     impl PolicyMap for FakePolicyMap {
-        fn upsert(&mut self, entry: PolicyEntry, deny: bool) -> Result<(), DatapathError> {
+        fn upsert(&mut self, entry: PolicyEntry, action: PolicyAction) -> Result<(), DatapathError> {
             self.write()?;
-            self.entries.insert(entry, deny);
+            self.entries.insert(entry, action);
             Ok(())
         }
         fn remove(&mut self, entry: PolicyEntry) -> Result<(), DatapathError> {
@@ -279,7 +307,7 @@ pub mod fake {
             self.entries.remove(&entry);
             Ok(())
         }
-        fn entries(&self) -> Result<Vec<(PolicyEntry, bool)>, DatapathError> {
+        fn entries(&self) -> Result<Vec<(PolicyEntry, PolicyAction)>, DatapathError> {
             Ok(self.entries.iter().map(|(e, d)| (*e, *d)).collect())
         }
     }

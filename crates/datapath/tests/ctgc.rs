@@ -52,6 +52,8 @@ fn a_sweep_removes_lapsed_entries_and_keeps_live_ones() {
             flags: 0,
             reported_flags: [0; 2],
             last_report: [0; 2],
+            proxy_port: 0,
+            pad: 0,
         };
         ct.insert(key, entry, 0).unwrap();
     }

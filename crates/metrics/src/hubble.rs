@@ -13,6 +13,11 @@
 //! | `hubble_icmp_total` | `family`, `type` | every ICMPv4/ICMPv6 flow |
 //! | `hubble_policy_verdicts_total` | `direction`, `match`, `action` | policy verdict events not from the host |
 //! | `hubble_lost_events_total` | `source` | [`HubbleMetrics::lost`] |
+//! | `hubble_http_requests_total` | `method`, `protocol`, `reporter` | HTTP request flows (L7) |
+//! | `hubble_http_responses_total` | `method`, `protocol`, `status`, `reporter` | HTTP response flows (L7) |
+//!
+//! `reporter` is Hubble's: `client` for a proxy on the sender's egress,
+//! `server` for one on the receiver's ingress.
 
 use twill_numbers::{
     policy_match_name, trace_sub_type, HUBBLE_TO_ENDPOINT, IDENTITY_HOST, MESSAGE_TYPE_ACCESS_LOG,
@@ -41,6 +46,8 @@ pub struct HubbleMetrics {
     icmp: Counter,
     policy: Counter,
     lost: Counter,
+    http_requests: Counter,
+    http_responses: Counter,
 }
 
 impl HubbleMetrics {
@@ -74,6 +81,16 @@ impl HubbleMetrics {
                 &["direction", "match", "action"],
             ),
             lost: registry.counter("hubble_lost_events_total", "Number of lost events", &["source"]),
+            http_requests: registry.counter(
+                "hubble_http_requests_total",
+                "Count of HTTP requests",
+                &["method", "protocol", "reporter"],
+            ),
+            http_responses: registry.counter(
+                "hubble_http_responses_total",
+                "Count of HTTP responses",
+                &["method", "protocol", "status", "reporter"],
+            ),
         };
         for source in [LOST_PERF_EVENT_RING_BUFFER, LOST_OBSERVER_EVENTS_QUEUE, LOST_HUBBLE_RING_BUFFER] {
             m.lost.inc_by(&[source], 0.0);
@@ -100,6 +117,19 @@ impl HubbleMetrics {
         self.observe_port(flow);
         self.observe_icmp(flow);
         self.observe_policy(flow);
+        self.observe_http(flow);
+    }
+
+    fn observe_http(&self, flow: &Flow) {
+        let Some(l7) = &flow.l7 else { return };
+        let Some(L7::Http(http)) = &l7.record else { return };
+        let reporter =
+            if flow.traffic_direction == TrafficDirection::Egress as i32 { "client" } else { "server" };
+        if l7.r#type == flow::L7FlowType::Request as i32 {
+            self.http_requests.inc(&[&http.method, &http.protocol, reporter]);
+        } else if l7.r#type == flow::L7FlowType::Response as i32 {
+            self.http_responses.inc(&[&http.method, &http.protocol, &http.code.to_string(), reporter]);
+        }
     }
 
     fn observe_flow(&self, flow: &Flow) {
@@ -413,6 +443,40 @@ mod tests {
         let r = Registry::new();
         let m = HubbleMetrics::new(&r);
         (r, m)
+    }
+
+    #[test]
+    fn http_requests_and_responses_by_method_status_and_reporter() {
+        let (r, m) = setup();
+        let l7 = |kind: flow::L7FlowType, code: u32, dir: TrafficDirection| Flow {
+            event_type: ev(MESSAGE_TYPE_ACCESS_LOG, 0),
+            traffic_direction: dir as i32,
+            l7: Some(flow::Layer7 {
+                r#type: kind as i32,
+                latency_ns: 1,
+                record: Some(L7::Http(flow::Http {
+                    code,
+                    method: "GET".into(),
+                    protocol: "HTTP/1.1".into(),
+                    ..Default::default()
+                })),
+            }),
+            ..Default::default()
+        };
+        m.observe(&l7(flow::L7FlowType::Request, 0, TrafficDirection::Ingress));
+        m.observe(&l7(flow::L7FlowType::Request, 0, TrafficDirection::Ingress));
+        m.observe(&l7(flow::L7FlowType::Response, 200, TrafficDirection::Egress));
+        m.observe(&trace(udp(53)));
+        assert_eq!(
+            samples(&r, "hubble_http_requests_total"),
+            [r#"hubble_http_requests_total{method="GET",protocol="HTTP/1.1",reporter="server"} 2"#]
+        );
+        assert_eq!(
+            samples(&r, "hubble_http_responses_total"),
+            [
+                r#"hubble_http_responses_total{method="GET",protocol="HTTP/1.1",status="200",reporter="client"} 1"#
+            ]
+        );
     }
 
     #[test]

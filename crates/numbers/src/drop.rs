@@ -12,6 +12,8 @@ pub const DROP_WRITE_ERROR: u8 = 141;
 pub const DROP_NO_TUNNEL_KEY: u8 = 147;
 pub const DROP_NO_SERVICE: u8 = 158;
 pub const DROP_UNKNOWN_SENDER: u8 = 172;
+pub const DROP_PROXY_LOOKUP_FAILED: u8 = 178;
+pub const DROP_PROXY_SET_FAILED: u8 = 179;
 pub const DROP_POLICY_DENY: u8 = 181;
 
 /// Every code Cilium names, with its text. Flows from other agents (a

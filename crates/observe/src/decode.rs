@@ -6,7 +6,7 @@ use twill_abi::{FlowEvent, CT_REPLY, DIR_INGRESS, EVENT_DROP, EVENT_POLICY_VERDI
 use twill_numbers::{
     hubble_observation_point, tcp_flag_names, MESSAGE_TYPE_DROP, MESSAGE_TYPE_POLICY_VERDICT,
     MESSAGE_TYPE_TRACE, TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_NS, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
-    TRACE_FROM_LXC, TRACE_TO_LXC, TRACE_TO_STACK,
+    TRACE_FROM_LXC, TRACE_TO_LXC, TRACE_TO_PROXY, TRACE_TO_STACK,
 };
 use twill_observe_proto::{flow, prost_types::Timestamp};
 
@@ -205,6 +205,7 @@ pub fn decode(e: &FlowEvent, dir: &Directory, clock: &Clock) -> flow::Flow {
             let (sub_type, base) = match e.reason {
                 twill_abi::TRACE_TO_ENDPOINT => (TRACE_TO_LXC, flow::TrafficDirection::Ingress),
                 twill_abi::TRACE_TO_STACK => (TRACE_TO_STACK, flow::TrafficDirection::Egress),
+                twill_abi::TRACE_TO_PROXY => (TRACE_TO_PROXY, policy_direction),
                 _ => (TRACE_FROM_LXC, flow::TrafficDirection::Egress),
             };
             f.trace_observation_point = i32::from(hubble_observation_point(sub_type));

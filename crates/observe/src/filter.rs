@@ -56,13 +56,90 @@ pub fn matches(flow: &Flow, f: &FlowFilter) -> bool {
             (i.index == 0 || i.index == have.index) && (i.name.is_empty() || i.name == have.name)
         })
         && any_of(&f.encrypted, |e| *e == ip.encrypted)
-        // L7 filters: flows here are L3/L4 only.
-        && f.http_status_code.is_empty()
-        && f.http_method.is_empty()
-        && f.http_path.is_empty()
-        && f.http_url.is_empty()
-        && f.http_header.is_empty()
+        // L7 filters, as Hubble's: only HTTP flows match them.
+        && any_of(&f.http_status_code, |c| http(flow).is_some_and(|h| status_matches(c, h.code)))
+        && any_of(&f.http_method, |m| http(flow).is_some_and(|h| h.method.eq_ignore_ascii_case(m)))
+        && any_of(&f.http_path, |p| http(flow).is_some_and(|h| regex_matches(p, url_path(&h.url))))
+        && any_of(&f.http_url, |u| http(flow).is_some_and(|h| regex_matches(u, &h.url)))
+        && any_of(&f.http_header, |w| {
+            http(flow).is_some_and(|h| h.headers.iter().any(|x| x.key.eq_ignore_ascii_case(&w.key) && x.value == w.value))
+        })
         && f.dns_query.is_empty()
+}
+
+fn http(flow: &Flow) -> Option<&flow::Http> {
+    match flow.l7.as_ref()?.record.as_ref()? {
+        flow::layer7::Record::Http(h) => Some(h),
+        _ => None,
+    }
+}
+
+/// Hubble's status filter: "200" exactly, or "4+" for any 4xx. A flow
+/// without a code (a request) matches neither.
+fn status_matches(filter: &str, code: u32) -> bool {
+    if code == 0 {
+        return false;
+    }
+    match filter.strip_suffix('+') {
+        Some(prefix) => code.to_string().starts_with(prefix),
+        None => filter.parse::<u32>().ok() == Some(code),
+    }
+}
+
+/// The path of an `http://host/path?query` URL.
+fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let path = rest.find('/').map_or("/", |i| &rest[i..]);
+    path.split(['?', '#']).next().unwrap_or(path)
+}
+
+/// Hubble's path and URL filters are regexes, unanchored. A bad one
+/// matches nothing (the CLI checks them before sending).
+fn regex_matches(pattern: &str, value: &str) -> bool {
+    regex::Regex::new(pattern).is_ok_and(|re| re.is_match(value))
+}
+
+#[cfg(test)]
+mod http_tests {
+    use super::*;
+
+    fn l7(code: u32, method: &str, url: &str) -> Flow {
+        Flow {
+            l7: Some(flow::Layer7 {
+                record: Some(flow::layer7::Record::Http(flow::Http {
+                    code,
+                    method: method.into(),
+                    url: url.into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn http_filters_match_hubble_s_way() {
+        let ok = l7(200, "GET", "http://web:8080/public/a?x=1");
+        let denied = l7(0, "POST", "http://web:8080/private");
+        let f = |set: &dyn Fn(&mut FlowFilter)| {
+            let mut f = FlowFilter::default();
+            set(&mut f);
+            f
+        };
+        assert!(matches(&ok, &f(&|f| f.http_status_code = vec!["200".into()])));
+        assert!(matches(&ok, &f(&|f| f.http_status_code = vec!["2+".into()])));
+        assert!(!matches(&ok, &f(&|f| f.http_status_code = vec!["4+".into()])));
+        assert!(!matches(&denied, &f(&|f| f.http_status_code = vec!["2+".into()])), "requests have no code");
+        assert!(matches(&denied, &f(&|f| f.http_method = vec!["post".into()])));
+        assert!(matches(&ok, &f(&|f| f.http_path = vec!["^/public/".into()])));
+        assert!(!matches(&denied, &f(&|f| f.http_path = vec!["^/public/".into()])));
+        assert!(
+            !matches(&Flow::default(), &f(&|f| f.http_method = vec!["GET".into()])),
+            "L3/L4 flows never match"
+        );
+        assert_eq!(url_path("http://h/a/b?q"), "/a/b");
+    }
 }
 
 fn ports(flow: &Flow) -> (Option<u32>, Option<u32>) {

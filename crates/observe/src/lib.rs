@@ -7,6 +7,7 @@ pub mod decode;
 mod directory;
 pub mod event_ring;
 pub mod filter;
+pub mod l7;
 pub mod peer;
 mod ring;
 pub mod server;

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::{
     k8s::{self, IntOrString, RuleLabel},
+    l7::{self, HeaderMatch, HttpRule, L7Rules, MismatchAction},
     model::*,
     selector::{Operator, Requirement, Selector, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY},
     yaml::{self, typed, Node},
@@ -495,6 +496,11 @@ fn convert_cilium_rule(
     }
     for (i, r) in rule.ingress_deny.iter().flatten().enumerate() {
         let path = format!("{}[{i}]", join(path, "ingressDeny"));
+        for (j, port_rule) in r.to_ports.iter().flatten().enumerate() {
+            if port_rule.rules.is_some() {
+                p.add(format!("{path}.toPorts[{j}].rules"), "L7 rules are not allowed in deny rules");
+            }
+        }
         if r.from_requires.is_some() {
             p.add(format!("{path}.fromRequires"), "is not allowed in deny rules");
         }
@@ -509,6 +515,11 @@ fn convert_cilium_rule(
     }
     for (i, r) in rule.egress_deny.iter().flatten().enumerate() {
         let path = format!("{}[{i}]", join(path, "egressDeny"));
+        for (j, port_rule) in r.to_ports.iter().flatten().enumerate() {
+            if port_rule.rules.is_some() {
+                p.add(format!("{path}.toPorts[{j}].rules"), "L7 rules are not allowed in deny rules");
+            }
+        }
         if r.to_requires.is_some() {
             p.add(format!("{path}.toRequires"), "is not allowed in deny rules");
         }
@@ -667,7 +678,10 @@ fn peer_rule(
     let mut l4 = Vec::new();
     for (i, port_rule) in f.to_ports.iter().flatten().enumerate() {
         let ppath = format!("{path}.toPorts[{i}]");
-        p.unsupported(&ppath, "rules", port_rule.rules.is_some());
+        let l7 = port_rule.rules.as_ref().and_then(|r| l7_rules(r, &format!("{ppath}.rules"), p));
+        if l7.is_some() && port_rule.ports.as_ref().is_none_or(|v| v.is_empty()) {
+            p.add(format!("{ppath}.ports"), "is required with rules: L7 rules apply to given ports");
+        }
         p.unsupported(&ppath, "originatingTLS", port_rule.originating_tls.is_some());
         p.unsupported(&ppath, "terminatingTLS", port_rule.terminating_tls.is_some());
         p.unsupported(&ppath, "serverNames", port_rule.server_names.is_some());
@@ -677,10 +691,22 @@ fn peer_rule(
             Some(ports) => {
                 for (j, port) in ports.iter().enumerate() {
                     let path = format!("{ppath}.ports[{j}]");
-                    let protocol = cilium_protocol(port.protocol.as_deref(), &format!("{path}.protocol"), p);
+                    let mut protocol =
+                        cilium_protocol(port.protocol.as_deref(), &format!("{path}.protocol"), p);
+                    if l7.is_some() {
+                        // HTTP runs over TCP only: "ANY" with HTTP rules is TCP.
+                        match protocol {
+                            PROTO_ANY => protocol = PROTO_TCP,
+                            PROTO_TCP => {}
+                            _ => p.add(
+                                format!("{path}.protocol"),
+                                format!("HTTP rules need TCP, not {}", protocol_name(protocol)),
+                            ),
+                        }
+                    }
                     let number = port.port.clone().map(IntOrString::String);
                     if let Some(m) = port_match(number.as_ref(), port.end_port, &path, p) {
-                        l4.push(L4 { protocol, ports: m });
+                        l4.push(L4 { protocol, ports: m, l7: l7.clone() });
                     }
                 }
             }
@@ -714,6 +740,97 @@ fn peer_rule(
         return (None, requires);
     }
     (Some(PeerRule { peers, l4 }), requires)
+}
+
+/// `toPorts[].rules`: the HTTP rules, validated (every regex compiles).
+fn l7_rules(r: &k8s::L7RulesSpec, path: &str, p: &mut Problems) -> Option<L7Rules> {
+    p.unsupported(path, "dns", r.dns.is_some());
+    p.unsupported(path, "kafka", r.kafka.is_some());
+    p.unsupported(path, "l7proto", r.l7proto.is_some());
+    p.unsupported(path, "l7", r.l7.is_some());
+    let http = r.http.as_ref()?;
+    let before = p.0.len();
+    let mut rules = Vec::with_capacity(http.len());
+    for (i, h) in http.iter().enumerate() {
+        let hpath = format!("{path}.http[{i}]");
+        let pattern = |field: &str, v: &Option<String>, p: &mut Problems| match v.as_deref() {
+            // Cilium treats an empty pattern as "not given".
+            None | Some("") => None,
+            Some(text) => match l7::anchored(text) {
+                Ok(_) => Some(text.to_string()),
+                Err(e) => {
+                    p.add(
+                        format!("{hpath}.{field}"),
+                        format!("{text:?} is not a valid regular expression: {e}"),
+                    );
+                    None
+                }
+            },
+        };
+        let mut rule = HttpRule {
+            method: pattern("method", &h.method, p),
+            path: pattern("path", &h.path, p),
+            host: pattern("host", &h.host, p),
+            headers: Vec::new(),
+        };
+        for (j, text) in h.headers.iter().flatten().enumerate() {
+            // "Name" (present) or "Name: value" (exact value), as Cilium.
+            let (name, value) = match text.split_once(':') {
+                Some((n, v)) => (n.trim(), Some(v.trim().to_string())),
+                None => (text.trim(), None),
+            };
+            match check_header_name(name) {
+                Ok(()) => rule.headers.push(HeaderMatch { name: name.into(), value, mismatch: None }),
+                Err(reason) => p.add(format!("{hpath}.headers[{j}]"), format!("{text:?}: {reason}")),
+            }
+        }
+        for (j, m) in h.header_matches.iter().flatten().enumerate() {
+            let mpath = format!("{hpath}.headerMatches[{j}]");
+            p.unsupported(&mpath, "secret", m.secret.is_some());
+            let name = m.name.as_deref().unwrap_or("");
+            if name.is_empty() {
+                p.add(format!("{mpath}.name"), "is required");
+                continue;
+            }
+            if let Err(reason) = check_header_name(name) {
+                p.add(format!("{mpath}.name"), format!("{name:?}: {reason}"));
+                continue;
+            }
+            let mismatch = match m.mismatch.as_deref() {
+                None | Some("") => None,
+                Some(text) => match MismatchAction::parse(text) {
+                    Some(a) => Some(a),
+                    None => {
+                        p.add(
+                            format!("{mpath}.mismatch"),
+                            format!("{text:?} is not an action; expected LOG, ADD, DELETE or REPLACE"),
+                        );
+                        continue;
+                    }
+                },
+            };
+            let value = m.value.clone().filter(|v| !v.is_empty());
+            if value.is_none() && matches!(mismatch, Some(MismatchAction::Add | MismatchAction::Replace)) {
+                p.add(format!("{mpath}.value"), "is required for mismatch ADD and REPLACE");
+                continue;
+            }
+            rule.headers.push(HeaderMatch { name: name.into(), value, mismatch });
+        }
+        rules.push(rule);
+    }
+    (p.0.len() == before).then_some(L7Rules::Http(rules))
+}
+
+/// An HTTP header name is an RFC 9110 token.
+fn check_header_name(name: &str) -> Result<(), &'static str> {
+    let tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() {
+        Err("the header name is empty")
+    } else if !name.chars().all(tchar) {
+        Err("the header name has characters HTTP does not allow in one")
+    } else {
+        Ok(())
+    }
 }
 
 /// One `toServices` entry. As in Cilium, a namespaced policy's entry
@@ -1009,8 +1126,11 @@ fn icmp_l4(field: &k8s::IcmpField, path: &str, p: &mut Problems) -> Option<L4> {
     };
     // The datapath is IPv4 only: an IPv6 type is valid input that matches
     // nothing here.
-    (family == "IPv4")
-        .then_some(L4 { protocol: PROTO_ICMP, ports: PortMatch::Range(icmp_type as u16, icmp_type as u16) })
+    (family == "IPv4").then_some(L4 {
+        protocol: PROTO_ICMP,
+        ports: PortMatch::Range(icmp_type as u16, icmp_type as u16),
+        l7: None,
+    })
 }
 
 // ---- NetworkPolicy ----------------------------------------------------
@@ -1152,7 +1272,7 @@ fn np_rule(
             }
         };
         if let Some(m) = port_match(port.port.as_ref(), port.end_port, &ppath, p) {
-            l4.push(L4 { protocol, ports: m });
+            l4.push(L4 { protocol, ports: m, l7: None });
         }
     }
     PeerRule { peers: out_peers, l4 }

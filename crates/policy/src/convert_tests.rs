@@ -78,9 +78,9 @@ fn ports_accept_numbers_strings_ranges_and_names() {
     assert_eq!(
         l4,
         &vec![
-            L4 { protocol: PROTO_TCP, ports: PortMatch::Range(80, 80) },
-            L4 { protocol: PROTO_ANY, ports: PortMatch::Range(8080, 8090) },
-            L4 { protocol: PROTO_ANY, ports: PortMatch::Named("http".into()) },
+            L4 { protocol: PROTO_TCP, ports: PortMatch::Range(80, 80), l7: None },
+            L4 { protocol: PROTO_ANY, ports: PortMatch::Range(8080, 8090), l7: None },
+            L4 { protocol: PROTO_ANY, ports: PortMatch::Named("http".into()), l7: None },
         ]
     );
 }
@@ -170,8 +170,8 @@ spec:
     assert_eq!(
         l4,
         &vec![
-            L4 { protocol: PROTO_ICMP, ports: PortMatch::Range(8, 8) },
-            L4 { protocol: PROTO_ICMP, ports: PortMatch::Range(0, 0) },
+            L4 { protocol: PROTO_ICMP, ports: PortMatch::Range(8, 8), l7: None },
+            L4 { protocol: PROTO_ICMP, ports: PortMatch::Range(0, 0), l7: None },
         ],
         "IPv6 types match nothing on this IPv4 datapath"
     );
@@ -237,8 +237,8 @@ spec:
     assert_eq!(
         r.l4,
         vec![
-            L4 { protocol: PROTO_TCP, ports: PortMatch::Range(80, 81) },
-            L4 { protocol: PROTO_UDP, ports: PortMatch::Range(0, u16::MAX) },
+            L4 { protocol: PROTO_TCP, ports: PortMatch::Range(80, 81), l7: None },
+            L4 { protocol: PROTO_UDP, ports: PortMatch::Range(0, u16::MAX), l7: None },
         ]
     );
 }
@@ -419,8 +419,8 @@ spec:
     assert_eq!(
         p.rules[0].ingress.allow[0].l4,
         vec![
-            L4 { protocol: PROTO_TCP, ports: PortMatch::Named("http".into()) },
-            L4 { protocol: PROTO_TCP, ports: PortMatch::Range(80, 80) },
+            L4 { protocol: PROTO_TCP, ports: PortMatch::Named("http".into()), l7: None },
+            L4 { protocol: PROTO_TCP, ports: PortMatch::Range(80, 80), l7: None },
         ]
     );
     // `policy get` shows what was understood: strings, with the text kept.
@@ -576,7 +576,10 @@ fn a_list_of_cilium_rules_is_read_as_rule_sets_named_by_labels() {
     assert_eq!(rule.subject.requirements.len(), 1, "{:?}", rule.subject);
     let Peer::Endpoints(peer) = &rule.ingress.allow[0].peers[0] else { panic!() };
     assert!(!peer.requirements.iter().any(|r| r.key == POD_NAMESPACE_KEY), "{peer:?}");
-    assert_eq!(rule.ingress.allow[0].l4, vec![L4 { protocol: PROTO_TCP, ports: PortMatch::Range(80, 80) }]);
+    assert_eq!(
+        rule.ingress.allow[0].l4,
+        vec![L4 { protocol: PROTO_TCP, ports: PortMatch::Range(80, 80), l7: None }]
+    );
     assert!(rule.ingress.default_deny && rule.egress.default_deny);
     assert_eq!(first.document.as_array().map(Vec::len), Some(2), "both rules shown: {}", first.document);
 
@@ -783,7 +786,7 @@ spec:
     assert!(!sel.mentions(POD_NAMESPACE_KEY));
     // toPorts alongside restricts ports, and no "any peer" appears.
     let rule = &p.rules[0].egress.allow[0];
-    assert_eq!(rule.l4, vec![L4 { protocol: PROTO_TCP, ports: PortMatch::Range(8080, 8080) }]);
+    assert_eq!(rule.l4, vec![L4 { protocol: PROTO_TCP, ports: PortMatch::Range(8080, 8080), l7: None }]);
     assert!(!peers.contains(&Peer::Any));
     assert_eq!(p.document["spec"]["egress"][0]["toServices"][0]["k8sService"]["serviceName"], "web");
 }
@@ -979,4 +982,96 @@ spec:
 "#,
     );
     assert!(errs.iter().any(|e| e.contains("matchLabel")), "a misspelt field is named: {errs:#?}");
+}
+
+const L7: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: l7, namespace: prod}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts:
+    - ports: [{port: "80"}]
+      rules:
+        http:
+        - method: GET
+          path: "/public/.*"
+        - method: POST
+          host: "api\\.example\\.com"
+          headers: ["X-Token", "X-Env: prod"]
+          headerMatches:
+          - {name: X-Team, value: blue, mismatch: REPLACE}
+          - {name: X-Trace}
+"#;
+
+#[test]
+fn http_rules_are_parsed_onto_their_ports() {
+    let p = &parse(L7)[0];
+    let l4 = &p.rules[0].ingress.allow[0].l4;
+    // Without a protocol, HTTP rules mean TCP.
+    assert_eq!(l4.len(), 1);
+    assert_eq!((l4[0].protocol, &l4[0].ports), (PROTO_TCP, &PortMatch::Range(80, 80)));
+    let Some(L7Rules::Http(rules)) = &l4[0].l7 else { panic!("no http rules: {l4:?}") };
+    assert_eq!(rules.len(), 2);
+    assert_eq!(rules[0].method.as_deref(), Some("GET"));
+    assert_eq!(rules[0].path.as_deref(), Some("/public/.*"));
+    assert_eq!(rules[1].host.as_deref(), Some("api\\.example\\.com"));
+    assert_eq!(
+        rules[1].headers,
+        vec![
+            HeaderMatch { name: "X-Token".into(), value: None, mismatch: None },
+            HeaderMatch { name: "X-Env".into(), value: Some("prod".into()), mismatch: None },
+            HeaderMatch {
+                name: "X-Team".into(),
+                value: Some("blue".into()),
+                mismatch: Some(MismatchAction::Replace)
+            },
+            HeaderMatch { name: "X-Trace".into(), value: None, mismatch: None },
+        ]
+    );
+}
+
+#[test]
+fn bad_http_rules_name_the_field() {
+    let bad = L7
+        .replace("path: \"/public/.*\"", "path: \"/public/(.*\"")
+        .replace("mismatch: REPLACE", "mismatch: SHOUT")
+        .replace("\"X-Token\"", "\"X Token\"");
+    let errs = errors(&bad);
+    let want = [
+        "spec.ingress[0].toPorts[0].rules.http[0].path: \"/public/(.*\" is not a valid regular expression",
+        "spec.ingress[0].toPorts[0].rules.http[1].headerMatches[0].mismatch: \"SHOUT\" is not an action",
+        "spec.ingress[0].toPorts[0].rules.http[1].headers[0]: \"X Token\"",
+    ];
+    for w in want {
+        assert!(errs.iter().any(|e| e.contains(w)), "missing {w:?} in {errs:#?}");
+    }
+    assert_eq!(errs.len(), want.len(), "{errs:#?}");
+    // The second rule's method, in its own document.
+    let errs = errors(&L7.replace("method: POST", "method: \"[\""));
+    assert!(errs[0].contains("rules.http[1].method: \"[\" is not a valid regular expression"), "{errs:?}");
+}
+
+#[test]
+fn http_rules_need_tcp_ports_and_allow_rules() {
+    let udp = L7.replace("ports: [{port: \"80\"}]", "ports: [{port: \"80\", protocol: UDP}]");
+    assert!(errors(&udp)[0].contains("toPorts[0].ports[0].protocol: HTTP rules need TCP, not UDP"));
+    let no_ports = L7.replace("    - ports: [{port: \"80\"}]\n      rules:", "    - rules:");
+    assert!(
+        errors(&no_ports)[0].contains("toPorts[0].ports: is required with rules"),
+        "{:?}",
+        errors(&no_ports)
+    );
+    let deny = L7.replace("  ingress:\n", "  ingressDeny:\n");
+    let errs = errors(&deny);
+    assert!(
+        errs.iter()
+            .any(|e| e
+                .contains("spec.ingressDeny[0].toPorts[0].rules: L7 rules are not allowed in deny rules")),
+        "{errs:?}"
+    );
+    let dns = L7.replace("        http:\n", "        dns: [{matchName: x}]\n        http:\n");
+    assert!(errors(&dns)[0].contains("toPorts[0].rules.dns: is not supported by Twill yet"));
 }

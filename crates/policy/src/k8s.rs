@@ -270,14 +270,46 @@ pub struct CidrRule {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortRule {
     pub ports: Option<Vec<PortProtocol>>,
-    // L7 and TLS: not supported yet, reported by name.
-    pub rules: Option<Value>,
+    pub rules: Option<L7RulesSpec>,
+    // TLS: not supported yet, reported by name.
     #[serde(rename = "originatingTLS")]
     pub originating_tls: Option<Value>,
     #[serde(rename = "terminatingTLS")]
     pub terminating_tls: Option<Value>,
     pub server_names: Option<Value>,
     pub listener: Option<Value>,
+}
+
+/// `toPorts[].rules`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct L7RulesSpec {
+    pub http: Option<Vec<HttpRuleSpec>>,
+    // Not supported yet, reported by name.
+    pub dns: Option<Value>,
+    pub kafka: Option<Value>,
+    pub l7proto: Option<Value>,
+    pub l7: Option<Value>,
+}
+
+/// `rules.http[]`: Cilium's PortRuleHTTP.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRuleSpec {
+    pub path: Option<String>,
+    pub method: Option<String>,
+    pub host: Option<String>,
+    pub headers: Option<Vec<String>>,
+    pub header_matches: Option<Vec<HeaderMatchSpec>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatchSpec {
+    pub name: Option<String>,
+    pub value: Option<String>,
+    pub mismatch: Option<String>,
+    pub secret: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

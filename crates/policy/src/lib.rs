@@ -7,6 +7,7 @@
 
 pub mod convert;
 pub mod k8s;
+pub mod l7;
 pub mod model;
 pub mod resolve;
 pub mod selector;

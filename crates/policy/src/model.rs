@@ -6,7 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{k8s::RuleLabel, selector::Selector};
+use crate::{k8s::RuleLabel, l7::L7Rules, selector::Selector};
 
 /// Which policy a rule came from, for `policy get`, `policy trace` and
 /// provenance of map entries.
@@ -211,11 +211,15 @@ pub enum PortMatch {
 pub struct L4 {
     pub protocol: u8,
     pub ports: PortMatch,
+    /// `toPorts[].rules`: requests on these ports go through the proxy,
+    /// which allows those the rules match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l7: Option<L7Rules>,
 }
 
 impl L4 {
     pub fn any() -> Self {
-        L4 { protocol: PROTO_ANY, ports: PortMatch::Range(0, u16::MAX) }
+        L4 { protocol: PROTO_ANY, ports: PortMatch::Range(0, u16::MAX), l7: None }
     }
 }
 

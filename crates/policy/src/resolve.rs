@@ -22,6 +22,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use twill_identity::LabelSet;
 
+use crate::l7::L7Rules;
 use crate::model::*;
 use crate::selector::Selector;
 use crate::services::{CatalogService, ServiceBackends, ServiceCatalog};
@@ -415,6 +416,10 @@ impl fmt::Display for Origin {
 pub struct MapEntry {
     pub deny: bool,
     pub origins: Origins,
+    /// Allowed through the L7 proxy, which enforces these rules (the union
+    /// of every rule allowing this key). Never set on a deny.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l7: Option<L7Rules>,
 }
 
 /// The rules behind one entry, sorted, without duplicates: a set, kept in
@@ -542,16 +547,41 @@ impl EndpointPolicy {
         }
     }
 
-    fn insert(&mut self, key: MapKey, deny: bool, origin: Origin) {
+    fn insert(&mut self, key: MapKey, deny: bool, origin: Origin, l7: Option<&L7Rules>) {
         let entry = self.entries.entry(key).or_default();
+        let fresh = entry.origins.is_empty();
         if deny && !entry.deny {
-            // Deny wins over an allow with the same key.
+            // Deny wins over an allow with the same key, and never redirects.
             entry.deny = true;
             entry.origins.clear();
+            entry.l7 = None;
         }
-        if deny == entry.deny {
-            entry.origins.insert(origin);
+        if deny != entry.deny {
+            return;
         }
+        if !deny {
+            // Cilium: L7 rules on one key are unioned; an allow without L7
+            // rules on a key that has some allows every request, still
+            // through the proxy so requests are visible.
+            entry.l7 = match (fresh, entry.l7.take(), l7) {
+                (true, _, given) => given.cloned(),
+                (false, None, None) => None,
+                (false, Some(mut have), Some(given)) => {
+                    have.union(given);
+                    Some(have)
+                }
+                (false, Some(mut rules), None) => {
+                    rules.union(&L7Rules::allow_all(rules.parser()));
+                    Some(rules)
+                }
+                (false, None, Some(given)) => {
+                    let mut rules = given.clone();
+                    rules.union(&L7Rules::allow_all(rules.parser()));
+                    Some(rules)
+                }
+            };
+        }
+        entry.origins.insert(origin);
     }
 
     /// Rewrites allows covered by a less specific deny of the same
@@ -567,6 +597,7 @@ impl EndpointPolicy {
             if let Some((_, origins)) = denies.iter().find(|(d, _)| d.covers(key)) {
                 entry.deny = true;
                 entry.origins = origins.clone();
+                entry.l7 = None;
             }
         }
     }
@@ -650,7 +681,7 @@ pub fn resolve(
         if !enforced {
             let origin = Origin { kind: OriginKind::NotEnforced, policy: None, rule: 0 };
             let key = MapKey { direction, identity: 0, protocol: PROTO_ANY, port: 0, port_prefix: 0 };
-            out.insert(key, false, origin);
+            out.insert(key, false, origin, None);
         }
         let requires: Vec<&Selector> =
             relevant.iter().flat_map(|r| r.direction(direction).requires.iter()).collect();
@@ -712,7 +743,7 @@ fn add_peer_rule(
                 let named = |name: &str, protocol: u8| named_lookup(names, name, protocol);
                 for (protocol, port, port_prefix) in l4_keys(l4, &named) {
                     let key = MapKey { direction, identity, protocol, port, port_prefix };
-                    out.insert(key, deny, origin.clone());
+                    out.insert(key, deny, origin.clone(), l4.l7.as_ref());
                 }
             }
         }

@@ -378,3 +378,66 @@ fn a_from_nodes_rule_allows_the_nodes_it_selects_and_no_endpoint() {
     assert!(!p.lookup(Direction::Ingress, 1, PROTO_TCP, 8080).allowed(), "the local node is in zone b");
     assert!(!p.lookup(Direction::Ingress, 257, PROTO_TCP, 8080).allowed(), "an endpoint is no node");
 }
+
+fn http(rules: &[(&str, &str)]) -> String {
+    let mut out = String::from("      rules:\n        http:\n");
+    for (m, p) in rules {
+        out += &format!("        - {{method: {m}, path: \"{p}\"}}\n");
+    }
+    out
+}
+
+fn l7_policy(name: &str, peer: &str, port: &str, l7: &str) -> String {
+    format!(
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {{name: {name}}}\nspec:\n  endpointSelector: {{matchLabels: {{app: web}}}}\n  ingress:\n  - fromEndpoints: [{{matchLabels: {{app: {peer}}}}}]\n    toPorts:\n    - ports: [{{port: \"{port}\", protocol: TCP}}]\n{l7}"
+    )
+}
+
+fn l7_at(p: &EndpointPolicy, identity: u32, port: u16) -> Option<&L7Rules> {
+    let key = MapKey { direction: Direction::Ingress, identity, protocol: PROTO_TCP, port, port_prefix: 16 };
+    p.entries.get(&key).and_then(|e| e.l7.as_ref())
+}
+
+#[test]
+fn l7_rules_of_several_rules_on_one_key_are_unioned() {
+    let yaml = format!(
+        "{}\n---\n{}",
+        l7_policy("a", "client", "80", &http(&[("GET", "/a")])),
+        l7_policy("b", "client", "80", &http(&[("PUT", "/b"), ("GET", "/a")]))
+    );
+    let p = resolve_web(&yaml, &[]);
+    let Some(L7Rules::Http(rules)) = l7_at(&p, 257, 80) else { panic!("no redirect: {p:#?}") };
+    let methods: Vec<_> = rules.iter().map(|r| r.method.as_deref().unwrap()).collect();
+    assert_eq!(methods, vec!["GET", "PUT"]);
+    assert_eq!(p.entries.values().filter(|e| e.l7.is_some()).count(), 1);
+}
+
+#[test]
+fn an_l4_allow_on_an_l7_port_allows_every_request_through_the_proxy() {
+    let yaml = format!(
+        "{}\n---\n{}",
+        l7_policy("a", "client", "80", &http(&[("GET", "/a")])),
+        l7_policy("b", "client", "80", "")
+    );
+    let p = resolve_web(&yaml, &[]);
+    let Some(L7Rules::Http(rules)) = l7_at(&p, 257, 80) else { panic!("no redirect: {p:#?}") };
+    assert!(rules.contains(&crate::l7::HttpRule::default()), "{rules:?}");
+    // Order of the documents does not matter.
+    let yaml = format!(
+        "{}\n---\n{}",
+        l7_policy("b", "client", "80", ""),
+        l7_policy("a", "client", "80", &http(&[("GET", "/a")]))
+    );
+    assert_eq!(l7_at(&resolve_web(&yaml, &[]), 257, 80), Some(&L7Rules::Http(rules.clone())));
+    // A port with only L4 rules never redirects.
+    assert_eq!(l7_at(&resolve_web(&l7_policy("b", "client", "80", ""), &[]), 257, 80), None);
+}
+
+#[test]
+fn deny_wins_over_l7_and_never_redirects() {
+    let deny = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: d}\nspec:\n  endpointSelector: {matchLabels: {app: web}}\n  ingressDeny:\n  - fromEndpoints: [{matchLabels: {app: client}}]\n";
+    let yaml = format!("{}\n---\n{deny}", l7_policy("a", "client", "80", &http(&[("GET", "/a")])));
+    let p = resolve_web(&yaml, &[]);
+    assert!(!p.lookup(Direction::Ingress, 257, PROTO_TCP, 80).allowed());
+    assert!(p.entries.values().all(|e| e.l7.is_none()), "{p:#?}");
+}

@@ -673,12 +673,12 @@ fn l4() -> impl Strategy<Value = L4> {
     prop_oneof![
         2 => Just(L4::any()),
         2 => select(vec![(79u16, 81u16), (75, 90), (60, 70), (80, 80), (0, 79), (3, 8)])
-            .prop_map(|(lo, hi)| L4 { protocol: PROTO_ANY, ports: PortMatch::Range(lo, hi) }),
-        6 => (select(protocols), port_range()).prop_map(|(protocol, (lo, hi))| L4 { protocol, ports: PortMatch::Range(lo, hi) }),
+            .prop_map(|(lo, hi)| L4 { protocol: PROTO_ANY, ports: PortMatch::Range(lo, hi), l7: None }),
+        6 => (select(protocols), port_range()).prop_map(|(protocol, (lo, hi))| L4 { protocol, ports: PortMatch::Range(lo, hi), l7: None }),
         2 => select(vec![(0u16, 0u16), (8, 8), (3, 3), (0, 8)])
-            .prop_map(|(lo, hi)| L4 { protocol: PROTO_ICMP, ports: PortMatch::Range(lo, hi) }),
+            .prop_map(|(lo, hi)| L4 { protocol: PROTO_ICMP, ports: PortMatch::Range(lo, hi), l7: None }),
         2 => (select(vec![PROTO_ANY, PROTO_TCP, PROTO_UDP]), select(vec!["http", "dns"]))
-            .prop_map(|(protocol, name)| L4 { protocol, ports: PortMatch::Named(name.into()) }),
+            .prop_map(|(protocol, name)| L4 { protocol, ports: PortMatch::Named(name.into()), l7: None }),
     ]
 }
 
@@ -904,15 +904,15 @@ fn reference_prefix_and_l4_basics() {
     assert!(prefix_contains(&prefix(0, 0, 0, 0, 0), &prefix(192, 168, 0, 0, 16)));
     assert!(!prefix_contains(&prefix(10, 1, 0, 0, 16), &prefix(192, 168, 0, 0, 16)));
 
-    let any_range = L4 { protocol: PROTO_ANY, ports: PortMatch::Range(79, 81) };
+    let any_range = L4 { protocol: PROTO_ANY, ports: PortMatch::Range(79, 81), l7: None };
     assert!(l4_matches(&any_range, PROTO_SCTP, 80, &[]));
     assert!(!l4_matches(&any_range, PROTO_ICMP, 80, &[]));
     assert!(l4_matches(&L4::any(), 47, 0, &[]));
-    let http = L4 { protocol: PROTO_ANY, ports: PortMatch::Named("http".into()) };
+    let http = L4 { protocol: PROTO_ANY, ports: PortMatch::Named("http".into()), l7: None };
     let ports = named_port_options();
     assert!(l4_matches(&http, PROTO_TCP, 8080, &ports));
     assert!(!l4_matches(&http, PROTO_UDP, 80, &ports));
-    let dns_udp = L4 { protocol: PROTO_UDP, ports: PortMatch::Named("dns".into()) };
+    let dns_udp = L4 { protocol: PROTO_UDP, ports: PortMatch::Named("dns".into()), l7: None };
     assert!(l4_matches(&dns_udp, PROTO_UDP, 53, &ports));
     assert!(!l4_matches(&dns_udp, PROTO_TCP, 53, &ports));
 }
@@ -939,7 +939,7 @@ fn egress_named_port_towards_any_peer() {
         kind: IdentityKind::Reserved,
         named_ports: vec![],
     };
-    let named_dns = L4 { protocol: PROTO_UDP, ports: PortMatch::Named("dns".into()) };
+    let named_dns = L4 { protocol: PROTO_UDP, ports: PortMatch::Named("dns".into()), l7: None };
     for (verb, any_peer) in [("allow", Peer::Any), ("allow", Peer::Entity(Entity::All)), ("deny", Peer::Any)]
     {
         let peer_rule = PeerRule { peers: vec![any_peer.clone()], l4: vec![named_dns.clone()] };

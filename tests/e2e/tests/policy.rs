@@ -224,8 +224,8 @@ spec:
       - port: "80"
         protocol: TCP
       rules:
-        http:
-        - method: GET
+        kafka:
+        - topic: orders
 "#,
     );
     let err = node.twill_err(&["policy", "import", &unsupported]);
@@ -237,7 +237,7 @@ spec:
                 "{unsupported}: document 1 (CiliumNetworkPolicy default/dns): spec.egress[0].toFQDNs: is not supported by Twill yet"
             ),
             format!(
-                "{unsupported}: document 2 (CiliumNetworkPolicy shop/l7): spec.ingress[0].toPorts[0].rules: is not supported by Twill yet"
+                "{unsupported}: document 2 (CiliumNetworkPolicy shop/l7): spec.ingress[0].toPorts[0].rules.kafka: is not supported by Twill yet"
             ),
         ],
         "{err}"

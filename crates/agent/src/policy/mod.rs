@@ -8,6 +8,7 @@
 
 pub mod ports;
 pub mod realize;
+pub mod redirects;
 pub mod services;
 pub mod trace;
 

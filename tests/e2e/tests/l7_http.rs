@@ -1,0 +1,402 @@
+//! HTTP L7 policy as a Cilium user meets it: `toPorts[].rules.http`
+//! enforced per request by the proxy the datapath steers connections to
+//! (a real HTTP server in one endpoint, curl in another), Envoy's
+//! `403 Access denied` on one keep-alive connection that stays usable,
+//! bodies large and chunked streamed through, ports without L7 rules left
+//! alone, and the requests as L7 flows the upstream hubble CLI prints.
+
+use std::{process::Output, time::Duration};
+
+use twill_e2e::{hubble_cli, ip_of, wait_until, Background, Node, Value};
+
+const NS: &str = "default";
+
+/// An HTTP/1.1 server (keep-alive) answering every method with what it
+/// received: `METHOD PATH len=N x-env=V host=H`, the length after reading
+/// a Content-Length or chunked body; `/big` answers 10 MiB.
+const SERVER: &str = r#"
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a): pass
+    def body_len(self):
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            n = 0
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""): pass
+                    return n
+                left = size
+                while left:
+                    left -= len(self.rfile.read(min(left, 65536)))
+                n += size
+                self.rfile.readline()
+        left = int(self.headers.get("Content-Length", "0"))
+        n = left
+        while left:
+            left -= len(self.rfile.read(min(left, 65536)))
+        return n
+    def answer(self):
+        n = self.body_len()
+        if self.path == "/public/big":
+            self.send_response(200)
+            self.send_header("Content-Length", str(10 << 20))
+            self.end_headers()
+            chunk = b"x" * 65536
+            for _ in range(160): self.wfile.write(chunk)
+            return
+        body = ("%s %s len=%d x-env=%s host=%s\n" % (self.command, self.path, n,
+                self.headers.get("X-Env", "-"), self.headers.get("Host", "-"))).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    do_GET = do_POST = do_PUT = do_DELETE = answer
+ThreadingHTTPServer(("0.0.0.0", int(sys.argv[1])), H).serve_forever()
+"#;
+
+fn policy_file(node: &Node, name: &str, yaml: &str) -> String {
+    let path = node.state_dir.parent().unwrap().join(name);
+    std::fs::write(&path, yaml).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+fn http_server(node: &Node, endpoint: &str, port: u16) -> Background {
+    let port_s = port.to_string();
+    let server = node.spawn_in(endpoint, NS, &["python3", "-c", SERVER, &port_s]);
+    let probe = format!("ss -ltn | grep -q ':{port} '");
+    assert!(
+        wait_until(Duration::from_secs(10), || node
+            .exec(endpoint, NS, &["sh", "-c", &probe])
+            .status
+            .success()),
+        "HTTP server on {endpoint}:{port} did not start"
+    );
+    server
+}
+
+/// curl from an endpoint; stdout is `-w` output after the body.
+fn curl(node: &Node, from: &str, args: &[&str]) -> Output {
+    let mut cmd = vec!["curl", "-sS", "--max-time", "5"];
+    cmd.extend(args);
+    node.exec(from, NS, &cmd)
+}
+
+fn body_and_code(node: &Node, from: &str, args: &[&str]) -> (String, String) {
+    let mut all = vec!["-w", "\n%{http_code}"];
+    all.extend(args);
+    let out = curl(node, from, &all);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+    (body.to_string(), code.trim().to_string())
+}
+
+fn code(node: &Node, from: &str, args: &[&str]) -> String {
+    body_and_code(node, from, args).1
+}
+
+fn l7_flows(node: &Node, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["--type", "l7", "--last", "1000"];
+    all.extend(args);
+    node.observe_with(&hubble_cli(), &all)
+}
+
+fn http_of(f: &Value) -> &Value {
+    &f["l7"]["http"]
+}
+
+const INGRESS: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: web-l7, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: web}}
+  ingress:
+  - fromEndpoints: [{matchLabels: {app: client}}]
+    toPorts:
+    - ports: [{port: "8080", protocol: TCP}]
+      rules:
+        http:
+        - {method: GET, path: "/public(/.*)?"}
+        - {method: POST, path: /upload}
+        - {method: PUT, path: /env, headers: ["X-Env: prod"]}
+        - {method: GET, path: /api, host: "api\\.example\\.com"}
+        - method: GET
+          path: /team
+          headerMatches: [{name: X-Team, value: blue, mismatch: REPLACE}]
+    - ports: [{port: "9090", protocol: TCP}]
+"#;
+
+#[test]
+fn ingress_http_rules_are_enforced_per_request() {
+    let node = Node::start("l7in");
+    let web = node.endpoint("web", NS, "app=web");
+    node.endpoint("client", NS, "app=client");
+    node.endpoint("other", NS, "app=other");
+    let web_ip = ip_of(&web);
+    let _http = http_server(&node, "web", 8080);
+    let _plain = node.tcp_server("web", 9090);
+    node.twill_ok(&["policy", "import", &policy_file(&node, "in.yaml", INGRESS)]);
+    let url = |path: &str| format!("http://{web_ip}:8080{path}");
+
+    // Allowed: the server's own answer, through the proxy.
+    let mut last = (String::new(), String::new());
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            last = body_and_code(&node, "client", &[&url("/public")]);
+            last.1 == "200"
+        }),
+        "GET /public: {last:?}\n{}",
+        node.agent_log()
+    );
+    assert!(last.0.starts_with("GET /public len=0"), "{last:?}");
+    // Denied: Envoy's answer, from the proxy; the server never sees it.
+    let (body, status) = body_and_code(&node, "client", &[&url("/private")]);
+    assert_eq!((body.as_str(), status.as_str()), ("Access denied\r\n", "403"));
+    // The path regex matches the whole path.
+    assert_eq!(code(&node, "client", &[&url("/publicity")]), "403");
+    assert_eq!(code(&node, "client", &[&url("/public/a/b")]), "200");
+    // Methods.
+    assert_eq!(code(&node, "client", &["-X", "POST", &url("/public")]), "403");
+    assert_eq!(code(&node, "client", &["-X", "POST", "-d", "x=1", &url("/upload")]), "200");
+    // Headers: presence with a value.
+    assert_eq!(code(&node, "client", &["-X", "PUT", &url("/env")]), "403");
+    let (body, status) = body_and_code(&node, "client", &["-X", "PUT", "-H", "X-Env: prod", &url("/env")]);
+    assert_eq!(status, "200", "{body}");
+    assert!(body.contains("x-env=prod"), "{body}");
+    // Host.
+    assert_eq!(code(&node, "client", &[&url("/api")]), "403");
+    assert_eq!(code(&node, "client", &["-H", "Host: api.example.com", &url("/api")]), "200");
+    // headerMatches with REPLACE: allowed, and the server sees the value.
+    let replaced = curl(&node, "client", &["-H", "X-Team: red", &url("/team")]);
+    assert!(String::from_utf8_lossy(&replaced.stdout).starts_with("GET /team"), "{replaced:?}");
+
+    // One keep-alive connection mixing allowed and denied requests: every
+    // answer on it, one connect.
+    let out = curl(
+        &node,
+        "client",
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{num_connects}\n",
+            &url("/public"),
+            "-o",
+            "/dev/null",
+            &url("/private"),
+            "-o",
+            "/dev/null",
+            &url("/public/x"),
+        ],
+    );
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+    assert_eq!(lines, vec!["200 1", "403 0", "200 0"], "{out:?}");
+
+    // Bodies: 10 MiB up (Content-Length), chunked up, 10 MiB down.
+    let file = node.state_dir.parent().unwrap().join("big.bin");
+    std::fs::write(&file, vec![b'y'; 10 << 20]).unwrap();
+    let file_arg = format!("@{}", file.display());
+    let (body, status) = body_and_code(&node, "client", &["--data-binary", &file_arg, &url("/upload")]);
+    assert_eq!(status, "200", "{body}");
+    assert!(body.contains("len=10485760"), "{body}");
+    let (body, status) = body_and_code(
+        &node,
+        "client",
+        &["-H", "Transfer-Encoding: chunked", "--data-binary", &file_arg, &url("/upload")],
+    );
+    assert_eq!(status, "200");
+    assert!(body.contains("len=10485760"), "chunked: {body}");
+    let down = curl(
+        &node,
+        "client",
+        &["-o", "/dev/null", "-w", "%{http_code} %{size_download}", &url("/public/big")],
+    );
+    assert_eq!(String::from_utf8_lossy(&down.stdout), "200 10485760");
+
+    // The policy map says which entries redirect, and to which listener.
+    let map = node.twill_json(&["bpf", "policy", "get", "web"]);
+    let entries = map["entries"].as_array().unwrap();
+    let proxy_of = |port: &str| -> Vec<u64> {
+        entries
+            .iter()
+            .filter(|e| e["direction"] == "ingress" && e["port"] == port)
+            .map(|e| e["proxy_port"].as_u64().unwrap_or(0))
+            .collect()
+    };
+    assert!(proxy_of("8080").iter().all(|p| *p >= 10000) && !proxy_of("8080").is_empty(), "{map}");
+    assert_eq!(proxy_of("9090"), vec![0], "{map}");
+
+    // Another client is refused at L3/L4 (no rule names it): no HTTP at all.
+    assert_eq!(code(&node, "other", &["--max-time", "2", &url("/public")]), "000");
+    // The port without L7 rules is plain TCP, never proxied (no proxy
+    // port in its map entry above, no L7 flow or to-proxy trace below).
+    assert_eq!(node.tcp_request("client", &format!("{web_ip}:9090")), Ok("web".into()));
+    // `twill status` shows the proxy at work.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let s = node.twill_json(&["status"]);
+        s["proxy"]["connections"].as_u64() > Some(0) && s["proxy"]["requests"].as_u64() > Some(10)
+    }));
+    let mut traces = Vec::new();
+    assert!(wait_until(Duration::from_secs(5), || {
+        traces = node.observe_with(&hubble_cli(), &["--type", "trace:to-proxy", "--last", "1000"]);
+        !traces.is_empty()
+    }));
+    assert!(traces.iter().all(|f| f["l4"]["TCP"]["destination_port"] == 8080), "{traces:?}");
+
+    // L7 flows, as the upstream hubble CLI shows them.
+    let mut flows = Vec::new();
+    assert!(wait_until(Duration::from_secs(10), || {
+        flows = l7_flows(&node, &["--http-path", "^/private$"]);
+        !flows.is_empty()
+    }));
+    let denied = &flows[0];
+    assert_eq!(denied["Type"], "L7");
+    assert_eq!(denied["verdict"], "DROPPED");
+    assert_eq!(denied["l7"]["type"], "REQUEST");
+    assert_eq!(http_of(denied)["method"], "GET");
+    assert_eq!(http_of(denied)["url"], format!("http://{web_ip}:8080/private"));
+    assert_eq!(denied["event_type"]["type"], 129);
+    assert_eq!(denied["source"]["pod_name"], "client");
+    assert_eq!(denied["destination"]["pod_name"], "web");
+    assert_eq!(denied["traffic_direction"], "INGRESS");
+    let ok = l7_flows(&node, &["--http-status", "200", "--http-method", "PUT"]);
+    assert!(!ok.is_empty(), "no PUT response with 200");
+    assert!(ok
+        .iter()
+        .all(|f| f["l7"]["type"] == "RESPONSE" && f["is_reply"] == true && http_of(f)["code"] == 200));
+    assert!(
+        ok.iter().all(|f| f["source"]["pod_name"] == "web" && !f["l7"]["latency_ns"].is_null()),
+        "{ok:?}"
+    );
+    // Nothing on port 9090 was an L7 flow.
+    assert!(l7_flows(&node, &["--port", "9090"]).is_empty());
+    // The compact line reads like Cilium's.
+    let out = std::process::Command::new(hubble_cli())
+        .args(["observe", "--server", &format!("unix://{}", node.hubble_socket().display())])
+        .args(["--type", "l7", "--last", "1000", "--http-path", "^/private$"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("http-request DROPPED (HTTP/1.1 GET http://{web_ip}:8080/private)")),
+        "{text}"
+    );
+    // A policy change applies to the next request, even on an open
+    // connection's proxy.
+    let wider = INGRESS.replace(
+        "- {method: GET, path: \"/public(/.*)?\"}",
+        "- {method: GET, path: \"/(public|private)(/.*)?\"}",
+    );
+    assert_ne!(wider, INGRESS);
+    node.twill_ok(&["policy", "import", &policy_file(&node, "wider.yaml", &wider)]);
+    assert!(wait_until(Duration::from_secs(10), || code(&node, "client", &[&url("/private")]) == "200"));
+    // twill observe takes the same filters.
+    let mine =
+        node.observe(&["--type", "l7", "--last", "1000", "--http-method", "POST", "--http-status", "200"]);
+    assert!(!mine.is_empty() && mine.iter().all(|f| http_of(f)["method"] == "POST"));
+}
+
+const EGRESS: &str = r#"
+apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: client-l7, namespace: default}
+spec:
+  endpointSelector: {matchLabels: {app: client}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: web}}]
+    toPorts:
+    - ports: [{port: "8080", protocol: TCP}]
+      rules:
+        http: [{method: GET, path: /out}]
+"#;
+
+#[test]
+fn egress_http_rules_are_enforced_at_the_sender() {
+    let node = Node::start("l7eg");
+    let web = node.endpoint("web", NS, "app=web");
+    node.endpoint("client", NS, "app=client");
+    let web_ip = ip_of(&web);
+    let _http = http_server(&node, "web", 8080);
+    node.twill_ok(&["policy", "import", &policy_file(&node, "eg.yaml", EGRESS)]);
+    let url = |path: &str| format!("http://{web_ip}:8080{path}");
+    let mut last = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            last = code(&node, "client", &[&url("/out")]);
+            last == "200"
+        }),
+        "GET /out: {last}\n{}",
+        node.agent_log()
+    );
+    assert_eq!(code(&node, "client", &[&url("/in")]), "403");
+    assert_eq!(code(&node, "client", &["-X", "DELETE", &url("/out")]), "403");
+    let mut flows = Vec::new();
+    assert!(wait_until(Duration::from_secs(10), || {
+        flows = l7_flows(&node, &["--http-path", "^/in$"]);
+        !flows.is_empty()
+    }));
+    assert_eq!(flows[0]["traffic_direction"], "EGRESS");
+    assert_eq!(flows[0]["verdict"], "DROPPED");
+    assert_eq!(flows[0]["source"]["pod_name"], "client");
+}
+
+/// One keep-alive connection: a request, then (once `go` exists) two more
+/// on the same socket; results into `out`, one line per round.
+const KEEPALIVE_CLIENT: &str = r#"
+import http.client, os, sys, time
+ip, go, out = sys.argv[1], sys.argv[2], sys.argv[3]
+c = http.client.HTTPConnection(ip, 8080, timeout=10)
+def get(path):
+    c.request("GET", path)
+    r = c.getresponse()
+    r.read()
+    return r.status
+first = get("/public")
+local = c.sock.getsockname()
+with open(out, "a") as f: f.write("%d\n" % first)
+deadline = time.time() + 60
+while not os.path.exists(go) and time.time() < deadline: time.sleep(0.05)
+second, third = get("/public"), get("/private")
+same = c.sock is not None and c.sock.getsockname() == local
+with open(out, "a") as f: f.write("%d %d %s\n" % (second, third, same))
+"#;
+
+#[test]
+fn proxied_connections_survive_an_agent_restart() {
+    let mut node = Node::start("l7rs");
+    let web = node.endpoint("web", NS, "app=web");
+    node.endpoint("client", NS, "app=client");
+    let web_ip = ip_of(&web);
+    let _http = http_server(&node, "web", 8080);
+    node.twill_ok(&["policy", "import", &policy_file(&node, "in.yaml", INGRESS)]);
+    let url = format!("http://{web_ip}:8080/public");
+    assert!(wait_until(Duration::from_secs(10), || code(&node, "client", &[&url]) == "200"));
+    let base = node.state_dir.parent().unwrap().to_path_buf();
+    let (go, out) = (base.join("go"), base.join("client.out"));
+    let (go_s, out_s) = (go.to_string_lossy().into_owned(), out.to_string_lossy().into_owned());
+    let client = node.spawn_in("client", NS, &["python3", "-c", KEEPALIVE_CLIENT, &web_ip, &go_s, &out_s]);
+    let read = || std::fs::read_to_string(&out).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(10), || read().lines().count() == 1),
+        "first request: {:?}",
+        read()
+    );
+    assert_eq!(read().trim(), "200");
+
+    node.stop_agent(libc::SIGKILL);
+    node.start_agent();
+    std::fs::write(&go, "").unwrap();
+    let done = client.wait_with_output();
+    assert!(done.status.success(), "client: {}", String::from_utf8_lossy(&done.stderr));
+    // The same connection, still enforced: the proxy outlived the agent.
+    assert_eq!(read().lines().nth(1), Some("200 403 True"), "{}", node.agent_log());
+    // And the restarted agent still gets its records.
+    let mut flows = Vec::new();
+    assert!(wait_until(Duration::from_secs(10), || {
+        flows = l7_flows(&node, &["--http-path", "^/private$"]);
+        !flows.is_empty()
+    }));
+}

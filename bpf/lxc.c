@@ -112,7 +112,7 @@ int from_endpoint(struct __sk_buff *skb)
 		 * MACs the delivery writes: report it that way. */
 		__builtin_memcpy(p.src_mac, dst->host_mac, ETH_ALEN);
 		__builtin_memcpy(p.dst_mac, dst->mac, ETH_ALEN);
-		if (debug_on(cfg))
+		if (debug_for(cfg, src))
 			dbg(skb, DBG_LXC_FOUND, src->endpoint_id, dst->ifindex, bpf_htons((__u16)dst->identity));
 		if (endpoint_ingress(skb, cfg, dst, src->identity, 0, &p, &ct, &proxy_port))
 			return TC_ACT_SHOT;
@@ -125,7 +125,7 @@ int from_endpoint(struct __sk_buff *skb)
 		}
 		trace_at(skb, dst->ifindex, cfg, &ct, TRACE_TO_ENDPOINT, DIR_INGRESS, dst->endpoint_id,
 			 src->identity, dst->identity, &p);
-		if (debug_on(cfg))
+		if (debug_for(cfg, src))
 			dbg(skb, DBG_LOCAL_DELIVERY, src->endpoint_id, dst->endpoint_id, src->identity);
 		return ipv4_deliver_to_endpoint(skb, dst, src->endpoint_id, &p);
 	}
@@ -136,7 +136,7 @@ int from_endpoint(struct __sk_buff *skb)
 	if (remote && remote->tunnel_endpoint && cfg && cfg->tunnel_ifindex) {
 		trace(skb, cfg, &ct, TRACE_TO_OVERLAY, DIR_EGRESS, src->endpoint_id, src->identity, dst_identity,
 		      &p);
-		if (debug_on(cfg))
+		if (debug_for(cfg, src))
 			dbg(skb, DBG_ENCAP, src->endpoint_id, remote->tunnel_endpoint, src->identity);
 		return tunnel_encap4(skb, cfg->tunnel_ifindex, remote->tunnel_endpoint, src->identity,
 				     src->endpoint_id, &p);
@@ -145,7 +145,7 @@ int from_endpoint(struct __sk_buff *skb)
 	/* Not a local endpoint, or routed natively: the host stack routes it
 	 * (with native routing, by the routes the agent installs). */
 	trace(skb, cfg, &ct, TRACE_TO_STACK, DIR_EGRESS, src->endpoint_id, src->identity, dst_identity, &p);
-	if (debug_on(cfg))
+	if (debug_for(cfg, src))
 		dbg(skb, DBG_TO_STACK, src->endpoint_id, 0, 0);
 	count(DIR_EGRESS, METRIC_FORWARDED, skb->len);
 	return TO_STACK;

@@ -67,7 +67,7 @@ int from_overlay(struct __sk_buff *skb)
 	/* Reported as the receiver gets it, with the MACs delivery writes. */
 	__builtin_memcpy(p.src_mac, dst->host_mac, ETH_ALEN);
 	__builtin_memcpy(p.dst_mac, dst->mac, ETH_ALEN);
-	if (debug_on(cfg))
+	if (debug_for(cfg, dst))
 		dbg(skb, DBG_DECAP, dst->endpoint_id, src_identity, 0);
 	__u16 proxy_port = 0;
 	if (endpoint_ingress(skb, cfg, dst, src_identity, 0, &p, &ct, &proxy_port))
@@ -88,7 +88,7 @@ int from_overlay(struct __sk_buff *skb)
 		      &p);
 	trace_at(skb, dst->ifindex, cfg, &ct, TRACE_TO_ENDPOINT, DIR_INGRESS, dst->endpoint_id, src_identity,
 		 dst->identity, &p);
-	if (debug_on(cfg))
+	if (debug_for(cfg, dst))
 		dbg(skb, DBG_LOCAL_DELIVERY, dst->endpoint_id, dst->endpoint_id, src_identity);
 	__u32 len = skb->len;
 	ret = ipv4_redirect_to_endpoint(skb, dst, DIR_INGRESS, dst->endpoint_id, &p);

@@ -75,6 +75,10 @@ struct endpoint_info {
  * endpoint goes through the host stack, past the shaper, instead of
  * straight into the peer's namespace. */
 #define ENDPOINT_F_SHAPED 4
+/* Debug messages for this endpoint's steps even when they are off for
+ * the node (`twill endpoint config NAME debug=true`, Cilium's per-endpoint
+ * Debug option). */
+#define ENDPOINT_F_DEBUG 8
 
 /* Key of twill_ipcache, an LPM trie: prefix length, then the address. */
 struct ipcache_key {

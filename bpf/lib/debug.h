@@ -28,6 +28,12 @@ static __always_inline int debug_on(const struct datapath_config *cfg)
 	return cfg && (cfg->events & EVENTS_DEBUG);
 }
 
+/* On for the node, or for the endpoint whose steps these are. */
+static __always_inline int debug_for(const struct datapath_config *cfg, const struct endpoint_info *ep)
+{
+	return debug_on(cfg) || (ep->flags & ENDPOINT_F_DEBUG);
+}
+
 /* One message with three arguments, about a packet of `skb`, from the
  * endpoint `source` (0 when the program runs for none). */
 static __always_inline void dbg3(struct __sk_buff *skb, __u8 subtype, __u32 source, __u32 arg1, __u32 arg2,

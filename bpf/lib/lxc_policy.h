@@ -22,7 +22,7 @@ static __always_inline int endpoint_egress(struct __sk_buff *skb, const struct d
 					   const struct endpoint_info *src, __u32 dst_identity,
 					   const struct packet *p, struct ct_result *ct, __u16 *proxy_port)
 {
-	int debug = debug_on(cfg);
+	int debug = debug_for(cfg, src);
 
 	*proxy_port = 0;
 	*ct = ct_lookup(p, DIR_EGRESS, skb->len);
@@ -58,7 +58,7 @@ static __always_inline int endpoint_ingress(struct __sk_buff *skb, const struct 
 					    const struct endpoint_info *dst, __u32 src_identity, int from_host,
 					    const struct packet *p, struct ct_result *ct, __u16 *proxy_port)
 {
-	int debug = debug_on(cfg);
+	int debug = debug_for(cfg, dst);
 
 	*proxy_port = 0;
 	*ct = ct_lookup(p, DIR_INGRESS, skb->len);

@@ -419,6 +419,8 @@ pub const ENDPOINT_F_EGRESS_ENFORCED: u32 = 2;
 /// or from it goes through the host stack and the shaper rather than
 /// bpf_redirect_peer.
 pub const ENDPOINT_F_SHAPED: u32 = 4;
+/// `EndpointInfo::flags`: debug messages for this endpoint's steps.
+pub const ENDPOINT_F_DEBUG: u32 = 8;
 
 /// `IpcacheValue::flags`: the address is one of a node's own; the overlay
 /// believes tunnel packets from it.

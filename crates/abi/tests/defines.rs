@@ -244,6 +244,7 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         ENDPOINT_F_INGRESS_ENFORCED,
         ENDPOINT_F_EGRESS_ENFORCED,
         ENDPOINT_F_SHAPED,
+        ENDPOINT_F_DEBUG,
         // ipcache flags.
         IPCACHE_F_NODE,
         // Drop reasons.

@@ -118,6 +118,12 @@ pub enum Change {
     },
     /// Runtime settings (`twill config set`), already checked.
     Settings(crate::settings::SettingsChange),
+    /// One endpoint's runtime settings (`twill endpoint config`).
+    EndpointSettings {
+        name: String,
+        namespace: String,
+        change: crate::settings::EndpointSettingsChange,
+    },
 }
 
 /// The event kinds the datapath emits: none without flows; debug messages
@@ -173,6 +179,7 @@ pub enum Outcome {
     /// A change from the store was applied.
     Synced,
     Settings(api::AgentSettings),
+    EndpointSettings(api::EndpointSettings),
 }
 
 /// What follows from a change beyond the change itself.
@@ -229,6 +236,10 @@ pub struct Agent {
     redirects: Redirects,
     /// The L7 proxy, once started (see [`Agent::set_proxy`]).
     proxy: Option<Arc<dyn ProxyControl>>,
+    /// Endpoints whose steps the datapath reports as debug messages
+    /// whatever the node's setting (`ENDPOINT_F_DEBUG`). Not kept across
+    /// a restart, like the node's setting.
+    debug_endpoints: BTreeSet<u32>,
 }
 
 impl Agent {
@@ -312,6 +323,7 @@ impl Agent {
             shaped: BTreeSet::new(),
             redirects,
             proxy: None,
+            debug_endpoints: BTreeSet::new(),
         };
         agent.namespaces.ensure_default()?;
         if let Some(cluster) = &agent.cluster {
@@ -384,6 +396,9 @@ impl Agent {
                 Outcome::Synced
             }
             Change::Settings(change) => Outcome::Settings(self.change_settings(change)?),
+            Change::EndpointSettings { name, namespace, change } => {
+                Outcome::EndpointSettings(self.change_endpoint_settings(&name, &namespace, change)?)
+            }
             Change::EndpointCreate { name, namespace, labels, ports } => Outcome::Endpoint(Box::new(
                 self.endpoint_create(&name, &namespace, &labels, &ports, None, effects)?,
             )),
@@ -845,7 +860,8 @@ impl Agent {
         let (ingress, egress) = self.realizer.enforced(r.id as u16);
         let flags = if ingress { twill_abi::ENDPOINT_F_INGRESS_ENFORCED } else { 0 }
             | if egress { twill_abi::ENDPOINT_F_EGRESS_ENFORCED } else { 0 }
-            | if self.shaped.contains(&r.host_device) { twill_abi::ENDPOINT_F_SHAPED } else { 0 };
+            | if self.shaped.contains(&r.host_device) { twill_abi::ENDPOINT_F_SHAPED } else { 0 }
+            | if self.debug_endpoints.contains(&r.id) { twill_abi::ENDPOINT_F_DEBUG } else { 0 };
         let info = EndpointInfo {
             ifindex: self.endpoints.ifindex(r)?,
             endpoint_id: r.id,
@@ -862,6 +878,8 @@ impl Agent {
     /// reference. Idempotent; errors are logged, not returned, because it
     /// runs on paths that are already failing or must finish.
     fn tear_down(&mut self, r: &EndpointRecord) {
+        // Its id may be given to another endpoint later.
+        self.debug_endpoints.remove(&r.id);
         let what = format!("{}/{}", r.namespace, r.name);
         let log = |step: &str, e: AgentError| warn!("{what}: {step}: {}", e.chain());
         if let Err(e) = self.datapath.endpoint_map().remove(r.ip) {
@@ -1613,6 +1631,27 @@ impl Agent {
     }
 
     // ---- status and metrics ---------------------------------------------
+
+    fn change_endpoint_settings(
+        &mut self,
+        name: &str,
+        namespace: &str,
+        change: crate::settings::EndpointSettingsChange,
+    ) -> Result<api::EndpointSettings> {
+        let r = self.endpoints.get(namespace, name)?;
+        if let Some(on) = change.debug {
+            if on != self.debug_endpoints.contains(&r.id) {
+                if on {
+                    self.debug_endpoints.insert(r.id);
+                } else {
+                    self.debug_endpoints.remove(&r.id);
+                }
+                self.write_endpoint_entry(&r)?;
+                info!(endpoint = %format!("{namespace}/{name}"), enabled = on, "endpoint debug messages");
+            }
+        }
+        Ok(api::EndpointSettings { debug: self.debug_endpoints.contains(&r.id) })
+    }
 
     /// The runtime settings as the agent runs with them.
     pub fn settings(&self) -> api::AgentSettings {

@@ -235,6 +235,7 @@ fn apply(agent: &mut Agent, change: Change) -> Result<serde_json::Value> {
         Outcome::ServicesImported(s) => json(s),
         Outcome::Synced => json(serde_json::json!({})),
         Outcome::Settings(s) => json(s),
+        Outcome::EndpointSettings(s) => json(s),
     }
 }
 
@@ -242,6 +243,10 @@ fn dispatch(agent: &mut Agent, request: Request) -> Result<serde_json::Value> {
     match request {
         Request::Status => json(agent.status()?),
         Request::ConfigGet => json(agent.settings()),
+        Request::EndpointConfig { name, namespace, settings } => {
+            let change = crate::settings::parse_endpoint(&settings)?;
+            apply(agent, Change::EndpointSettings { name, namespace, change })
+        }
         Request::ConfigSet { settings } => apply(agent, Change::Settings(crate::settings::parse(&settings)?)),
         Request::EndpointCreate { name, namespace, labels, ports } => {
             apply(agent, Change::EndpointCreate { name, namespace, labels, ports })

@@ -12,6 +12,33 @@ pub struct SettingsChange {
 /// The settings `config set` knows, for error messages.
 const KNOWN: &[&str] = &["debug-datapath"];
 
+/// What an `endpoint config` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointSettingsChange {
+    pub debug: Option<bool>,
+}
+
+/// `KEY=VALUE` items of `endpoint config`; empty reads the settings only.
+pub fn parse_endpoint(settings: &[String]) -> Result<EndpointSettingsChange, AgentError> {
+    let mut change = EndpointSettingsChange::default();
+    for setting in settings {
+        let Some((key, value)) = setting.split_once('=') else {
+            return Err(AgentError::Invalid(format!("setting {setting:?}: expected KEY=VALUE")));
+        };
+        // Cilium spells the option `Debug`.
+        match key.trim().to_ascii_lowercase().as_str() {
+            "debug" => change.debug = Some(boolean("debug", value.trim())?),
+            _ => {
+                return Err(AgentError::Invalid(format!(
+                    "endpoint setting {:?}: unknown (known: debug)",
+                    key.trim()
+                )))
+            }
+        }
+    }
+    Ok(change)
+}
+
 fn boolean(key: &str, value: &str) -> Result<bool, AgentError> {
     // Cilium's `cilium config` takes Enabled/Disabled as well.
     match value.to_ascii_lowercase().as_str() {
@@ -61,6 +88,20 @@ mod tests {
         assert_eq!(parsed(&["debug-datapath=true"]).unwrap().debug_datapath, Some(true));
         assert_eq!(parsed(&["debug-datapath=Disabled"]).unwrap().debug_datapath, Some(false));
         assert_eq!(parsed(&["debug-datapath = on"]).unwrap().debug_datapath, Some(true));
+    }
+
+    #[test]
+    fn endpoint_settings() {
+        let parse = |items: &[&str]| {
+            parse_endpoint(&items.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse(&["Debug=Enabled"]).unwrap().debug, Some(true));
+        assert_eq!(parse(&["debug=false"]).unwrap().debug, Some(false));
+        assert_eq!(parse(&[]).unwrap(), EndpointSettingsChange::default(), "empty: read only");
+        let e = parse(&["debug=yes please"]).unwrap_err();
+        assert!(e.contains("debug") && e.contains("not a boolean"), "{e}");
+        assert!(parse(&["Conntrack=true"]).unwrap_err().contains("unknown"));
     }
 
     #[test]

@@ -126,6 +126,13 @@ pub enum Request {
     ConfigSet {
         settings: Vec<String>,
     },
+    /// One endpoint's runtime settings, `KEY=VALUE` each (`debug=true`);
+    /// empty `settings` only reads them.
+    EndpointConfig {
+        name: String,
+        namespace: String,
+        settings: Vec<String>,
+    },
     /// Cluster mode: every node the store knows.
     NodeList,
     NodeGet {
@@ -649,4 +656,13 @@ pub struct AgentSettings {
     /// Datapath debug messages, for `hubble observe debug-events`
     /// (Cilium's `--debug-verbose=datapath`).
     pub debug_datapath: bool,
+}
+
+/// `twill endpoint config`: one endpoint's settings that change while it
+/// runs (Cilium's per-endpoint options).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct EndpointSettings {
+    /// Datapath debug messages for this endpoint's steps, whatever the
+    /// node's `debug-datapath` (Cilium's endpoint option `Debug`).
+    pub debug: bool,
 }

@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use clap::{Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 use twill_api::{
-    AgentSettings, BpfEndpoint, BpfPolicy, Client, CtRow, Endpoint, IdentityInfo, IpcacheEntry, MetricsRow,
-    MonitorEvent, NamespaceInfo, NodeInfo, PolicyFile, PolicyImported, PolicyList, Request, Status,
-    TraceRequest, TraceResult, Uninstalled,
+    AgentSettings, BpfEndpoint, BpfPolicy, Client, CtRow, Endpoint, EndpointSettings, IdentityInfo,
+    IpcacheEntry, MetricsRow, MonitorEvent, NamespaceInfo, NodeInfo, PolicyFile, PolicyImported, PolicyList,
+    Request, Status, TraceRequest, TraceResult, Uninstalled,
 };
 
 use crate::table::Table;
@@ -176,6 +176,18 @@ enum EndpointCmd {
         /// Label keys to remove.
         #[arg(long)]
         remove: Vec<String>,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        out: OutputArg,
+    },
+    /// Show or change an endpoint's runtime settings, KEY=VALUE each:
+    /// debug=true|false reports its datapath steps as debug messages
+    /// (`observe debug-events`) whatever the node's debug-datapath.
+    Config {
+        name: String,
+        /// Settings to change; none shows them.
+        settings: Vec<String>,
         #[arg(short, long, default_value = "default")]
         namespace: String,
         #[command(flatten)]
@@ -806,6 +818,10 @@ fn endpoint(client: &Client, socket: &Path, cmd: EndpointCmd) -> anyhow::Result<
         EndpointCmd::Get { name, namespace, out } => {
             let e: Endpoint = client.call(&Request::EndpointGet { name, namespace })?;
             show(out, &e, endpoint_detail);
+        }
+        EndpointCmd::Config { name, settings, namespace, out } => {
+            let s: EndpointSettings = client.call(&Request::EndpointConfig { name, namespace, settings })?;
+            show(out, &s, |s| println!("debug   {}", s.debug));
         }
         EndpointCmd::Delete { name, namespace } => {
             let e: Endpoint = client.call(&Request::EndpointDelete { name, namespace })?;

@@ -14,7 +14,7 @@ use twill_abi::{
     DatapathConfig, DebugEvent, EndpointInfo, RingRecord, CT_ESTABLISHED, CT_NEW, DBG_CT_CREATED4,
     DBG_CT_LOOKUP4_1, DBG_CT_LOOKUP4_2, DBG_CT_MATCH, DBG_CT_VERDICT, DBG_LB4_LOOKUP_BACKEND_SLOT_SUCCESS,
     DBG_LB4_LOOKUP_FRONTEND, DBG_LOCAL_DELIVERY, DBG_LXC_FOUND, DBG_POLICY_DENIED, DBG_TO_STACK,
-    EVENTS_DEBUG, EVENTS_DROP, EVENT_DROP, TUPLE_F_IN, TUPLE_F_OUT,
+    ENDPOINT_F_DEBUG, EVENTS_DEBUG, EVENTS_DROP, EVENT_DROP, TUPLE_F_IN, TUPLE_F_OUT,
 };
 use twill_datapath::{Datapath, IpcacheEntry, PolicyEntry};
 
@@ -232,4 +232,47 @@ fn a_nodeport_connection_names_its_frontend_and_backend() {
         (u32::from_ne_bytes(backend.octets()), u32::from(8080u16.to_be()))
     );
     assert!(debug.iter().all(|e| e.source == 0), "no endpoint at a node device");
+}
+
+#[test]
+fn an_endpoint_flag_turns_on_that_endpoint_s_steps_only() {
+    let root = Root::new("epflag");
+    let mut dp = Datapath::load(&root.0).unwrap();
+    let (a, b) = (Ipv4Addr::new(10, 211, 2, 2), Ipv4Addr::new(10, 211, 2, 3));
+    let ep = |endpoint_id: u32, identity, ifindex, flags| EndpointInfo {
+        ifindex,
+        endpoint_id,
+        identity,
+        flags,
+        mac: [2, 0xbb, 0, 0, 0, endpoint_id as u8],
+        host_mac: [2, 0xaa, 0, 0, 0, endpoint_id as u8],
+    };
+    dp.upsert_endpoint(a, ep(7, 1007, LOOPBACK_IFINDEX, ENDPOINT_F_DEBUG)).unwrap();
+    dp.upsert_endpoint(b, ep(8, 1008, 78, 0)).unwrap();
+    dp.upsert_ipcache(&IpcacheEntry::local(a, 32, 1007)).unwrap();
+    dp.upsert_ipcache(&IpcacheEntry::local(b, 32, 1008)).unwrap();
+    dp.upsert_policy(allow(7, twill_abi::DIR_EGRESS), false).unwrap();
+    dp.upsert_policy(allow(8, twill_abi::DIR_INGRESS), false).unwrap();
+    let mut ring = dp.take_events().unwrap();
+    // Off for the node: only the flagged sender's steps are reported, not
+    // the receiver's ingress that runs in the same program.
+    dp.set_config(config(EVENTS_DROP)).unwrap();
+    dp.test_run("from_endpoint", &udp_frame(a, b, 40000, 80)).unwrap();
+    let (debug, _) = drain(&mut ring);
+    let steps: Vec<(u8, u16)> = debug.iter().map(|e| (e.subtype, e.source)).collect();
+    assert_eq!(
+        steps,
+        [
+            (DBG_CT_LOOKUP4_1, 7),
+            (DBG_CT_LOOKUP4_2, 7),
+            (DBG_CT_VERDICT, 7),
+            (DBG_CT_CREATED4, 7),
+            (DBG_LXC_FOUND, 7),
+            (DBG_LOCAL_DELIVERY, 7),
+        ]
+    );
+    // Without the flag, nothing.
+    dp.upsert_endpoint(a, ep(7, 1007, LOOPBACK_IFINDEX, 0)).unwrap();
+    dp.test_run("from_endpoint", &udp_frame(a, b, 40001, 80)).unwrap();
+    assert!(drain(&mut ring).0.is_empty());
 }

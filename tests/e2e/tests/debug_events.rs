@@ -186,6 +186,32 @@ fn debug_events_are_off_by_default_and_switch_at_runtime() {
         "the last ping's flows"
     );
     assert_eq!(debug_events(&node).len(), before, "no debug events once turned off");
+
+    // One endpoint's debug option, with the node's off: only its steps.
+    let bad = node.twill(&["endpoint", "config", "b", "debug=maybe"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("debug") && err.contains("not a boolean"), "{err}");
+    assert!(!node.twill(&["endpoint", "config", "nobody", "debug=true"]).status.success());
+    let on: Value =
+        serde_json::from_str(&node.twill_ok(&["endpoint", "config", "b", "debug=true", "-o", "json"]))
+            .unwrap();
+    assert_eq!(on["debug"], true);
+    assert!(ping(&node, "b", &a_ip));
+    let mut fresh = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            fresh = debug_events(&node).split_off(before);
+            fresh.iter().any(|e| e["debug_event"]["type"] == "DBG_LOCAL_DELIVERY")
+        }),
+        "b's delivery with b's debug option on: {fresh:#?}"
+    );
+    assert!(
+        fresh.iter().all(|e| e["debug_event"]["source"]["pod_name"] == "b"),
+        "only b's steps, not a's: {fresh:#?}"
+    );
+    assert!(node.twill_ok(&["endpoint", "config", "b"]).contains("debug   true"));
+    node.twill_ok(&["endpoint", "config", "b", "debug=false"]);
 }
 
 /// The count of debug events once it has not changed for half a second:

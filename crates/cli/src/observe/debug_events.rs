@@ -18,7 +18,6 @@ pub fn run(args: EventsArgs) -> anyhow::Result<()> {
         follow: w.follow,
         since: w.since,
         until: w.until,
-        ..Default::default()
     };
     let (json, node) = (args.json(), args.print_node_name);
     events::run(

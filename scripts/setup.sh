@@ -20,6 +20,7 @@ packages=(
     etcd-server                           # the cluster-mode store, started by the store's and the cluster tests
     curl                                  # the cluster tests poll etcd's /health from inside a node namespace
     chromium chromium-driver              # the web UI test drives headless Chromium through WebDriver
+    dnsmasq                               # the real DNS server behind the DNS proxy tests and benchmark
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use crate::{
     k8s::{self, IntOrString, RuleLabel},
+    l7_dns::{self, DnsPortRule},
     model::*,
     selector::{Operator, Requirement, Selector, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY},
     yaml::{self, typed, Node},
@@ -490,6 +491,12 @@ fn convert_cilium_rule(
     for (i, r) in rule.ingress.iter().flatten().enumerate() {
         let path = format!("{}[{i}]", join(path, "ingress"));
         let (peer_rule, requires) = ingress_rule(r, &path, &scope, p);
+        if peer_rule.as_ref().is_some_and(|r| !r.dns.is_empty()) {
+            p.add(
+                format!("{path}.toPorts"),
+                "rules.dns is allowed in egress rules only (it filters lookups an endpoint makes)",
+            );
+        }
         ingress.allow.extend(peer_rule);
         ingress.requires.extend(requires);
     }
@@ -499,6 +506,7 @@ fn convert_cilium_rule(
             p.add(format!("{path}.fromRequires"), "is not allowed in deny rules");
         }
         let (peer_rule, _) = ingress_rule(r, &path, &scope, p);
+        refuse_dns_in_deny(peer_rule.as_ref(), &path, p);
         ingress.deny.extend(peer_rule);
     }
     for (i, r) in rule.egress.iter().flatten().enumerate() {
@@ -513,6 +521,7 @@ fn convert_cilium_rule(
             p.add(format!("{path}.toRequires"), "is not allowed in deny rules");
         }
         let (peer_rule, _) = egress_rule(r, &path, namespace, &scope, p);
+        refuse_dns_in_deny(peer_rule.as_ref(), &path, p);
         egress.deny.extend(peer_rule);
     }
     // Cilium: a direction is covered when the rule has (non-empty) allow or
@@ -526,6 +535,17 @@ fn convert_cilium_rule(
     Rule { policy: key.clone(), index, subject, ingress, egress }
 }
 
+/// Cilium's deny rules have neither L7 rules nor toFQDNs.
+fn refuse_dns_in_deny(rule: Option<&PeerRule>, path: &str, p: &mut Problems) {
+    let Some(rule) = rule else { return };
+    if !rule.dns.is_empty() {
+        p.add(format!("{path}.toPorts"), "L7 rules (rules.dns) are not allowed in deny rules");
+    }
+    if rule.peers.iter().any(|peer| matches!(peer, Peer::Fqdn(_))) {
+        p.add(format!("{path}.toFQDNs"), "is not allowed in deny rules");
+    }
+}
+
 struct PeerFields<'a> {
     endpoints: &'a Option<Vec<k8s::LabelSelector>>,
     requires: &'a Option<Vec<k8s::LabelSelector>>,
@@ -537,6 +557,8 @@ struct PeerFields<'a> {
     icmps: &'a Option<Vec<k8s::IcmpRule>>,
     /// `toServices`, already converted (egress only); None when absent.
     services: Option<Vec<Peer>>,
+    /// `toFQDNs`, already converted (egress only); None when absent.
+    fqdns: Option<Vec<Peer>>,
     /// "from" or "to", for field names in errors.
     prefix: &'static str,
 }
@@ -561,6 +583,7 @@ fn ingress_rule(
             to_ports: &r.to_ports,
             icmps: &r.icmps,
             services: None,
+            fqdns: None,
             prefix: "from",
         },
         path,
@@ -576,7 +599,7 @@ fn egress_rule(
     scope: &dyn Fn(Selector) -> Selector,
     p: &mut Problems,
 ) -> (Option<PeerRule>, Vec<Selector>) {
-    p.unsupported(path, "toFQDNs", r.to_fqdns.is_some());
+    let fqdns = r.to_fqdns.as_ref().map(|v| to_fqdns(v, &format!("{path}.toFQDNs"), p));
     let services = r.to_services.as_ref().map(|list| {
         list.iter()
             .enumerate()
@@ -597,6 +620,7 @@ fn egress_rule(
             to_ports: &r.to_ports,
             icmps: &r.icmps,
             services,
+            fqdns,
             prefix: "to",
         },
         path,
@@ -659,15 +683,33 @@ fn peer_rule(
     }
     let services_given = f.services.is_some();
     peers.extend(f.services.into_iter().flatten());
+    let fqdns_given = f.fqdns.is_some();
+    if fqdns_given && !peers.is_empty() {
+        // As in Cilium: a toFQDNs rule selects only by name.
+        p.add(
+            format!("{path}.toFQDNs"),
+            "cannot be combined with other to* peers in one rule; write two rules",
+        );
+    }
+    peers.extend(f.fqdns.into_iter().flatten());
     let has_ports = f.to_ports.as_ref().is_some_and(|v| !v.is_empty());
     let has_icmps = f.icmps.as_ref().is_some_and(|v| !v.is_empty());
     if has_ports && has_icmps {
         p.add(format!("{path}.icmps"), "toPorts and icmps cannot be combined in one rule; write two rules");
     }
     let mut l4 = Vec::new();
+    let mut dns = Vec::new();
     for (i, port_rule) in f.to_ports.iter().flatten().enumerate() {
         let ppath = format!("{path}.toPorts[{i}]");
-        p.unsupported(&ppath, "rules", port_rule.rules.is_some());
+        let first_l4 = l4.len();
+        let dns_names = port_rule.rules.as_ref().and_then(|rules| {
+            let rpath = format!("{ppath}.rules");
+            let parsed = l7_dns::parse_port_rules(rules, &rpath, &mut p.0);
+            for key in &parsed.other_keys {
+                p.unsupported(&rpath, key, true);
+            }
+            parsed.dns
+        });
         p.unsupported(&ppath, "originatingTLS", port_rule.originating_tls.is_some());
         p.unsupported(&ppath, "terminatingTLS", port_rule.terminating_tls.is_some());
         p.unsupported(&ppath, "serverNames", port_rule.server_names.is_some());
@@ -685,6 +727,9 @@ fn peer_rule(
                 }
             }
         }
+        if let Some(names) = dns_names {
+            dns.push(DnsPortRule { l4: l4[first_l4..].to_vec(), names });
+        }
     }
     for (i, icmp) in f.icmps.iter().flatten().enumerate() {
         for (j, field) in icmp.fields.iter().flatten().enumerate() {
@@ -699,7 +744,8 @@ fn peer_rule(
         || f.nodes.is_some()
         || f.cidr.is_some()
         || f.cidr_set.is_some()
-        || services_given;
+        || services_given
+        || fqdns_given;
     if !selects_peers && (has_ports || has_icmps) {
         // Only L4 given: the rule applies to every peer.
         peers.push(Peer::Any);
@@ -713,7 +759,20 @@ fn peer_rule(
         // e.g. only IPv6 ICMP types: nothing this IPv4 datapath can match.
         return (None, requires);
     }
-    (Some(PeerRule { peers, l4 }), requires)
+    (Some(PeerRule { peers, l4, dns }), requires)
+}
+
+/// `toFQDNs`: a list of name selectors, each a peer of its own.
+fn to_fqdns(value: &Value, path: &str, p: &mut Problems) -> Vec<Peer> {
+    let Some(list) = value.as_array() else {
+        p.add(path, "expected a list of matchName/matchPattern entries");
+        return vec![];
+    };
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, v)| l7_dns::parse_selector(v, &format!("{path}[{i}]"), &mut p.0))
+        .map(Peer::Fqdn)
+        .collect()
 }
 
 /// One `toServices` entry. As in Cilium, a namespaced policy's entry
@@ -1155,7 +1214,7 @@ fn np_rule(
             l4.push(L4 { protocol, ports: m });
         }
     }
-    PeerRule { peers: out_peers, l4 }
+    PeerRule { peers: out_peers, l4, dns: vec![] }
 }
 
 #[cfg(test)]

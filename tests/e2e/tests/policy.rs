@@ -283,7 +283,7 @@ spec:
     let good = policy_file(&node, "good.yaml", GOOD_B_INGRESS);
     let err = node.twill_err(&["policy", "import", &good, &unsupported]);
     let lines = problem_lines(&err);
-    assert_eq!(lines.len(), 2, "{err}");
+    assert_eq!(lines.len(), 1, "{err}");
     assert!(
         lines.iter().all(|l| l.starts_with(&format!("{unsupported}: "))),
         "only the bad file is named: {err}"

@@ -10,6 +10,7 @@
 //! original destination, so any front end can feed it.
 
 pub mod engine;
+pub mod harness;
 pub mod message;
 pub mod transparent;
 

@@ -1,0 +1,187 @@
+//! The engine against a real dnsmasq, in a namespace of the test's own.
+//! Needs root and Debian's dnsmasq (scripts/setup.sh installs it).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::RData;
+use twill_dnsproxy::harness::{query_bytes, DnsNamespace};
+use twill_dnsproxy::{Client, EndpointDnsRule, Engine, EngineConfig, Exchange, RuleTable, Verdict};
+use twill_policy::fqdn::{FqdnCache, FqdnConfig};
+use twill_policy::l7_dns::{parse_match_name, parse_match_pattern, DnsMatch};
+
+const TTL: u32 = 30;
+
+fn client() -> Client {
+    Client { endpoint: 7, identity: 12345, addr: "127.0.0.1:40000".parse().unwrap() }
+}
+
+fn rules(server: SocketAddr) -> Arc<RuleTable> {
+    let table = RuleTable::default();
+    let names = vec![
+        DnsMatch::Name(parse_match_name("X.test").unwrap()),
+        DnsMatch::Pattern(parse_match_pattern("*.pattern.test").unwrap()),
+    ];
+    let rule = EndpointDnsRule { servers: Some(vec![server.ip()]), port: Some(53), names };
+    table.replace(HashMap::from([(7, vec![rule])]));
+    Arc::new(table)
+}
+
+fn a_records(reply: &[u8]) -> (ResponseCode, u16, Vec<(IpAddr, u32)>) {
+    let m = Message::from_vec(reply).expect("the reply is DNS");
+    let ips = m
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some((IpAddr::V4(a.0), r.ttl())),
+            _ => None,
+        })
+        .collect();
+    (m.response_code(), m.id(), ips)
+}
+
+#[test]
+fn allowed_denied_pattern_ttl_and_malformed_through_dnsmasq() {
+    let mut ns = DnsNamespace::new().unwrap();
+    let server = ns
+        .start_dnsmasq(
+            &[("x.test", "10.1.2.3"), ("pattern.test", "10.1.2.4"), ("deny.test", "10.9.9.9")],
+            TTL,
+        )
+        .unwrap();
+    ns.block_on(move || async move {
+        let seen: Arc<Mutex<Vec<Exchange>>> = Arc::default();
+        // The observer feeds an FQDN cache, as the agent will.
+        let cache = Arc::new(Mutex::new(FqdnCache::new(FqdnConfig { min_ttl: 0, ..Default::default() })));
+        let x_test = DnsMatch::Name(parse_match_name("x.test").unwrap());
+        cache.lock().unwrap().set_selectors([x_test.clone()]);
+        let (seen2, cache2) = (seen.clone(), cache.clone());
+        let observer = move |e: &Exchange| {
+            seen2.lock().unwrap().push(e.clone());
+            cache2.lock().unwrap().observe(e.client.endpoint, &e.answers, 1000);
+        };
+        let engine = Engine::new(EngineConfig::default(), rules(server), Arc::new(observer));
+
+        // Allowed by name (case and trailing dot do not matter): dnsmasq's answer.
+        let reply = engine.handle_udp(client(), server, &query_bytes("x.TEST.", 101)).await.expect("a reply");
+        assert_eq!(a_records(&reply), (ResponseCode::NoError, 101, vec![("10.1.2.3".parse().unwrap(), TTL)]));
+        {
+            let seen = seen.lock().unwrap();
+            let e = seen.last().unwrap();
+            assert_eq!((e.verdict, e.name.as_str(), e.rcode), (Verdict::Forwarded, "x.test.", 0));
+            assert_eq!(e.answers.len(), 1);
+            assert_eq!(
+                (e.answers[0].ips.clone(), e.answers[0].ttl),
+                (vec!["10.1.2.3".parse().unwrap()], TTL)
+            );
+        }
+
+        // The answer reached the cache with dnsmasq's TTL, and lapses with it.
+        {
+            let mut c = cache.lock().unwrap();
+            assert_eq!(c.selected(&x_test), ["10.1.2.3".parse().unwrap()].into());
+            assert!(c.expire(1000 + u64::from(TTL) - 1).is_empty(), "still inside the TTL");
+            let d = c.expire(1000 + u64::from(TTL));
+            assert_eq!(d.ips_removed, ["10.1.2.3".parse().unwrap()].into());
+            assert!(c.selected(&x_test).is_empty());
+        }
+
+        // A name no rule allows: REFUSED, with the query's id and question.
+        let reply =
+            engine.handle_udp(client(), server, &query_bytes("deny.test.", 202)).await.expect("a reply");
+        let m = Message::from_vec(&reply).unwrap();
+        assert_eq!((m.response_code(), m.id()), (ResponseCode::Refused, 202));
+        assert_eq!(m.queries()[0].name().to_ascii(), "deny.test.");
+        assert!(m.answers().is_empty(), "nothing of dnsmasq's answer leaks");
+        assert_eq!(seen.lock().unwrap().last().unwrap().verdict, Verdict::Denied);
+
+        // The pattern: one level of subdomain, not the domain itself.
+        let reply = engine.handle_udp(client(), server, &query_bytes("a.pattern.test.", 303)).await.unwrap();
+        assert_eq!(a_records(&reply), (ResponseCode::NoError, 303, vec![("10.1.2.4".parse().unwrap(), TTL)]));
+        let reply = engine.handle_udp(client(), server, &query_bytes("pattern.test.", 304)).await.unwrap();
+        assert_eq!(a_records(&reply).0, ResponseCode::Refused);
+        let reply =
+            engine.handle_udp(client(), server, &query_bytes("a.b.pattern.test.", 305)).await.unwrap();
+        assert_eq!(a_records(&reply).0, ResponseCode::Refused);
+
+        // Another endpoint has no DNS rules: everything refused.
+        let other = Client { endpoint: 8, ..client() };
+        let reply = engine.handle_udp(other, server, &query_bytes("x.test.", 306)).await.unwrap();
+        assert_eq!(a_records(&reply).0, ResponseCode::Refused);
+        // The rule names the server: the same name at another server is refused.
+        let elsewhere: SocketAddr = "127.0.0.2:53".parse().unwrap();
+        let reply = engine.handle_udp(client(), elsewhere, &query_bytes("x.test.", 307)).await.unwrap();
+        assert_eq!(a_records(&reply).0, ResponseCode::Refused);
+
+        // Malformed: dropped and counted, no reply.
+        assert!(engine.handle_udp(client(), server, b"\x00\x01garbage").await.is_none());
+        let mut response_not_query = query_bytes("x.test.", 9);
+        response_not_query[2] |= 0x80;
+        assert!(engine.handle_udp(client(), server, &response_not_query).await.is_none());
+        let s = engine.stats();
+        assert_eq!((s.forwarded, s.denied, s.malformed), (2, 5, 2), "{s:?}");
+    });
+}
+
+#[test]
+fn tcp_queries_share_one_upstream_connection() {
+    let mut ns = DnsNamespace::new().unwrap();
+    let server = ns.start_dnsmasq(&[("x.test", "10.1.2.3")], TTL).unwrap();
+    ns.block_on(move || async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let engine =
+            Arc::new(Engine::new(EngineConfig::default(), rules(server), Arc::new(|_: &Exchange| {})));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = listener.local_addr().unwrap();
+        let e = engine.clone();
+        tokio::spawn(async move {
+            let (stream, peer) = listener.accept().await.unwrap();
+            e.serve_tcp(Client { addr: peer, ..client() }, server, stream, Duration::from_secs(5)).await;
+        });
+        let mut conn = tokio::net::TcpStream::connect(at).await.unwrap();
+        let steps = [
+            (1, "x.test.", ResponseCode::NoError),
+            (2, "no.test.", ResponseCode::Refused),
+            (3, "x.test.", ResponseCode::NoError),
+        ];
+        for (id, name, rcode) in steps {
+            let q = query_bytes(name, id);
+            conn.write_all(&(q.len() as u16).to_be_bytes()).await.unwrap();
+            conn.write_all(&q).await.unwrap();
+            let mut len = [0u8; 2];
+            conn.read_exact(&mut len).await.unwrap();
+            let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+            conn.read_exact(&mut reply).await.unwrap();
+            let (got, got_id, _) = a_records(&reply);
+            assert_eq!((got, got_id), (rcode, id), "{name}");
+        }
+        assert_eq!(engine.stats().forwarded, 2);
+    });
+}
+
+#[test]
+fn a_silent_server_times_out_and_a_closed_port_gets_servfail() {
+    let ns = DnsNamespace::new().unwrap();
+    ns.block_on(move || async move {
+        // Bound but never read: queries to it go unanswered.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let silent_at = silent.local_addr().unwrap();
+        let table = RuleTable::default();
+        let any = EndpointDnsRule { servers: None, port: None, names: vec![DnsMatch::Pattern("*".into())] };
+        table.replace(HashMap::from([(7, vec![any])]));
+        let config = EngineConfig { upstream_timeout: Duration::from_millis(200), ..Default::default() };
+        let engine = Engine::new(config, Arc::new(table), Arc::new(|_: &Exchange| {}));
+        let started = std::time::Instant::now();
+        assert!(engine.handle_udp(client(), silent_at, &query_bytes("x.test.", 1)).await.is_none());
+        assert!(started.elapsed() < Duration::from_secs(2), "the timeout bounds the wait");
+        assert_eq!(engine.stats().timeouts, 1);
+        drop(silent);
+        // Nothing bound: the kernel's port unreachable ends it at once.
+        let reply = engine.handle_udp(client(), silent_at, &query_bytes("x.test.", 2)).await.unwrap();
+        assert_eq!(a_records(&reply).0, ResponseCode::ServFail);
+        assert_eq!(engine.stats().upstream_errors, 1);
+    });
+}

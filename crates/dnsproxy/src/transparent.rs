@@ -177,6 +177,19 @@ pub async fn serve(
     socket: TransparentUdp,
     clients: Arc<dyn ClientLookup>,
 ) -> io::Result<()> {
+    serve_to(engine, socket, clients, None).await
+}
+
+/// [`serve`], forwarding to `upstream` instead of each query's original
+/// destination when given: for tests and benchmarks that send to the
+/// listener itself, with nothing steering queries to it. Replies still go
+/// out from the original destination.
+pub async fn serve_to(
+    engine: Arc<Engine>,
+    socket: TransparentUdp,
+    clients: Arc<dyn ClientLookup>,
+    upstream: Option<SocketAddr>,
+) -> io::Result<()> {
     let mut buf = vec![0u8; 65535];
     loop {
         let r = socket.recv(&mut buf).await?;
@@ -188,7 +201,9 @@ pub async fn serve(
         let query = buf[..r.len].to_vec();
         let engine = engine.clone();
         tokio::spawn(async move {
-            if let Some(reply) = engine.handle_udp(client, SocketAddr::V4(r.original_dst), &query).await {
+            if let Some(reply) =
+                engine.handle_udp(client, upstream.unwrap_or(SocketAddr::V4(r.original_dst)), &query).await
+            {
                 if let Err(e) = send_from(r.original_dst, r.client, &reply) {
                     tracing::debug!(error = %e, "DNS reply not sent");
                 }

@@ -185,3 +185,41 @@ fn a_silent_server_times_out_and_a_closed_port_gets_servfail() {
         assert_eq!(engine.stats().upstream_errors, 1);
     });
 }
+
+/// The transparent socket: the query's original destination comes from
+/// IP_ORIGDSTADDR, and the reply leaves from that address (here the
+/// listener's own, as nothing steers; the datapath's redirect is another
+/// developer's part), so a connected client socket accepts it.
+#[test]
+fn transparent_listener_learns_the_original_destination_and_replies_from_it() {
+    let mut ns = DnsNamespace::new().unwrap();
+    let server = ns.start_dnsmasq(&[("x.test", "10.1.2.3")], TTL).unwrap();
+    ns.block_on(move || async move {
+        use twill_dnsproxy::transparent::{serve_to, TransparentUdp};
+        let listener = TransparentUdp::bind("0.0.0.0:5353".parse().unwrap()).unwrap();
+        let seen: Arc<Mutex<Vec<Exchange>>> = Arc::default();
+        let seen2 = seen.clone();
+        let observer = move |e: &Exchange| seen2.lock().unwrap().push(e.clone());
+        let engine = Arc::new(Engine::new(EngineConfig::default(), rules(server), Arc::new(observer)));
+        let clients = |addr: std::net::SocketAddrV4| (addr.ip().is_loopback()).then_some((7u64, 12345u32));
+        tokio::spawn(serve_to(engine.clone(), listener, Arc::new(clients), Some(server)));
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        // Connected: the kernel drops replies from any other source.
+        client.connect("127.0.0.3:5353").await.unwrap();
+        for (id, name, rcode) in
+            [(11, "x.test.", ResponseCode::NoError), (12, "deny.test.", ResponseCode::Refused)]
+        {
+            client.send(&query_bytes(name, id)).await.unwrap();
+            let mut buf = [0u8; 1500];
+            let n = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buf))
+                .await
+                .expect("a reply")
+                .unwrap();
+            let (got, got_id, _) = a_records(&buf[..n]);
+            assert_eq!((got, got_id), (rcode, id), "{name}");
+        }
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].server, server, "forwarded to the upstream given");
+        assert_eq!(seen[0].client.addr, client.local_addr().unwrap(), "the client's address, from recvmsg");
+    });
+}

@@ -93,6 +93,14 @@ impl TransparentUdp {
         self.socket.local_addr()
     }
 
+    /// Answers a query that was addressed to this socket itself (its
+    /// port), from the address it was sent to: the listener replies, with
+    /// IP_PKTINFO choosing the source address.
+    pub async fn reply_as(&self, from: Ipv4Addr, to: SocketAddrV4, data: &[u8]) -> io::Result<()> {
+        let fd = self.socket.as_raw_fd();
+        self.socket.async_io(Interest::WRITABLE, || send_pktinfo(fd, from, to, data)).await
+    }
+
     /// Receives one datagram with its original destination.
     pub async fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         self.socket.async_io(Interest::READABLE, || recv_with_origdst(self.socket.as_raw_fd(), buf)).await
@@ -134,24 +142,58 @@ fn recv_with_origdst(fd: RawFd, buf: &mut [u8]) -> io::Result<Received> {
     }
 }
 
+fn send_pktinfo(fd: RawFd, from: Ipv4Addr, to: SocketAddrV4, data: &[u8]) -> io::Result<()> {
+    // SAFETY: every pointer handed to sendmsg points into a live local of
+    // the size given; the one cmsg is written with the libc macros inside
+    // a buffer large enough for it.
+    unsafe {
+        let mut sa = sockaddr(to);
+        let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut libc::c_void, iov_len: data.len() };
+        let mut control = [0u64; 8];
+        let mut msg: libc::msghdr = mem::zeroed();
+        msg.msg_name = &mut sa as *mut _ as *mut libc::c_void;
+        msg.msg_namelen = mem::size_of::<libc::sockaddr_in>() as u32;
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = libc::CMSG_SPACE(mem::size_of::<libc::in_pktinfo>() as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_IP;
+        (*cmsg).cmsg_type = libc::IP_PKTINFO;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(mem::size_of::<libc::in_pktinfo>() as u32) as usize;
+        let info = libc::in_pktinfo {
+            ipi_ifindex: 0,
+            ipi_spec_dst: libc::in_addr { s_addr: u32::from(from).to_be() },
+            ipi_addr: libc::in_addr { s_addr: 0 },
+        };
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg) as *mut libc::in_pktinfo, info);
+        if libc::sendmsg(fd, &msg, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Sends `data` to `to` from the address `from` (the server the client
-/// asked), through a transparent socket made for this one reply. It is
-/// closed right after: a socket left bound to the server's address would
-/// match the client's next query in the kernel's socket lookup and steal
-/// it from the listener.
+/// asked), through a transparent socket made for this one reply, and
+/// connected to the client: a socket bound to the server's address would
+/// otherwise match other clients' queries in the kernel's socket lookup
+/// and steal them from the listener. It is closed right after, so it can
+/// take at most a query from this same client port in those microseconds
+/// (and none where the datapath assigns queries to the listener with
+/// bpf_sk_assign, which skips the lookup).
 pub fn send_from(from: SocketAddrV4, to: SocketAddrV4, data: &[u8]) -> io::Result<()> {
     let fd = transparent_socket(from, false)?;
     let sa = sockaddr(to);
-    // SAFETY: data and sa are live for the call, with the lengths given.
+    // SAFETY: sa is a valid sockaddr_in of the given length; data is live
+    // for the call with its length.
     let n = unsafe {
-        libc::sendto(
+        check(libc::connect(
             fd.as_raw_fd(),
-            data.as_ptr() as *const libc::c_void,
-            data.len(),
-            0,
             &sa as *const _ as *const libc::sockaddr,
             mem::size_of::<libc::sockaddr_in>() as u32,
-        )
+        ))?;
+        libc::send(fd.as_raw_fd(), data.as_ptr() as *const libc::c_void, data.len(), 0)
     };
     check(n as libc::c_int).map(|_| ())
 }
@@ -190,6 +232,8 @@ pub async fn serve_to(
     clients: Arc<dyn ClientLookup>,
     upstream: Option<SocketAddr>,
 ) -> io::Result<()> {
+    let own_port = socket.local_addr()?.port();
+    let socket = Arc::new(socket);
     let mut buf = vec![0u8; 65535];
     loop {
         let r = socket.recv(&mut buf).await?;
@@ -199,12 +243,19 @@ pub async fn serve_to(
         };
         let client = Client { endpoint, identity, addr: SocketAddr::V4(r.client) };
         let query = buf[..r.len].to_vec();
-        let engine = engine.clone();
+        let (engine, socket) = (engine.clone(), socket.clone());
         tokio::spawn(async move {
             if let Some(reply) =
                 engine.handle_udp(client, upstream.unwrap_or(SocketAddr::V4(r.original_dst)), &query).await
             {
-                if let Err(e) = send_from(r.original_dst, r.client, &reply) {
+                // Steered queries (to the server's port) are answered from a
+                // transparent socket; one sent to the listener itself by it.
+                let sent = if r.original_dst.port() == own_port {
+                    socket.reply_as(*r.original_dst.ip(), r.client, &reply).await
+                } else {
+                    send_from(r.original_dst, r.client, &reply)
+                };
+                if let Err(e) = sent {
                     tracing::debug!(error = %e, "DNS reply not sent");
                 }
             }

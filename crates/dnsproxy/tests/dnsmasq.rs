@@ -223,3 +223,27 @@ fn transparent_listener_learns_the_original_destination_and_replies_from_it() {
         assert_eq!(seen[0].client.addr, client.local_addr().unwrap(), "the client's address, from recvmsg");
     });
 }
+
+/// A steered query's reply leaves from the server's address (any
+/// address, local or not, with IP_TRANSPARENT), so the client's connected
+/// socket takes it.
+#[test]
+fn replies_to_steered_queries_come_from_the_original_destination() {
+    let ns = DnsNamespace::new().unwrap();
+    ns.enter(|| {
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let server: std::net::SocketAddrV4 = "127.0.0.9:53".parse().unwrap();
+        client.connect(server).unwrap();
+        let std::net::SocketAddr::V4(to) = client.local_addr().unwrap() else { unreachable!() };
+        twill_dnsproxy::transparent::send_from(server, to, b"reply").unwrap();
+        let mut buf = [0u8; 16];
+        let n = client.recv(&mut buf).expect("the reply passes the connected socket's source check");
+        assert_eq!(&buf[..n], b"reply");
+        // From any other address, the connected socket would not take it.
+        let other: std::net::SocketAddrV4 = "127.0.0.10:53".parse().unwrap();
+        twill_dnsproxy::transparent::send_from(other, to, b"stray").unwrap();
+        client.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        assert!(client.recv(&mut buf).is_err(), "a reply from elsewhere is not taken");
+    });
+}

@@ -598,3 +598,70 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod resolution_tests {
+    //! From a DNS answer to an allowed connection and back, through the
+    //! resolver: the selector cache's addresses, given /32 CIDR
+    //! identities, become policy entries for the toFQDNs rule.
+    use super::*;
+    use crate::resolve::{resolve, IdentityKind, KnownIdentity, Subject, Universe, Verdict};
+    use crate::{parse_policies, Direction, Prefix, PROTO_TCP};
+    use twill_identity::{Label, LabelSet};
+
+    const POLICY: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: f}\nspec:\n  endpointSelector: {matchLabels: {app: web}}\n  egress:\n  - toFQDNs: [{matchPattern: \"*.x.test\"}]\n    toPorts: [{ports: [{port: \"443\", protocol: TCP}]}]\n";
+
+    fn verdict(cache: &FqdnCache) -> Verdict {
+        let rules: Vec<_> =
+            parse_policies("f.yaml", POLICY).unwrap().into_iter().flat_map(|p| p.rules).collect();
+        let web = LabelSet::from_labels([
+            Label::new("k8s", "app", "web"),
+            Label::new("k8s", "io.kubernetes.pod.namespace", "default"),
+        ]);
+        let identities = vec![
+            KnownIdentity { id: 256, labels: web.clone(), kind: IdentityKind::Endpoint },
+            // The CIDR identity the agent allocates for a learned IP.
+            KnownIdentity {
+                id: 16777300,
+                labels: LabelSet::from_labels([Label::new("cidr", "192.0.2.7/32", "")]),
+                kind: IdentityKind::Cidr(Prefix::new(0xc000_0207, 32)),
+            },
+        ];
+        let u = Universe::new(identities).with_fqdn_selections(cache.selections());
+        let p = resolve(&rules, &u, &Subject { labels: &web, named_ports: &[] }, &|_| vec![]);
+        p.lookup(Direction::Egress, 16777300, PROTO_TCP, 443)
+    }
+
+    #[test]
+    fn a_learned_ip_is_allowed_until_its_answer_expires() {
+        let mut cache = FqdnCache::new(FqdnConfig { min_ttl: 0, ..Default::default() });
+        let rules = parse_policies("f.yaml", POLICY).unwrap();
+        let selectors =
+            rules[0].rules[0].egress.allow.iter().flat_map(|r| &r.peers).filter_map(|p| match p {
+                crate::Peer::Fqdn(m) => Some(m.clone()),
+                _ => None,
+            });
+        cache.set_selectors(selectors);
+        assert!(matches!(verdict(&cache), Verdict::DefaultDenied), "nothing learned yet");
+        let d = cache.observe(
+            1,
+            &[Answer { name: "api.x.test".into(), ips: vec!["192.0.2.7".parse().unwrap()], ttl: 5 }],
+            0,
+        );
+        assert_eq!(
+            d.ips_added,
+            ["192.0.2.7".parse().unwrap()].into(),
+            "the agent allocates cidr:192.0.2.7/32"
+        );
+        assert!(verdict(&cache).allowed());
+        cache.expire(5);
+        assert!(matches!(verdict(&cache), Verdict::DefaultDenied), "the TTL passed");
+        // A name the pattern does not match teaches nothing.
+        cache.observe(
+            1,
+            &[Answer { name: "x.test".into(), ips: vec!["192.0.2.7".parse().unwrap()], ttl: 5 }],
+            6,
+        );
+        assert!(matches!(verdict(&cache), Verdict::DefaultDenied));
+    }
+}

@@ -21,6 +21,7 @@ packages=(
     curl                                  # the cluster tests poll etcd's /health from inside a node namespace
     chromium chromium-driver              # the web UI test drives headless Chromium through WebDriver
     dnsmasq                               # the real DNS server behind the DNS proxy tests and benchmark
+    iptables                              # the DNS proxy test steers queries with a TPROXY rule
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -44,9 +44,24 @@ impl DnsNamespace {
     /// `--address=/DOMAIN/IP` does) with TTL `ttl`, and waits (polling,
     /// 10 s at most) until it answers.
     pub fn start_dnsmasq(&mut self, addresses: &[(&str, &str)], ttl: u32) -> Result<SocketAddr, String> {
+        self.start_dnsmasq_on(std::net::Ipv4Addr::LOCALHOST, addresses, ttl)
+    }
+
+    /// [`Self::start_dnsmasq`] on another address of the namespace.
+    pub fn start_dnsmasq_on(
+        &mut self,
+        listen: std::net::Ipv4Addr,
+        addresses: &[(&str, &str)],
+        ttl: u32,
+    ) -> Result<SocketAddr, String> {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.name, "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts"])
-            .args(["--conf-file=/dev/null", "--port=53", "--listen-address=127.0.0.1", "--bind-interfaces"])
+            .args([
+                "--conf-file=/dev/null",
+                "--port=53",
+                &format!("--listen-address={listen}"),
+                "--bind-interfaces",
+            ])
             .args(["--pid-file=", "--cache-size=0", &format!("--local-ttl={ttl}")]);
         for (domain, ip) in addresses {
             cmd.arg(format!("--address=/{domain}/{ip}"));
@@ -54,7 +69,7 @@ impl DnsNamespace {
         let child =
             cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().map_err(|e| format!("dnsmasq: {e}"))?;
         self.dnsmasq = Some(child);
-        let server: SocketAddr = "127.0.0.1:53".parse().expect("literal");
+        let server = SocketAddr::from((listen, 53));
         let probe = addresses.first().map(|(d, _)| d.to_string()).unwrap_or_else(|| "probe.test".into());
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -74,6 +89,16 @@ impl DnsNamespace {
             }
         }
         Err("dnsmasq did not answer within 10 s".into())
+    }
+
+    /// Runs `ip -n NAME ARGS...` (e.g. to add addresses and routes).
+    pub fn ip(&self, args: &[&str]) -> Result<(), String> {
+        run(Command::new("ip").args(["-n", &self.name]).args(args))
+    }
+
+    /// Runs a command inside the namespace (`ip netns exec`).
+    pub fn exec(&self, args: &[&str]) -> Result<(), String> {
+        run(Command::new("ip").args(["netns", "exec", &self.name]).args(args))
     }
 
     /// Runs `f` on a new thread inside the namespace and returns its result.

@@ -247,3 +247,88 @@ fn replies_to_steered_queries_come_from_the_original_destination() {
         assert!(client.recv(&mut buf).is_err(), "a reply from elsewhere is not taken");
     });
 }
+
+/// Steered for real: a client namespace sends to the server's address;
+/// in the proxy namespace an iptables TPROXY rule (standing in for the
+/// datapath's redirect) hands the query, still addressed to the server,
+/// to the transparent listener; the engine asks dnsmasq at that original
+/// destination and the reply leaves from the server's address.
+#[test]
+fn steered_by_tproxy_end_to_end() {
+    let proxy_ns = DnsNamespace::new().unwrap();
+    let client_ns = Arc::new(DnsNamespace::new().unwrap());
+    // The server in a namespace of its own, as in deployments: the reply
+    // socket binds the server's address, which is then not a local one.
+    let mut server_ns = DnsNamespace::new().unwrap();
+    proxy_ns
+        .ip(&["link", "add", "p1", "type", "veth", "peer", "name", "s0", "netns", &server_ns.name])
+        .unwrap();
+    proxy_ns.ip(&["addr", "add", "10.88.0.1/24", "dev", "p1"]).unwrap();
+    proxy_ns.ip(&["link", "set", "p1", "up"]).unwrap();
+    server_ns.ip(&["addr", "add", "10.88.0.53/24", "dev", "s0"]).unwrap();
+    server_ns.ip(&["link", "set", "s0", "up"]).unwrap();
+    server_ns.ip(&["route", "add", "default", "via", "10.88.0.1"]).unwrap();
+    proxy_ns
+        .ip(&["link", "add", "p0", "type", "veth", "peer", "name", "c0", "netns", &client_ns.name])
+        .unwrap();
+    proxy_ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "p0"]).unwrap();
+    proxy_ns.ip(&["link", "set", "p0", "up"]).unwrap();
+    client_ns.ip(&["addr", "add", "10.77.0.2/24", "dev", "c0"]).unwrap();
+    client_ns.ip(&["link", "set", "c0", "up"]).unwrap();
+    client_ns.ip(&["route", "add", "default", "via", "10.77.0.1"]).unwrap();
+    // TPROXY: UDP to port 53 arriving on p0 goes to the listener on 5300.
+    let tproxy = "-p udp -i p0 --dport 53 -j TPROXY --on-port 5300 --on-ip 0.0.0.0 --tproxy-mark 0x1/0x1";
+    let mut rule = vec!["iptables", "-t", "mangle", "-A", "PREROUTING"];
+    rule.extend(tproxy.split(' '));
+    proxy_ns.exec(&rule).unwrap();
+    proxy_ns.ip(&["rule", "add", "fwmark", "0x1/0x1", "lookup", "100"]).unwrap();
+    proxy_ns.ip(&["route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"]).unwrap();
+    let server =
+        server_ns.start_dnsmasq_on("10.88.0.53".parse().unwrap(), &[("x.test", "10.1.2.3")], TTL).unwrap();
+
+    proxy_ns.block_on(move || async move {
+        use twill_dnsproxy::transparent::{serve, TransparentUdp};
+        let listener = TransparentUdp::bind("0.0.0.0:5300".parse().unwrap()).unwrap();
+        let seen: Arc<Mutex<Vec<Exchange>>> = Arc::default();
+        let seen2 = seen.clone();
+        let observer = move |e: &Exchange| seen2.lock().unwrap().push(e.clone());
+        let engine = Arc::new(Engine::new(EngineConfig::default(), rules(server), Arc::new(observer)));
+        let clients =
+            |addr: std::net::SocketAddrV4| (addr.ip().octets() == [10, 77, 0, 2]).then_some((7u64, 12345u32));
+        tokio::spawn(serve(engine.clone(), listener, Arc::new(clients)));
+        let results = tokio::task::spawn_blocking(move || {
+            client_ns.enter(move || {
+                let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+                sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+                // Connected to the server: only replies from 10.88.0.53:53 are taken.
+                sock.connect("10.88.0.53:53").unwrap();
+                let mut out = vec![];
+                for (id, name) in [(21u16, "x.test."), (22, "deny.test.")] {
+                    // As a resolver does: resend until answered (the
+                    // first may go out while the veth comes up), 10 s at most.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                    let mut buf = [0u8; 1500];
+                    let n = loop {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "no reply from the server's address for {name}"
+                        );
+                        sock.send(&query_bytes(name, id)).unwrap();
+                        if let Ok(n) = sock.recv(&mut buf) {
+                            break n;
+                        }
+                    };
+                    out.push(a_records(&buf[..n]));
+                }
+                out
+            })
+        })
+        .await
+        .unwrap();
+        assert_eq!(results[0], (ResponseCode::NoError, 21, vec![("10.1.2.3".parse().unwrap(), TTL)]));
+        assert_eq!((results[1].0, results[1].1), (ResponseCode::Refused, 22));
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen[0].server, server, "the original destination, from IP_ORIGDSTADDR");
+        assert_eq!(seen[0].client.addr.ip(), std::net::IpAddr::from([10, 77, 0, 2]));
+    });
+}

@@ -67,6 +67,54 @@ fn transparent_socket(addr: SocketAddrV4, recv_origdst: bool) -> io::Result<Owne
     Ok(fd)
 }
 
+/// A transparent TCP listener for DNS over TCP: an accepted connection's
+/// local address is the server the client dialled.
+pub fn bind_tcp(addr: SocketAddrV4) -> io::Result<tokio::net::TcpListener> {
+    // SAFETY: plain socket(2); the fd is owned right away.
+    let fd = check(unsafe {
+        libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
+    })?;
+    // SAFETY: fd was just returned by socket(2) and is owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let raw = fd.as_raw_fd();
+    set_int(raw, libc::SOL_IP, libc::IP_TRANSPARENT, 1)?;
+    set_int(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    let sa = sockaddr(addr);
+    // SAFETY: sa is a valid sockaddr_in of the given length.
+    check(unsafe {
+        libc::bind(raw, &sa as *const _ as *const libc::sockaddr, mem::size_of::<libc::sockaddr_in>() as u32)
+    })?;
+    // SAFETY: a bound stream socket.
+    check(unsafe { libc::listen(raw, 1024) })?;
+    tokio::net::TcpListener::from_std(std::net::TcpListener::from(fd))
+}
+
+/// Serves steered DNS-over-TCP connections: at most `max_connections` at
+/// once (more are closed at accept), each idle at most `idle`.
+pub async fn serve_tcp(
+    engine: Arc<Engine>,
+    listener: tokio::net::TcpListener,
+    clients: Arc<dyn ClientLookup>,
+    max_connections: usize,
+    idle: std::time::Duration,
+) -> io::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let (SocketAddr::V4(peer_v4), Ok(server)) = (peer, stream.local_addr()) else { continue };
+        let Some((endpoint, identity)) = clients.client(peer_v4) else { continue };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(client = %peer, "too many DNS-over-TCP connections; closed");
+            continue;
+        };
+        let engine = engine.clone();
+        tokio::spawn(async move {
+            engine.serve_tcp(Client { endpoint, identity, addr: peer }, server, stream, idle).await;
+            drop(slot);
+        });
+    }
+}
+
 /// The listening side: where steered queries arrive.
 pub struct TransparentUdp {
     socket: UdpSocket,

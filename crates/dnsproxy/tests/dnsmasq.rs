@@ -281,10 +281,19 @@ fn steered_by_tproxy_end_to_end() {
     let mut rule = vec!["iptables", "-t", "mangle", "-A", "PREROUTING"];
     rule.extend(tproxy.split(' '));
     proxy_ns.exec(&rule).unwrap();
+    let tproxy_tcp = tproxy.replace("-p udp", "-p tcp");
+    let mut rule = vec!["iptables", "-t", "mangle", "-A", "PREROUTING"];
+    rule.extend(tproxy_tcp.split(' '));
+    proxy_ns.exec(&rule).unwrap();
     proxy_ns.ip(&["rule", "add", "fwmark", "0x1/0x1", "lookup", "100"]).unwrap();
     proxy_ns.ip(&["route", "add", "local", "0.0.0.0/0", "dev", "lo", "table", "100"]).unwrap();
-    let server =
-        server_ns.start_dnsmasq_on("10.88.0.53".parse().unwrap(), &[("x.test", "10.1.2.3")], TTL).unwrap();
+    let server = server_ns
+        .start_dnsmasq_on(
+            "10.88.0.53".parse().unwrap(),
+            &[("x.test", "10.1.2.3"), ("pattern.test", "10.1.2.4")],
+            TTL,
+        )
+        .unwrap();
 
     proxy_ns.block_on(move || async move {
         use twill_dnsproxy::transparent::{serve, TransparentUdp};
@@ -296,6 +305,15 @@ fn steered_by_tproxy_end_to_end() {
         let clients =
             |addr: std::net::SocketAddrV4| (addr.ip().octets() == [10, 77, 0, 2]).then_some((7u64, 12345u32));
         tokio::spawn(serve(engine.clone(), listener, Arc::new(clients)));
+        let tcp = twill_dnsproxy::transparent::bind_tcp("0.0.0.0:5300".parse().unwrap()).unwrap();
+        let idle = Duration::from_secs(5);
+        tokio::spawn(twill_dnsproxy::transparent::serve_tcp(
+            engine.clone(),
+            tcp,
+            Arc::new(clients),
+            16,
+            idle,
+        ));
         let results = tokio::task::spawn_blocking(move || {
             client_ns.enter(move || {
                 let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -320,6 +338,23 @@ fn steered_by_tproxy_end_to_end() {
                     };
                     out.push(a_records(&buf[..n]));
                 }
+                // DNS over TCP, steered the same way: the accepted
+                // connection's local address is the server dialled.
+                use std::io::{Read, Write};
+                let mut conn = std::net::TcpStream::connect_timeout(
+                    &"10.88.0.53:53".parse().unwrap(),
+                    Duration::from_secs(5),
+                )
+                .expect("the steered TCP connection is accepted");
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let q = query_bytes("a.pattern.test.", 23);
+                conn.write_all(&(q.len() as u16).to_be_bytes()).unwrap();
+                conn.write_all(&q).unwrap();
+                let mut len = [0u8; 2];
+                conn.read_exact(&mut len).unwrap();
+                let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+                conn.read_exact(&mut reply).unwrap();
+                out.push(a_records(&reply));
                 out
             })
         })
@@ -327,6 +362,11 @@ fn steered_by_tproxy_end_to_end() {
         .unwrap();
         assert_eq!(results[0], (ResponseCode::NoError, 21, vec![("10.1.2.3".parse().unwrap(), TTL)]));
         assert_eq!((results[1].0, results[1].1), (ResponseCode::Refused, 22));
+        assert_eq!(
+            results[2],
+            (ResponseCode::NoError, 23, vec![("10.1.2.4".parse().unwrap(), TTL)]),
+            "over TCP"
+        );
         let seen = seen.lock().unwrap();
         assert_eq!(seen[0].server, server, "the original destination, from IP_ORIGDSTADDR");
         assert_eq!(seen[0].client.addr.ip(), std::net::IpAddr::from([10, 77, 0, 2]));

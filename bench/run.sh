@@ -17,7 +17,7 @@
 #   sudo ./bench/run.sh                    # everything (the documented run)
 #   sudo ./bench/run.sh --only resolver    # one section while developing:
 #                                          # resolver, endpoints, datapath,
-#                                          # cross-node, cluster, policy
+#                                          # cross-node, cluster, dns, policy
 #                                          # (= resolver,datapath)
 set -euo pipefail
 cd "$(dirname "$0")/.."

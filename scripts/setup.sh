@@ -21,6 +21,8 @@ packages=(
     curl                                  # the cluster tests poll etcd's /health from inside a node namespace
     wrk                                   # HTTP load for the l7 benchmark (through the proxy, L3/L4 only, direct)
     chromium chromium-driver              # the web UI test drives headless Chromium through WebDriver
+    dnsmasq                               # the real DNS server behind the DNS proxy tests and benchmark
+    iptables                              # the DNS proxy test steers queries with a TPROXY rule
 )
 missing=()
 for p in "${packages[@]}"; do

@@ -6,7 +6,7 @@
 //! removes; traffic never leaves them.
 //!
 //! `twill-bench [--only SECTION[,SECTION]]`, sections: resolver, endpoints,
-//! cni, datapath, services, flows, l7, ui, relay (`policy` = resolver,datapath). The default
+//! cni, datapath, services, flows, l7, ui, relay, dns (`policy` = resolver,datapath). The default
 //! runs them all.
 
 use std::{
@@ -24,6 +24,7 @@ mod cluster;
 mod cni;
 mod cross_node;
 mod datapath;
+mod dns;
 mod l7;
 mod observer;
 mod pingpong;
@@ -467,6 +468,7 @@ const SECTIONS: &[&str] = &[
     "cluster",
     "ui",
     "relay",
+    "dns",
 ];
 
 fn usage() -> String {
@@ -598,6 +600,12 @@ fn main() -> anyhow::Result<()> {
     }
     if sections.contains(&"cluster") {
         cluster::run(&mut rows)?;
+    }
+    if sections.contains(&"dns") {
+        eprintln!(
+            "twill-bench: DNS proxy latency at 1,000 queries/s against dnsmasq, direct and through the proxy"
+        );
+        dns::run(&mut rows)?;
     }
     if sections.contains(&"relay") {
         eprintln!("twill-bench: relay throughput, follow latency and memory over in-process fake nodes");

@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::{
     k8s::{self, IntOrString, RuleLabel},
     l7::{self, HeaderMatch, HttpRule, L7Rules, MismatchAction},
+    l7_dns::{self, DnsPortRule},
     model::*,
     selector::{Operator, Requirement, Selector, NAMESPACE_LABELS_PREFIX, POD_NAMESPACE_KEY},
     yaml::{self, typed, Node},
@@ -491,6 +492,12 @@ fn convert_cilium_rule(
     for (i, r) in rule.ingress.iter().flatten().enumerate() {
         let path = format!("{}[{i}]", join(path, "ingress"));
         let (peer_rule, requires) = ingress_rule(r, &path, &scope, p);
+        if peer_rule.as_ref().is_some_and(|r| !r.dns.is_empty()) {
+            p.add(
+                format!("{path}.toPorts"),
+                "rules.dns is allowed in egress rules only (it filters lookups an endpoint makes)",
+            );
+        }
         ingress.allow.extend(peer_rule);
         ingress.requires.extend(requires);
     }
@@ -505,6 +512,7 @@ fn convert_cilium_rule(
             p.add(format!("{path}.fromRequires"), "is not allowed in deny rules");
         }
         let (peer_rule, _) = ingress_rule(r, &path, &scope, p);
+        refuse_dns_in_deny(peer_rule.as_ref(), &path, p);
         ingress.deny.extend(peer_rule);
     }
     for (i, r) in rule.egress.iter().flatten().enumerate() {
@@ -524,6 +532,7 @@ fn convert_cilium_rule(
             p.add(format!("{path}.toRequires"), "is not allowed in deny rules");
         }
         let (peer_rule, _) = egress_rule(r, &path, namespace, &scope, p);
+        refuse_dns_in_deny(peer_rule.as_ref(), &path, p);
         egress.deny.extend(peer_rule);
     }
     // Cilium: a direction is covered when the rule has (non-empty) allow or
@@ -537,6 +546,17 @@ fn convert_cilium_rule(
     Rule { policy: key.clone(), index, subject, ingress, egress }
 }
 
+/// Cilium's deny rules have neither L7 rules nor toFQDNs.
+fn refuse_dns_in_deny(rule: Option<&PeerRule>, path: &str, p: &mut Problems) {
+    let Some(rule) = rule else { return };
+    if !rule.dns.is_empty() {
+        p.add(format!("{path}.toPorts"), "L7 rules (rules.dns) are not allowed in deny rules");
+    }
+    if rule.peers.iter().any(|peer| matches!(peer, Peer::Fqdn(_))) {
+        p.add(format!("{path}.toFQDNs"), "is not allowed in deny rules");
+    }
+}
+
 struct PeerFields<'a> {
     endpoints: &'a Option<Vec<k8s::LabelSelector>>,
     requires: &'a Option<Vec<k8s::LabelSelector>>,
@@ -548,6 +568,8 @@ struct PeerFields<'a> {
     icmps: &'a Option<Vec<k8s::IcmpRule>>,
     /// `toServices`, already converted (egress only); None when absent.
     services: Option<Vec<Peer>>,
+    /// `toFQDNs`, already converted (egress only); None when absent.
+    fqdns: Option<Vec<Peer>>,
     /// "from" or "to", for field names in errors.
     prefix: &'static str,
 }
@@ -572,6 +594,7 @@ fn ingress_rule(
             to_ports: &r.to_ports,
             icmps: &r.icmps,
             services: None,
+            fqdns: None,
             prefix: "from",
         },
         path,
@@ -587,7 +610,7 @@ fn egress_rule(
     scope: &dyn Fn(Selector) -> Selector,
     p: &mut Problems,
 ) -> (Option<PeerRule>, Vec<Selector>) {
-    p.unsupported(path, "toFQDNs", r.to_fqdns.is_some());
+    let fqdns = r.to_fqdns.as_ref().map(|v| to_fqdns(v, &format!("{path}.toFQDNs"), p));
     let services = r.to_services.as_ref().map(|list| {
         list.iter()
             .enumerate()
@@ -608,6 +631,7 @@ fn egress_rule(
             to_ports: &r.to_ports,
             icmps: &r.icmps,
             services,
+            fqdns,
             prefix: "to",
         },
         path,
@@ -670,18 +694,35 @@ fn peer_rule(
     }
     let services_given = f.services.is_some();
     peers.extend(f.services.into_iter().flatten());
+    let fqdns_given = f.fqdns.is_some();
+    if fqdns_given && !peers.is_empty() {
+        // As in Cilium: a toFQDNs rule selects only by name.
+        p.add(
+            format!("{path}.toFQDNs"),
+            "cannot be combined with other to* peers in one rule; write two rules",
+        );
+    }
+    peers.extend(f.fqdns.into_iter().flatten());
     let has_ports = f.to_ports.as_ref().is_some_and(|v| !v.is_empty());
     let has_icmps = f.icmps.as_ref().is_some_and(|v| !v.is_empty());
     if has_ports && has_icmps {
         p.add(format!("{path}.icmps"), "toPorts and icmps cannot be combined in one rule; write two rules");
     }
     let mut l4 = Vec::new();
+    let mut dns = Vec::new();
     for (i, port_rule) in f.to_ports.iter().flatten().enumerate() {
         let ppath = format!("{path}.toPorts[{i}]");
-        let l7 = port_rule.rules.as_ref().and_then(|r| l7_rules(r, &format!("{ppath}.rules"), p));
-        if l7.is_some() && port_rule.ports.as_ref().is_none_or(|v| v.is_empty()) {
+        let rpath = format!("{ppath}.rules");
+        let l7 = port_rule.rules.as_ref().and_then(|r| l7_rules(r, &rpath, p));
+        let dns_names = port_rule
+            .rules
+            .as_ref()
+            .and_then(|r| r.dns.as_ref())
+            .and_then(|v| l7_dns::parse_dns_rules(v, &format!("{rpath}.dns"), &mut p.0));
+        if (l7.is_some() || dns_names.is_some()) && port_rule.ports.as_ref().is_none_or(|v| v.is_empty()) {
             p.add(format!("{ppath}.ports"), "is required with rules: L7 rules apply to given ports");
         }
+        let first_l4 = l4.len();
         p.unsupported(&ppath, "originatingTLS", port_rule.originating_tls.is_some());
         p.unsupported(&ppath, "terminatingTLS", port_rule.terminating_tls.is_some());
         p.unsupported(&ppath, "serverNames", port_rule.server_names.is_some());
@@ -711,6 +752,9 @@ fn peer_rule(
                 }
             }
         }
+        if let Some(names) = dns_names {
+            dns.push(DnsPortRule { l4: l4[first_l4..].to_vec(), names });
+        }
     }
     for (i, icmp) in f.icmps.iter().flatten().enumerate() {
         for (j, field) in icmp.fields.iter().flatten().enumerate() {
@@ -725,7 +769,8 @@ fn peer_rule(
         || f.nodes.is_some()
         || f.cidr.is_some()
         || f.cidr_set.is_some()
-        || services_given;
+        || services_given
+        || fqdns_given;
     if !selects_peers && (has_ports || has_icmps) {
         // Only L4 given: the rule applies to every peer.
         peers.push(Peer::Any);
@@ -739,12 +784,44 @@ fn peer_rule(
         // e.g. only IPv6 ICMP types: nothing this IPv4 datapath can match.
         return (None, requires);
     }
-    (Some(PeerRule { peers, l4 }), requires)
+    (Some(PeerRule { peers, l4, dns }), requires)
+}
+
+/// `toFQDNs`: a list of name selectors, each a peer of its own.
+fn to_fqdns(value: &Value, path: &str, p: &mut Problems) -> Vec<Peer> {
+    let Some(list) = value.as_array() else {
+        p.add(path, "expected a list of matchName/matchPattern entries");
+        return vec![];
+    };
+    list.iter()
+        .enumerate()
+        .filter_map(|(i, v)| l7_dns::parse_selector(v, &format!("{path}[{i}]"), &mut p.0))
+        .map(Peer::Fqdn)
+        .collect()
 }
 
 /// `toPorts[].rules`: the HTTP rules, validated (every regex compiles).
 fn l7_rules(r: &k8s::L7RulesSpec, path: &str, p: &mut Problems) -> Option<L7Rules> {
-    p.unsupported(path, "dns", r.dns.is_some());
+    let kinds: Vec<&str> = [
+        ("dns", r.dns.is_some()),
+        ("http", r.http.is_some()),
+        ("kafka", r.kafka.is_some()),
+        ("l7proto", r.l7proto.is_some()),
+        ("l7", r.l7.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, given)| given.then_some(k))
+    .collect();
+    if kinds.len() > 1 {
+        // As Cilium: one kind of L7 rule per port rule.
+        p.add(
+            path,
+            format!(
+                "holds {} kinds of L7 rules; one port rule takes one kind: write one toPorts entry each",
+                kinds.join(" and ")
+            ),
+        );
+    }
     p.unsupported(path, "kafka", r.kafka.is_some());
     p.unsupported(path, "l7proto", r.l7proto.is_some());
     p.unsupported(path, "l7", r.l7.is_some());
@@ -1275,7 +1352,7 @@ fn np_rule(
             l4.push(L4 { protocol, ports: m, l7: None });
         }
     }
-    PeerRule { peers: out_peers, l4 }
+    PeerRule { peers: out_peers, l4, dns: vec![] }
 }
 
 #[cfg(test)]

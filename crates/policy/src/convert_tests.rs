@@ -146,7 +146,11 @@ specs:
     assert!(p.rules[0].egress.present && !p.rules[0].egress.default_deny);
     assert_eq!(p.rules[0].egress.allow[0].peers, vec![Peer::Any], "ports without peers apply to all peers");
     assert!(p.rules[1].ingress.present && p.rules[1].ingress.default_deny);
-    assert_eq!(p.rules[1].ingress.allow[0], PeerRule { peers: vec![], l4: vec![] }, "`{{}}` allows nothing");
+    assert_eq!(
+        p.rules[1].ingress.allow[0],
+        PeerRule { peers: vec![], l4: vec![], dns: vec![] },
+        "`{{}}` allows nothing"
+    );
 }
 
 #[test]
@@ -222,7 +226,7 @@ spec:
     assert!(rule.ingress.present && !rule.egress.present, "policyTypes defaults to Ingress only");
     assert_eq!(
         rule.ingress.allow[0],
-        PeerRule { peers: vec![Peer::Any], l4: vec![] },
+        PeerRule { peers: vec![Peer::Any], l4: vec![], dns: vec![] },
         "`{{}}` allows everything"
     );
     let r = &rule.ingress.allow[1];
@@ -311,7 +315,7 @@ spec:
       - {port: "80", endPort: 70}
       - {port: "80", protocol: ICMP}
   egress:
-  - toFQDNs: [{matchName: example.com}]
+  - toFQDNs: [{matchName: example.com}, {matchPattern: "ex ample.*"}]
   - toCIDR: [fd00::/8, 10.0.0.0/33]
 "#,
     );
@@ -322,7 +326,7 @@ spec:
         "spec.ingress[0].toPorts[0].ports[0].port: 99999 is out of range",
         "spec.ingress[0].toPorts[0].ports[1].endPort",
         "spec.ingress[0].toPorts[0].ports[2].protocol",
-        "spec.egress[0].toFQDNs: is not supported by Twill yet",
+        "spec.egress[0].toFQDNs[1].matchPattern: \"ex ample.*\" contains ' '",
         "spec.egress[1].toCIDR[0]: \"fd00::/8\": IPv6",
         "spec.egress[1].toCIDR[1]",
     ];
@@ -1073,5 +1077,9 @@ fn http_rules_need_tcp_ports_and_allow_rules() {
         "{errs:?}"
     );
     let dns = L7.replace("        http:\n", "        dns: [{matchName: x}]\n        http:\n");
-    assert!(errors(&dns)[0].contains("toPorts[0].rules.dns: is not supported by Twill yet"));
+    assert!(
+        errors(&dns)[0].contains("toPorts[0].rules: holds dns and http kinds of L7 rules"),
+        "{:?}",
+        errors(&dns)
+    );
 }

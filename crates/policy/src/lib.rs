@@ -6,8 +6,10 @@
 //! function of its arguments.
 
 pub mod convert;
+pub mod fqdn;
 pub mod k8s;
 pub mod l7;
+pub mod l7_dns;
 pub mod model;
 pub mod resolve;
 pub mod selector;

@@ -6,6 +6,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::l7_dns::{DnsMatch, DnsPortRule};
 use crate::{k8s::RuleLabel, l7::L7Rules, selector::Selector};
 
 /// Which policy a rule came from, for `policy get`, `policy trace` and
@@ -148,6 +149,9 @@ pub enum Peer {
     /// `fromNodes` / `toNodes`: the nodes whose labels the selector
     /// matches (the empty selector: every node), the local one included.
     Nodes(Selector),
+    /// `toFQDNs`: the addresses DNS answers for matching names carried,
+    /// as the FQDN cache holds them now (see [`crate::fqdn`]).
+    Fqdn(DnsMatch),
 }
 
 /// Which services a `toServices` entry names. Resolution follows the
@@ -230,6 +234,10 @@ impl L4 {
 pub struct PeerRule {
     pub peers: Vec<Peer>,
     pub l4: Vec<L4>,
+    /// `toPorts[].rules.dns`: lookups on those ports go through the DNS
+    /// proxy, which allows only the names listed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<DnsPortRule>,
 }
 
 /// Everything one rule says about one direction.
@@ -284,6 +292,17 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// Whether any rule has DNS rules or toFQDNs peers: parts that need
+    /// the DNS proxy and the FQDN cache to be enforced.
+    pub fn has_dns_parts(&self) -> bool {
+        self.rules.iter().any(|r| {
+            [&r.ingress, &r.egress]
+                .into_iter()
+                .flat_map(|d| d.allow.iter().chain(&d.deny))
+                .any(|pr| !pr.dns.is_empty() || pr.peers.iter().any(|p| matches!(p, Peer::Fqdn(_))))
+        })
+    }
+
     /// Whether the policy carries every label in `wanted` (and `wanted` is
     /// not empty: no filter must never mean "everything").
     pub fn matches_labels(&self, wanted: &[LabelFilter]) -> bool {

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use twill_identity::LabelSet;
 
 use crate::l7::L7Rules;
+use crate::l7_dns::DnsMatch;
 use crate::model::*;
 use crate::selector::Selector;
 use crate::services::{CatalogService, ServiceBackends, ServiceCatalog};
@@ -90,6 +91,9 @@ pub struct Universe {
     /// This node's labels as its node identity carries them elsewhere:
     /// a node selector that matches them selects `host` here.
     local_node: Option<LabelSet>,
+    /// For each toFQDNs selector, the IPv4 addresses the FQDN cache has
+    /// for it now (see [`crate::fqdn::FqdnCache::selections`]).
+    fqdn: BTreeMap<DnsMatch, BTreeSet<u32>>,
 }
 
 fn label_hash(key: &str, value: &str) -> u64 {
@@ -115,7 +119,22 @@ impl Universe {
             cache: Default::default(),
             services: ServiceCatalog::default(),
             local_node: None,
+            fqdn: BTreeMap::new(),
         }
+    }
+
+    /// The same identities, with the addresses toFQDNs selectors select.
+    /// Each address needs a `/32` CIDR identity among the identities (as
+    /// Cilium gives every learned IP one) for a rule to allow it.
+    pub fn with_fqdn_selections(mut self, selections: BTreeMap<DnsMatch, BTreeSet<u32>>) -> Self {
+        self.fqdn = selections;
+        self
+    }
+
+    /// Identities of the addresses a toFQDNs selector selects now.
+    pub fn fqdn(&self, selector: &DnsMatch) -> Vec<u32> {
+        let Some(addrs) = self.fqdn.get(selector) else { return vec![] };
+        self.cidr_ids().filter(|(_, p)| p.len == 32 && addrs.contains(&p.addr)).map(|(id, _)| id).collect()
     }
 
     /// The same identities, knowing the local node's labels (see
@@ -322,6 +341,7 @@ impl Universe {
             Peer::Cidr(cidr) => self.cidr(cidr),
             Peer::Service(service) => self.service(service, requires),
             Peer::Nodes(selector) => self.nodes(selector),
+            Peer::Fqdn(selector) => self.fqdn(selector),
         }
     }
 }

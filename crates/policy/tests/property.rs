@@ -237,6 +237,7 @@ mod reference {
             // The generated policies name no services: their resolution is
             // tested on hand-checked catalogs in the crate.
             Peer::Service(_) => unreachable!("no toServices peers are generated"),
+            Peer::Fqdn(_) => unreachable!("no toFQDNs peers are generated"),
             Peer::Cidr(cidr) => {
                 let by_prefix = match &ident.kind {
                     IdentityKind::Cidr(p) => {
@@ -377,6 +378,7 @@ fn show_peer(p: &Peer) -> String {
         Peer::Entity(e) => format!("entity:{}", e.name()),
         Peer::Service(svc) => format!("service:{svc}"),
         Peer::Nodes(sel) => format!("nodes{{{sel}}}").replace("{{}}", "{}"),
+        Peer::Fqdn(m) => format!("fqdn:{m}"),
         Peer::Cidr(c) if c.except.is_empty() => format!("cidr:{}", c.cidr),
         Peer::Cidr(c) => format!(
             "cidr:{} except {}",
@@ -684,7 +686,7 @@ fn l4() -> impl Strategy<Value = L4> {
 
 fn peer_rule() -> impl Strategy<Value = PeerRule> {
     (prop_oneof![1 => Just(vec![]), 12 => vec(peer(), 1..=2)], vec(l4(), 0..=2))
-        .prop_map(|(peers, l4)| PeerRule { peers, l4 })
+        .prop_map(|(peers, l4)| PeerRule { peers, l4, dns: vec![] })
 }
 
 fn direction_rules() -> impl Strategy<Value = DirectionRules> {
@@ -942,13 +944,13 @@ fn egress_named_port_towards_any_peer() {
     let named_dns = L4 { protocol: PROTO_UDP, ports: PortMatch::Named("dns".into()), l7: None };
     for (verb, any_peer) in [("allow", Peer::Any), ("allow", Peer::Entity(Entity::All)), ("deny", Peer::Any)]
     {
-        let peer_rule = PeerRule { peers: vec![any_peer.clone()], l4: vec![named_dns.clone()] };
+        let peer_rule = PeerRule { peers: vec![any_peer.clone()], l4: vec![named_dns.clone()], dns: vec![] };
         let mut egress = DirectionRules { present: true, default_deny: true, ..Default::default() };
         if verb == "allow" {
             egress.allow.push(peer_rule);
         } else {
             // Everything allowed, except the named port.
-            egress.allow.push(PeerRule { peers: vec![Peer::Any], l4: vec![] });
+            egress.allow.push(PeerRule { peers: vec![Peer::Any], l4: vec![], dns: vec![] });
             egress.deny.push(peer_rule);
         }
         let rules = vec![Rule {

@@ -132,6 +132,11 @@ impl PolicyRepository {
                 Err(e) => errors.extend(e.into_iter().map(|e| e.to_string())),
             }
         }
+        // The model holds DNS rules and toFQDNs, but the datapath does not
+        // steer DNS to the proxy yet: refuse rather than pretend.
+        for p in parsed.iter().filter(|p| p.has_dns_parts()) {
+            errors.push(format!("{}: rules.dns / toFQDNs: not enforced by Twill yet", p.key));
+        }
         // The same policy in two files is as ambiguous as in one.
         let mut seen = BTreeSet::new();
         for p in &parsed {

@@ -229,6 +229,21 @@ fn ingress_http_rules_are_enforced_per_request() {
     assert!(proxy_of("8080").iter().all(|p| *p >= 10000) && !proxy_of("8080").is_empty(), "{map}");
     assert_eq!(proxy_of("9090"), vec![0], "{map}");
 
+    // `policy trace` says the connection goes through the proxy, and with which rules.
+    let t = node.twill_json(&[
+        "policy",
+        "trace",
+        "--src-endpoint",
+        "client",
+        "--dst-endpoint",
+        "web",
+        "--dport",
+        "8080/tcp",
+    ]);
+    let ingress = t["steps"].as_array().unwrap().iter().find(|s| s["direction"] == "ingress").unwrap();
+    let why = ingress["reasons"].to_string();
+    assert!(why.contains("through the L7 proxy") && why.contains("GET /public(/.*)?"), "{t}");
+
     // Another client is refused at L3/L4 (no rule names it): no HTTP at all.
     assert_eq!(code(&node, "other", &["--max-time", "2", &url("/public")]), "000");
     // The port without L7 rules is plain TCP, never proxied (no proxy

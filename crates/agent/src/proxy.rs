@@ -151,7 +151,12 @@ impl External {
                         Ok(())
                     });
                 }
-                cmd.spawn()?;
+                let mut child = cmd.spawn()?;
+                // Reaped if it exits while this agent runs; a later agent
+                // is not its parent and need not.
+                std::thread::Builder::new().name("proxy-reaper".into()).spawn(move || {
+                    let _ = child.wait();
+                })?;
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                 loop {
                     match UnixStream::connect(&self.socket) {

@@ -139,6 +139,13 @@ mod http_tests {
             "L3/L4 flows never match"
         );
         assert_eq!(url_path("http://h/a/b?q"), "/a/b");
+        let mut tcp_l7 = ok.clone();
+        tcp_l7.l4 = Some(flow::Layer4 { protocol: Some(Protocol::Tcp(flow::Tcp::default())) });
+        assert!(matches(&tcp_l7, &f(&|f| f.protocol = vec!["http".into()])));
+        assert!(matches(&tcp_l7, &f(&|f| f.protocol = vec!["tcp".into()])));
+        let mut plain = tcp_l7.clone();
+        plain.l7 = None;
+        assert!(!matches(&plain, &f(&|f| f.protocol = vec!["http".into()])));
     }
 }
 
@@ -218,6 +225,10 @@ fn protocol_matches(filter: &str, flow: &Flow) -> bool {
         _ => return false,
     };
     let filter = filter.to_ascii_lowercase();
+    // Hubble: an L7 flow also matches its application protocol.
+    if filter == "http" {
+        return http(flow).is_some();
+    }
     filter == name || (filter == "icmp" && name.starts_with("icmp"))
 }
 

@@ -567,6 +567,18 @@ impl EndpointPolicy {
         }
     }
 
+    /// The L7 rules a new allowed connection is proxied with, as the
+    /// datapath picks them: the peer's own entry when it has one, else the
+    /// "any peer" entry. None: not proxied (or not allowed).
+    pub fn l7_rules(&self, direction: Direction, peer: u32, protocol: u8, port: u16) -> Option<&L7Rules> {
+        if !self.lookup(direction, peer, protocol, port).allowed() {
+            return None;
+        }
+        let specific = self.longest_match(direction, peer, protocol, port);
+        let any = if peer == 0 { None } else { self.longest_match(direction, 0, protocol, port) };
+        specific.or(any).and_then(|e| e.l7.as_ref())
+    }
+
     fn insert(&mut self, key: MapKey, deny: bool, origin: Origin, l7: Option<&L7Rules>) {
         let entry = self.entries.entry(key).or_default();
         let fresh = entry.origins.is_empty();

@@ -441,3 +441,14 @@ fn deny_wins_over_l7_and_never_redirects() {
     assert!(!p.lookup(Direction::Ingress, 257, PROTO_TCP, 80).allowed());
     assert!(p.entries.values().all(|e| e.l7.is_none()), "{p:#?}");
 }
+
+#[test]
+fn l7_rules_are_those_the_datapath_would_redirect_with() {
+    let p = resolve_web(&l7_policy("a", "client", "80", &http(&[("GET", "/a")])), &[]);
+    let Some(L7Rules::Http(rules)) = p.l7_rules(Direction::Ingress, 257, PROTO_TCP, 80) else {
+        panic!("{p:#?}")
+    };
+    assert_eq!(rules[0].path.as_deref(), Some("/a"));
+    assert_eq!(p.l7_rules(Direction::Ingress, 257, PROTO_TCP, 81), None, "not allowed: not proxied");
+    assert_eq!(p.l7_rules(Direction::Ingress, 258, PROTO_TCP, 80), None, "another peer is not allowed");
+}

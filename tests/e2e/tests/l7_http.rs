@@ -229,6 +229,21 @@ fn ingress_http_rules_are_enforced_per_request() {
     assert!(proxy_of("8080").iter().all(|p| *p >= 10000) && !proxy_of("8080").is_empty(), "{map}");
     assert_eq!(proxy_of("9090"), vec![0], "{map}");
 
+    // `policy trace` says the connection goes through the proxy, and with which rules.
+    let t = node.twill_json(&[
+        "policy",
+        "trace",
+        "--src-endpoint",
+        "client",
+        "--dst-endpoint",
+        "web",
+        "--dport",
+        "8080/tcp",
+    ]);
+    let ingress = t["steps"].as_array().unwrap().iter().find(|s| s["direction"] == "ingress").unwrap();
+    let why = ingress["reasons"].to_string();
+    assert!(why.contains("through the L7 proxy") && why.contains("GET /public(/.*)?"), "{t}");
+
     // Another client is refused at L3/L4 (no rule names it): no HTTP at all.
     assert_eq!(code(&node, "other", &["--max-time", "2", &url("/public")]), "000");
     // The port without L7 rules is plain TCP, never proxied (no proxy
@@ -399,4 +414,48 @@ fn proxied_connections_survive_an_agent_restart() {
         flows = l7_flows(&node, &["--http-path", "^/private$"]);
         !flows.is_empty()
     }));
+}
+
+/// Ingress L7 rules for a client on another node: the receiver's node
+/// steers the decapsulated connection to its proxy at the tunnel device.
+#[test]
+fn ingress_http_rules_apply_to_clients_on_other_nodes() {
+    use twill_e2e::cluster::Cluster;
+    let mut cluster = Cluster::new("l7x");
+    for _ in 0..2 {
+        let node_ip = format!("192.168.{}.{}", cluster.fabric.subnet(), 10 + cluster.nodes.len());
+        cluster.add_node(&[
+            "--kvstore-endpoints",
+            "{etcd}",
+            "--node-ip",
+            &node_ip,
+            "--routing-mode",
+            "tunnel",
+            "--kvstore-lease-ttl",
+            "3",
+        ]);
+    }
+    let (n0, n1) = (&cluster.nodes[0], &cluster.nodes[1]);
+    n0.endpoint("client", NS, "app=client");
+    let web = n1.endpoint("web", NS, "app=web");
+    let web_ip = ip_of(&web);
+    let _http = http_server(n1, "web", 8080);
+    n1.twill_ok(&["policy", "import", &policy_file(n1, "x.yaml", INGRESS)]);
+    let url = |path: &str| format!("http://{web_ip}:8080{path}");
+    let mut last = (String::new(), String::new());
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            last = (code(n0, "client", &[&url("/public")]), code(n0, "client", &[&url("/private")]));
+            last == ("200".to_string(), "403".to_string())
+        }),
+        "/public, /private from the other node: {last:?}\n{}",
+        n1.agent_log()
+    );
+    let mut flows = Vec::new();
+    assert!(wait_until(Duration::from_secs(10), || {
+        flows = l7_flows(n1, &["--http-path", "^/private$"]);
+        !flows.is_empty()
+    }));
+    assert_eq!(flows[0]["verdict"], "DROPPED");
+    assert_eq!(flows[0]["destination"]["pod_name"], "web");
 }

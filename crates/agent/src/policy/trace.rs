@@ -58,7 +58,12 @@ pub fn trace(
         };
         let (text, reasons) = match &verdict {
             Verdict::Allowed(o) => {
-                ("ALLOWED", o.iter().map(|o| explain(o, rules, &universe, direction, peer)).collect())
+                let mut reasons: Vec<String> =
+                    o.iter().map(|o| explain(o, rules, &universe, direction, peer)).collect();
+                if let Some(l7) = resolved.l7_rules(direction, peer, protocol, port) {
+                    reasons.push(describe_l7(l7));
+                }
+                ("ALLOWED", reasons)
             }
             Verdict::Denied(o) => ("DENIED", o.iter().map(|o| o.to_string()).collect()),
             Verdict::DefaultDenied => ("DENIED", vec!["default deny: no rule allows it".to_string()]),
@@ -82,6 +87,30 @@ pub fn trace(
         steps,
         verdict: if allowed { "ALLOWED" } else { "DENIED" }.into(),
     }
+}
+
+/// What the L7 proxy will check on a connection the trace allows.
+fn describe_l7(l7: &twill_policy::l7::L7Rules) -> String {
+    let twill_policy::l7::L7Rules::Http(rules) = l7;
+    let each: Vec<String> = rules
+        .iter()
+        .map(|r| {
+            let mut parts = Vec::new();
+            parts.push(r.method.clone().unwrap_or_else(|| "any method".into()));
+            parts.push(r.path.clone().unwrap_or_else(|| "any path".into()));
+            if let Some(h) = &r.host {
+                parts.push(format!("host {h}"));
+            }
+            for h in &r.headers {
+                parts.push(match &h.value {
+                    Some(v) => format!("header {}: {v}", h.name),
+                    None => format!("header {}", h.name),
+                });
+            }
+            parts.join(" ")
+        })
+        .collect();
+    format!("through the L7 proxy; requests allowed only if they match one of: {}", each.join("; "))
 }
 
 /// An allow origin, and when its rule allows the peer through services,

@@ -404,9 +404,8 @@ spec:
             "  ingress:\n  - toPorts: [{ports: [{port: \"53\"}], rules: {dns: [{matchName: a.test}]}}]\n",
         );
         assert!(e.contains("spec.ingress[0].toPorts: rules.dns is allowed in egress rules only"), "{e}");
-        let e = one_error(
-            "  egress:\n  - toPorts: [{ports: [{port: \"80\"}], rules: {kafka: [{topic: t}]}}]\n",
-        );
+        let e =
+            one_error("  egress:\n  - toPorts: [{ports: [{port: \"80\"}], rules: {kafka: [{topic: t}]}}]\n");
         assert!(e.contains("spec.egress[0].toPorts[0].rules.kafka: is not supported by Twill yet"), "{e}");
     }
 }

@@ -495,4 +495,14 @@ impl Cluster {
         self.nodes.push(node);
         self.nodes.last_mut().unwrap()
     }
+
+    /// Adds the next node in cluster mode on this cluster's etcd, at its
+    /// fabric address, with `mode` routing (tunnel or native) and `extra`
+    /// flags after those.
+    pub fn join(&mut self, mode: &str, extra: &[&str]) -> &mut ClusterNode {
+        let node_ip = format!("192.168.{}.{}", self.fabric.subnet(), 10 + self.nodes.len());
+        let mut flags = vec!["--kvstore-endpoints", "{etcd}", "--node-ip", &node_ip, "--routing-mode", mode];
+        flags.extend_from_slice(extra);
+        self.add_node(&flags)
+    }
 }

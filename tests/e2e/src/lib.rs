@@ -46,6 +46,16 @@ pub fn hubble_cli() -> PathBuf {
     path
 }
 
+/// What the upstream hubble CLI prints for `hubble observe KIND ARGS`
+/// (`agent-events`, `debug-events`) against `node`'s observer socket.
+pub fn hubble_observe_events(node: &Node, kind: &str, args: &[&str]) -> String {
+    let server = format!("unix://{}", node.hubble_socket().display());
+    let out =
+        Command::new(hubble_cli()).args(["observe", kind, "--server", &server]).args(args).output().unwrap();
+    assert!(out.status.success(), "hubble: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Polls `check` until it returns true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

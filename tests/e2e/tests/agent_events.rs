@@ -9,16 +9,10 @@ use std::{
 };
 
 use serde_json::Value;
-use twill_e2e::{bin_dir, cluster::Cluster, hubble_cli, ip_of, wait_until, Node};
+use twill_e2e::{bin_dir, cluster::Cluster, ip_of, wait_until, Node};
 
 fn hubble_events(node: &Node, args: &[&str]) -> String {
-    let out = Command::new(hubble_cli())
-        .args(["observe", "agent-events", "--server", &format!("unix://{}", node.hubble_socket().display())])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "hubble: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    twill_e2e::hubble_observe_events(node, "agent-events", args)
 }
 
 const POLICY: &str = "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: from-host\nspec:\n  endpointSelector: {matchLabels: {app: web}}\n  ingress: [{fromEntities: [host]}]\n";

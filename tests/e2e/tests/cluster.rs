@@ -18,19 +18,9 @@ const LEASE_TTL: &str = "3";
 /// Starts the next node in cluster mode with `mode` routing, on the pod
 /// CIDR the harness picks for it.
 fn join<'a>(cluster: &'a mut Cluster, mode: &str, extra: &[&str]) -> &'a mut ClusterNode {
-    let node_ip = format!("192.168.{}.{}", cluster.fabric.subnet(), 10 + cluster.nodes.len());
-    let mut flags = vec![
-        "--kvstore-endpoints",
-        "{etcd}",
-        "--node-ip",
-        &node_ip,
-        "--routing-mode",
-        mode,
-        "--kvstore-lease-ttl",
-        LEASE_TTL,
-    ];
+    let mut flags = vec!["--kvstore-lease-ttl", LEASE_TTL];
     flags.extend_from_slice(extra);
-    cluster.add_node(&flags)
+    cluster.join(mode, &flags)
 }
 
 fn ipcache(node: &ClusterNode) -> Vec<Value> {

@@ -13,19 +13,7 @@ use twill_e2e::{
 const LEASE_TTL: &str = "3";
 
 fn join<'a>(cluster: &'a mut Cluster, mode: &str, labels: &str) -> &'a mut ClusterNode {
-    let node_ip = format!("192.168.{}.{}", cluster.fabric.subnet(), 10 + cluster.nodes.len());
-    cluster.add_node(&[
-        "--kvstore-endpoints",
-        "{etcd}",
-        "--node-ip",
-        &node_ip,
-        "--routing-mode",
-        mode,
-        "--kvstore-lease-ttl",
-        LEASE_TTL,
-        "--node-labels",
-        labels,
-    ])
+    cluster.join(mode, &["--kvstore-lease-ttl", LEASE_TTL, "--node-labels", labels])
 }
 
 fn node_identity(observer: &ClusterNode, name: &str) -> Option<u64> {

@@ -14,13 +14,7 @@ use serde_json::Value;
 use twill_e2e::{bin_dir, cluster::Cluster, hubble_cli, ip_of, wait_until, Node};
 
 fn hubble_debug(node: &Node, args: &[&str]) -> String {
-    let out = Command::new(hubble_cli())
-        .args(["observe", "debug-events", "--server", &format!("unix://{}", node.hubble_socket().display())])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "hubble: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    twill_e2e::hubble_observe_events(node, "debug-events", args)
 }
 
 fn debug_events(node: &Node) -> Vec<Value> {
@@ -252,20 +246,8 @@ impl Drop for KillOnDrop {
 #[test]
 fn the_relay_merges_every_nodes_debug_events_in_time_order() {
     let mut cluster = Cluster::new("dbgr");
-    for i in 0..2 {
-        let node_ip = format!("192.168.{}.{}", cluster.fabric.subnet(), 10 + i);
-        cluster.add_node(&[
-            "--kvstore-endpoints",
-            "{etcd}",
-            "--node-ip",
-            &node_ip,
-            "--routing-mode",
-            "tunnel",
-            "--hubble-listen-address",
-            "0.0.0.0:4244",
-            "--debug-verbose",
-            "datapath",
-        ]);
+    for _ in 0..2 {
+        cluster.join("tunnel", &["--hubble-listen-address", "0.0.0.0:4244", "--debug-verbose", "datapath"]);
     }
     let names: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
     let a = cluster.nodes[0].endpoint("a", "default", "app=a");

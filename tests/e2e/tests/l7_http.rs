@@ -423,17 +423,7 @@ fn ingress_http_rules_apply_to_clients_on_other_nodes() {
     use twill_e2e::cluster::Cluster;
     let mut cluster = Cluster::new("l7x");
     for _ in 0..2 {
-        let node_ip = format!("192.168.{}.{}", cluster.fabric.subnet(), 10 + cluster.nodes.len());
-        cluster.add_node(&[
-            "--kvstore-endpoints",
-            "{etcd}",
-            "--node-ip",
-            &node_ip,
-            "--routing-mode",
-            "tunnel",
-            "--kvstore-lease-ttl",
-            "3",
-        ]);
+        cluster.join("tunnel", &["--kvstore-lease-ttl", "3"]);
     }
     let (n0, n1) = (&cluster.nodes[0], &cluster.nodes[1]);
     n0.endpoint("client", NS, "app=client");

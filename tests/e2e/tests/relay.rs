@@ -27,19 +27,7 @@ const TLS_RELAY: &str = "127.0.0.1:4246";
 /// long so a killed agent stays a listed (unavailable) peer for the test's
 /// length instead of leaving the cluster.
 fn join(cluster: &mut Cluster) -> &mut ClusterNode {
-    let node_ip = format!("192.168.{}.{}", cluster.fabric.subnet(), 10 + cluster.nodes.len());
-    cluster.add_node(&[
-        "--kvstore-endpoints",
-        "{etcd}",
-        "--node-ip",
-        &node_ip,
-        "--routing-mode",
-        "tunnel",
-        "--kvstore-lease-ttl",
-        "120",
-        "--hubble-listen-address",
-        "0.0.0.0:4244",
-    ])
+    cluster.join("tunnel", &["--kvstore-lease-ttl", "120", "--hubble-listen-address", "0.0.0.0:4244"])
 }
 
 /// A process in a node's network namespace, killed on drop.
@@ -381,23 +369,19 @@ fn the_relay_reaches_nodes_over_mutual_tls_by_their_announced_server_names() {
     let pki = Pki::new(&tls_dir, "hubble", "DNS:*.default.hubble-grpc.cilium.io,IP:127.0.0.1");
     let (cert, key, ca) = (pki.path("server.pem"), pki.path("server.key"), pki.path("ca.pem"));
     for _ in 0..2 {
-        let node_ip = format!("192.168.{}.{}", cluster.fabric.subnet(), 10 + cluster.nodes.len());
-        cluster.add_node(&[
-            "--kvstore-endpoints",
-            "{etcd}",
-            "--node-ip",
-            &node_ip,
-            "--routing-mode",
+        cluster.join(
             "tunnel",
-            "--hubble-listen-address",
-            "0.0.0.0:4244",
-            "--hubble-tls-cert",
-            &cert,
-            "--hubble-tls-key",
-            &key,
-            "--hubble-tls-client-ca",
-            &ca,
-        ]);
+            &[
+                "--hubble-listen-address",
+                "0.0.0.0:4244",
+                "--hubble-tls-cert",
+                &cert,
+                "--hubble-tls-key",
+                &key,
+                "--hubble-tls-client-ca",
+                &ca,
+            ],
+        );
     }
     let n0 = &cluster.nodes[0];
     assert!(

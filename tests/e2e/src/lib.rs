@@ -409,7 +409,7 @@ impl Node {
     /// Waits until a socket of the kind `ss` lists with `kind` (-tln, -uln)
     /// is bound to `port` inside `endpoint`: a client started before would
     /// be refused, and a balanced service would fail one of its backends.
-    fn wait_for_socket(&self, endpoint: &str, kind: &str, port: u16) {
+    pub fn wait_for_socket(&self, endpoint: &str, kind: &str, port: u16) {
         let ep = self.twill_json(&["endpoint", "get", endpoint, "--namespace", "default"]);
         let netns = ep["netns"].as_str().unwrap().to_string();
         let filter = format!("sport = :{port}");

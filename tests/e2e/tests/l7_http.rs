@@ -66,14 +66,7 @@ fn policy_file(node: &Node, name: &str, yaml: &str) -> String {
 fn http_server(node: &Node, endpoint: &str, port: u16) -> Background {
     let port_s = port.to_string();
     let server = node.spawn_in(endpoint, NS, &["python3", "-c", SERVER, &port_s]);
-    let probe = format!("ss -ltn | grep -q ':{port} '");
-    assert!(
-        wait_until(Duration::from_secs(10), || node
-            .exec(endpoint, NS, &["sh", "-c", &probe])
-            .status
-            .success()),
-        "HTTP server on {endpoint}:{port} did not start"
-    );
+    node.wait_for_socket(endpoint, "-tln", port);
     server
 }
 

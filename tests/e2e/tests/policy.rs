@@ -59,14 +59,7 @@ fn drops(node: &Node, reason: u64) -> u64 {
 fn serve(node: &Node, endpoint: &str, port: u16) -> Background {
     let listen = format!("TCP-LISTEN:{port},reuseaddr,fork");
     let server = node.spawn_in(endpoint, NS, &["socat", &listen, "SYSTEM:echo ok"]);
-    let probe = format!("ss -ltn | grep -q ':{port} '");
-    assert!(
-        wait_until(Duration::from_secs(10), || node
-            .exec(endpoint, NS, &["sh", "-c", &probe])
-            .status
-            .success()),
-        "server on {endpoint}:{port} did not start"
-    );
+    node.wait_for_socket(endpoint, "-tln", port);
     server
 }
 

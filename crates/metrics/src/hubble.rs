@@ -15,6 +15,7 @@
 //! | `hubble_lost_events_total` | `source` | [`HubbleMetrics::lost`] |
 //! | `hubble_http_requests_total` | `method`, `protocol`, `reporter` | HTTP request flows (L7) |
 //! | `hubble_http_responses_total` | `method`, `protocol`, `status`, `reporter` | HTTP response flows (L7) |
+//! | `hubble_http_request_duration_seconds` | `method`, `reporter` | HTTP response flows (L7), their `latency_ns` |
 //!
 //! `reporter` is Hubble's: `client` for a proxy on the sender's egress,
 //! `server` for one on the receiver's ingress.
@@ -28,7 +29,7 @@ use twill_observe_proto::flow::{
     Verdict,
 };
 
-use crate::registry::{Counter, Registry};
+use crate::registry::{Counter, Histogram, Registry, DEFAULT_BUCKETS};
 
 /// `source` values of `hubble_lost_events_total` (Hubble's
 /// `LostEventSource` names in lower case).
@@ -48,6 +49,7 @@ pub struct HubbleMetrics {
     lost: Counter,
     http_requests: Counter,
     http_responses: Counter,
+    http_duration: Histogram,
 }
 
 impl HubbleMetrics {
@@ -91,6 +93,13 @@ impl HubbleMetrics {
                 "Count of HTTP responses",
                 &["method", "protocol", "status", "reporter"],
             ),
+            // Hubble's buckets are the Prometheus client's defaults.
+            http_duration: registry.histogram(
+                "hubble_http_request_duration_seconds",
+                "Histogram of HTTP request duration in seconds",
+                &["method", "reporter"],
+                DEFAULT_BUCKETS,
+            ),
         };
         for source in [LOST_PERF_EVENT_RING_BUFFER, LOST_OBSERVER_EVENTS_QUEUE, LOST_HUBBLE_RING_BUFFER] {
             m.lost.inc_by(&[source], 0.0);
@@ -129,6 +138,8 @@ impl HubbleMetrics {
             self.http_requests.inc(&[&http.method, &http.protocol, reporter]);
         } else if l7.r#type == flow::L7FlowType::Response as i32 {
             self.http_responses.inc(&[&http.method, &http.protocol, &http.code.to_string(), reporter]);
+            // The response carries the request's round trip as seen by the proxy.
+            self.http_duration.observe(&[&http.method, reporter], l7.latency_ns as f64 / 1e9);
         }
     }
 
@@ -453,7 +464,7 @@ mod tests {
             traffic_direction: dir as i32,
             l7: Some(flow::Layer7 {
                 r#type: kind as i32,
-                latency_ns: 1,
+                latency_ns: 30_000_000,
                 record: Some(L7::Http(flow::Http {
                     code,
                     method: "GET".into(),
@@ -477,6 +488,16 @@ mod tests {
                 r#"hubble_http_responses_total{method="GET",protocol="HTTP/1.1",status="200",reporter="client"} 1"#
             ]
         );
+        // 30 ms lands in the 0.05 bucket and every one above it, not in 0.025.
+        let text = r.render();
+        for line in [
+            r#"hubble_http_request_duration_seconds_bucket{method="GET",reporter="client",le="0.025"} 0"#,
+            r#"hubble_http_request_duration_seconds_bucket{method="GET",reporter="client",le="0.05"} 1"#,
+            r#"hubble_http_request_duration_seconds_sum{method="GET",reporter="client"} 0.03"#,
+            r#"hubble_http_request_duration_seconds_count{method="GET",reporter="client"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
     }
 
     #[test]

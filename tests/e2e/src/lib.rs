@@ -290,6 +290,15 @@ impl Node {
         Command::new("ip").args(["netns", "exec", &self.netns]).args(cmd).output().unwrap()
     }
 
+    /// The agent's Prometheus page (`/metrics` on 127.0.0.1:9962 in the
+    /// node's namespace).
+    pub fn metrics(&self) -> String {
+        let script = "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9962/metrics',timeout=5).read().decode(),end='')";
+        let out = self.host_cmd(&["python3", "-c", script]);
+        assert!(out.status.success(), "scrape failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// One ping from an endpoint; true if answered.
     pub fn ping(&self, endpoint: &str, namespace: &str, dst: &str) -> bool {
         self.exec(endpoint, namespace, &["ping", "-c", "1", "-W", "1", dst]).status.success()
@@ -504,4 +513,14 @@ pub fn cluster_ip(svc: &Value) -> String {
 /// An endpoint's IPv4 address, from its JSON.
 pub fn ip_of(ep: &Value) -> String {
     ep["ipv4"].as_str().expect("ipv4").to_string()
+}
+
+/// The value of the sample in a Prometheus page whose line starts with
+/// `series` (name and labels); 0 when there is none.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }

@@ -7,7 +7,7 @@
 
 use std::{process::Output, time::Duration};
 
-use twill_e2e::{hubble_cli, ip_of, wait_until, Background, Node, Value};
+use twill_e2e::{hubble_cli, ip_of, metric_value, wait_until, Background, Node, Value};
 
 const NS: &str = "default";
 
@@ -305,6 +305,26 @@ fn ingress_http_rules_are_enforced_per_request() {
     let mine =
         node.observe(&["--type", "l7", "--last", "1000", "--http-method", "POST", "--http-status", "200"]);
     assert!(!mine.is_empty() && mine.iter().all(|f| http_of(f)["method"] == "POST"));
+
+    // Hubble's HTTP metrics count the same requests: the proxy sits at the
+    // receiver's ingress, so the reporter is the server.
+    let mut text = String::new();
+    let counted = wait_until(Duration::from_secs(10), || {
+        text = node.metrics();
+        metric_value(
+            &text,
+            r#"hubble_http_requests_total{method="GET",protocol="HTTP/1.1",reporter="server"}"#,
+        ) >= 5.0
+            && metric_value(
+                &text,
+                r#"hubble_http_responses_total{method="GET",protocol="HTTP/1.1",status="200",reporter="server"}"#,
+            ) >= 5.0
+            && metric_value(
+                &text,
+                r#"hubble_http_request_duration_seconds_count{method="POST",reporter="server"}"#,
+            ) >= 1.0
+    });
+    assert!(counted, "{text}");
 }
 
 const EGRESS: &str = r#"

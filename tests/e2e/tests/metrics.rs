@@ -3,23 +3,7 @@
 
 use std::{io::Write, process::Stdio, time::Duration};
 
-use twill_e2e::{wait_until, Node};
-
-fn scrape(node: &Node) -> String {
-    let script = "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9962/metrics',timeout=5).read().decode(),end='')";
-    let out = node.host_cmd(&["python3", "-c", script]);
-    assert!(out.status.success(), "scrape failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The value of the sample whose line starts with `series` (name and labels).
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
+use twill_e2e::{metric_value, wait_until, Node};
 
 #[test]
 fn metrics_move_with_traffic_and_pass_promtool() {
@@ -27,8 +11,8 @@ fn metrics_move_with_traffic_and_pass_promtool() {
     node.endpoint("a", "default", "app=a");
     let b = node.endpoint("b", "default", "app=b");
     let b_ip = b["ipv4"].as_str().unwrap().to_string();
-    let before = scrape(&node);
-    assert_eq!(value(&before, "twill_endpoints "), 2.0);
+    let before = node.metrics();
+    assert_eq!(metric_value(&before, "twill_endpoints "), 2.0);
 
     // Allowed traffic, then a drop by policy.
     assert!(node.ping("a", "default", &b_ip));
@@ -42,26 +26,26 @@ fn metrics_move_with_traffic_and_pass_promtool() {
     assert!(!node.ping("a", "default", &b_ip));
 
     let moved = wait_until(Duration::from_secs(10), || {
-        let now = scrape(&node);
-        value(&now, "hubble_drop_total{reason=\"POLICY_DENIED\",protocol=\"ICMPv4\"}") >= 1.0
-            && value(&now, "hubble_icmp_total{family=\"IPv4\",type=\"EchoRequest\"}") >= 1.0
+        let now = node.metrics();
+        metric_value(&now, "hubble_drop_total{reason=\"POLICY_DENIED\",protocol=\"ICMPv4\"}") >= 1.0
+            && metric_value(&now, "hubble_icmp_total{family=\"IPv4\",type=\"EchoRequest\"}") >= 1.0
     });
-    let after = scrape(&node);
+    let after = node.metrics();
     assert!(moved, "hubble metrics did not move:\n{after}");
     assert!(
-        value(
+        metric_value(
             &after,
             "hubble_flows_processed_total{type=\"Trace\",subtype=\"to-endpoint\",verdict=\"FORWARDED\"}"
         ) >= 1.0,
         "{after}"
     );
     assert!(
-        value(&after, "twill_drop_count_total{reason=\"Policy denied\",direction=\"ingress\"}") >= 1.0,
+        metric_value(&after, "twill_drop_count_total{reason=\"Policy denied\",direction=\"ingress\"}") >= 1.0,
         "{after}"
     );
-    assert!(value(&after, "twill_forward_count_total{direction=\"egress\"}") >= 1.0);
-    assert_eq!(value(&after, "twill_policy_revision "), 1.0);
-    assert!(value(&after, "twill_bpf_map_entries{map=\"twill_policy\"}") >= 1.0);
+    assert!(metric_value(&after, "twill_forward_count_total{direction=\"egress\"}") >= 1.0);
+    assert_eq!(metric_value(&after, "twill_policy_revision "), 1.0);
+    assert!(metric_value(&after, "twill_bpf_map_entries{map=\"twill_policy\"}") >= 1.0);
     assert!(
         after.contains("twill_api_request_duration_seconds_bucket{operation=\"policy-import\""),
         "{after}"
@@ -108,21 +92,23 @@ fn closed_connections_are_collected_from_conntrack() {
     for _ in 0..10 {
         assert_eq!(node.tcp_request("a", &target).as_deref(), Ok("b"));
     }
-    let entries = |text: &str| value(text, "twill_bpf_map_entries{map=\"twill_ct\"}");
-    let before = scrape(&node);
+    let entries = |text: &str| metric_value(text, "twill_bpf_map_entries{map=\"twill_ct\"}");
+    let before = node.metrics();
     assert!(entries(&before) >= 10.0, "the connections are tracked:\n{before}");
-    assert!(value(&before, "twill_datapath_conntrack_gc_runs_total{status=\"completed\"}") >= 0.0);
+    assert!(metric_value(&before, "twill_datapath_conntrack_gc_runs_total{status=\"completed\"}") >= 0.0);
 
     // Closing entries live 10 s, a sweep runs every 2 s.
     let collected = wait_until(Duration::from_secs(40), || {
-        let now = scrape(&node);
+        let now = node.metrics();
         entries(&now) == 0.0
-            && value(&now, "twill_datapath_conntrack_gc_entries_total{map=\"twill_ct\",status=\"deleted\"}")
-                >= 10.0
+            && metric_value(
+                &now,
+                "twill_datapath_conntrack_gc_entries_total{map=\"twill_ct\",status=\"deleted\"}",
+            ) >= 10.0
     });
-    let after = scrape(&node);
+    let after = node.metrics();
     assert!(collected, "lapsed entries were not collected:\n{after}");
-    assert!(value(&after, "twill_datapath_conntrack_gc_runs_total{status=\"completed\"}") >= 2.0);
+    assert!(metric_value(&after, "twill_datapath_conntrack_gc_runs_total{status=\"completed\"}") >= 2.0);
     // Traffic after the sweep is tracked afresh.
     assert_eq!(node.tcp_request("a", &target).as_deref(), Ok("b"));
 

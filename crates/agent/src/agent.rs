@@ -1933,6 +1933,9 @@ impl Agent {
         twill_datapath::proxy_routing::remove_proxy_routing()?;
         removed.push(format!("proxy rule and route table {}", twill_abi::PROXY_ROUTE_TABLE));
         // The proxy exits once its control socket is gone.
+        if let Some(proxy) = &self.proxy {
+            proxy.shutdown();
+        }
         if let Some(dir) = self.config.api_socket.parent() {
             if std::fs::remove_file(twill_proxy::control::socket_path(dir)).is_ok() {
                 removed.push("twill-proxy".into());

@@ -22,6 +22,8 @@ pub trait ProxyControl: Send + Sync {
     fn apply(&self, config: ProxyConfig) -> Result<(), String>;
     /// Connections accepted and requests handled since start.
     fn counters(&self) -> (u64, u64);
+    /// The agent is uninstalling: the proxy is about to go, on purpose.
+    fn shutdown(&self) {}
 }
 
 /// The proxy in this process.
@@ -100,13 +102,28 @@ impl RecordSink for FlowRecords {
 /// agent starts it when nothing answers there, detached into its own
 /// session so it survives the agent; a restarted agent finds it and hands
 /// it the configuration again, and connections it proxies never notice.
+/// If the proxy dies, the agent starts a new one at once and hands it the
+/// last configuration, as cilium-agent restarts Envoy: L7 ports are
+/// dropped (never let through) for the moment in between.
 pub struct External {
+    inner: Arc<ExternalInner>,
+}
+
+struct ExternalInner {
     socket: std::path::PathBuf,
     binary: std::path::PathBuf,
     log: std::path::PathBuf,
-    conn: std::sync::Mutex<Option<std::os::unix::net::UnixStream>>,
+    /// The live control connection and its generation: a reader that saw
+    /// its own connection end revives the proxy only if nobody replaced
+    /// that connection already.
+    conn: std::sync::Mutex<(u64, Option<std::os::unix::net::UnixStream>)>,
+    /// The last configuration line sent, for a new proxy.
+    last: std::sync::Mutex<Option<Vec<u8>>>,
+    /// Set by [`ProxyControl::shutdown`]: a proxy that goes away then is
+    /// meant to.
+    stopping: std::sync::atomic::AtomicBool,
     records: Arc<FlowRecords>,
-    counters: Arc<[std::sync::atomic::AtomicU64; 2]>,
+    counters: [std::sync::atomic::AtomicU64; 2],
 }
 
 impl External {
@@ -115,30 +132,41 @@ impl External {
         binary: std::path::PathBuf,
         records: Arc<FlowRecords>,
     ) -> std::io::Result<External> {
-        let external = External {
+        let inner = Arc::new(ExternalInner {
             socket: twill_proxy::control::socket_path(run_dir),
             log: run_dir.join("proxy.log"),
             binary,
-            conn: std::sync::Mutex::new(None),
+            conn: std::sync::Mutex::new((0, None)),
+            last: std::sync::Mutex::new(None),
+            stopping: Default::default(),
             records,
-            counters: Arc::default(),
-        };
-        let stream = external.connect()?;
-        *external.conn.lock().expect("proxy connection lock") = Some(stream);
-        Ok(external)
+            counters: Default::default(),
+        });
+        {
+            let mut conn = inner.conn.lock().expect("proxy connection lock");
+            let stream = ExternalInner::connect(&inner, 1)?;
+            *conn = (1, Some(stream));
+        }
+        Ok(External { inner })
     }
+}
 
+impl ExternalInner {
     /// Connects to the running proxy, or starts one and waits (bounded)
-    /// for its socket.
-    fn connect(&self) -> std::io::Result<std::os::unix::net::UnixStream> {
+    /// for its socket; a reader thread for generation `generation` takes
+    /// the proxy's messages. Called with `conn` locked, so at most one
+    /// proxy is ever being started.
+    fn connect(this: &Arc<Self>, generation: u64) -> std::io::Result<std::os::unix::net::UnixStream> {
         use std::os::unix::{net::UnixStream, process::CommandExt};
-        let stream = match UnixStream::connect(&self.socket) {
+        let stream = match UnixStream::connect(&this.socket) {
             Ok(s) => s,
             Err(_) => {
-                let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
-                let mut cmd = std::process::Command::new(&self.binary);
+                // A dead proxy leaves its socket file behind.
+                let _ = std::fs::remove_file(&this.socket);
+                let log = std::fs::OpenOptions::new().create(true).append(true).open(&this.log)?;
+                let mut cmd = std::process::Command::new(&this.binary);
                 cmd.arg("--socket")
-                    .arg(&self.socket)
+                    .arg(&this.socket)
                     .stdin(std::process::Stdio::null())
                     .stdout(log.try_clone()?)
                     .stderr(log);
@@ -159,7 +187,7 @@ impl External {
                 })?;
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                 loop {
-                    match UnixStream::connect(&self.socket) {
+                    match UnixStream::connect(&this.socket) {
                         Ok(s) => break s,
                         Err(e) if std::time::Instant::now() > deadline => return Err(e),
                         Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
@@ -168,40 +196,83 @@ impl External {
             }
         };
         let reader = stream.try_clone()?;
-        let records = self.records.clone();
-        let counters = self.counters.clone();
+        let me = this.clone();
         std::thread::Builder::new().name("proxy-records".into()).spawn(move || {
-            use std::io::BufRead;
-            use twill_proxy::control::FromProxy;
-            for line in std::io::BufReader::new(reader).lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<FromProxy>(&line) {
-                    Ok(FromProxy::Record(r)) => records.record(r),
-                    Ok(FromProxy::Applied(Some(e))) => tracing::warn!("L7 proxy: {e}"),
-                    Ok(FromProxy::Applied(None)) => {}
-                    Ok(FromProxy::Counters { connections, requests }) => {
-                        counters[0].store(connections, std::sync::atomic::Ordering::Relaxed);
-                        counters[1].store(requests, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    Err(e) => tracing::warn!("L7 proxy sent a bad message: {e}"),
-                }
-            }
+            me.read(reader);
+            me.revive(generation);
         })?;
         Ok(stream)
     }
 
-    fn send(&self, line: &[u8]) -> std::io::Result<()> {
+    fn read(&self, reader: std::os::unix::net::UnixStream) {
+        use std::io::BufRead;
+        use twill_proxy::control::FromProxy;
+        for line in std::io::BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            match serde_json::from_str::<FromProxy>(&line) {
+                Ok(FromProxy::Record(r)) => self.records.record(r),
+                Ok(FromProxy::Applied(Some(e))) => tracing::warn!("L7 proxy: {e}"),
+                Ok(FromProxy::Applied(None)) => {}
+                Ok(FromProxy::Counters { connections, requests }) => {
+                    self.counters[0].store(connections, std::sync::atomic::Ordering::Relaxed);
+                    self.counters[1].store(requests, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!("L7 proxy sent a bad message: {e}"),
+            }
+        }
+    }
+
+    /// The connection of generation `dead` ended: start a new proxy with
+    /// the last configuration, retrying with a bounded backoff, unless the
+    /// agent is stopping or someone already did.
+    fn revive(self: Arc<Self>, dead: u64) {
+        let mut backoff = std::time::Duration::from_millis(50);
+        loop {
+            if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            let mut conn = self.conn.lock().expect("proxy connection lock");
+            if conn.0 != dead {
+                return;
+            }
+            tracing::warn!("twill-proxy went away; starting it again");
+            let generation = dead + 1;
+            let last = self.last.lock().expect("proxy config lock").clone();
+            let started = ExternalInner::connect(&self, generation).and_then(|mut stream| {
+                use std::io::Write;
+                if let Some(line) = last {
+                    stream.write_all(&line)?;
+                }
+                Ok(stream)
+            });
+            match started {
+                Ok(stream) => {
+                    *conn = (generation, Some(stream));
+                    return;
+                }
+                Err(e) => tracing::warn!("restarting twill-proxy: {e}"),
+            }
+            drop(conn);
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(std::time::Duration::from_secs(2));
+        }
+    }
+
+    fn send(this: &Arc<Self>, line: Vec<u8>) -> std::io::Result<()> {
         use std::io::Write;
-        let mut conn = self.conn.lock().expect("proxy connection lock");
-        if let Some(stream) = conn.as_mut() {
-            if stream.write_all(line).is_ok() {
+        let mut conn = this.conn.lock().expect("proxy connection lock");
+        *this.last.lock().expect("proxy config lock") = Some(line.clone());
+        if let Some(stream) = conn.1.as_mut() {
+            if stream.write_all(&line).is_ok() {
                 return Ok(());
             }
         }
-        // The proxy went away: start (or find) it again and resend.
-        let mut stream = self.connect()?;
-        stream.write_all(line)?;
-        *conn = Some(stream);
+        // The proxy went away and its reader has not revived it yet: do it
+        // here; the reader then sees a newer generation and leaves it.
+        let generation = conn.0 + 1;
+        let mut stream = ExternalInner::connect(this, generation)?;
+        stream.write_all(&line)?;
+        *conn = (generation, Some(stream));
         Ok(())
     }
 }
@@ -211,11 +282,16 @@ impl ProxyControl for External {
         let mut line =
             serde_json::to_vec(&twill_proxy::control::ToProxy::Config(config)).map_err(|e| e.to_string())?;
         line.push(b'\n');
-        self.send(&line).map_err(|e| format!("control socket {}: {e}", self.socket.display()))
+        ExternalInner::send(&self.inner, line)
+            .map_err(|e| format!("control socket {}: {e}", self.inner.socket.display()))
     }
 
     fn counters(&self) -> (u64, u64) {
-        let c = &self.counters;
+        let c = &self.inner.counters;
         (c[0].load(std::sync::atomic::Ordering::Relaxed), c[1].load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn shutdown(&self) {
+        self.inner.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }

@@ -462,3 +462,146 @@ fn ingress_http_rules_apply_to_clients_on_other_nodes() {
     assert_eq!(flows[0]["verdict"], "DROPPED");
     assert_eq!(flows[0]["destination"]["pod_name"], "web");
 }
+
+/// Raw HTTP/1.1 from a client endpoint, for what curl does not do:
+/// pipelined requests in one write, a request trickled a byte at a time,
+/// and bytes that are no request at all. Prints one status line per answer.
+const RAW_CLIENT: &str = r#"
+import socket, sys, time
+ip, mode = sys.argv[1], sys.argv[2]
+s = socket.create_connection((ip, 8080), timeout=5)
+def req(path): return ("GET %s HTTP/1.1\r\nHost: web\r\n\r\n" % path).encode()
+if mode == "pipelined":
+    s.sendall(req("/public") + req("/private") + req("/public/x"))
+    want = 3
+elif mode == "slow":
+    for b in req("/public/slow"):
+        s.sendall(bytes([b])); time.sleep(0.02)
+    want = 1
+else:
+    s.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+    want = 1
+data, seen = b"", []
+deadline = time.time() + 5
+while len(seen) < want and time.time() < deadline:
+    chunk = s.recv(65536)
+    if not chunk: break
+    data += chunk
+    while b"\r\n\r\n" in data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        length = next((int(l.split(":")[1]) for l in lines if l.lower().startswith("content-length:")), 0)
+        if len(rest) < length: break
+        seen.append(lines[0]); data = rest[length:]
+print("\n".join(seen))
+"#;
+
+fn raw(node: &Node, ip: &str, mode: &str) -> Vec<String> {
+    let out = node.exec("client", NS, &["python3", "-c", RAW_CLIENT, ip, mode]);
+    assert!(out.status.success(), "{mode} client: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect()
+}
+
+#[test]
+fn pipelined_slow_and_malformed_requests() {
+    let node = Node::start("l7raw");
+    let web = node.endpoint("web", NS, "app=web");
+    node.endpoint("client", NS, "app=client");
+    let web_ip = ip_of(&web);
+    let _http = http_server(&node, "web", 8080);
+    node.twill_ok(&["policy", "import", &policy_file(&node, "in.yaml", INGRESS)]);
+    let url = format!("http://{web_ip}:8080/public");
+    assert!(wait_until(Duration::from_secs(10), || code(&node, "client", &[&url]) == "200"));
+
+    // Pipelined: answered in order, the denied one in its place.
+    assert_eq!(
+        raw(&node, &web_ip, "pipelined"),
+        ["HTTP/1.1 200 OK", "HTTP/1.1 403 Forbidden", "HTTP/1.1 200 OK"]
+    );
+    // A request trickled in byte by byte is still one request.
+    assert_eq!(raw(&node, &web_ip, "slow"), ["HTTP/1.1 200 OK"]);
+    // Garbage gets 400 from the proxy, and a flow says so.
+    assert_eq!(raw(&node, &web_ip, "malformed"), ["HTTP/1.1 400 Bad Request"]);
+    let mut flows = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            flows = l7_flows(&node, &["--http-status", "400"]);
+            !flows.is_empty()
+        }),
+        "no flow for the malformed request"
+    );
+    assert_eq!(flows[0]["destination"]["pod_name"], "web", "{:?}", flows[0]);
+    assert_eq!(flows[0]["source"]["pod_name"], "client", "{:?}", flows[0]);
+}
+
+/// The pid of the twill-proxy serving this node.
+fn proxy_pid(node: &Node) -> Option<i32> {
+    let socket = node.socket.parent().unwrap().join("proxy.sock");
+    let socket = socket.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let is_proxy = args.first().is_some_and(|a| a.ends_with(b"twill-proxy"))
+            && args.iter().any(|a| *a == socket.as_bytes());
+        is_proxy.then_some(pid)
+    })
+}
+
+/// An L3/L4 connection (port 9090) that keeps exchanging lines, one every
+/// 50 ms, and reports each echo; it never goes through the proxy.
+const ECHO_CLIENT: &str = r#"
+import socket, sys, time, os
+ip, stop, out = sys.argv[1], sys.argv[2], sys.argv[3]
+s = socket.create_connection((ip, 9090), timeout=3)
+n = 0
+while not os.path.exists(stop) and n < 2000:
+    s.sendall(b"ping %d\n" % n)
+    line = s.recv(100)
+    if not line: break
+    n += 1
+    with open(out, "w") as f: f.write(str(n))
+    time.sleep(0.05)
+"#;
+
+#[test]
+fn a_dead_proxy_is_restarted_and_l3_l4_traffic_never_notices() {
+    let node = Node::start("l7pr");
+    let web = node.endpoint("web", NS, "app=web");
+    node.endpoint("client", NS, "app=client");
+    let web_ip = ip_of(&web);
+    let _http = http_server(&node, "web", 8080);
+    let _echo = node.spawn_in("web", NS, &["socat", "TCP-LISTEN:9090,reuseaddr,fork", "EXEC:cat"]);
+    node.wait_for_socket("web", "-tln", 9090);
+    node.twill_ok(&["policy", "import", &policy_file(&node, "in.yaml", INGRESS)]);
+    let url = format!("http://{web_ip}:8080/public");
+    assert!(wait_until(Duration::from_secs(10), || code(&node, "client", &[&url]) == "200"));
+
+    let base = node.state_dir.parent().unwrap().to_path_buf();
+    let (stop, out) = (base.join("stop"), base.join("echo.out"));
+    let (stop_s, out_s) = (stop.to_string_lossy().into_owned(), out.to_string_lossy().into_owned());
+    let client = node.spawn_in("client", NS, &["python3", "-c", ECHO_CLIENT, &web_ip, &stop_s, &out_s]);
+    let echoes = || std::fs::read_to_string(&out).ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(0);
+    assert!(wait_until(Duration::from_secs(10), || echoes() >= 5), "the L3/L4 connection never echoed");
+
+    let old = proxy_pid(&node).expect("twill-proxy runs");
+    // SAFETY: a plain kill(2) of the proxy this node's agent started.
+    assert_eq!(unsafe { libc::kill(old, libc::SIGKILL) }, 0);
+    // A new proxy comes up with the same rules, without a policy change.
+    let mut last = String::new();
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            last = code(&node, "client", &[&url]);
+            last == "200" && proxy_pid(&node).is_some_and(|p| p != old)
+        }),
+        "L7 after the proxy died: {last}\n{}",
+        node.agent_log()
+    );
+    assert_eq!(code(&node, "client", &[&format!("http://{web_ip}:8080/private")]), "403");
+    // The L3/L4 connection kept going the whole time, on the same socket.
+    let before = echoes();
+    assert!(wait_until(Duration::from_secs(10), || echoes() >= before + 5));
+    std::fs::write(&stop, "").unwrap();
+    let done = client.wait_with_output();
+    assert!(done.status.success(), "echo client: {}", String::from_utf8_lossy(&done.stderr));
+}

@@ -78,14 +78,33 @@ pub async fn serve(stream: TcpStream, proxy_port: u16, shared: Arc<Shared>) {
         let shared = shared.clone();
         service_fn(move |req| handle(req, ends, shared.clone(), upstream.clone()))
     };
+    // hyper shuts down a connection whose request it cannot parse without
+    // a word; Envoy answers 400, and clients and users expect that. A
+    // second handle on the socket, and an IO that leaves shutdown to it,
+    // let the proxy say it after hyper is done; closing the last handle
+    // ends the connection as hyper's shutdown would have.
+    let spare = std::os::fd::AsFd::as_fd(&stream).try_clone_to_owned().ok();
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .pipeline_flush(true)
-        .serve_connection(TokioIo::new(stream), service);
+        .serve_connection(KeepOpen(TokioIo::new(stream)), service);
     if let Err(e) = conn.await {
         debug!(%client, %server, error = %e, "proxied connection ended with an error");
         if e.is_parse() || e.is_parse_status() {
-            // hyper answered 400 already; the flow says why the client saw it.
+            let (code, answer) = if e.is_parse_too_large() {
+                (431, &b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"[..])
+            } else {
+                (400, &b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"[..])
+            };
+            if let Some(fd) = spare {
+                use std::io::Write;
+                // Non-blocking, as tokio left it: a few bytes into an idle
+                // socket's send buffer go at once, or not at all.
+                let mut socket = std::net::TcpStream::from(fd);
+                let _ = socket.write_all(answer);
+                let _ = socket.shutdown(std::net::Shutdown::Write);
+            }
+            // The flow says why the client saw it.
             let (ingress, endpoint_id, client_identity, server_identity) = identities(&shared, &ends);
             shared.sink.record(L7Record {
                 time: SystemTime::now(),
@@ -97,10 +116,60 @@ pub async fn serve(stream: TcpStream, proxy_port: u16, shared: Arc<Shared>) {
                 server,
                 client_identity,
                 server_identity,
-                http: HttpInfo { code: 400, protocol: "HTTP/1.1".into(), ..Default::default() },
+                http: HttpInfo { code, protocol: "HTTP/1.1".into(), ..Default::default() },
                 latency_ns: 0,
             });
         }
+    }
+}
+
+/// The client's socket as hyper sees it, except that hyper's shutdown is
+/// left to [`serve`], which may still have a 400 to send.
+struct KeepOpen<T>(T);
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for KeepOpen<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for KeepOpen<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 

@@ -90,6 +90,29 @@ fn code(node: &Node, from: &str, args: &[&str]) -> String {
     body_and_code(node, from, args).1
 }
 
+/// A node with a `web` endpoint serving HTTP on 8080 and a `client`
+/// endpoint, `policy` imported, once `GET path` from the client answers
+/// 200 through the proxy; with web's address and its server.
+fn l7_node(tag: &str, policy: &str, path: &str) -> (Node, String, Background) {
+    let node = Node::start(tag);
+    let web = node.endpoint("web", NS, "app=web");
+    node.endpoint("client", NS, "app=client");
+    let web_ip = ip_of(&web);
+    let http = http_server(&node, "web", 8080);
+    node.twill_ok(&["policy", "import", &policy_file(&node, &format!("{tag}.yaml"), policy)]);
+    let url = format!("http://{web_ip}:8080{path}");
+    let mut last = String::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            last = code(&node, "client", &[&url]);
+            last == "200"
+        }),
+        "GET {path}: {last}\n{}",
+        node.agent_log()
+    );
+    (node, web_ip, http)
+}
+
 fn l7_flows(node: &Node, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["--type", "l7", "--last", "1000"];
     all.extend(args);
@@ -343,22 +366,8 @@ spec:
 
 #[test]
 fn egress_http_rules_are_enforced_at_the_sender() {
-    let node = Node::start("l7eg");
-    let web = node.endpoint("web", NS, "app=web");
-    node.endpoint("client", NS, "app=client");
-    let web_ip = ip_of(&web);
-    let _http = http_server(&node, "web", 8080);
-    node.twill_ok(&["policy", "import", &policy_file(&node, "eg.yaml", EGRESS)]);
+    let (node, web_ip, _http) = l7_node("l7eg", EGRESS, "/out");
     let url = |path: &str| format!("http://{web_ip}:8080{path}");
-    let mut last = String::new();
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            last = code(&node, "client", &[&url("/out")]);
-            last == "200"
-        }),
-        "GET /out: {last}\n{}",
-        node.agent_log()
-    );
     assert_eq!(code(&node, "client", &[&url("/in")]), "403");
     assert_eq!(code(&node, "client", &["-X", "DELETE", &url("/out")]), "403");
     let mut flows = Vec::new();
@@ -394,14 +403,7 @@ with open(out, "a") as f: f.write("%d %d %s\n" % (second, third, same))
 
 #[test]
 fn proxied_connections_survive_an_agent_restart() {
-    let mut node = Node::start("l7rs");
-    let web = node.endpoint("web", NS, "app=web");
-    node.endpoint("client", NS, "app=client");
-    let web_ip = ip_of(&web);
-    let _http = http_server(&node, "web", 8080);
-    node.twill_ok(&["policy", "import", &policy_file(&node, "in.yaml", INGRESS)]);
-    let url = format!("http://{web_ip}:8080/public");
-    assert!(wait_until(Duration::from_secs(10), || code(&node, "client", &[&url]) == "200"));
+    let (mut node, web_ip, _http) = l7_node("l7rs", INGRESS, "/public");
     let base = node.state_dir.parent().unwrap().to_path_buf();
     let (go, out) = (base.join("go"), base.join("client.out"));
     let (go_s, out_s) = (go.to_string_lossy().into_owned(), out.to_string_lossy().into_owned());
@@ -504,14 +506,7 @@ fn raw(node: &Node, ip: &str, mode: &str) -> Vec<String> {
 
 #[test]
 fn pipelined_slow_and_malformed_requests() {
-    let node = Node::start("l7raw");
-    let web = node.endpoint("web", NS, "app=web");
-    node.endpoint("client", NS, "app=client");
-    let web_ip = ip_of(&web);
-    let _http = http_server(&node, "web", 8080);
-    node.twill_ok(&["policy", "import", &policy_file(&node, "in.yaml", INGRESS)]);
-    let url = format!("http://{web_ip}:8080/public");
-    assert!(wait_until(Duration::from_secs(10), || code(&node, "client", &[&url]) == "200"));
+    let (node, web_ip, _http) = l7_node("l7raw", INGRESS, "/public");
 
     // Pipelined: answered in order, the denied one in its place.
     assert_eq!(
@@ -566,16 +561,10 @@ while not os.path.exists(stop) and n < 2000:
 
 #[test]
 fn a_dead_proxy_is_restarted_and_l3_l4_traffic_never_notices() {
-    let node = Node::start("l7pr");
-    let web = node.endpoint("web", NS, "app=web");
-    node.endpoint("client", NS, "app=client");
-    let web_ip = ip_of(&web);
-    let _http = http_server(&node, "web", 8080);
+    let (node, web_ip, _http) = l7_node("l7pr", INGRESS, "/public");
     let _echo = node.spawn_in("web", NS, &["socat", "TCP-LISTEN:9090,reuseaddr,fork", "EXEC:cat"]);
     node.wait_for_socket("web", "-tln", 9090);
-    node.twill_ok(&["policy", "import", &policy_file(&node, "in.yaml", INGRESS)]);
     let url = format!("http://{web_ip}:8080/public");
-    assert!(wait_until(Duration::from_secs(10), || code(&node, "client", &[&url]) == "200"));
 
     let base = node.state_dir.parent().unwrap().to_path_buf();
     let (stop, out) = (base.join("stop"), base.join("echo.out"));

@@ -22,6 +22,7 @@ packages=(
     wrk                                   # HTTP load for the l7 benchmark (through the proxy, L3/L4 only, direct)
     chromium chromium-driver              # the web UI test drives headless Chromium through WebDriver
     dnsmasq                               # the real DNS server behind the DNS proxy tests and benchmark
+    bind9-dnsutils                        # dig, the DNS client of the DNS policy tests
     iptables                              # the DNS proxy test steers queries with a TPROXY rule
 )
 missing=()

@@ -27,8 +27,10 @@ use crate::{
     cluster::{self, mirror, Cluster},
     config::{Config, RoutingMode},
     directory::{self, FlowDirectory},
+    dns::{DnsTables, DnsView},
     endpoints::{named_ports_by_identity, Endpoints},
     error::{AgentError, Result},
+    fqdn::Fqdn,
     identities::Identities,
     inspect,
     ipcache::{self, DesiredIpcache},
@@ -124,6 +126,14 @@ pub enum Change {
         namespace: String,
         change: crate::settings::EndpointSettingsChange,
     },
+    /// The DNS proxy relayed answers to an endpoint: their addresses are
+    /// allowed wherever a toFQDNs selector matches their names.
+    DnsAnswers {
+        endpoint: u64,
+        answers: Vec<twill_policy::fqdn::Answer>,
+    },
+    /// Addresses learned from DNS whose time is up are no longer allowed.
+    FqdnExpire,
 }
 
 /// The event kinds the datapath emits: none without flows; debug messages
@@ -236,6 +246,10 @@ pub struct Agent {
     redirects: Redirects,
     /// The L7 proxy, once started (see [`Agent::set_proxy`]).
     proxy: Option<Arc<dyn ProxyControl>>,
+    /// What DNS answers taught each endpoint, for toFQDNs.
+    fqdn: Fqdn,
+    /// What the DNS proxy judges lookups by, once it runs.
+    dns_tables: Option<Arc<DnsTables>>,
     /// Endpoints whose steps the datapath reports as debug messages
     /// whatever the node's setting (`ENDPOINT_F_DEBUG`). Not kept across
     /// a restart, like the node's setting.
@@ -278,7 +292,7 @@ impl Agent {
         let realizer = PolicyRealizer::from_map(datapath.policy_map())?;
         // Listeners keep their ports across restarts: the pinned entries
         // name them.
-        let mut redirects = Redirects::default();
+        let mut redirects = Redirects::new(config.dns.port);
         for (entry, port) in realizer.proxy_ports() {
             redirects.adopt(RedirectKey::from_entry(&entry), port);
         }
@@ -301,6 +315,7 @@ impl Agent {
             services.share_claims();
         }
         lb::attach(&mut datapath, &config)?;
+        let fqdn = Fqdn::new(config.dns.min_ttl, config.dns.max_ips_per_name);
         let mut agent = Self {
             services,
             namespaces: Namespaces::new(shared.clone()),
@@ -323,6 +338,8 @@ impl Agent {
             shaped: BTreeSet::new(),
             redirects,
             proxy: None,
+            fqdn,
+            dns_tables: None,
             debug_endpoints: BTreeSet::new(),
         };
         agent.namespaces.ensure_default()?;
@@ -364,6 +381,19 @@ impl Agent {
         // follow up either (which would wait on the store too).
         if let (Some(cluster), Some(what)) = (&self.cluster, change.needs_store()) {
             cluster.check_reachable(what)?;
+        }
+        // Most answers repeat what the cache holds: those change nothing
+        // else, and must not cost a follow-up each.
+        let fqdn_changed = match &change {
+            Change::DnsAnswers { endpoint, answers } => Some(self.fqdn.observe(*endpoint, answers)),
+            Change::FqdnExpire => Some(self.fqdn.expire()),
+            _ => None,
+        };
+        if let Some(changed) = fqdn_changed {
+            if changed {
+                self.follow_up(Effects { regenerate: true, ..Effects::default() })?;
+            }
+            return Ok(Outcome::Synced);
         }
         let started = Instant::now();
         let mut effects = Effects { endpoints: change.touches_endpoints(), ..Effects::default() };
@@ -495,6 +525,8 @@ impl Agent {
                 self.services.delete(std::slice::from_ref(&key))?;
                 Outcome::Service(Box::new(info))
             }
+            // Applied in `apply`, before any follow-up.
+            Change::DnsAnswers { .. } | Change::FqdnExpire => Outcome::Synced,
         })
     }
 
@@ -1056,8 +1088,10 @@ impl Agent {
         self.endpoints.forget(&record)?;
         self.tear_down(&record);
         self.endpoints.release_address(record.ip)?;
-        // Its identity is gone: drop it from other endpoints' maps.
+        // Its identity is gone: drop it from other endpoints' maps. What
+        // its lookups allowed others goes with it.
         effects.regenerate = !self.identities.exists(record.identity)?;
+        effects.regenerate |= self.fqdn.remove_endpoint(record.id as u64);
         info!(endpoint = %format!("{namespace}/{name}"), "endpoint deleted");
         let mut out = self.to_api(&record);
         out.state = "deleted".into();
@@ -1407,9 +1441,12 @@ impl Agent {
         // into toCIDR /32s): they get identities and ipcache entries.
         let mut prefixes = self.policies.cidr_prefixes();
         prefixes.extend(services.backend_prefixes(self.policies.rules()));
+        // Every address a toFQDNs selector selects gets a /32 identity, as
+        // Cilium gives each learned IP one.
+        self.fqdn.set_selectors(self.policies.fqdn_selectors());
+        prefixes.extend(self.fqdn.prefixes());
         self.identities.sync_cidrs(prefixes);
-        let local_node = self.cluster.as_ref().map(|c| c.node_identity_labels());
-        let universe = self.identities.universe(local_node)?.with_services(services.clone());
+        let universe = self.universe_with(services.clone())?;
         let records = self.endpoints.records()?;
         let peer_ports = named_ports_by_identity(&records);
         let mut by_identity: BTreeMap<u32, LabelSet> = BTreeMap::new();
@@ -1467,8 +1504,27 @@ impl Agent {
 
     /// Every identity policy can refer to, and the services it can name.
     fn universe(&self) -> Result<Universe> {
+        self.universe_with(self.policy_services()?)
+    }
+
+    fn universe_with(&self, services: ServiceCatalog) -> Result<Universe> {
         let local_node = self.cluster.as_ref().map(|c| c.node_identity_labels());
-        Ok(self.identities.universe(local_node)?.with_services(self.policy_services()?))
+        Ok(self
+            .identities
+            .universe(local_node)?
+            .with_services(services)
+            .with_fqdn_selections(self.fqdn.selections()))
+    }
+
+    /// Whether some DNS-learned address has lapsed ([`Change::FqdnExpire`]).
+    pub fn fqdn_due(&self) -> bool {
+        self.fqdn.due()
+    }
+
+    /// Hands the DNS proxy's tables to the agent, which keeps them current.
+    pub fn set_dns_tables(&mut self, tables: Arc<DnsTables>) {
+        self.dns_tables = Some(tables);
+        self.push_proxy();
     }
 
     fn sync_ipcache(&mut self, records: &[EndpointRecord]) -> Result<()> {
@@ -1512,12 +1568,23 @@ impl Agent {
                     prefix_len: e.prefix_len,
                     identity: e.identity,
                 })
-                .collect(),
+                .collect::<Vec<_>>(),
             Err(e) => {
                 warn!("reading the ipcache for the proxy: {e}");
                 return;
             }
         };
+        if let Some(tables) = &self.dns_tables {
+            let endpoints = match self.endpoints.records() {
+                Ok(records) => records.iter().map(|r| (r.ip, (r.id as u64, r.identity))).collect(),
+                Err(e) => {
+                    warn!("reading endpoints for the DNS proxy: {}", e.chain());
+                    return;
+                }
+            };
+            let rules = self.redirects.dns().iter().map(|(id, r)| (*id as u64, r.clone())).collect();
+            tables.replace(DnsView { endpoints, rules, ipcache: ipcache.clone() });
+        }
         let config = twill_proxy::config::ProxyConfig { redirects: self.redirects.all(), ipcache };
         if let Err(e) = proxy.apply(config) {
             warn!("configuring the L7 proxy: {e}");

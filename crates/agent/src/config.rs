@@ -154,9 +154,40 @@ pub struct Args {
     /// The longest wait of the dynamic interval.
     #[arg(long, default_value = "30m")]
     pub conntrack_gc_max_interval: String,
+    /// Seconds an address learned from a DNS answer stays allowed for
+    /// toFQDNs at least, whatever the answer's TTL (Cilium's default:
+    /// 3600; applications keep using addresses past their TTL).
+    #[arg(long, default_value_t = 3600)]
+    pub tofqdns_min_ttl: u32,
+    /// Addresses kept per name and endpoint; past it, those expiring
+    /// first go.
+    #[arg(long, default_value_t = 50)]
+    pub tofqdns_endpoint_max_ip_per_hostname: usize,
+    /// What a lookup rules.dns deny gets: refused or nameError.
+    #[arg(long, default_value = "refused", value_parser = ["refused", "nameError"])]
+    pub tofqdns_dns_reject_response_code: String,
+    /// Port of the transparent DNS proxy (UDP and TCP, on 127.0.0.1); it
+    /// must lie outside the L7 proxy's range, 10000-20000.
+    #[arg(long, default_value_t = 9053)]
+    pub tofqdns_proxy_port: u16,
+    /// The longest a DNS answer waits for policy to allow its addresses
+    /// before the client gets it, e.g. 100ms.
+    #[arg(long, default_value = "100ms")]
+    pub tofqdns_proxy_response_max_delay: String,
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: tracing::Level,
+}
+
+/// The DNS proxy's and the FQDN cache's settings.
+#[derive(Debug, Clone)]
+pub struct DnsProxyConfig {
+    pub port: u16,
+    pub min_ttl: u32,
+    pub max_ips_per_name: usize,
+    /// NXDOMAIN instead of REFUSED for denied lookups.
+    pub reject_name_error: bool,
+    pub response_max_delay: std::time::Duration,
 }
 
 /// Everything an agent instance is told at start, checked.
@@ -196,6 +227,7 @@ pub struct Config {
     pub devices: Vec<String>,
     pub cgroup_root: Option<PathBuf>,
     pub conntrack_gc: crate::ctgc::GcInterval,
+    pub dns: DnsProxyConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -379,6 +411,7 @@ impl Config {
         let pod_cidr = parse_cidr("pod-cidr", args.pod_cidr.as_deref().unwrap_or("10.200.0.0/24"))?;
         let cluster = cluster_config(&args)?;
         let conntrack_gc = conntrack_gc(&args.conntrack_gc_interval, &args.conntrack_gc_max_interval)?;
+        let dns = dns_proxy(&args)?;
         if args.flow_buffer_size == 0 {
             return Err(FlagError {
                 flag: "flow-buffer-size",
@@ -417,6 +450,7 @@ impl Config {
             });
         }
         Ok(Config {
+            dns,
             service_cidr,
             node_port_range,
             maglev_table_size: args.bpf_lb_maglev_table_size,
@@ -451,6 +485,46 @@ impl Config {
             conntrack_gc,
         })
     }
+}
+
+fn dns_proxy(args: &Args) -> Result<DnsProxyConfig, FlagError> {
+    let port = args.tofqdns_proxy_port;
+    let proxy_range = crate::policy::redirects::PROXY_PORT_MIN..=crate::policy::redirects::PROXY_PORT_MAX;
+    if port == 0 || proxy_range.contains(&port) {
+        return Err(FlagError {
+            flag: "tofqdns-proxy-port",
+            value: port.to_string(),
+            reason: format!(
+                "must be a port outside the L7 proxy's range {}-{}",
+                proxy_range.start(),
+                proxy_range.end()
+            ),
+        });
+    }
+    if args.tofqdns_endpoint_max_ip_per_hostname == 0 {
+        return Err(FlagError {
+            flag: "tofqdns-endpoint-max-ip-per-hostname",
+            value: "0".into(),
+            reason: "must be at least 1".into(),
+        });
+    }
+    let delay = &args.tofqdns_proxy_response_max_delay;
+    let Some(response_max_delay) =
+        crate::ctgc::parse_interval(delay).filter(|d| *d <= std::time::Duration::from_secs(10))
+    else {
+        return Err(FlagError {
+            flag: "tofqdns-proxy-response-max-delay",
+            value: delay.clone(),
+            reason: "must be a duration of at most 10s, such as 100ms or 1s".into(),
+        });
+    };
+    Ok(DnsProxyConfig {
+        port,
+        min_ttl: args.tofqdns_min_ttl,
+        max_ips_per_name: args.tofqdns_endpoint_max_ip_per_hostname,
+        reject_name_error: args.tofqdns_dns_reject_response_code == "nameError",
+        response_max_delay,
+    })
 }
 
 fn conntrack_gc(interval: &str, max: &str) -> Result<crate::ctgc::GcInterval, FlagError> {

@@ -51,20 +51,21 @@ impl GcInterval {
     }
 }
 
-/// "0" (dynamic), or a number with s, m or h ("30s", "5m"); a bare number
+/// "0" (dynamic), or a number with ms, s, m or h ("30s", "5m"); a bare number
 /// is seconds.
 pub fn parse_interval(text: &str) -> Option<Duration> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     let n: u64 = digits.parse().ok()?;
-    let scale = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
+    let millis = match unit {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
         _ => return None,
     };
-    n.checked_mul(scale).map(Duration::from_secs)
+    n.checked_mul(millis).map(Duration::from_millis)
 }
 
 #[derive(Clone)]
@@ -175,6 +176,7 @@ mod tests {
         assert_eq!(parse_interval("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_interval("12h"), Some(Duration::from_secs(43_200)));
         assert_eq!(parse_interval("45"), Some(Duration::from_secs(45)));
+        assert_eq!(parse_interval("100ms"), Some(Duration::from_millis(100)));
         assert_eq!(parse_interval("5 minutes"), None);
         assert_eq!(parse_interval("-1s"), None);
         assert_eq!(parse_interval(""), None);

@@ -8,9 +8,11 @@ pub mod cluster;
 pub mod config;
 mod ctgc;
 mod directory;
+mod dns;
 mod endpoints;
 pub mod error;
 mod events;
+mod fqdn;
 mod hubble;
 mod hubble_tls;
 mod identities;
@@ -146,6 +148,7 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
     let binary = std::env::current_exe()?.with_file_name("twill-proxy");
     let run_dir =
         config.api_socket.parent().map(std::path::Path::to_path_buf).unwrap_or_else(|| "/run/twill".into());
+    let dns_records = records.clone();
     let control: Arc<dyn proxy::ProxyControl> = match binary.exists() {
         true => match proxy::External::start(&run_dir, binary, records.clone()) {
             Ok(external) => Arc::new(external),
@@ -175,6 +178,11 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
     agent.set_peers(peers);
     agent.set_agent_events(agent_events);
     let agent = Arc::new(Mutex::new(agent));
+    // The DNS proxy, for policy entries with rules.dns; kept for the
+    // agent's lifetime.
+    let dns_tables = Arc::new(dns::DnsTables::default());
+    let _dns_proxy = dns::start(&config.dns, dns_tables.clone(), agent.clone(), dns_records)?;
+    agent.lock().unwrap_or_else(|p| p.into_inner()).set_dns_tables(dns_tables);
     start_cluster_threads(&agent)?;
     start_shaping_watch(&agent)?;
     let sweeper = twill_datapath::ctgc::ConntrackSweeper::open(&config.bpf_root)

@@ -86,14 +86,21 @@ pub fn to_event(r: &L7Record) -> L7Event {
     }
 }
 
+impl FlowRecords {
+    /// One L7 flow into the metrics and the ring.
+    pub fn push(&self, flow: &twill_observe::proto::flow::Flow) {
+        self.metrics.observe(flow);
+        self.ring.push(flow.clone());
+    }
+}
+
 impl RecordSink for FlowRecords {
     fn record(&self, record: L7Record) {
         let flow = {
             let dir = self.directory.read().expect("directory lock");
             l7_flow(&to_event(&record), &dir)
         };
-        self.metrics.observe(&flow);
-        self.ring.push(flow);
+        self.push(&flow);
     }
 }
 

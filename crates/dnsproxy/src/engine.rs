@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 use twill_policy::fqdn::{Answer, EndpointId};
 use twill_policy::l7_dns::DnsMatch;
@@ -71,6 +71,16 @@ pub struct Exchange {
 /// bounded channel, update a cache under a short lock).
 pub trait DnsObserver: Send + Sync + 'static {
     fn exchange(&self, exchange: &Exchange);
+
+    /// Told instead of [`DnsObserver::exchange`] about a forwarded answer,
+    /// before the client gets it; the answer waits (at most the engine's
+    /// `answer_delay`) for what this returns. The agent uses it to let
+    /// policy allow the answer's addresses first, as Cilium's proxy does,
+    /// so the client's very next connection is not dropped.
+    fn answered(&self, exchange: &Exchange) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        self.exchange(exchange);
+        None
+    }
 }
 
 impl<F: Fn(&Exchange) + Send + Sync + 'static> DnsObserver for F {
@@ -90,6 +100,12 @@ pub struct EngineConfig {
     /// The rcode for denied queries (Cilium's
     /// `--tofqdns-dns-reject-response-code`, default refused).
     pub reject_rcode: ResponseCode,
+    /// The longest an answer waits for [`DnsObserver::answered`] (Cilium's
+    /// `--tofqdns-proxy-response-max-delay`, default 100 ms).
+    pub answer_delay: Duration,
+    /// The SO_MARK of upstream sockets for a client identity, so the
+    /// server's side of the datapath judges the query as the client's.
+    pub upstream_mark: Option<fn(u32) -> u32>,
 }
 
 impl Default for EngineConfig {
@@ -98,6 +114,8 @@ impl Default for EngineConfig {
             upstream_timeout: Duration::from_secs(2),
             max_in_flight: 1024,
             reject_rcode: ResponseCode::Refused,
+            answer_delay: Duration::from_millis(100),
+            upstream_mark: None,
         }
     }
 }
@@ -225,13 +243,18 @@ impl Engine {
             Self::count(&self.stats.overloaded);
             return Some(message::error_response(&query, ResponseCode::ServFail));
         };
+        let mark = self.config.upstream_mark.map(|f| f(client.identity));
         let forwarded = match transport {
             Transport::Udp => {
-                tokio::time::timeout(self.config.upstream_timeout, forward_udp(server, request, query.id))
-                    .await
+                tokio::time::timeout(
+                    self.config.upstream_timeout,
+                    forward_udp(server, request, query.id, mark),
+                )
+                .await
             }
             Transport::Tcp => {
-                tokio::time::timeout(self.config.upstream_timeout, forward_tcp(server, request, tcp)).await
+                tokio::time::timeout(self.config.upstream_timeout, forward_tcp(server, request, tcp, mark))
+                    .await
             }
         };
         let response = match forwarded {
@@ -259,12 +282,18 @@ impl Engine {
         };
         Self::count(&self.stats.forwarded);
         let ex = self.exchange(&client, server, transport, &query, Verdict::Forwarded, start);
-        self.observer.exchange(&Exchange {
+        let settled = self.observer.answered(&Exchange {
             rcode: info.rcode,
             answers: info.answers,
             cnames: info.cnames,
             ..ex
         });
+        if let Some(settled) = settled {
+            // Past the delay the client gets its answer anyway: a late
+            // policy update costs a retried connection, a withheld answer
+            // a failed lookup.
+            let _ = tokio::time::timeout(self.config.answer_delay, settled).await;
+        }
         Some(response)
     }
 
@@ -293,10 +322,34 @@ impl Engine {
     }
 }
 
-async fn forward_udp(server: SocketAddr, request: &[u8], id: u16) -> std::io::Result<Vec<u8>> {
+fn set_mark(fd: std::os::fd::RawFd, mark: Option<u32>) -> std::io::Result<()> {
+    let Some(mark) = mark else { return Ok(()) };
+    // SAFETY: a valid fd and a pointer to a u32 of the stated size.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            &mark as *const u32 as *const libc::c_void,
+            std::mem::size_of::<u32>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+async fn forward_udp(
+    server: SocketAddr,
+    request: &[u8],
+    id: u16,
+    mark: Option<u32>,
+) -> std::io::Result<Vec<u8>> {
     let any: IpAddr =
         if server.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
     let sock = UdpSocket::bind((any, 0)).await?;
+    set_mark(std::os::fd::AsRawFd::as_raw_fd(&sock), mark)?;
     sock.connect(server).await?;
     sock.send(request).await?;
     let mut buf = vec![0u8; 65535];
@@ -315,9 +368,12 @@ async fn forward_tcp(
     server: SocketAddr,
     request: &[u8],
     conn: &mut Option<TcpStream>,
+    mark: Option<u32>,
 ) -> std::io::Result<Vec<u8>> {
     if conn.is_none() {
-        *conn = Some(TcpStream::connect(server).await?);
+        let socket = if server.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+        set_mark(std::os::fd::AsRawFd::as_raw_fd(&socket), mark)?;
+        *conn = Some(socket.connect(server).await?);
     }
     let stream = conn.as_mut().expect("just set");
     let mut framed = (request.len() as u16).to_be_bytes().to_vec();

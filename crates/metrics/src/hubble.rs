@@ -16,6 +16,9 @@
 //! | `hubble_http_requests_total` | `method`, `protocol`, `reporter` | HTTP request flows (L7) |
 //! | `hubble_http_responses_total` | `method`, `protocol`, `status`, `reporter` | HTTP response flows (L7) |
 //! | `hubble_http_request_duration_seconds` | `method`, `reporter` | HTTP response flows (L7), their `latency_ns` |
+//! | `hubble_dns_queries_total` | `rcode`, `qtypes`, `ips_returned` | DNS query flows (L7; `rcode` and `ips_returned` empty) |
+//! | `hubble_dns_responses_total` | `rcode`, `qtypes`, `ips_returned` | DNS answer flows (L7) |
+//! | `hubble_dns_response_types_total` | `type`, `qtypes` | each record type in a DNS answer |
 //!
 //! `reporter` is Hubble's: `client` for a proxy on the sender's egress,
 //! `server` for one on the receiver's ingress.
@@ -50,6 +53,9 @@ pub struct HubbleMetrics {
     http_requests: Counter,
     http_responses: Counter,
     http_duration: Histogram,
+    dns_queries: Counter,
+    dns_responses: Counter,
+    dns_response_types: Counter,
 }
 
 impl HubbleMetrics {
@@ -100,6 +106,21 @@ impl HubbleMetrics {
                 &["method", "reporter"],
                 DEFAULT_BUCKETS,
             ),
+            dns_queries: registry.counter(
+                "hubble_dns_queries_total",
+                "Number of DNS queries observed",
+                &["rcode", "qtypes", "ips_returned"],
+            ),
+            dns_responses: registry.counter(
+                "hubble_dns_responses_total",
+                "Number of DNS responses observed",
+                &["rcode", "qtypes", "ips_returned"],
+            ),
+            dns_response_types: registry.counter(
+                "hubble_dns_response_types_total",
+                "Number of DNS response types",
+                &["type", "qtypes"],
+            ),
         };
         for source in [LOST_PERF_EVENT_RING_BUFFER, LOST_OBSERVER_EVENTS_QUEUE, LOST_HUBBLE_RING_BUFFER] {
             m.lost.inc_by(&[source], 0.0);
@@ -127,6 +148,22 @@ impl HubbleMetrics {
         self.observe_icmp(flow);
         self.observe_policy(flow);
         self.observe_http(flow);
+        self.observe_dns(flow);
+    }
+
+    fn observe_dns(&self, flow: &Flow) {
+        let Some(l7) = &flow.l7 else { return };
+        let Some(L7::Dns(dns)) = &l7.record else { return };
+        let qtypes = dns.qtypes.join(",");
+        if flow.is_reply != Some(true) {
+            self.dns_queries.inc(&["", &qtypes, ""]);
+            return;
+        }
+        let rcode = twill_numbers::dns_rcode_name(dns.rcode);
+        self.dns_responses.inc(&[&rcode, &qtypes, &dns.ips.len().to_string()]);
+        for ty in &dns.rrtypes {
+            self.dns_response_types.inc(&[ty, &qtypes]);
+        }
     }
 
     fn observe_http(&self, flow: &Flow) {

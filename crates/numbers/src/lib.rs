@@ -14,6 +14,7 @@
 //! | reserved identities | [`IDENTITY_NAMES`], [`RESERVED_IDENTITIES`] | [`reserved_identity_name`], [`reserved_identity_by_name`] |
 //! | TCP flags | [`TCP_FLAGS`] | [`tcp_flag_name`], [`tcp_flag_by_name`], [`tcp_flag_names`] |
 //! | policy match types | [`POLICY_MATCH_TYPES`] | [`policy_match_name`] |
+//! | DNS response codes | [`DNS_RCODE_NAMES`] | [`dns_rcode_name`] |
 //! | debug message subtypes, CT states | `DBG_*`, [`CT_STATE_TEXT`] | [`ct_state_text`] |
 //!
 //! Types follow where the numbers travel: trace points and drop reasons
@@ -21,6 +22,7 @@
 //! types only exist in Hubble's flow API, whose fields are `i32`.
 
 mod debug;
+mod dns;
 mod drop;
 mod identity;
 mod message;
@@ -29,6 +31,7 @@ mod tcp;
 mod trace;
 
 pub use debug::*;
+pub use dns::*;
 pub use drop::*;
 pub use identity::*;
 pub use message::*;

@@ -42,11 +42,6 @@ fn timestamp(t: SystemTime) -> Timestamp {
 }
 
 pub fn l7_flow(e: &L7Event, dir: &Directory) -> flow::Flow {
-    let (src, src_id, dst, dst_id) = if e.response {
-        (e.server, e.server_identity, e.client, e.client_identity)
-    } else {
-        (e.client, e.client_identity, e.server, e.server_identity)
-    };
     let http = flow::Http {
         code: e.code,
         method: e.method.clone(),
@@ -58,16 +53,122 @@ pub fn l7_flow(e: &L7Event, dir: &Directory) -> flow::Flow {
             .map(|(k, v)| flow::HttpHeader { key: k.clone(), value: v.clone() })
             .collect(),
     };
+    let summary = if e.response {
+        format!("{} {} {} {}", e.protocol, e.code, e.method, e.url)
+    } else {
+        format!("{} {} {}", e.protocol, e.method, e.url)
+    };
+    let parties = Parties {
+        time: e.time,
+        response: e.response,
+        verdict: e.verdict,
+        ingress: e.ingress,
+        udp: false,
+        client: e.client,
+        server: e.server,
+        client_identity: e.client_identity,
+        server_identity: e.server_identity,
+        latency_ns: e.latency_ns,
+    };
+    access_log_flow(&parties, flow::layer7::Record::Http(http), summary, dir)
+}
+
+/// One DNS query or answer, as the DNS proxy saw it (always on the
+/// client's egress: `rules.dns` are egress rules).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsEvent {
+    pub time: SystemTime,
+    pub response: bool,
+    pub verdict: L7Verdict,
+    pub udp: bool,
+    pub client: SocketAddrV4,
+    pub server: SocketAddrV4,
+    pub client_identity: u32,
+    pub server_identity: u32,
+    /// The name asked, canonical (`www.example.com.`).
+    pub query: String,
+    pub qtypes: Vec<String>,
+    pub rcode: u32,
+    pub ips: Vec<String>,
+    /// The lowest TTL of the answer's address records.
+    pub ttl: u32,
+    pub cnames: Vec<String>,
+    pub rrtypes: Vec<String>,
+    pub latency_ns: u64,
+}
+
+pub fn dns_flow(e: &DnsEvent, dir: &Directory) -> flow::Flow {
+    let qtypes = e.qtypes.join(",");
+    let summary = match (e.response, e.rcode) {
+        (false, _) => format!("DNS Query {} {qtypes}", e.query),
+        (true, 0) => {
+            format!("DNS Answer \"{}\" TTL: {} (Proxy {} {qtypes})", e.ips.join(","), e.ttl, e.query)
+        }
+        (true, rcode) => {
+            format!("DNS Answer RCode: {} (Proxy {} {qtypes})", twill_numbers::dns_rcode_name(rcode), e.query)
+        }
+    };
+    let dns = flow::Dns {
+        query: e.query.clone(),
+        ips: if e.response { e.ips.clone() } else { vec![] },
+        ttl: if e.response { e.ttl } else { 0 },
+        cnames: if e.response { e.cnames.clone() } else { vec![] },
+        observation_source: "proxy".into(),
+        rcode: if e.response { e.rcode } else { 0 },
+        qtypes: e.qtypes.clone(),
+        rrtypes: if e.response { e.rrtypes.clone() } else { vec![] },
+    };
+    let parties = Parties {
+        time: e.time,
+        response: e.response,
+        verdict: e.verdict,
+        ingress: false,
+        udp: e.udp,
+        client: e.client,
+        server: e.server,
+        client_identity: e.client_identity,
+        server_identity: e.server_identity,
+        latency_ns: e.latency_ns,
+    };
+    access_log_flow(&parties, flow::layer7::Record::Dns(dns), summary, dir)
+}
+
+/// Who talked to whom, for any access log record.
+struct Parties {
+    time: SystemTime,
+    response: bool,
+    verdict: L7Verdict,
+    ingress: bool,
+    udp: bool,
+    client: SocketAddrV4,
+    server: SocketAddrV4,
+    client_identity: u32,
+    server_identity: u32,
+    latency_ns: u64,
+}
+
+fn access_log_flow(
+    e: &Parties,
+    record: flow::layer7::Record,
+    summary: String,
+    dir: &Directory,
+) -> flow::Flow {
+    let (src, src_id, dst, dst_id) = if e.response {
+        (e.server, e.server_identity, e.client, e.client_identity)
+    } else {
+        (e.client, e.client_identity, e.server, e.server_identity)
+    };
     let kind = if e.response { flow::L7FlowType::Response } else { flow::L7FlowType::Request };
     let verdict = match e.verdict {
         L7Verdict::Forwarded => flow::Verdict::Forwarded,
         L7Verdict::Dropped => flow::Verdict::Dropped,
         L7Verdict::Error => flow::Verdict::Error,
     };
-    let summary = if e.response {
-        format!("{} {} {} {}", e.protocol, e.code, e.method, e.url)
+    let (source_port, destination_port) = (src.port() as u32, dst.port() as u32);
+    let protocol = if e.udp {
+        flow::layer4::Protocol::Udp(flow::Udp { source_port, destination_port })
     } else {
-        format!("{} {} {}", e.protocol, e.method, e.url)
+        flow::layer4::Protocol::Tcp(flow::Tcp { source_port, destination_port, flags: None })
     };
     #[allow(deprecated)]
     flow::Flow {
@@ -79,22 +180,12 @@ pub fn l7_flow(e: &L7Event, dir: &Directory) -> flow::Flow {
             ip_version: flow::IpVersion::IPv4 as i32,
             ..Default::default()
         }),
-        l4: Some(flow::Layer4 {
-            protocol: Some(flow::layer4::Protocol::Tcp(flow::Tcp {
-                source_port: src.port() as u32,
-                destination_port: dst.port() as u32,
-                flags: None,
-            })),
-        }),
+        l4: Some(flow::Layer4 { protocol: Some(protocol) }),
         source: Some(dir.flow_endpoint(*src.ip(), src_id)),
         destination: Some(dir.flow_endpoint(*dst.ip(), dst_id)),
         r#type: flow::FlowType::L7 as i32,
         node_name: dir.node_name.clone(),
-        l7: Some(flow::Layer7 {
-            r#type: kind as i32,
-            latency_ns: e.latency_ns,
-            record: Some(flow::layer7::Record::Http(http)),
-        }),
+        l7: Some(flow::Layer7 { r#type: kind as i32, latency_ns: e.latency_ns, record: Some(record) }),
         event_type: Some(flow::CiliumEventType { r#type: MESSAGE_TYPE_ACCESS_LOG, sub_type: 0 }),
         traffic_direction: if e.ingress {
             flow::TrafficDirection::Ingress

@@ -713,12 +713,15 @@ fn peer_rule(
     for (i, port_rule) in f.to_ports.iter().flatten().enumerate() {
         let ppath = format!("{path}.toPorts[{i}]");
         let rpath = format!("{ppath}.rules");
-        let l7 = port_rule.rules.as_ref().and_then(|r| l7_rules(r, &rpath, p));
+        let http = port_rule.rules.as_ref().and_then(|r| l7_rules(r, &rpath, p));
         let dns_names = port_rule
             .rules
             .as_ref()
             .and_then(|r| r.dns.as_ref())
             .and_then(|v| l7_dns::parse_dns_rules(v, &format!("{rpath}.dns"), &mut p.0));
+        // DNS rules redirect like HTTP rules do, to the DNS proxy; over
+        // UDP and TCP both, as the protocol the rule gives says.
+        let l7 = http.clone().or_else(|| dns_names.clone().map(L7Rules::Dns));
         if (l7.is_some() || dns_names.is_some()) && port_rule.ports.as_ref().is_none_or(|v| v.is_empty()) {
             p.add(format!("{ppath}.ports"), "is required with rules: L7 rules apply to given ports");
         }
@@ -734,7 +737,7 @@ fn peer_rule(
                     let path = format!("{ppath}.ports[{j}]");
                     let mut protocol =
                         cilium_protocol(port.protocol.as_deref(), &format!("{path}.protocol"), p);
-                    if l7.is_some() {
+                    if http.is_some() {
                         // HTTP runs over TCP only: "ANY" with HTTP rules is TCP.
                         match protocol {
                             PROTO_ANY => protocol = PROTO_TCP,

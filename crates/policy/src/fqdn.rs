@@ -194,12 +194,19 @@ impl FqdnCache {
             let is_new_name = !cache.names.contains_key(&name);
             let ips = cache.names.entry(name.clone()).or_default();
             for ip in &a.ips {
-                let e = ips.entry(*ip).or_insert(0);
-                if *e == 0 {
-                    *self.global.entry(name.clone()).or_default().entry(*ip).or_insert(0) += 1;
+                match ips.entry(*ip) {
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(expiry);
+                        *self.global.entry(name.clone()).or_default().entry(*ip).or_insert(0) += 1;
+                    }
+                    // A shorter TTL in a later answer does not cut a lease
+                    // short. (An expiry can be 0, at time 0 with TTL 0: no
+                    // value of it may mean "new".)
+                    std::collections::btree_map::Entry::Occupied(mut e) => {
+                        let longest = (*e.get()).max(expiry);
+                        e.insert(longest);
+                    }
                 }
-                // A shorter TTL in a later answer does not cut a lease short.
-                *e = (*e).max(expiry);
             }
             let over: Vec<IpAddr> = if ips.len() > self.config.max_ips_per_name {
                 let mut by_expiry: Vec<(Seconds, IpAddr)> = ips.iter().map(|(ip, e)| (*e, *ip)).collect();

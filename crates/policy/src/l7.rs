@@ -13,11 +13,15 @@ use regex::Regex;
 pub use regex::Error as RegexError;
 use serde::{Deserialize, Serialize};
 
+use crate::l7_dns::DnsMatch;
+
 /// The L7 rules of one port. Rules of one kind only: Cilium refuses a
 /// port with rules of two protocols.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum L7Rules {
     Http(Vec<HttpRule>),
+    /// `rules.dns`: the names lookups through the DNS proxy may ask for.
+    Dns(Vec<DnsMatch>),
 }
 
 impl L7Rules {
@@ -25,6 +29,7 @@ impl L7Rules {
     pub fn parser(&self) -> L7Parser {
         match self {
             L7Rules::Http(_) => L7Parser::Http,
+            L7Rules::Dns(_) => L7Parser::Dns,
         }
     }
 
@@ -40,6 +45,16 @@ impl L7Rules {
                 }
                 a.sort();
             }
+            (L7Rules::Dns(a), L7Rules::Dns(b)) => {
+                a.extend(b.iter().cloned());
+                a.sort();
+                a.dedup();
+            }
+            // Two kinds on one key: two rules, each with one kind, allow
+            // the same peer and port. Cilium refuses the second; here the
+            // first kind stays, so the port keeps one parser and nothing
+            // the other rules allowed gets through unchecked.
+            (_, _) => {}
         }
     }
 
@@ -48,6 +63,7 @@ impl L7Rules {
     pub fn allow_all(parser: L7Parser) -> L7Rules {
         match parser {
             L7Parser::Http => L7Rules::Http(vec![HttpRule::default()]),
+            L7Parser::Dns => L7Rules::Dns(vec![DnsMatch::Pattern("*".into())]),
         }
     }
 }
@@ -55,12 +71,14 @@ impl L7Rules {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum L7Parser {
     Http,
+    Dns,
 }
 
 impl L7Parser {
     pub fn as_str(self) -> &'static str {
         match self {
             L7Parser::Http => "http",
+            L7Parser::Dns => "dns",
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum ProxyError {
     Rule { proxy_port: u16, rule: usize, field: &'static str, source: regex_error::Error },
     #[error("proxy port {proxy_port}: cannot listen on 127.0.0.1:{proxy_port} (transparent): {source}")]
     Listen { proxy_port: u16, source: std::io::Error },
+    #[error("proxy port {proxy_port}: twill-proxy parses HTTP, not {}", parser.as_str())]
+    Parser { proxy_port: u16, parser: twill_policy::l7::L7Parser },
     #[error("proxy port {proxy_port} is given to two redirects")]
     DuplicatePort { proxy_port: u16 },
 }

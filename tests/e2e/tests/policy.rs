@@ -220,17 +220,18 @@ spec:
         )],
         "{err}"
     );
-    // toFQDNs and rules.dns are valid policy, but not enforced yet: the
-    // import says so instead of applying a policy it cannot keep.
+    // A toFQDNs name that is no DNS name: the field and why.
     let dns = policy_file(
         &node,
         "dns.yaml",
-        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: dns\nspec:\n  endpointSelector: {}\n  egress:\n  - toFQDNs:\n    - matchName: example.com\n",
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata:\n  name: dns\nspec:\n  endpointSelector: {}\n  egress:\n  - toFQDNs:\n    - matchName: \"exa mple.com\"\n",
     );
     let err = node.twill_err(&["policy", "import", &dns]);
     assert_eq!(
         problem_lines(&err),
-        vec!["CiliumNetworkPolicy default/dns: rules.dns / toFQDNs: not enforced by Twill yet".to_string()],
+        vec![format!(
+            "{dns}: document 1 (CiliumNetworkPolicy default/dns): spec.egress[0].toFQDNs[0].matchName: \"exa mple.com\" contains ' '; only letters, digits, '-', '_' and '.' are allowed"
+        )],
         "{err}"
     );
 

@@ -132,11 +132,6 @@ impl PolicyRepository {
                 Err(e) => errors.extend(e.into_iter().map(|e| e.to_string())),
             }
         }
-        // The model holds DNS rules and toFQDNs, but the datapath does not
-        // steer DNS to the proxy yet: refuse rather than pretend.
-        for p in parsed.iter().filter(|p| p.has_dns_parts()) {
-            errors.push(format!("{}: rules.dns / toFQDNs: not enforced by Twill yet", p.key));
-        }
         // The same policy in two files is as ambiguous as in one.
         let mut seen = BTreeSet::new();
         for p in &parsed {
@@ -236,6 +231,23 @@ impl PolicyRepository {
     }
 
     /// Every CIDR (and exception) the policies name: each needs an identity.
+    /// Every toFQDNs selector of the rules in force.
+    pub fn fqdn_selectors(&self) -> BTreeSet<twill_policy::l7_dns::DnsMatch> {
+        let mut out = BTreeSet::new();
+        for rule in &self.rules {
+            for d in [&rule.ingress, &rule.egress] {
+                for peer_rule in d.allow.iter().chain(&d.deny) {
+                    for peer in &peer_rule.peers {
+                        if let Peer::Fqdn(m) = peer {
+                            out.insert(m.clone());
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
     pub fn cidr_prefixes(&self) -> BTreeSet<Prefix> {
         let mut out = BTreeSet::new();
         for rule in &self.rules {

@@ -15,6 +15,8 @@ use std::{
 };
 
 use twill_policy::{
+    l7::L7Rules,
+    l7_dns::DnsMatch,
     model::Direction,
     resolve::{EndpointPolicy, MapKey},
 };
@@ -60,18 +62,49 @@ impl RedirectKey {
     }
 }
 
+/// One policy map entry with `rules.dns`: lookups from the endpoint to
+/// `identity` (0: any peer) on these ports may ask for `names`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsRedirect {
+    pub identity: u32,
+    pub protocol: u8,
+    pub port: u16,
+    pub port_prefix: u8,
+    pub names: Vec<DnsMatch>,
+}
+
+impl DnsRedirect {
+    /// Whether a lookup to `identity` on `protocol`/`port` falls under it
+    /// (`protocol` 0: whichever).
+    pub fn covers(&self, identity: u32, protocol: u8, port: u16) -> bool {
+        let mask = if self.port_prefix == 0 { 0 } else { u16::MAX << (16 - self.port_prefix.min(16)) };
+        (self.identity == 0 || self.identity == identity)
+            && (self.protocol == 0 || protocol == 0 || self.protocol == protocol)
+            && (port & mask) == (self.port & mask)
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Redirects {
     ports: BTreeMap<RedirectKey, u16>,
     /// Per endpoint: its redirects as the proxy gets them.
     configs: BTreeMap<u16, Vec<Redirect>>,
+    /// The DNS proxy's one port: every DNS redirect goes there, and the
+    /// proxy tells endpoints apart by address.
+    dns_port: u16,
+    /// Per endpoint: its DNS redirects, for the DNS proxy.
+    dns: BTreeMap<u16, Vec<DnsRedirect>>,
 }
 
 impl Redirects {
+    pub fn new(dns_port: u16) -> Self {
+        Redirects { dns_port, ..Default::default() }
+    }
+
     /// Keeps ports found in the kernel's policy map (a restarted agent),
     /// so existing redirects keep their listeners.
     pub fn adopt(&mut self, key: RedirectKey, port: u16) {
-        if port != 0 && !self.ports.values().any(|p| *p == port) {
+        if port != 0 && port != self.dns_port && !self.ports.values().any(|p| *p == port) {
             self.ports.entry(key).or_insert(port);
         }
     }
@@ -99,8 +132,17 @@ impl Redirects {
         resolved: &EndpointPolicy,
     ) -> BTreeMap<MapKey, u16> {
         let mut grouped: BTreeMap<RedirectKey, Vec<PeerRules>> = BTreeMap::new();
+        let mut dns = Vec::new();
         for (k, e) in &resolved.entries {
-            if let (false, Some(rules)) = (e.deny, &e.l7) {
+            if let (false, Some(L7Rules::Dns(names))) = (e.deny, &e.l7) {
+                dns.push(DnsRedirect {
+                    identity: k.identity,
+                    protocol: k.protocol,
+                    port: k.port,
+                    port_prefix: k.port_prefix,
+                    names: names.clone(),
+                });
+            } else if let (false, Some(rules)) = (e.deny, &e.l7) {
                 grouped
                     .entry(RedirectKey::of(endpoint_id, k))
                     .or_default()
@@ -128,17 +170,30 @@ impl Redirects {
             by_key.insert(key, port);
         }
         self.configs.insert(endpoint_id, configs);
+        self.dns.insert(endpoint_id, dns);
+        let dns_port = self.dns_port;
         resolved
             .entries
             .iter()
-            .filter(|(_, e)| !e.deny && e.l7.is_some())
-            .map(|(k, _)| (*k, by_key.get(&RedirectKey::of(endpoint_id, k)).copied().unwrap_or(0)))
+            .filter_map(|(k, e)| match (e.deny, &e.l7) {
+                (false, Some(L7Rules::Dns(_))) => Some((*k, dns_port)),
+                (false, Some(_)) => {
+                    Some((*k, by_key.get(&RedirectKey::of(endpoint_id, k)).copied().unwrap_or(0)))
+                }
+                _ => None,
+            })
             .collect()
     }
 
     pub fn forget_endpoint(&mut self, endpoint_id: u16) {
         self.ports.retain(|k, _| k.endpoint_id != endpoint_id);
         self.configs.remove(&endpoint_id);
+        self.dns.remove(&endpoint_id);
+    }
+
+    /// Every endpoint's DNS redirects, for the DNS proxy.
+    pub fn dns(&self) -> &BTreeMap<u16, Vec<DnsRedirect>> {
+        &self.dns
     }
 
     /// Every redirect, for the proxy.
@@ -149,10 +204,7 @@ impl Redirects {
 
 #[cfg(test)]
 mod tests {
-    use twill_policy::{
-        l7::{HttpRule, L7Rules},
-        resolve::MapEntry,
-    };
+    use twill_policy::{l7::HttpRule, resolve::MapEntry};
 
     use super::*;
 

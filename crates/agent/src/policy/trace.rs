@@ -91,7 +91,16 @@ pub fn trace(
 
 /// What the L7 proxy will check on a connection the trace allows.
 fn describe_l7(l7: &twill_policy::l7::L7Rules) -> String {
-    let twill_policy::l7::L7Rules::Http(rules) = l7;
+    let rules = match l7 {
+        twill_policy::l7::L7Rules::Http(rules) => rules,
+        twill_policy::l7::L7Rules::Dns(names) => {
+            let each: Vec<String> = names.iter().map(|m| m.to_string()).collect();
+            return format!(
+                "through the DNS proxy; lookups allowed only for names matching one of: {}",
+                each.join("; ")
+            );
+        }
+    };
     let each: Vec<String> = rules
         .iter()
         .map(|r| {

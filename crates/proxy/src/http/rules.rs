@@ -14,7 +14,11 @@ impl CompiledRedirect {
     pub fn new(redirect: Redirect) -> Result<CompiledRedirect, ProxyError> {
         let mut peers = Vec::with_capacity(redirect.peers.len());
         for p in &redirect.peers {
-            let L7Rules::Http(rules) = &p.rules;
+            let L7Rules::Http(rules) = &p.rules else {
+                // DNS rules are the agent's DNS proxy's; a redirect the agent
+                // sends here holds HTTP rules only.
+                return Err(ProxyError::Parser { proxy_port: redirect.proxy_port, parser: p.rules.parser() });
+            };
             let matcher = HttpMatcher::new(rules).map_err(|(rule, field, source)| ProxyError::Rule {
                 proxy_port: redirect.proxy_port,
                 rule,

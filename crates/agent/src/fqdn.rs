@@ -1,0 +1,90 @@
+//! The agent's FQDN state: the cache of what DNS answers told each
+//! endpoint (the pure [`FqdnCache`]), on the agent's clock, and what
+//! policy needs from it: the addresses toFQDNs selectors select now, each
+//! as a `/32` prefix that gets a CIDR identity and an ipcache entry.
+//!
+//! Every method says whether the selections changed; only then must
+//! policy be regenerated.
+
+use std::{collections::BTreeSet, time::Instant};
+
+use twill_policy::{
+    fqdn::{Answer, FqdnCache, FqdnConfig, Seconds},
+    l7_dns::DnsMatch,
+    model::Prefix,
+};
+
+pub struct Fqdn {
+    cache: FqdnCache,
+    started: Instant,
+}
+
+impl Fqdn {
+    pub fn new(min_ttl: u32, max_ips_per_name: usize) -> Self {
+        let config = FqdnConfig { min_ttl, max_ips_per_name, ..FqdnConfig::default() };
+        Fqdn { cache: FqdnCache::new(config), started: Instant::now() }
+    }
+
+    fn now(&self) -> Seconds {
+        self.started.elapsed().as_secs()
+    }
+
+    /// An answer `endpoint` received through the DNS proxy.
+    pub fn observe(&mut self, endpoint: u64, answers: &[Answer]) -> bool {
+        let now = self.now();
+        !self.cache.observe(endpoint, answers, now).is_empty()
+    }
+
+    /// Whether some entry has lapsed and [`Fqdn::expire`] has work.
+    pub fn due(&self) -> bool {
+        self.cache.next_expiry().is_some_and(|at| at <= self.now())
+    }
+
+    pub fn expire(&mut self) -> bool {
+        let now = self.now();
+        !self.cache.expire(now).is_empty()
+    }
+
+    pub fn remove_endpoint(&mut self, endpoint: u64) -> bool {
+        !self.cache.remove_endpoint(endpoint).is_empty()
+    }
+
+    /// Makes the cache track exactly the selectors policy uses.
+    pub fn set_selectors(&mut self, selectors: impl IntoIterator<Item = DnsMatch>) -> bool {
+        !self.cache.set_selectors(selectors).is_empty()
+    }
+
+    /// Each selector's IPv4 addresses, for the policy resolver.
+    pub fn selections(&self) -> std::collections::BTreeMap<DnsMatch, BTreeSet<u32>> {
+        self.cache.selections()
+    }
+
+    /// Every selected address as a `/32`: each needs a CIDR identity.
+    pub fn prefixes(&self) -> BTreeSet<Prefix> {
+        self.selections().into_values().flatten().map(|addr| Prefix { addr, len: 32 }).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selected_answers_become_prefixes_and_policy_hears_of_changes_only() {
+        let mut f = Fqdn::new(3600, 50);
+        let m = DnsMatch::Name("web.test.".into());
+        assert!(!f.set_selectors([m.clone()]), "nothing selected yet");
+        let answer = Answer { name: "web.test.".into(), ips: vec!["198.51.100.7".parse().unwrap()], ttl: 5 };
+        assert!(f.observe(1, std::slice::from_ref(&answer)));
+        assert!(!f.observe(1, &[answer]), "the same answer again changes no selection");
+        let other = Answer { name: "other.test.".into(), ips: vec!["198.51.100.8".parse().unwrap()], ttl: 5 };
+        assert!(!f.observe(1, &[other]), "a name no selector matches");
+        assert_eq!(
+            f.prefixes().into_iter().collect::<Vec<_>>(),
+            vec![Prefix { addr: u32::from(std::net::Ipv4Addr::new(198, 51, 100, 7)), len: 32 }]
+        );
+        assert!(!f.due(), "the minimum TTL keeps it");
+        assert!(f.remove_endpoint(1));
+        assert!(f.prefixes().is_empty());
+    }
+}

@@ -15,7 +15,7 @@ use twill_dnsproxy::transparent::{serve_to, TransparentUdp};
 use twill_dnsproxy::{EndpointDnsRule, Engine, EngineConfig, Exchange, RuleTable};
 use twill_policy::l7_dns::{parse_match_pattern, DnsMatch};
 
-use crate::{percentile, Row};
+use crate::{percentile, Bench, Row};
 
 const RATE: u64 = 1000;
 const QUERIES: usize = 3000;
@@ -32,7 +32,7 @@ struct Run {
 /// and times each answer by its id; a query not answered 1 s after the
 /// last send counts as lost.
 fn paced(target: SocketAddr) -> anyhow::Result<Run> {
-    let sock = Arc::new(UdpSocket::bind("127.0.0.1:0")?);
+    let sock = Arc::new(UdpSocket::bind("0.0.0.0:0")?);
     sock.connect(target)?;
     sock.set_read_timeout(Some(Duration::from_millis(100)))?;
     let start = Instant::now();
@@ -147,5 +147,122 @@ pub fn run(rows: &mut Vec<Row>) -> anyhow::Result<()> {
         format!("{} direct", lost(&direct)),
         "",
     ));
+    Ok(())
+}
+
+/// `__dns-paced ADDR:PORT`: [`paced`] from the namespace it runs in (an
+/// endpoint's); prints "p50_ns p99_ns lost".
+pub fn paced_main(args: &[String]) -> anyhow::Result<()> {
+    let target: SocketAddr = args.first().context("usage: __dns-paced ADDR:PORT")?.parse()?;
+    let r = paced(target)?;
+    println!("{} {} {}", r.p50.as_nanos(), r.p99.as_nanos(), r.lost);
+    Ok(())
+}
+
+fn paced_from(netns: &str, target: SocketAddr) -> anyhow::Result<Run> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", netns])
+        .arg(std::env::current_exe()?)
+        .args(["__dns-paced", &target.to_string()])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<u64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    anyhow::ensure!(v.len() == 3, "paced lookups to {target}: {text}{}", String::from_utf8_lossy(&out.stderr));
+    Ok(Run { p50: Duration::from_nanos(v[0]), p99: Duration::from_nanos(v[1]), lost: v[2] as usize })
+}
+
+const AGENT_POLICY: &str = "apiVersion: cilium.io/v2
+kind: CiliumNetworkPolicy
+metadata: {name: bench-dns}
+spec:
+  endpointSelector: {matchLabels: {app: dns-client}}
+  egress:
+  - toEndpoints: [{matchLabels: {app: dns-server}}]
+    toPorts:
+    - ports: [{port: \"53\", protocol: ANY}]
+      rules:
+        dns: [{matchPattern: \"*.test\"}]
+";
+
+/// What a user measures: lookups from one endpoint to dnsmasq in another
+/// at RATE/s, with no policy (the datapath alone) and with a rules.dns
+/// policy (every query steered to the agent's DNS proxy, checked,
+/// forwarded, its answer reported and its addresses handed to policy),
+/// in alternating rounds of one run.
+pub fn through_agent(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
+    use twill_api::{PolicyFile, PolicyImported, Request};
+    let server = bench.create("dns-server", "app=dns-server")?;
+    let client = bench.create("dns-client", "app=dns-client")?;
+    let mut dnsmasq = std::process::Command::new("ip")
+        .args(["netns", "exec", &server.netns, "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts"])
+        .args(["--conf-file=/dev/null", "--port=53", "--bind-interfaces", "--pid-file=", "--cache-size=0"])
+        .arg(format!("--listen-address={}", server.ipv4))
+        .args(["--local-ttl=60", "--address=/x.test/10.1.2.3"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("dnsmasq (scripts/setup.sh installs it)")?;
+    let target = SocketAddr::new(server.ipv4.parse::<std::net::IpAddr>()?, 53);
+    let result = (|| -> anyhow::Result<()> {
+        let set = |proxied: bool| -> anyhow::Result<()> {
+            let _ = bench.client().call_value(&Request::PolicyDelete {
+                name: Some("bench-dns".into()),
+                namespace: Some("default".into()),
+                kind: None,
+                all: false,
+                labels: vec![],
+            });
+            if proxied {
+                let _: PolicyImported = bench.client().call(&Request::PolicyImport {
+                    files: vec![PolicyFile { name: "dns.yaml".into(), content: AGENT_POLICY.into() }],
+                })?;
+            }
+            Ok(())
+        };
+        // dnsmasq answering before the first round.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while paced_probe(&client.netns, target).is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "dnsmasq at {target} does not answer");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (mut direct, mut proxied) = (vec![], vec![]);
+        for _ in 0..ROUNDS {
+            set(false)?;
+            direct.push(paced_from(&client.netns, target)?);
+            set(true)?;
+            proxied.push(paced_from(&client.netns, target)?);
+        }
+        set(false)?;
+        let p = |runs: &[Run], f: fn(&Run) -> Duration| median(runs.iter().map(f).collect());
+        let lost = |runs: &[Run]| runs.iter().map(|r| r.lost).sum::<usize>();
+        let (dp50, dp99, pp50, pp99) =
+            (p(&direct, |r| r.p50), p(&direct, |r| r.p99), p(&proxied, |r| r.p50), p(&proxied, |r| r.p99));
+        rows.push(Row::new(
+            format!("DNS lookup p50 / p99 at {RATE}/s, endpoint to endpoint: rules.dns through the agent's proxy vs no policy"),
+            format!("{} / {}", us(pp50), us(pp99)),
+            format!("{} / {}", us(dp50), us(dp99)),
+            format!("p50 +{}, p99 +{}", us(pp50.saturating_sub(dp50)), us(pp99.saturating_sub(dp99))),
+        ));
+        rows.push(Row::new(
+            format!("DNS lookups lost of {} ({ROUNDS} rounds), through the agent's proxy", QUERIES * ROUNDS),
+            lost(&proxied).to_string(),
+            format!("{} direct", lost(&direct)),
+            "",
+        ));
+        Ok(())
+    })();
+    let _ = dnsmasq.kill();
+    let _ = dnsmasq.wait();
+    let _ = bench.delete("dns-server");
+    let _ = bench.delete("dns-client");
+    result
+}
+
+/// One lookup from `netns`, answered or not.
+fn paced_probe(netns: &str, target: SocketAddr) -> anyhow::Result<()> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "dig", &format!("@{}", target.ip()), "x.test", "+tries=1", "+time=1", "+short"])
+        .output()?;
+    anyhow::ensure!(String::from_utf8_lossy(&out.stdout).trim() == "10.1.2.3", "no answer");
     Ok(())
 }

@@ -518,6 +518,7 @@ fn main() -> anyhow::Result<()> {
         Some("__tcp-server") => return pingpong::server(&args[1..]),
         Some("__tcp-client") => return pingpong::client(&args[1..]),
         Some("__tcp-probe") => return pingpong::probe(&args[1..]),
+        Some("__dns-paced") => return dns::paced_main(&args[1..]),
         _ => {}
     }
     let sections = sections(&args)?;
@@ -558,7 +559,7 @@ fn main() -> anyhow::Result<()> {
     }
     if sections
         .iter()
-        .any(|s| ["endpoints", "cni", "datapath", "services", "flows", "debug", "l7"].contains(s))
+        .any(|s| ["endpoints", "cni", "datapath", "services", "flows", "debug", "l7", "dns"].contains(s))
     {
         #[allow(unused_mut)]
         let mut bench = Bench::start()?;
@@ -588,6 +589,10 @@ fn main() -> anyhow::Result<()> {
         if sections.contains(&"debug") {
             eprintln!("twill-bench: datapath debug messages on against off, one agent, switched at runtime");
             datapath::debug_overhead(&bench, &mut rows)?;
+        }
+        if sections.contains(&"dns") {
+            eprintln!("twill-bench: DNS lookups between endpoints, through the agent's DNS proxy and direct");
+            dns::through_agent(&bench, &mut rows)?;
         }
         if sections.contains(&"l7") {
             eprintln!("twill-bench: HTTP through the L7 proxy, L3/L4 policy only, and no policy (wrk)");

@@ -167,7 +167,11 @@ fn paced_from(netns: &str, target: SocketAddr) -> anyhow::Result<Run> {
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let v: Vec<u64> = text.split_whitespace().filter_map(|x| x.parse().ok()).collect();
-    anyhow::ensure!(v.len() == 3, "paced lookups to {target}: {text}{}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        v.len() == 3,
+        "paced lookups to {target}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(Run { p50: Duration::from_nanos(v[0]), p99: Duration::from_nanos(v[1]), lost: v[2] as usize })
 }
 
@@ -261,7 +265,17 @@ pub fn through_agent(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
 /// One lookup from `netns`, answered or not.
 fn paced_probe(netns: &str, target: SocketAddr) -> anyhow::Result<()> {
     let out = std::process::Command::new("ip")
-        .args(["netns", "exec", netns, "dig", &format!("@{}", target.ip()), "x.test", "+tries=1", "+time=1", "+short"])
+        .args([
+            "netns",
+            "exec",
+            netns,
+            "dig",
+            &format!("@{}", target.ip()),
+            "x.test",
+            "+tries=1",
+            "+time=1",
+            "+short",
+        ])
         .output()?;
     anyhow::ensure!(String::from_utf8_lossy(&out.stdout).trim() == "10.1.2.3", "no answer");
     Ok(())

@@ -21,7 +21,7 @@ use twill_api as api;
 use twill_datapath::{netdev, Datapath, KernelFeatures, PolicyEntry};
 use twill_identity::LabelSet;
 use twill_policy::{resolve::Universe, services::ServiceCatalog};
-use twill_store::{FileStore, Store};
+use twill_store::{FileStore, Store, StoreExt};
 
 use crate::{
     cluster::{self, mirror, Cluster},
@@ -50,6 +50,9 @@ use crate::{
     restore::{self, Observed},
     services::{self, Services},
 };
+
+/// The node store's key of the FQDN cache.
+const FQDN_CACHE_KEY: &str = "fqdn-cache";
 
 /// A change to desired state, from whatever source.
 #[derive(Debug, Clone)]
@@ -391,6 +394,7 @@ impl Agent {
         };
         if let Some(changed) = fqdn_changed {
             if changed {
+                self.save_fqdn()?;
                 self.follow_up(Effects { regenerate: true, ..Effects::default() })?;
             }
             return Ok(Outcome::Synced);
@@ -1091,7 +1095,10 @@ impl Agent {
         // Its identity is gone: drop it from other endpoints' maps. What
         // its lookups allowed others goes with it.
         effects.regenerate = !self.identities.exists(record.identity)?;
-        effects.regenerate |= self.fqdn.remove_endpoint(record.id as u64);
+        if self.fqdn.remove_endpoint(record.id as u64) {
+            effects.regenerate = true;
+            self.save_fqdn()?;
+        }
         info!(endpoint = %format!("{namespace}/{name}"), "endpoint deleted");
         let mut out = self.to_api(&record);
         out.state = "deleted".into();
@@ -1516,6 +1523,14 @@ impl Agent {
             .with_fqdn_selections(self.fqdn.selections()))
     }
 
+    /// Keeps the FQDN cache in the node's store, so a restarted agent
+    /// allows what this one did without waiting for new lookups.
+    fn save_fqdn(&self) -> Result<()> {
+        let ids: Vec<u64> = self.endpoints.records()?.iter().map(|r| r.id as u64).collect();
+        self.store.put_json(FQDN_CACHE_KEY, &self.fqdn.stored(ids))?;
+        Ok(())
+    }
+
     /// Whether some DNS-learned address has lapsed ([`Change::FqdnExpire`]).
     pub fn fqdn_due(&self) -> bool {
         self.fqdn.due()
@@ -1929,6 +1944,10 @@ impl Agent {
             restored.push(record);
         }
         self.collect_garbage(&restored)?;
+        if let Some((entries, _)) = self.store.get_json::<Vec<crate::fqdn::StoredEntry>>(FQDN_CACHE_KEY)? {
+            let ids: BTreeSet<u64> = restored.iter().map(|r| r.id as u64).collect();
+            self.fqdn.restore(&entries, |id| ids.contains(&id));
+        }
         info!(endpoints = restored.len(), "state restored");
         Ok(())
     }

@@ -6,7 +6,11 @@
 //! Every method says whether the selections changed; only then must
 //! policy be regenerated.
 
-use std::{collections::BTreeSet, time::Instant};
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
 
 use twill_policy::{
     fqdn::{Answer, FqdnCache, FqdnConfig, Seconds},
@@ -17,12 +21,28 @@ use twill_policy::{
 pub struct Fqdn {
     cache: FqdnCache,
     started: Instant,
+    /// `started` on the wall clock, for entries that outlive the agent.
+    started_unix: u64,
+}
+
+/// One cache entry as the store keeps it across agent restarts, expiring
+/// at a wall-clock time (seconds since the Unix epoch).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredEntry {
+    pub endpoint: u64,
+    pub name: String,
+    pub ip: IpAddr,
+    pub expires: u64,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 impl Fqdn {
     pub fn new(min_ttl: u32, max_ips_per_name: usize) -> Self {
         let config = FqdnConfig { min_ttl, max_ips_per_name, ..FqdnConfig::default() };
-        Fqdn { cache: FqdnCache::new(config), started: Instant::now() }
+        Fqdn { cache: FqdnCache::new(config), started: Instant::now(), started_unix: unix_now() }
     }
 
     fn now(&self) -> Seconds {
@@ -47,6 +67,28 @@ impl Fqdn {
 
     pub fn remove_endpoint(&mut self, endpoint: u64) -> bool {
         !self.cache.remove_endpoint(endpoint).is_empty()
+    }
+
+    /// Every endpoint's entries, for the store.
+    pub fn stored(&self, endpoints: impl IntoIterator<Item = u64>) -> Vec<StoredEntry> {
+        let mut out = Vec::new();
+        for endpoint in endpoints {
+            for (name, ip, expiry) in self.cache.entries(endpoint) {
+                out.push(StoredEntry { endpoint, name, ip, expires: self.started_unix + expiry });
+            }
+        }
+        out
+    }
+
+    /// Puts back what an earlier agent stored: entries of endpoints that
+    /// still exist, until their expiry.
+    pub fn restore(&mut self, entries: &[StoredEntry], exists: impl Fn(u64) -> bool) {
+        let now = self.now();
+        let wall = unix_now();
+        for e in entries.iter().filter(|e| exists(e.endpoint) && e.expires > wall) {
+            let expiry = now + (e.expires - wall);
+            self.cache.restore(e.endpoint, &e.name, e.ip, expiry, now);
+        }
     }
 
     /// Makes the cache track exactly the selectors policy uses.
@@ -84,6 +126,15 @@ mod tests {
             vec![Prefix { addr: u32::from(std::net::Ipv4Addr::new(198, 51, 100, 7)), len: 32 }]
         );
         assert!(!f.due(), "the minimum TTL keeps it");
+        let stored = f.stored([1]);
+        assert_eq!(stored.len(), 2, "{stored:?}");
+        let mut restarted = Fqdn::new(3600, 50);
+        restarted.set_selectors([m]);
+        restarted.restore(&stored, |e| e == 1);
+        assert_eq!(restarted.prefixes(), f.prefixes(), "a restarted agent allows what the last one did");
+        let mut gone = Fqdn::new(3600, 50);
+        gone.restore(&stored, |_| false);
+        assert!(gone.stored([1]).is_empty(), "entries of endpoints gone are not restored");
         assert!(f.remove_endpoint(1));
         assert!(f.prefixes().is_empty());
     }

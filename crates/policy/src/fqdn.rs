@@ -227,6 +227,24 @@ impl FqdnCache {
         self.refresh_names(&changed)
     }
 
+    /// Puts back an entry an earlier run held, expiring at `expiry` on
+    /// this cache's clock whatever the minimum TTL (it was applied when the
+    /// answer came).
+    pub fn restore(
+        &mut self,
+        endpoint: EndpointId,
+        name: &str,
+        ip: IpAddr,
+        expiry: Seconds,
+        now: Seconds,
+    ) -> SelectionDiff {
+        let min_ttl = std::mem::replace(&mut self.config.min_ttl, 0);
+        let ttl = expiry.saturating_sub(now).min(u64::from(u32::MAX)) as u32;
+        let diff = self.observe(endpoint, &[Answer { name: name.into(), ips: vec![ip], ttl }], now);
+        self.config.min_ttl = min_ttl;
+        diff
+    }
+
     /// Removes every entry that expired at or before `now`.
     pub fn expire(&mut self, now: Seconds) -> SelectionDiff {
         let mut lapsed = Vec::new();

@@ -49,7 +49,7 @@ impl Drop for Outside {
 }
 
 fn outside(node: &Node) -> Outside {
-    let o = Outside(format!("twdns-out-{}", std::process::id()));
+    let o = Outside(format!("twdns-{}", node.name));
     let _ = Command::new("ip").args(["netns", "del", &o.0]).status();
     run_ok(Command::new("ip").args(["netns", "add", &o.0]));
     let (n, on) = (node.netns.as_str(), o.0.as_str());
@@ -227,4 +227,38 @@ fn dns_rules_refuse_names_and_fqdn_policy_follows_answers_until_their_ttl() {
     let answered =
         metric_value(&metrics, r#"hubble_dns_responses_total{rcode="No Error",qtypes="A",ips_returned="1"}"#);
     assert!(answered >= 3.0, "answers counted: {answered}");
+}
+
+#[test]
+fn addresses_learned_from_dns_stay_allowed_across_an_agent_restart() {
+    // The default minimum TTL (an hour): only the restart could take the
+    // address away.
+    let mut node = Node::start("l7dnsrs");
+    let out = outside(&node);
+    let _web = Background::from_child(
+        Command::new("ip")
+            .args(["netns", "exec", &out.0, "socat", "TCP-LISTEN:8080,reuseaddr,fork", "SYSTEM:echo outside"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let dns_ip = ip_of(&node.endpoint("dns", NS, "app=dns"));
+    node.endpoint("client", NS, "app=client");
+    let _dnsmasq = dnsmasq(&node, &dns_ip);
+    let path = node.state_dir.parent().unwrap().join("dns.yaml");
+    std::fs::write(&path, POLICY).unwrap();
+    node.twill_ok(&["policy", "import", &path.to_string_lossy()]);
+    let web = format!("{WEB_IP}:8080");
+    assert_eq!(dig(&node, &dns_ip, "web.test", false).1, vec![WEB_IP.to_string()]);
+    assert_eq!(node.tcp_request("client", &web).as_deref(), Ok("outside"));
+
+    node.stop_agent(libc::SIGTERM);
+    node.start_agent();
+    // No new lookup: the restarted agent knows the answer.
+    assert_eq!(node.tcp_request("client", &web).as_deref(), Ok("outside"), "{}", node.agent_log());
+    assert!(node.tcp_request("client", &format!("{API_IP}:8080")).is_err());
+    // And its DNS proxy enforces the rules again.
+    assert_eq!(dig(&node, &dns_ip, "denied.test", false).0, "REFUSED");
+    assert_eq!(dig(&node, &dns_ip, "web.test", false).1, vec![WEB_IP.to_string()]);
 }

@@ -393,6 +393,7 @@ impl Agent {
             _ => None,
         };
         if let Some(changed) = fqdn_changed {
+            self.directory.set_dns_names(self.fqdn.names());
             if changed {
                 self.save_fqdn()?;
                 self.follow_up(Effects { regenerate: true, ..Effects::default() })?;
@@ -1096,6 +1097,7 @@ impl Agent {
         // its lookups allowed others goes with it.
         effects.regenerate = !self.identities.exists(record.identity)?;
         if self.fqdn.remove_endpoint(record.id as u64) {
+            self.directory.set_dns_names(self.fqdn.names());
             effects.regenerate = true;
             self.save_fqdn()?;
         }
@@ -1947,6 +1949,7 @@ impl Agent {
         if let Some((entries, _)) = self.store.get_json::<Vec<crate::fqdn::StoredEntry>>(FQDN_CACHE_KEY)? {
             let ids: BTreeSet<u64> = restored.iter().map(|r| r.id as u64).collect();
             self.fqdn.restore(&entries, |id| ids.contains(&id));
+            self.directory.set_dns_names(self.fqdn.names());
         }
         info!(endpoints = restored.len(), "state restored");
         Ok(())

@@ -4,7 +4,8 @@
 //! every change, whatever its source, so flows never name a stale view.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
+    net::Ipv4Addr,
     sync::{Arc, RwLock},
 };
 
@@ -21,6 +22,8 @@ pub struct FlowDirectory {
     /// from: most changes are not to services, and 30,000 of them are
     /// not re-indexed for an endpoint's.
     services: Option<(u64, Arc<ServiceIndex>)>,
+    /// What DNS answers named each address; kept across rebuilds.
+    dns_names: Arc<HashMap<Ipv4Addr, Vec<String>>>,
 }
 
 /// What the directory is rebuilt from.
@@ -36,7 +39,12 @@ pub struct Sources<'a> {
 
 impl FlowDirectory {
     pub fn new(node: &str) -> Self {
-        Self { node: node.into(), shared: Arc::new(RwLock::new(Directory::new(node))), services: None }
+        Self {
+            node: node.into(),
+            shared: Arc::new(RwLock::new(Directory::new(node))),
+            services: None,
+            dns_names: Arc::default(),
+        }
     }
 
     /// For readers: the event reader and the observer service.
@@ -73,7 +81,18 @@ impl FlowDirectory {
                 index
             }
         };
+        dir.dns_names = self.dns_names.clone();
         *self.shared.write().unwrap_or_else(|p| p.into_inner()) = dir;
+    }
+
+    /// New names from DNS answers, without a rebuild (answers come far more
+    /// often than anything else changes).
+    pub fn set_dns_names(&mut self, names: HashMap<Ipv4Addr, Vec<String>>) {
+        if *self.dns_names == names {
+            return;
+        }
+        self.dns_names = Arc::new(names);
+        self.shared.write().unwrap_or_else(|p| p.into_inner()).dns_names = self.dns_names.clone();
     }
 }
 

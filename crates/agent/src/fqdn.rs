@@ -69,6 +69,21 @@ impl Fqdn {
         !self.cache.remove_endpoint(endpoint).is_empty()
     }
 
+    /// IPv4 addresses with the names DNS gave them, without the trailing
+    /// dot (as Hubble shows names), for flows.
+    pub fn names(&self) -> std::collections::HashMap<std::net::Ipv4Addr, Vec<String>> {
+        self.cache
+            .names_by_ip()
+            .into_iter()
+            .filter_map(|(ip, names)| match ip {
+                IpAddr::V4(v4) => {
+                    Some((v4, names.into_iter().map(|n| n.trim_end_matches('.').to_string()).collect()))
+                }
+                IpAddr::V6(_) => None,
+            })
+            .collect()
+    }
+
     /// Every endpoint's entries, for the store.
     pub fn stored(&self, endpoints: impl IntoIterator<Item = u64>) -> Vec<StoredEntry> {
         let mut out = Vec::new();

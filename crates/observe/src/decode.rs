@@ -159,6 +159,8 @@ pub fn decode(e: &FlowEvent, dir: &Directory, clock: &Clock) -> flow::Flow {
         }),
         source: Some(dir.flow_endpoint(src_ip, e.src_identity)),
         destination: Some(dir.flow_endpoint(dst_ip, e.dst_identity)),
+        source_names: dir.names_of(src_ip),
+        destination_names: dir.names_of(dst_ip),
         r#type: flow::FlowType::L3L4 as i32,
         node_name: dir.node_name.clone(),
         interface: dir.interface(e.ifindex),

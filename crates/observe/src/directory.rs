@@ -48,6 +48,9 @@ pub struct Directory {
     /// Shared: services change far less often than endpoints, and a
     /// snapshot with 30,000 of them is not rebuilt for an endpoint change.
     pub services: Arc<ServiceIndex>,
+    /// Names DNS answers gave each address (the FQDN cache), without the
+    /// trailing dot: flows' `source_names` / `destination_names`.
+    pub dns_names: Arc<HashMap<Ipv4Addr, Vec<String>>>,
 }
 
 impl Directory {
@@ -71,6 +74,11 @@ impl Directory {
     pub fn interface(&self, ifindex: u32) -> Option<flow::NetworkInterface> {
         let ep = self.by_ifindex.get(&ifindex).and_then(|id| self.endpoints.get(id))?;
         Some(flow::NetworkInterface { index: ifindex, name: ep.host_device.clone() })
+    }
+
+    /// The names DNS gave `ip`, sorted (none for most addresses).
+    pub fn names_of(&self, ip: Ipv4Addr) -> Vec<String> {
+        self.dns_names.get(&ip).cloned().unwrap_or_default()
     }
 
     /// The flow endpoint for an address seen with `identity`: a local

@@ -17,6 +17,41 @@ fn any_of<T>(values: &[T], check: impl Fn(&T) -> bool) -> bool {
     values.is_empty() || values.iter().any(check)
 }
 
+/// Hubble's FQDN filter: a name, case-insensitive and with or without
+/// the trailing dot, where `*` stands for any run of name characters
+/// within one label (Cilium's matchPattern).
+fn fqdn_matches(pattern: &str, name: &str) -> bool {
+    let p = pattern.trim_end_matches('.').to_ascii_lowercase();
+    let n = name.trim_end_matches('.').to_ascii_lowercase();
+    if p == "*" {
+        return !n.is_empty();
+    }
+    label_glob(p.as_bytes(), n.as_bytes())
+}
+
+/// One backtrack point per star, so never exponential, whatever the
+/// filter says.
+fn label_glob(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        if p < pattern.len() && pattern[p] == b'*' {
+            star = Some((p, n));
+            p += 1;
+        } else if p < pattern.len() && pattern[p] == name[n] {
+            p += 1;
+            n += 1;
+        } else if let Some((sp, sn)) = star.filter(|&(_, sn)| name[sn] != b'.') {
+            star = Some((sp, sn + 1));
+            p = sp + 1;
+            n = sn + 1;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
+}
+
 pub fn matches(flow: &Flow, f: &FlowFilter) -> bool {
     let src = flow.source.clone().unwrap_or_default();
     let dst = flow.destination.clone().unwrap_or_default();
@@ -33,9 +68,9 @@ pub fn matches(flow: &Flow, f: &FlowFilter) -> bool {
         && any_of(&f.destination_identity, |i| *i == dst.identity)
         && any_of(&f.source_service, |s| service_matches(s, flow.source_service.as_ref()))
         && any_of(&f.destination_service, |s| service_matches(s, flow.destination_service.as_ref()))
-        // Twill has no FQDNs or workloads yet: such filters match nothing.
-        && f.source_fqdn.is_empty()
-        && f.destination_fqdn.is_empty()
+        && any_of(&f.source_fqdn, |p| flow.source_names.iter().any(|n| fqdn_matches(p, n)))
+        && any_of(&f.destination_fqdn, |p| flow.destination_names.iter().any(|n| fqdn_matches(p, n)))
+        // Twill has no workloads yet: such filters match nothing.
         && f.source_workload.is_empty()
         && f.destination_workload.is_empty()
         && any_of(&f.source_cluster_name, |c| *c == src.cluster_name)
@@ -408,6 +443,14 @@ mod tests {
 
     #[test]
     fn empty_names_are_rejected_as_hubble_does() {
+        let named = Flow { destination_names: vec!["www.web.test".into()], ..Default::default() };
+        let to = |v: &str| FlowFilter { destination_fqdn: vec![v.into()], ..Default::default() };
+        assert!(matches(&named, &to("www.web.test")));
+        assert!(matches(&named, &to("WWW.web.test.")));
+        assert!(matches(&named, &to("*.web.test")));
+        assert!(!matches(&named, &to("*.test")), "* stays within one label");
+        assert!(!matches(&named, &to("web.test")));
+        assert!(!matches(&Flow::default(), &to("*")), "a flow without names has no FQDN");
         let empty = FlowFilter { destination_service: vec![String::new()], ..Default::default() };
         assert!(validate(&[FlowFilter::default(), empty]).is_err());
         assert!(validate(&[FlowFilter { source_pod: vec!["/".into()], ..Default::default() }]).is_ok());

@@ -183,6 +183,8 @@ fn access_log_flow(
         l4: Some(flow::Layer4 { protocol: Some(protocol) }),
         source: Some(dir.flow_endpoint(*src.ip(), src_id)),
         destination: Some(dir.flow_endpoint(*dst.ip(), dst_id)),
+        source_names: dir.names_of(*src.ip()),
+        destination_names: dir.names_of(*dst.ip()),
         r#type: flow::FlowType::L7 as i32,
         node_name: dir.node_name.clone(),
         l7: Some(flow::Layer7 { r#type: kind as i32, latency_ns: e.latency_ns, record: Some(record) }),

@@ -140,6 +140,21 @@ impl FqdnCache {
             .collect()
     }
 
+    /// Every cached address with the names that led to it, sorted: what
+    /// flows name an address by.
+    pub fn names_by_ip(&self) -> HashMap<IpAddr, Vec<String>> {
+        let mut out: HashMap<IpAddr, Vec<String>> = HashMap::new();
+        for (name, ips) in &self.global {
+            for ip in ips.keys() {
+                out.entry(*ip).or_default().push(name.clone());
+            }
+        }
+        for names in out.values_mut() {
+            names.sort();
+        }
+        out
+    }
+
     /// An endpoint's entries: (name, ip, expiry), sorted, for inspection.
     pub fn entries(&self, endpoint: EndpointId) -> Vec<(String, IpAddr, Seconds)> {
         let mut v: Vec<_> = self

@@ -208,6 +208,20 @@ fn dns_rules_refuse_names_and_fqdn_policy_follows_answers_until_their_ttl() {
         "no DROPPED query flow: {denied:#?}"
     );
     assert!(denied.iter().any(|f| f["l7"]["dns"]["rcode"] == 5), "no REFUSED answer flow: {denied:#?}");
+    // The connection to the address is named by the answer, and Hubble's
+    // FQDN filters find it.
+    let mut named = Vec::new();
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            named = node.observe_with(&hubble_cli(), &["--to-fqdn", "*.test", "--last", "1000"]);
+            named.iter().any(|f| f["IP"]["destination"] == WEB_IP)
+        }),
+        "no flow to {WEB_IP} named web.test: {named:#?}"
+    );
+    assert!(named.iter().all(|f| f["destination_names"] == serde_json::json!(["web.test"])), "{named:#?}");
+    let ours = node.observe(&["--to-fqdn", "web.test", "--last", "1000"]);
+    assert!(ours.iter().any(|f| f["IP"]["destination"] == WEB_IP), "twill observe --to-fqdn: {ours:#?}");
+    assert!(node.observe(&["--to-fqdn", "other.test", "--last", "1000"]).is_empty());
     let hubble = node.observe_with(&hubble_cli(), &["--type", "l7", "--last", "1000"]);
     let theirs = dns_flows(&hubble, "web.test.");
     assert!(

@@ -19,37 +19,10 @@ fn any_of<T>(values: &[T], check: impl Fn(&T) -> bool) -> bool {
 
 /// Hubble's FQDN filter: a name, case-insensitive and with or without
 /// the trailing dot, where `*` stands for any run of name characters
-/// within one label (Cilium's matchPattern).
+/// within one label: Cilium's matchPattern, so the policy's matcher.
 fn fqdn_matches(pattern: &str, name: &str) -> bool {
-    let p = pattern.trim_end_matches('.').to_ascii_lowercase();
-    let n = name.trim_end_matches('.').to_ascii_lowercase();
-    if p == "*" {
-        return !n.is_empty();
-    }
-    label_glob(p.as_bytes(), n.as_bytes())
-}
-
-/// One backtrack point per star, so never exponential, whatever the
-/// filter says.
-fn label_glob(pattern: &[u8], name: &[u8]) -> bool {
-    let (mut p, mut n) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, n));
-            p += 1;
-        } else if p < pattern.len() && pattern[p] == name[n] {
-            p += 1;
-            n += 1;
-        } else if let Some((sp, sn)) = star.filter(|&(_, sn)| name[sn] != b'.') {
-            star = Some((sp, sn + 1));
-            p = sp + 1;
-            n = sn + 1;
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
+    use twill_policy::l7_dns::{canonical, parse_match_pattern, DnsMatch};
+    parse_match_pattern(pattern).is_ok_and(|p| DnsMatch::Pattern(p).matches(&canonical(name)))
 }
 
 pub fn matches(flow: &Flow, f: &FlowFilter) -> bool {

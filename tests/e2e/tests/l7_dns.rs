@@ -122,6 +122,47 @@ fn dig(node: &Node, dns_ip: &str, name: &str, tcp: bool) -> (String, Vec<String>
     (status, ips)
 }
 
+/// What both tests run against: the outside namespace with a TCP server
+/// on 8080 at both addresses, a `dns` endpoint running dnsmasq and a
+/// `client` endpoint.
+struct World {
+    dns_ip: String,
+    _dnsmasq: Background,
+    _web: Background,
+    _outside: Outside,
+}
+
+impl World {
+    fn start(node: &Node) -> World {
+        let outside = outside(node);
+        let web = Background::from_child(
+            Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &outside.0,
+                    "socat",
+                    "TCP-LISTEN:8080,reuseaddr,fork",
+                    "SYSTEM:echo outside",
+                ])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let dns_ip = ip_of(&node.endpoint("dns", NS, "app=dns"));
+        node.endpoint("client", NS, "app=client");
+        let dnsmasq = dnsmasq(node, &dns_ip);
+        World { dns_ip, _dnsmasq: dnsmasq, _web: web, _outside: outside }
+    }
+}
+
+fn import_policy(node: &Node) {
+    let path = node.state_dir.parent().unwrap().join("dns.yaml");
+    std::fs::write(&path, POLICY).unwrap();
+    node.twill_ok(&["policy", "import", &path.to_string_lossy()]);
+}
+
 fn dns_flows(flows: &[Value], query: &str) -> Vec<Value> {
     flows.iter().filter(|f| f["l7"]["dns"]["query"] == query).cloned().collect()
 }
@@ -131,18 +172,8 @@ fn dns_rules_refuse_names_and_fqdn_policy_follows_answers_until_their_ttl() {
     let mut node = Node::prepare("l7dns", "10.200.0.0/24");
     node.agent_args = vec!["--tofqdns-min-ttl".into(), "0".into()];
     node.start_agent();
-    let out = outside(&node);
-    let _web = Background::from_child(
-        Command::new("ip")
-            .args(["netns", "exec", &out.0, "socat", "TCP-LISTEN:8080,reuseaddr,fork", "SYSTEM:echo outside"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let dns_ip = ip_of(&node.endpoint("dns", NS, "app=dns"));
-    node.endpoint("client", NS, "app=client");
-    let _dnsmasq = dnsmasq(&node, &dns_ip);
+    let world = World::start(&node);
+    let dns_ip = world.dns_ip.clone();
     let web = format!("{WEB_IP}:8080");
     assert_eq!(
         node.tcp_request("client", &web).as_deref(),
@@ -150,9 +181,7 @@ fn dns_rules_refuse_names_and_fqdn_policy_follows_answers_until_their_ttl() {
         "no policy yet: world is reachable"
     );
 
-    let path = node.state_dir.parent().unwrap().join("dns.yaml");
-    std::fs::write(&path, POLICY).unwrap();
-    node.twill_ok(&["policy", "import", &path.to_string_lossy()]);
+    import_policy(&node);
     assert!(node.tcp_request("client", &web).is_err(), "nothing looked up yet: toFQDNs selects nothing");
 
     // An allowed name: the answer arrives once its address is allowed, so
@@ -248,21 +277,9 @@ fn addresses_learned_from_dns_stay_allowed_across_an_agent_restart() {
     // The default minimum TTL (an hour): only the restart could take the
     // address away.
     let mut node = Node::start("l7dnsrs");
-    let out = outside(&node);
-    let _web = Background::from_child(
-        Command::new("ip")
-            .args(["netns", "exec", &out.0, "socat", "TCP-LISTEN:8080,reuseaddr,fork", "SYSTEM:echo outside"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let dns_ip = ip_of(&node.endpoint("dns", NS, "app=dns"));
-    node.endpoint("client", NS, "app=client");
-    let _dnsmasq = dnsmasq(&node, &dns_ip);
-    let path = node.state_dir.parent().unwrap().join("dns.yaml");
-    std::fs::write(&path, POLICY).unwrap();
-    node.twill_ok(&["policy", "import", &path.to_string_lossy()]);
+    let world = World::start(&node);
+    let dns_ip = world.dns_ip.clone();
+    import_policy(&node);
     let web = format!("{WEB_IP}:8080");
     assert_eq!(dig(&node, &dns_ip, "web.test", false).1, vec![WEB_IP.to_string()]);
     assert_eq!(node.tcp_request("client", &web).as_deref(), Ok("outside"));

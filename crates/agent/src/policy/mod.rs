@@ -230,35 +230,31 @@ impl PolicyRepository {
         }
     }
 
-    /// Every CIDR (and exception) the policies name: each needs an identity.
-    /// Every toFQDNs selector of the rules in force.
-    pub fn fqdn_selectors(&self) -> BTreeSet<twill_policy::l7_dns::DnsMatch> {
-        let mut out = BTreeSet::new();
-        for rule in &self.rules {
-            for d in [&rule.ingress, &rule.egress] {
-                for peer_rule in d.allow.iter().chain(&d.deny) {
-                    for peer in &peer_rule.peers {
-                        if let Peer::Fqdn(m) = peer {
-                            out.insert(m.clone());
-                        }
-                    }
-                }
-            }
-        }
-        out
+    /// Every peer of every rule in force.
+    fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.rules
+            .iter()
+            .flat_map(|rule| [&rule.ingress, &rule.egress])
+            .flat_map(|d| d.allow.iter().chain(&d.deny))
+            .flat_map(|peer_rule| &peer_rule.peers)
     }
 
+    /// Every toFQDNs selector of the rules in force.
+    pub fn fqdn_selectors(&self) -> BTreeSet<twill_policy::l7_dns::DnsMatch> {
+        self.peers()
+            .filter_map(|p| match p {
+                Peer::Fqdn(m) => Some(m.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every CIDR (and exception) the policies name: each needs an identity.
     pub fn cidr_prefixes(&self) -> BTreeSet<Prefix> {
         let mut out = BTreeSet::new();
-        for rule in &self.rules {
-            for d in [&rule.ingress, &rule.egress] {
-                for peer_rule in d.allow.iter().chain(&d.deny) {
-                    for peer in &peer_rule.peers {
-                        if let Peer::Cidr(c) = peer {
-                            out.extend(std::iter::once(c.cidr).chain(c.except.iter().copied()));
-                        }
-                    }
-                }
+        for peer in self.peers() {
+            if let Peer::Cidr(c) = peer {
+                out.extend(std::iter::once(c.cidr).chain(c.except.iter().copied()));
             }
         }
         out

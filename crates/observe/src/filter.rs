@@ -154,6 +154,14 @@ mod http_tests {
         let mut plain = tcp_l7.clone();
         plain.l7 = None;
         assert!(!matches(&plain, &f(&|f| f.protocol = vec!["http".into()])));
+        assert!(!matches(&tcp_l7, &f(&|f| f.protocol = vec!["dns".into()])));
+        let mut dns = plain.clone();
+        dns.l7 = Some(flow::Layer7 {
+            record: Some(flow::layer7::Record::Dns(flow::Dns::default())),
+            ..Default::default()
+        });
+        assert!(matches(&dns, &f(&|f| f.protocol = vec!["DNS".into()])));
+        assert!(!matches(&dns, &f(&|f| f.protocol = vec!["http".into()])));
     }
 }
 
@@ -236,6 +244,12 @@ fn protocol_matches(filter: &str, flow: &Flow) -> bool {
     // Hubble: an L7 flow also matches its application protocol.
     if filter == "http" {
         return http(flow).is_some();
+    }
+    if filter == "dns" {
+        return matches!(
+            flow.l7.as_ref().and_then(|l| l.record.as_ref()),
+            Some(flow::layer7::Record::Dns(_))
+        );
     }
     filter == name || (filter == "icmp" && name.starts_with("icmp"))
 }

@@ -258,6 +258,10 @@ fn dns_rules_refuse_names_and_fqdn_policy_follows_answers_until_their_ttl() {
         "hubble CLI: {hubble:#?}"
     );
 
+    let only_dns = node.observe_with(&hubble_cli(), &["--protocol", "dns", "--last", "1000"]);
+    assert!(!only_dns.is_empty(), "hubble observe --protocol dns: nothing");
+    assert!(only_dns.iter().all(|f| f["l7"]["dns"].is_object()), "{only_dns:#?}");
+
     // Hubble's DNS metrics.
     let metrics = node.metrics();
     let queries = metric_value(&metrics, r#"hubble_dns_queries_total{rcode="",qtypes="A",ips_returned=""}"#);

@@ -15,7 +15,7 @@ use std::{
     collections::{BTreeMap, HashMap},
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     sync::{mpsc, Arc, Mutex, RwLock},
-    time::{Duration, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
 
 use hickory_proto::op::ResponseCode;
@@ -93,16 +93,63 @@ struct Report {
     applied: Option<oneshot::Sender<()>>,
 }
 
-struct Reports(mpsc::SyncSender<Report>);
+/// The addresses the agent has taken in, per endpoint and name, with a
+/// time until which they certainly stay allowed: an answer that brings
+/// nothing new (most of them) is not held back.
+#[derive(Default)]
+struct Applied(Mutex<HashMap<(u64, String), HashMap<std::net::IpAddr, Instant>>>);
+
+/// Entries past which the table forgets lapsed ones.
+const APPLIED_BOUND: usize = 65_536;
+
+impl Applied {
+    fn covers(&self, endpoint: u64, answers: &[Answer]) -> bool {
+        let margin = Instant::now() + Duration::from_secs(2);
+        let known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        answers.iter().all(|a| {
+            known
+                .get(&(endpoint, a.name.clone()))
+                .is_some_and(|ips| a.ips.iter().all(|ip| ips.get(ip).is_some_and(|until| *until > margin)))
+        })
+    }
+
+    fn record(&self, endpoint: u64, answers: &[Answer], min_ttl: u32) {
+        let now = Instant::now();
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if known.len() > APPLIED_BOUND {
+            known.retain(|_, ips| {
+                ips.retain(|_, until| *until > now);
+                !ips.is_empty()
+            });
+        }
+        for a in answers {
+            let until = now + Duration::from_secs(u64::from(a.ttl.max(min_ttl)));
+            let ips = known.entry((endpoint, a.name.clone())).or_default();
+            for ip in &a.ips {
+                let slot = ips.entry(*ip).or_insert(until);
+                *slot = (*slot).max(until);
+            }
+        }
+    }
+}
+
+struct Reports {
+    tx: mpsc::SyncSender<Report>,
+    applied: Arc<Applied>,
+}
 
 impl DnsObserver for Reports {
     fn exchange(&self, exchange: &Exchange) {
-        let _ = self.0.try_send(Report { exchange: exchange.clone(), applied: None });
+        let _ = self.tx.try_send(Report { exchange: exchange.clone(), applied: None });
     }
 
     fn answered(&self, exchange: &Exchange) -> Option<oneshot::Receiver<()>> {
+        if self.applied.covers(exchange.client.endpoint, &exchange.answers) {
+            self.exchange(exchange);
+            return None;
+        }
         let (tx, rx) = oneshot::channel();
-        self.0.try_send(Report { exchange: exchange.clone(), applied: Some(tx) }).ok()?;
+        self.tx.try_send(Report { exchange: exchange.clone(), applied: Some(tx) }).ok()?;
         Some(rx)
     }
 }
@@ -136,13 +183,16 @@ pub fn start(
     let udp = udp.map_err(|e| anyhow::anyhow!("--tofqdns-proxy-port {}: UDP: {e}", config.port))?;
     let tcp = tcp.map_err(|e| anyhow::anyhow!("--tofqdns-proxy-port {}: TCP: {e}", config.port))?;
     let (tx, rx) = mpsc::sync_channel(REPORT_QUEUE);
+    let min_ttl = config.min_ttl;
     let engine_config = EngineConfig {
         reject_rcode: if config.reject_name_error { ResponseCode::NXDomain } else { ResponseCode::Refused },
         answer_delay: config.response_max_delay,
         upstream_mark: Some(upstream_mark),
         ..EngineConfig::default()
     };
-    let engine = Arc::new(Engine::new(engine_config, tables.clone(), Arc::new(Reports(tx))));
+    let applied = Arc::new(Applied::default());
+    let reports = Reports { tx, applied: applied.clone() };
+    let engine = Arc::new(Engine::new(engine_config, tables.clone(), Arc::new(reports)));
     let clients: Arc<dyn transparent::ClientLookup> = {
         let tables = tables.clone();
         Arc::new(move |addr: SocketAddrV4| tables.snapshot().endpoints.get(addr.ip()).copied())
@@ -162,7 +212,7 @@ pub fn start(
     });
     std::thread::Builder::new()
         .name("dns-reporter".into())
-        .spawn(move || report(rx, tables, agent, records))?;
+        .spawn(move || report(rx, tables, agent, records, applied, min_ttl))?;
     info!(port = config.port, "DNS proxy listening");
     Ok(DnsProxy { _runtime: runtime })
 }
@@ -175,6 +225,8 @@ fn report(
     tables: Arc<DnsTables>,
     agent: Arc<Mutex<Agent>>,
     records: Arc<FlowRecords>,
+    applied: Arc<Applied>,
+    min_ttl: u32,
 ) {
     loop {
         let first = match rx.recv_timeout(Duration::from_secs(1)) {
@@ -197,8 +249,9 @@ fn report(
         }
         let mut agent = agent.lock().unwrap_or_else(|p| p.into_inner());
         for (endpoint, answers) in answers {
-            if let Err(e) = agent.apply(Change::DnsAnswers { endpoint, answers }) {
-                warn!("allowing the addresses of a DNS answer: {}", e.chain());
+            match agent.apply(Change::DnsAnswers { endpoint, answers: answers.clone() }) {
+                Ok(_) => applied.record(endpoint, &answers, min_ttl),
+                Err(e) => warn!("allowing the addresses of a DNS answer: {}", e.chain()),
             }
         }
         if agent.fqdn_due() {
@@ -272,6 +325,21 @@ mod tests {
     use twill_policy::l7_dns::DnsMatch;
 
     use super::*;
+
+    #[test]
+    fn only_answers_with_something_new_wait_for_the_agent() {
+        let applied = Applied::default();
+        let answer = |ip: &str, ttl| Answer { name: "web.test.".into(), ips: vec![ip.parse().unwrap()], ttl };
+        assert!(!applied.covers(7, &[answer("192.0.2.2", 60)]), "never seen");
+        applied.record(7, &[answer("192.0.2.2", 60)], 0);
+        assert!(applied.covers(7, &[answer("192.0.2.2", 60)]));
+        assert!(!applied.covers(8, &[answer("192.0.2.2", 60)]), "another endpoint");
+        assert!(!applied.covers(7, &[answer("192.0.2.3", 60)]), "a new address");
+        applied.record(9, &[answer("192.0.2.2", 1)], 0);
+        assert!(!applied.covers(9, &[answer("192.0.2.2", 1)]), "about to lapse: the agent must see it");
+        applied.record(10, &[answer("192.0.2.2", 1)], 3600);
+        assert!(applied.covers(10, &[answer("192.0.2.2", 1)]), "the minimum TTL keeps it");
+    }
 
     #[test]
     fn a_lookup_is_allowed_by_the_senders_rule_for_that_server_and_port_only() {

@@ -157,6 +157,10 @@ pub struct Args {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: tracing::Level,
+    /// Worker threads of the L7 proxy's runtime (twill-proxy's
+    /// --threads); 1, the default, runs it on one thread.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub proxy_threads: Option<u16>,
 }
 
 /// Everything an agent instance is told at start, checked.
@@ -196,6 +200,7 @@ pub struct Config {
     pub devices: Vec<String>,
     pub cgroup_root: Option<PathBuf>,
     pub conntrack_gc: crate::ctgc::GcInterval,
+    pub proxy_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -448,6 +453,7 @@ impl Config {
             hubble_tls,
             prometheus_listen: optional_addr("prometheus-listen", &args.prometheus_listen)?,
             flow_buffer_size: args.flow_buffer_size,
+            proxy_threads: args.proxy_threads.map(usize::from),
             conntrack_gc,
         })
     }

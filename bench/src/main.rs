@@ -232,6 +232,17 @@ impl Bench {
         Ok(agent)
     }
 
+    /// The agent's run directory (its API socket's), where twill-proxy's
+    /// control socket is.
+    pub fn run_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The node's address on the pod network (the first of --pod-cidr).
+    pub fn router_ip(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, 210, 0, 1)
+    }
+
     pub fn agent_pid(&self) -> u32 {
         self.agent.as_ref().unwrap().id()
     }

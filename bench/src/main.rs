@@ -179,7 +179,11 @@ impl Bench {
         sh(&["ip", "netns", "add", NODE_NETNS])?;
         sh(&["ip", "-n", NODE_NETNS, "link", "set", "lo", "up"])?;
         let socket = dir.join("twill.sock");
-        let agent = Self::spawn_agent(&dir, &[])?;
+        // Extra agent flags for a comparison run (e.g. `--proxy-threads 2`),
+        // space-separated.
+        let flags = std::env::var("TWILL_BENCH_AGENT_FLAGS").unwrap_or_default();
+        let flags: Vec<&str> = flags.split_whitespace().collect();
+        let agent = Self::spawn_agent(&dir, &flags)?;
         let client = Arc::new(Client::new(&socket));
         let bench = Self { dir, agent: Some(agent), client };
         bench.wait_ready()?;
@@ -230,6 +234,17 @@ impl Bench {
             .stdout(Stdio::null())
             .spawn()?;
         Ok(agent)
+    }
+
+    /// The agent's run directory (its API socket's), where twill-proxy's
+    /// control socket is.
+    pub fn run_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The node's address on the pod network (the first of --pod-cidr).
+    pub fn router_ip(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::new(10, 210, 0, 1)
     }
 
     pub fn agent_pid(&self) -> u32 {

@@ -177,6 +177,10 @@ pub struct Args {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, default_value = "info")]
     pub log_level: tracing::Level,
+    /// Worker threads of the L7 proxy's runtime (twill-proxy's
+    /// --threads); 1, the default, runs it on one thread.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub proxy_threads: Option<u16>,
 }
 
 /// The DNS proxy's and the FQDN cache's settings.
@@ -228,6 +232,7 @@ pub struct Config {
     pub cgroup_root: Option<PathBuf>,
     pub conntrack_gc: crate::ctgc::GcInterval,
     pub dns: DnsProxyConfig,
+    pub proxy_threads: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -482,6 +487,7 @@ impl Config {
             hubble_tls,
             prometheus_listen: optional_addr("prometheus-listen", &args.prometheus_listen)?,
             flow_buffer_size: args.flow_buffer_size,
+            proxy_threads: args.proxy_threads.map(usize::from),
             conntrack_gc,
         })
     }

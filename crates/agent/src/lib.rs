@@ -150,7 +150,7 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
         config.api_socket.parent().map(std::path::Path::to_path_buf).unwrap_or_else(|| "/run/twill".into());
     let dns_records = records.clone();
     let control: Arc<dyn proxy::ProxyControl> = match binary.exists() {
-        true => match proxy::External::start(&run_dir, binary, records.clone()) {
+        true => match proxy::External::start(&run_dir, binary, records.clone(), config.proxy_threads) {
             Ok(external) => Arc::new(external),
             Err(e) => {
                 tracing::warn!("starting twill-proxy: {e}; running the L7 proxy in the agent");

@@ -131,13 +131,27 @@ struct ExternalInner {
     stopping: std::sync::atomic::AtomicBool,
     records: Arc<FlowRecords>,
     counters: [std::sync::atomic::AtomicU64; 2],
+    /// `--threads` for the proxy's runtime (None: the proxy's default).
+    threads: Option<usize>,
+    /// How many configuration outcomes the proxy has sent, and the last
+    /// one, for a caller waiting until its listeners are open.
+    applied: std::sync::Mutex<(u64, Option<String>)>,
+    applied_cv: std::sync::Condvar,
+    /// The listener ports of the last configuration sent.
+    ports: std::sync::Mutex<Vec<u16>>,
 }
+
+/// How long applying a configuration that opens or closes listeners waits
+/// for the proxy to confirm: a request sent right after `policy import`
+/// must find the listener open, not race it.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl External {
     pub fn start(
         run_dir: &std::path::Path,
         binary: std::path::PathBuf,
         records: Arc<FlowRecords>,
+        threads: Option<usize>,
     ) -> std::io::Result<External> {
         let inner = Arc::new(ExternalInner {
             socket: twill_proxy::control::socket_path(run_dir),
@@ -148,6 +162,10 @@ impl External {
             stopping: Default::default(),
             records,
             counters: Default::default(),
+            threads,
+            applied: Default::default(),
+            applied_cv: Default::default(),
+            ports: Default::default(),
         });
         {
             let mut conn = inner.conn.lock().expect("proxy connection lock");
@@ -172,11 +190,11 @@ impl ExternalInner {
                 let _ = std::fs::remove_file(&this.socket);
                 let log = std::fs::OpenOptions::new().create(true).append(true).open(&this.log)?;
                 let mut cmd = std::process::Command::new(&this.binary);
-                cmd.arg("--socket")
-                    .arg(&this.socket)
-                    .stdin(std::process::Stdio::null())
-                    .stdout(log.try_clone()?)
-                    .stderr(log);
+                cmd.arg("--socket").arg(&this.socket);
+                if let Some(n) = this.threads {
+                    cmd.arg("--threads").arg(n.to_string());
+                }
+                cmd.stdin(std::process::Stdio::null()).stdout(log.try_clone()?).stderr(log);
                 // SAFETY: setsid is async-signal-safe and touches nothing
                 // of the parent's; its own session keeps the proxy out of
                 // the agent's process group and its signals.
@@ -214,12 +232,19 @@ impl ExternalInner {
     fn read(&self, reader: std::os::unix::net::UnixStream) {
         use std::io::BufRead;
         use twill_proxy::control::FromProxy;
-        for line in std::io::BufReader::new(reader).lines() {
+        // Records come in batches of up to 256 lines: read them in one go.
+        for line in std::io::BufReader::with_capacity(64 << 10, reader).lines() {
             let Ok(line) = line else { break };
             match serde_json::from_str::<FromProxy>(&line) {
                 Ok(FromProxy::Record(r)) => self.records.record(r),
-                Ok(FromProxy::Applied(Some(e))) => tracing::warn!("L7 proxy: {e}"),
-                Ok(FromProxy::Applied(None)) => {}
+                Ok(FromProxy::Applied(outcome)) => {
+                    if let Some(e) = &outcome {
+                        tracing::warn!("L7 proxy: {e}");
+                    }
+                    let mut applied = self.applied.lock().expect("proxy applied lock");
+                    *applied = (applied.0 + 1, outcome);
+                    self.applied_cv.notify_all();
+                }
                 Ok(FromProxy::Counters { connections, requests }) => {
                     self.counters[0].store(connections, std::sync::atomic::Ordering::Relaxed);
                     self.counters[1].store(requests, std::sync::atomic::Ordering::Relaxed);
@@ -286,11 +311,29 @@ impl ExternalInner {
 
 impl ProxyControl for External {
     fn apply(&self, config: ProxyConfig) -> Result<(), String> {
+        let mut ports: Vec<u16> = config.redirects.iter().map(|r| r.proxy_port).collect();
+        ports.sort_unstable();
         let mut line =
             serde_json::to_vec(&twill_proxy::control::ToProxy::Config(config)).map_err(|e| e.to_string())?;
         line.push(b'\n');
-        ExternalInner::send(&self.inner, line)
-            .map_err(|e| format!("control socket {}: {e}", self.inner.socket.display()))
+        let inner = &self.inner;
+        let listeners_change = *inner.ports.lock().expect("proxy ports lock") != ports;
+        let before = inner.applied.lock().expect("proxy applied lock").0;
+        ExternalInner::send(inner, line)
+            .map_err(|e| format!("control socket {}: {e}", inner.socket.display()))?;
+        *inner.ports.lock().expect("proxy ports lock") = ports;
+        if !listeners_change {
+            return Ok(());
+        }
+        let applied = inner.applied.lock().expect("proxy applied lock");
+        let (applied, timeout) = inner
+            .applied_cv
+            .wait_timeout_while(applied, APPLY_WAIT, |(count, _)| *count == before)
+            .expect("proxy applied lock");
+        if timeout.timed_out() {
+            return Err(format!("twill-proxy did not confirm its listeners within {APPLY_WAIT:?}"));
+        }
+        applied.1.clone().map_or(Ok(()), Err)
     }
 
     fn counters(&self) -> (u64, u64) {

@@ -430,7 +430,9 @@ fn convert_cilium_policy(cnp: k8s::CiliumPolicy, p: &mut Problems, document: Val
     if specs.is_empty() {
         p.add("spec", "spec or specs is required");
     }
-    let description = describe(specs.iter().map(|(_, r)| r.description.as_ref()));
+    let description = describe(
+        std::iter::once(cnp.description.as_ref()).chain(specs.iter().map(|(_, r)| r.description.as_ref())),
+    );
     let mut labels = derived_labels(&key);
     labels.extend(specs.iter().flat_map(|(_, r)| r.labels.iter().flatten().cloned()));
     let labels = canonical_labels(&labels);

@@ -1083,3 +1083,30 @@ fn http_rules_need_tcp_ports_and_allow_rules() {
         errors(&dns)
     );
 }
+
+/// Cilium's Star Wars demo files, as the demo and its e2e test apply them:
+/// they must read unchanged, quirks included (the L3/L4 file keeps its
+/// description beside `spec`).
+#[test]
+fn the_star_wars_policies_read_unchanged() {
+    let l4 = &parse(include_str!("../../../examples/starwars/sw_l3_l4_policy.yaml"))[0];
+    let l7 = &parse(include_str!("../../../examples/starwars/sw_l3_l4_l7_policy.yaml"))[0];
+    for p in [l4, l7] {
+        assert_eq!((p.key.namespace.as_deref(), p.key.name.as_str()), (Some("default"), "rule1"));
+        let allow = &p.rules[0].ingress.allow[0].l4;
+        assert_eq!((allow[0].protocol, &allow[0].ports), (PROTO_TCP, &PortMatch::Range(80, 80)));
+    }
+    assert_eq!(
+        l4.description.as_deref(),
+        Some("L3-L4 policy to restrict deathstar access to empire ships only")
+    );
+    assert!(l4.rules[0].ingress.allow[0].l4[0].l7.is_none());
+    let Some(L7Rules::Http(http)) = &l7.rules[0].ingress.allow[0].l4[0].l7 else { panic!("{l7:?}") };
+    assert_eq!(http.len(), 1);
+    assert_eq!(
+        (http[0].method.as_deref(), http[0].path.as_deref()),
+        (Some("POST"), Some("/v1/request-landing"))
+    );
+    // Both are the same policy: importing the second replaces the first.
+    assert_eq!(l4.key, l7.key);
+}

@@ -167,6 +167,10 @@ pub struct CiliumPolicy {
     pub spec: Option<CiliumRule>,
     pub specs: Option<Vec<CiliumRule>>,
     pub status: Option<Value>,
+    // Beside `spec` rather than in it in some of Cilium's own examples
+    // (the Star Wars demo's sw_l3_l4_policy.yaml): the API server keeps
+    // such files working, so Twill reads them too.
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -221,14 +221,6 @@ async fn handle(
         .iter()
         .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
-    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
-    let info = HttpInfo {
-        code: 0,
-        method: req.method().as_str().to_string(),
-        url: format!("http://{host}{path_and_query}"),
-        protocol: version_text(req.version()).into(),
-        headers: headers.clone(),
-    };
     let (ingress, endpoint_id, client_identity, server_identity, decision) = {
         let state = shared.state.read().expect("proxy state lock");
         let view = HttpRequestView {
@@ -269,6 +261,15 @@ async fn handle(
                 (rd.ingress, rd.endpoint_id, client_id, server_id, decision)
             }
         }
+    };
+    // Built after the decision so the headers move into it, not copied.
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let info = HttpInfo {
+        code: 0,
+        method: req.method().as_str().to_string(),
+        url: format!("http://{host}{path_and_query}"),
+        protocol: version_text(req.version()).into(),
+        headers,
     };
     let record = |kind, verdict, http: HttpInfo, latency_ns| L7Record {
         time: SystemTime::now(),

@@ -387,13 +387,18 @@ impl Agent {
         }
         // Most answers repeat what the cache holds: those change nothing
         // else, and must not cost a follow-up each.
+        let names_before = self.fqdn.names_generation();
         let fqdn_changed = match &change {
             Change::DnsAnswers { endpoint, answers } => Some(self.fqdn.observe(*endpoint, answers)),
             Change::FqdnExpire => Some(self.fqdn.expire()),
             _ => None,
         };
         if let Some(changed) = fqdn_changed {
-            self.directory.set_dns_names(self.fqdn.names());
+            // Rebuilt only when a name or address came or went, not for
+            // every repeated answer.
+            if self.fqdn.names_generation() != names_before {
+                self.directory.set_dns_names(self.fqdn.names());
+            }
             if changed {
                 self.save_fqdn()?;
                 self.follow_up(Effects { regenerate: true, ..Effects::default() })?;

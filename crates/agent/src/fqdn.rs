@@ -69,6 +69,11 @@ impl Fqdn {
         !self.cache.remove_endpoint(endpoint).is_empty()
     }
 
+    /// Changes whenever [`Fqdn::names`] may have.
+    pub fn names_generation(&self) -> u64 {
+        self.cache.generation()
+    }
+
     /// IPv4 addresses with the names DNS gave them, without the trailing
     /// dot (as Hubble shows names), for flows.
     pub fn names(&self) -> std::collections::HashMap<std::net::Ipv4Addr, Vec<String>> {

@@ -99,6 +99,8 @@ pub struct FqdnCache {
     /// How many selectors select each IP.
     ip_refs: HashMap<IpAddr, u32>,
     stats: FqdnStats,
+    /// Bumped whenever a (name, address) pair enters or leaves `global`.
+    generation: u64,
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +140,12 @@ impl FqdnCache {
                 (m.clone(), v4.collect())
             })
             .collect()
+    }
+
+    /// Changes whenever [`FqdnCache::names_by_ip`] may have: callers that
+    /// keep a copy rebuild it only then.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// Every cached address with the names that led to it, sorted: what
@@ -212,7 +220,11 @@ impl FqdnCache {
                 match ips.entry(*ip) {
                     std::collections::btree_map::Entry::Vacant(slot) => {
                         slot.insert(expiry);
-                        *self.global.entry(name.clone()).or_default().entry(*ip).or_insert(0) += 1;
+                        let count = self.global.entry(name.clone()).or_default().entry(*ip).or_insert(0);
+                        if *count == 0 {
+                            self.generation += 1;
+                        }
+                        *count += 1;
                     }
                     // A shorter TTL in a later answer does not cut a lease
                     // short. (An expiry can be 0, at time 0 with TTL 0: no
@@ -333,6 +345,7 @@ impl FqdnCache {
             *n -= 1;
             if *n == 0 {
                 ips.remove(&ip);
+                self.generation += 1;
             }
         }
         if ips.is_empty() {
@@ -420,6 +433,24 @@ mod tests {
     }
     fn cache(min_ttl: u32) -> FqdnCache {
         FqdnCache::new(FqdnConfig { min_ttl, ..Default::default() })
+    }
+
+    #[test]
+    fn the_generation_moves_only_when_a_name_or_address_comes_or_goes() {
+        let mut c = FqdnCache::new(FqdnConfig { min_ttl: 0, ..Default::default() });
+        let g0 = c.generation();
+        c.observe(1, &[answer("a.test", &["10.0.0.1"], 10)], 0);
+        let g1 = c.generation();
+        assert_ne!(g0, g1);
+        c.observe(1, &[answer("a.test", &["10.0.0.1"], 10)], 1);
+        c.observe(2, &[answer("a.test", &["10.0.0.1"], 10)], 1);
+        assert_eq!(c.generation(), g1, "repeats and a second holder of the same pair");
+        assert_eq!(c.names_by_ip()[&ip("10.0.0.1")], vec!["a.test.".to_string()]);
+        c.remove_endpoint(2);
+        assert_eq!(c.generation(), g1, "endpoint 1 still holds it");
+        c.expire(20);
+        assert_ne!(c.generation(), g1);
+        assert!(c.names_by_ip().is_empty());
     }
 
     #[test]

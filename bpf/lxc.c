@@ -84,7 +84,7 @@ int from_endpoint(struct __sk_buff *skb)
 	struct ipcache_value *remote = dst ? 0 : ipcache_lookup4(p.tuple.daddr.v4);
 	dst_identity = dst ? dst->identity : remote ? remote->identity : IDENTITY_WORLD;
 
-	p.now = bpf_ktime_get_ns();
+	p.now = packet_clock();
 	struct datapath_config *cfg = config();
 	__u16 proxy_port = 0;
 	if (endpoint_egress(skb, cfg, src, dst_identity, &p, &ct, &proxy_port))
@@ -188,7 +188,7 @@ int to_endpoint(struct __sk_buff *skb)
 	if (proxied_for)
 		src_identity = proxied_for;
 
-	p.now = bpf_ktime_get_ns();
+	p.now = packet_clock();
 	struct datapath_config *cfg = config();
 	int from_host = src_identity == IDENTITY_HOST && cfg && cfg->allow_localhost;
 	__u16 proxy_port = 0;

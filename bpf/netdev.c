@@ -52,7 +52,7 @@ int from_netdev(struct __sk_buff *skb)
 		return drop(skb, DIR_INGRESS, -ret, 0, 0, 0, 0);
 	if (ret == PARSE_OTHER_L3 || !nodeport_candidate(&p))
 		return TC_ACT_OK;
-	p.now = bpf_ktime_get_ns();
+	p.now = packet_clock();
 
 	/* A connection already translated keeps its backend. */
 	ct_key4(&nat_key, &p.tuple, LB_NAT_FORWARD, 0);
@@ -97,7 +97,7 @@ int to_netdev(struct __sk_buff *skb)
 		return drop(skb, DIR_EGRESS, -ret, 0, 0, 0, 0);
 	if (ret == PARSE_OTHER_L3 || !nodeport_candidate(&p))
 		return TC_ACT_OK;
-	p.now = bpf_ktime_get_ns();
+	p.now = packet_clock();
 
 	ct_key4(&nat_key, &p.tuple, LB_NAT_REVERSE, 0);
 	rev = lb4_nat_touch(&nat_key, &p);

@@ -49,7 +49,7 @@ int from_overlay(struct __sk_buff *skb)
 		return drop(skb, DIR_INGRESS, DROP_UNSUPPORTED_L3, 0, src_identity, 0, 0);
 	}
 
-	p.now = bpf_ktime_get_ns();
+	p.now = packet_clock();
 	struct datapath_config *cfg = config();
 	dst = endpoint_lookup4(p.tuple.daddr.v4);
 	if (!dst) {

@@ -14,25 +14,26 @@
 static __always_inline int ipv4_redirect_to_endpoint(struct __sk_buff *skb, const struct endpoint_info *dst,
 						     __u32 dir, __u32 endpoint_id, const struct packet *p)
 {
-	__u32 ttl_off = sizeof(struct ethhdr) + offsetof(struct iphdr, ttl);
-	__u32 csum_off = sizeof(struct ethhdr) + offsetof(struct iphdr, check);
-	__u8 ttl;
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
 
-	if (bpf_skb_load_bytes(skb, ttl_off, &ttl, 1) < 0)
+	/* Written in place: the helpers (bpf_skb_store_bytes,
+	 * bpf_l3_csum_replace) would each make the head writable and copy
+	 * again, four times a packet. */
+	if ((void *)(ip + 1) > data_end)
 		return drop(skb, dir, DROP_INVALID_PACKET, endpoint_id, 0, 0, p);
 	/* Let the kernel answer with ICMP time exceeded. */
-	if (ttl <= 1)
+	if (ip->ttl <= 1)
 		return TC_ACT_OK;
-
-	/* The TTL shares a 16-bit checksum word with the protocol byte. */
-	__u16 old_word = bpf_htons((__u16)ttl << 8);
-	__u16 new_word = bpf_htons((__u16)(ttl - 1) << 8);
-	ttl -= 1;
-	if (bpf_l3_csum_replace(skb, csum_off, old_word, new_word, 2) < 0 ||
-	    bpf_skb_store_bytes(skb, ttl_off, &ttl, 1, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), dst->mac, ETH_ALEN, 0) < 0 ||
-	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), dst->host_mac, ETH_ALEN, 0) < 0)
-		return drop(skb, dir, DROP_INVALID_PACKET, endpoint_id, 0, 0, p);
+	/* The TTL is the high byte of its 16-bit checksum word: one less
+	 * there adds 0x0100 to the ones' complement sum (RFC 1624). */
+	__u32 check = ip->check + bpf_htons(0x0100);
+	ip->check = (__u16)(check + (check >= 0xffff));
+	ip->ttl -= 1;
+	__builtin_memcpy(eth->h_dest, dst->mac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, dst->host_mac, ETH_ALEN);
 	return bpf_redirect_peer(dst->ifindex, 0);
 }
 

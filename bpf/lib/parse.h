@@ -82,6 +82,27 @@ static __always_inline int parse_icmp4_inner(struct __sk_buff *skb, __u32 inner_
  * p->tuple.protocol is set. */
 static __always_inline int parse_l4(struct __sk_buff *skb, __u32 l4_off, struct packet *p)
 {
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	/* TCP and UDP headers are in the linear part whenever the sender
+	 * built the packet on this machine: read them in place, which costs
+	 * a bounds check where bpf_skb_load_bytes costs a helper call and a
+	 * copy per field. l4_off is at most 14 + 60, which the verifier
+	 * needs to know to allow the pointer. */
+	__u8 *l4 = data + (l4_off & 0x7f);
+	if (p->tuple.protocol == IPPROTO_TCP && (void *)(l4 + 14) <= data_end) {
+		p->tuple.sport = ((__u16)l4[0] << 8) | l4[1];
+		p->tuple.dport = ((__u16)l4[2] << 8) | l4[3];
+		p->policy_port = p->tuple.dport;
+		p->tcp_flags = l4[13];
+		return 0;
+	}
+	if (p->tuple.protocol == IPPROTO_UDP && (void *)(l4 + 4) <= data_end) {
+		p->tuple.sport = ((__u16)l4[0] << 8) | l4[1];
+		p->tuple.dport = ((__u16)l4[2] << 8) | l4[3];
+		p->policy_port = p->tuple.dport;
+		return 0;
+	}
 	if (read_ports(skb, l4_off, &p->tuple) < 0)
 		return -DROP_CT_INVALID_HDR;
 	p->policy_port = p->tuple.dport;

@@ -43,6 +43,11 @@ fn endpoint_to_endpoint_skips_the_receivers_host_device() {
     assert!(out.status.success(), "a -> b: {}", String::from_utf8_lossy(&out.stderr));
     let crossed = tx_packets(&node, &b_dev) - before;
     assert!(crossed < 5, "{crossed} of 20 echo requests went through {b_dev}");
+    // Routed, as by a router one hop away: the replies' TTL is one less
+    // than the 64 b sent them with (and their rewritten checksum is right,
+    // or a's stack would have dropped them).
+    let replies = String::from_utf8_lossy(&out.stdout);
+    assert!(replies.contains("ttl=63") && !replies.contains("ttl=64"), "a -> b: {replies}");
 
     // The delivery is b's to-endpoint, at b's device, with the MACs b got.
     assert!(wait_until(Duration::from_secs(5), || {

@@ -584,9 +584,7 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
                     match workload {
                         Workload::Stream => drop(stream_for(pair, port, COST_SECONDS)?),
                         Workload::Rr => drop(pingpong_for(pair, port, "rr", COST_SECONDS as f64, RR_MAX)?),
-                        Workload::Crr => {
-                            drop(pingpong_for(pair, port, "crr", COST_SECONDS as f64, CRR_MAX)?)
-                        }
+                        Workload::Crr => drop(pingpong_for(pair, port, "crr", COST_SECONDS as f64, CRR_MAX)?),
                     }
                     let after = crate::bpfstats::snapshot(bpf_root)?;
                     for (program, ns) in crate::bpfstats::per_packet(&before, &after) {

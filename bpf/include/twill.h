@@ -156,10 +156,15 @@ struct policy_value {
 	__u16 pad;
 };
 
-/* Connection tracking. Entries are kept per endpoint and direction
- * ("scope"): an egress entry is created when an endpoint opens a
- * connection, an ingress entry when it accepts one. Replies are matched
- * against the reversed tuple in the opposite scope. */
+/* Connection tracking. Entries are kept per endpoint: one for the
+ * endpoint that opens a connection, one for the endpoint that accepts it
+ * (two when both are local). A twill_ct key holds the connection's two
+ * (address, port) ends in a fixed order, the lower first in saddr/sport,
+ * whichever way a packet travels, so every packet of a connection finds
+ * its entry with one lookup; `scope` names the end the endpoint whose
+ * entry it is stands on (CT_SIDE_*), and the entry's `origin` says which
+ * way the opening packet went. The L4 load balancer's twill_lb4_nat uses
+ * the same struct with the tuple as it travels (LB_NAT_*). */
 struct ct_key {
 	__u32 saddr;
 	__u32 daddr;
@@ -186,8 +191,19 @@ struct ct_entry {
 	 * port (host byte order) when it opened: every later packet of the
 	 * client goes the same way. 0: not proxied. */
 	__u16 proxy_port;
-	__u16 pad;
+	/* CT_ORIGIN_*: the opening packet went from the key's saddr/sport end
+	 * to its daddr/dport end, or back. */
+	__u8 origin;
+	__u8 pad;
 };
+
+/* ct_key.scope in twill_ct: the endpoint is at the saddr/sport end of the
+ * key (A) or at the daddr/dport end (B). Neither is a DIR_* value, so an
+ * entry of the earlier per-direction layout is never taken for one. */
+#define CT_SIDE_A 2
+#define CT_SIDE_B 3
+#define CT_ORIGIN_A 0
+#define CT_ORIGIN_B 1
 
 /* skb->mark values (Cilium's layout: a magic in bits 8-11).
  * MARK_MAGIC_TO_PROXY: set by the programs on a packet they assigned to a

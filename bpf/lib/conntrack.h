@@ -1,7 +1,9 @@
-/* Connection tracking. Entries are kept per endpoint and direction
- * ("scope"): an egress entry is created when an endpoint opens a
- * connection, an ingress entry when it accepts one. Replies are matched
- * against the reversed tuple in the opposite scope.
+/* Connection tracking. Entries are kept per endpoint: the one that opens
+ * a connection and the one that accepts it each have their own, under a
+ * key that every packet of the connection computes alike (the canonical
+ * order of bpf/include/twill.h), so a packet costs one lookup whichever
+ * way it travels; the entry's origin tells a reply from the opener's own
+ * packets.
  *
  * Lookups take a struct tuple; only ct_touch_tuple and ct_create know the
  * map and key of a family, so IPv6 adds its map there and shares the
@@ -44,7 +46,8 @@ static __always_inline __u64 ct_lifetime(const struct ct_entry *e)
 	return CT_LIFETIME_OTHER;
 }
 
-/* The IPv4 key of a tuple in a scope, reversed for reply lookups. */
+/* The raw IPv4 key of a tuple, as it travels or reversed, in `scope`: for
+ * maps whose entries are directional (the load balancer's twill_lb4_nat). */
 static __always_inline void ct_key4(struct ct_key *key, const struct tuple *t, __u8 scope, int reverse)
 {
 	key->saddr = reverse ? t->daddr.v4 : t->saddr.v4;
@@ -54,6 +57,21 @@ static __always_inline void ct_key4(struct ct_key *key, const struct tuple *t, _
 	key->protocol = t->protocol;
 	key->scope = scope;
 	key->pad = 0;
+}
+
+/* The twill_ct key of a tuple for the endpoint at its source end
+ * (`local_is_src`) or at its destination end. Returns the CT_ORIGIN_* of
+ * a packet with this tuple: which way it travels between the key's ends. */
+static __always_inline int ct_conn_key4(struct ct_key *key, const struct tuple *t, int local_is_src)
+{
+	/* Any fixed order does: the addresses stay in network order. */
+	__u64 s = ((__u64)t->saddr.v4 << 16) | t->sport;
+	__u64 d = ((__u64)t->daddr.v4 << 16) | t->dport;
+	int swap = s > d;
+
+	ct_key4(key, t, 0, swap);
+	key->scope = (local_is_src ^ swap) ? CT_SIDE_A : CT_SIDE_B;
+	return swap ? CT_ORIGIN_B : CT_ORIGIN_A;
 }
 
 /* Finds a live entry in `map` and accounts the packet to it. */
@@ -84,42 +102,40 @@ static __always_inline struct ct_entry *ct_touch(void *map, const void *key, con
 	return e;
 }
 
-static __always_inline struct ct_entry *ct_touch_tuple(const struct tuple *t, __u8 scope, int reverse,
+/* The live entry of `t` for the endpoint at its source end or at its
+ * destination end; *origin: the CT_ORIGIN_* of a packet with this tuple. */
+static __always_inline struct ct_entry *ct_touch_tuple(const struct tuple *t, int local_is_src, int *origin,
 						       const struct packet *p, __u32 len)
 {
 	struct ct_key key;
 
-	ct_key4(&key, t, scope, reverse);
+	*origin = ct_conn_key4(&key, t, local_is_src);
 	return ct_touch(&twill_ct, &key, p, len);
 }
 
 /* Classifies a packet against conntrack from the point of view of one
- * endpoint's direction: `scope` is where a new connection would be
- * recorded, replies are looked up in the other scope. */
+ * endpoint's direction: `scope` DIR_EGRESS for what the endpoint sends,
+ * DIR_INGRESS for what it receives. */
 static __always_inline struct ct_result ct_lookup(const struct packet *p, __u8 scope, __u32 len)
 {
 	struct ct_result r = { .state = CT_NEW };
-	__u8 other = scope == DIR_INGRESS ? DIR_EGRESS : DIR_INGRESS;
+	int local_is_src = scope == DIR_EGRESS;
+	int origin;
 
 	if (p->related) {
-		/* The erroring packet went the other way: it was recorded in
-		 * the opposite scope under its own tuple. */
-		r.entry = ct_touch_tuple(&p->inner, other, 0, p, len);
+		/* The erroring packet went the other way: the endpoint was at
+		 * its other end. */
+		r.entry = ct_touch_tuple(&p->inner, !local_is_src, &origin, p, len);
 		if (r.entry) {
 			r.state = CT_RELATED;
 			r.reverse = 1;
 			return r;
 		}
 	}
-	r.entry = ct_touch_tuple(&p->tuple, scope, 0, p, len);
+	r.entry = ct_touch_tuple(&p->tuple, local_is_src, &origin, p, len);
 	if (r.entry) {
-		r.state = CT_ESTABLISHED;
-		return r;
-	}
-	r.entry = ct_touch_tuple(&p->tuple, other, 1, p, len);
-	if (r.entry) {
-		r.state = CT_REPLY;
-		r.reverse = 1;
+		r.reverse = origin != r.entry->origin;
+		r.state = r.reverse ? CT_REPLY : CT_ESTABLISHED;
 	}
 	return r;
 }
@@ -143,7 +159,7 @@ static __always_inline void ct_create(const struct packet *p, __u8 scope, __u32 
 	e.reported_flags[0] = p->tcp_flags;
 	e.last_report[0] = (__u16)(now / SECONDS);
 	e.expires = now + ct_lifetime(&e);
-	ct_key4(&key, &p->tuple, scope, 0);
+	e.origin = ct_conn_key4(&key, &p->tuple, scope == DIR_EGRESS);
 	bpf_map_update_elem(&twill_ct, &key, &e, BPF_ANY);
 }
 
@@ -155,7 +171,7 @@ static __always_inline void ct_set_proxy_port(const struct packet *p, __u8 scope
 	struct ct_key key;
 	struct ct_entry *e;
 
-	ct_key4(&key, &p->tuple, scope, 0);
+	ct_conn_key4(&key, &p->tuple, scope == DIR_EGRESS);
 	e = bpf_map_lookup_elem(&twill_ct, &key);
 	if (e)
 		e->proxy_port = proxy_port;

@@ -126,10 +126,21 @@ pub struct CtEntry {
     pub last_report: [u16; 2],
     /// The proxy port the connection was redirected to; 0: not proxied.
     pub proxy_port: u16,
-    pub pad: u16,
+    /// [`CT_ORIGIN_A`] or [`CT_ORIGIN_B`]: which way the opening packet
+    /// went between the key's two ends.
+    pub origin: u8,
+    pub pad: u8,
 }
 
 pub const CT_FLAG_CLOSING: u8 = 1;
+/// `CtKey::scope` in `twill_ct`: the endpoint whose entry it is stands at
+/// the key's saddr/sport end (A) or at its daddr/dport end (B). The key
+/// holds the two ends in a fixed order, whichever way a packet travels.
+pub const CT_SIDE_A: u8 = 2;
+pub const CT_SIDE_B: u8 = 3;
+/// `CtEntry::origin`: the opening packet went from end A to end B, or back.
+pub const CT_ORIGIN_A: u8 = 0;
+pub const CT_ORIGIN_B: u8 = 1;
 
 /// `skb->mark` layout shared with the programs (bpf/include/twill.h).
 pub const MARK_MAGIC_MASK: u32 = 0x0F00;

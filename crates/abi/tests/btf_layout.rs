@@ -415,6 +415,7 @@ fn rust_mirrors_match_btf_of_lxc_object() {
                 reported_flags,
                 last_report,
                 proxy_port,
+                origin,
                 pad
             }
         ),

@@ -287,6 +287,10 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         POLICY_MATCH_PROTO_ONLY,
         // Connection tracking.
         CT_FLAG_CLOSING,
+        CT_SIDE_A,
+        CT_SIDE_B,
+        CT_ORIGIN_A,
+        CT_ORIGIN_B,
         // Marks and the proxy's route table.
         MARK_MAGIC_MASK,
         MARK_MAGIC_TO_PROXY,

@@ -75,17 +75,30 @@ fn tcp_flag_letters(flags: u8) -> String {
 }
 
 pub fn conntrack(datapath: &Datapath) -> Result<Vec<api::CtRow>> {
+    use twill_abi::{CT_ORIGIN_A, CT_SIDE_A, CT_SIDE_B};
     let now = twill_datapath::monotonic_ns();
     let addr = |a: u32| Ipv4Addr::from(u32::from_be(a));
     let mut rows: Vec<api::CtRow> = datapath
         .ct_entries()?
         .into_iter()
-        .filter(|(_, e)| e.expires > now)
-        .map(|(k, e)| api::CtRow {
+        // Entries of an earlier key layout (per-direction scopes) are
+        // never matched again and lapse; they are not shown.
+        .filter(|(k, e)| e.expires > now && matches!(k.scope, CT_SIDE_A | CT_SIDE_B))
+        .map(|(k, e)| {
+            let a = format!("{}:{}", addr(k.saddr), k.sport);
+            let b = format!("{}:{}", addr(k.daddr), k.dport);
+            let opener = if e.origin == CT_ORIGIN_A { CT_SIDE_A } else { CT_SIDE_B };
+            let (source, destination) = if opener == CT_SIDE_A { (a, b) } else { (b, a) };
+            // The endpoint opened the connection if it stands at the end
+            // the opening packet came from.
+            let direction = if k.scope == opener { twill_abi::DIR_EGRESS } else { twill_abi::DIR_INGRESS };
+            (k, e, source, destination, direction)
+        })
+        .map(|(k, e, source, destination, direction)| api::CtRow {
             protocol: protocol_name(k.protocol).into(),
-            source: format!("{}:{}", addr(k.saddr), k.sport),
-            destination: format!("{}:{}", addr(k.daddr), k.dport),
-            scope: direction_name(k.scope).into(),
+            source,
+            destination,
+            scope: direction_name(direction).into(),
             packets: e.packets,
             bytes: e.bytes,
             tcp_flags: tcp_flag_letters(e.tcp_flags),

@@ -41,7 +41,7 @@ fn a_sweep_removes_lapsed_entries_and_keeps_live_ones() {
             sport: (20000 + port).to_be(),
             dport: 53u16.to_be(),
             protocol: 17,
-            scope: 1,
+            scope: twill_abi::CT_SIDE_A,
             pad: 0,
         };
         let entry = CtEntry {
@@ -53,6 +53,7 @@ fn a_sweep_removes_lapsed_entries_and_keeps_live_ones() {
             reported_flags: [0; 2],
             last_report: [0; 2],
             proxy_port: 0,
+            origin: twill_abi::CT_ORIGIN_A,
             pad: 0,
         };
         ct.insert(key, entry, 0).unwrap();

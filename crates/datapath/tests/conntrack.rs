@@ -1,0 +1,85 @@
+//! Conntrack against the kernel: each endpoint of a connection has one
+//! entry, which packets in both directions find, so a reply passes an
+//! ingress that allows nothing while a new connection the other way does
+//! not.
+
+mod common;
+
+use std::net::Ipv4Addr;
+
+use common::{allow_all_datapath, test_endpoint, BpfRoot, TC_ACT_REDIRECT};
+use twill_abi::{CT_ORIGIN_A, CT_ORIGIN_B, CT_SIDE_A, CT_SIDE_B, DIR_EGRESS};
+use twill_datapath::{IpcacheEntry, PolicyEntry};
+
+const TC_ACT_SHOT: u32 = 2;
+
+/// An Ethernet frame with a UDP datagram from `src:sport` to `dst:dport`.
+fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+    let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    p.extend([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]);
+    p.extend(src.octets());
+    p.extend(dst.octets());
+    p.extend(sport.to_be_bytes());
+    p.extend(dport.to_be_bytes());
+    p.extend([0, 8, 0, 0]);
+    p
+}
+
+#[test]
+fn one_entry_per_endpoint_serves_both_directions() {
+    let root = BpfRoot::new("conntrack");
+    // b (the higher address and port end) allows everything; a may only
+    // send: nothing is allowed into it.
+    let (a, b) = (Ipv4Addr::new(10, 213, 0, 2), Ipv4Addr::new(10, 213, 0, 3));
+    let mut dp = allow_all_datapath(&root, &[(b, 2)]);
+    dp.upsert_ipcache(&IpcacheEntry::local(a, 32, 1001)).unwrap();
+    let egress = PolicyEntry {
+        endpoint_id: 1,
+        direction: DIR_EGRESS,
+        identity: 0,
+        protocol: 0,
+        port: 0,
+        l4_prefix: 0,
+    };
+    dp.upsert_policy(egress, false).unwrap();
+    for (ip, id) in [(a, 1), (b, 2)] {
+        dp.upsert_endpoint(ip, test_endpoint(id, 0)).unwrap();
+    }
+
+    // A new connection from b is refused by a's ingress: the control.
+    assert_eq!(dp.test_run("from_endpoint", &udp(b, 7000, a, 7001)).unwrap(), TC_ACT_SHOT);
+
+    // a opens; b answers twice, through a's ingress, as replies.
+    assert_eq!(dp.test_run("from_endpoint", &udp(a, 40000, b, 53)).unwrap(), TC_ACT_REDIRECT);
+    for _ in 0..2 {
+        assert_eq!(dp.test_run("from_endpoint", &udp(b, 53, a, 40000)).unwrap(), TC_ACT_REDIRECT);
+    }
+    // And the opener's own next packet.
+    assert_eq!(dp.test_run("from_endpoint", &udp(a, 40000, b, 53)).unwrap(), TC_ACT_REDIRECT);
+
+    let be = |ip: Ipv4Addr| u32::from(ip).to_be();
+    let mut entries: Vec<_> = dp
+        .ct_entries()
+        .unwrap()
+        .into_iter()
+        .filter(|(k, _)| k.protocol == 17 && (k.sport, k.dport) == (40000, 53))
+        .collect();
+    entries.sort_by_key(|(k, _)| k.scope);
+    assert_eq!(entries.len(), 2, "one entry for a, one for b: {entries:?}");
+    for (side, (key, entry)) in [CT_SIDE_A, CT_SIDE_B].into_iter().zip(&entries) {
+        // a:40000 is the lower end, so it is the key's first, whichever
+        // way a packet went; the opening packet went from it.
+        assert_eq!((key.saddr, key.daddr, key.scope), (be(a), be(b), side));
+        assert_eq!(entry.origin, CT_ORIGIN_A);
+        assert_eq!(entry.packets, 4, "both directions counted on one entry: {entry:?}");
+    }
+
+    // A connection b opens: a's address is the lower, so a is end A
+    // again and the opening packet goes from end B. a's ingress refuses
+    // it, so only b's entry exists, recording that origin.
+    assert_eq!(dp.test_run("from_endpoint", &udp(b, 53, a, 40001)).unwrap(), TC_ACT_SHOT);
+    let opened_by_b: Vec<_> =
+        dp.ct_entries().unwrap().into_iter().filter(|(k, _)| (k.sport, k.dport) == (40001, 53)).collect();
+    assert_eq!(opened_by_b.len(), 1, "only b's entry: a refused it: {opened_by_b:?}");
+    assert_eq!((opened_by_b[0].0.scope, opened_by_b[0].1.origin), (CT_SIDE_B, CT_ORIGIN_B));
+}

@@ -7,22 +7,15 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use common::{allow_all_datapath, test_endpoint, BpfRoot, TC_ACT_REDIRECT};
+use common::{allow_all_datapath, test_endpoint, udp_frame_ports, BpfRoot, TC_ACT_REDIRECT};
 use twill_abi::{CT_ORIGIN_A, CT_ORIGIN_B, CT_SIDE_A, CT_SIDE_B, DIR_EGRESS};
 use twill_datapath::{IpcacheEntry, PolicyEntry};
 
 const TC_ACT_SHOT: u32 = 2;
 
-/// An Ethernet frame with a UDP datagram from `src:sport` to `dst:dport`.
+/// A datagram from `src:sport` to `dst:dport`.
 fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
-    let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
-    p.extend([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]);
-    p.extend(src.octets());
-    p.extend(dst.octets());
-    p.extend(sport.to_be_bytes());
-    p.extend(dport.to_be_bytes());
-    p.extend([0, 8, 0, 0]);
-    p
+    udp_frame_ports(src, dst, sport, dport)
 }
 
 #[test]

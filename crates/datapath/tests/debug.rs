@@ -10,6 +10,7 @@ mod common;
 use std::net::Ipv4Addr;
 
 use aya::maps::{MapData, RingBuf};
+use common::udp_frame_ports;
 use twill_abi::{
     DatapathConfig, DebugEvent, EndpointInfo, RingRecord, CT_ESTABLISHED, CT_NEW, DBG_CT_CREATED4,
     DBG_CT_LOOKUP4_1, DBG_CT_LOOKUP4_2, DBG_CT_MATCH, DBG_CT_VERDICT, DBG_LB4_LOOKUP_BACKEND_SLOT_SUCCESS,
@@ -32,17 +33,6 @@ impl Drop for Root {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn udp_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
-    let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
-    p.extend([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]);
-    p.extend(src.octets());
-    p.extend(dst.octets());
-    p.extend(sport.to_be_bytes());
-    p.extend(dport.to_be_bytes());
-    p.extend([0, 8, 0, 0]);
-    p
 }
 
 fn config(events: u32) -> DatapathConfig {
@@ -94,7 +84,7 @@ fn debug_messages_appear_only_when_enabled_with_cilium_s_arguments() {
     dp.upsert_ipcache(&IpcacheEntry::local(client, 32, 1004)).unwrap();
     dp.upsert_policy(allow(4, twill_abi::DIR_EGRESS), false).unwrap();
     let mut ring = dp.take_events().unwrap();
-    let frame = udp_frame(client, outside, 40000, 53);
+    let frame = udp_frame_ports(client, outside, 40000, 53);
 
     // Off (every other event kind on): no debug message at all.
     dp.set_config(config(EVENTS_DROP | twill_abi::EVENTS_TRACE | twill_abi::EVENTS_POLICY)).unwrap();
@@ -104,7 +94,7 @@ fn debug_messages_appear_only_when_enabled_with_cilium_s_arguments() {
 
     // On: a new connection to the stack, step by step.
     dp.set_config(config(EVENTS_DEBUG)).unwrap();
-    let other = udp_frame(client, outside, 40001, 53);
+    let other = udp_frame_ports(client, outside, 40001, 53);
     dp.test_run("from_endpoint", &other).unwrap();
     let (debug, _) = drain(&mut ring);
     assert_eq!(
@@ -134,7 +124,7 @@ fn debug_messages_appear_only_when_enabled_with_cilium_s_arguments() {
     // Denied by policy: the identities, then the drop as before.
     dp.remove_policy(allow(4, twill_abi::DIR_EGRESS)).unwrap();
     dp.set_config(config(EVENTS_DEBUG | EVENTS_DROP)).unwrap();
-    dp.test_run("from_endpoint", &udp_frame(client, outside, 40002, 53)).unwrap();
+    dp.test_run("from_endpoint", &udp_frame_ports(client, outside, 40002, 53)).unwrap();
     let (debug, drops) = drain(&mut ring);
     assert_eq!(subtypes(&debug), [DBG_CT_LOOKUP4_1, DBG_CT_LOOKUP4_2, DBG_CT_VERDICT, DBG_POLICY_DENIED]);
     assert_eq!((debug[3].arg1, debug[3].arg2), (1004, twill_abi::IDENTITY_WORLD));
@@ -162,7 +152,7 @@ fn local_delivery_names_the_receiver() {
     dp.upsert_policy(allow(6, twill_abi::DIR_INGRESS), false).unwrap();
     let mut ring = dp.take_events().unwrap();
     dp.set_config(config(EVENTS_DEBUG)).unwrap();
-    dp.test_run("from_endpoint", &udp_frame(a, b, 40000, 80)).unwrap();
+    dp.test_run("from_endpoint", &udp_frame_ports(a, b, 40000, 80)).unwrap();
     let (debug, _) = drain(&mut ring);
     let steps: Vec<(u8, u16)> = debug.iter().map(|e| (e.subtype, e.source)).collect();
     assert_eq!(
@@ -257,7 +247,7 @@ fn an_endpoint_flag_turns_on_that_endpoint_s_steps_only() {
     // Off for the node: only the flagged sender's steps are reported, not
     // the receiver's ingress that runs in the same program.
     dp.set_config(config(EVENTS_DROP)).unwrap();
-    dp.test_run("from_endpoint", &udp_frame(a, b, 40000, 80)).unwrap();
+    dp.test_run("from_endpoint", &udp_frame_ports(a, b, 40000, 80)).unwrap();
     let (debug, _) = drain(&mut ring);
     let steps: Vec<(u8, u16)> = debug.iter().map(|e| (e.subtype, e.source)).collect();
     assert_eq!(
@@ -273,6 +263,6 @@ fn an_endpoint_flag_turns_on_that_endpoint_s_steps_only() {
     );
     // Without the flag, nothing.
     dp.upsert_endpoint(a, ep(7, 1007, LOOPBACK_IFINDEX, 0)).unwrap();
-    dp.test_run("from_endpoint", &udp_frame(a, b, 40001, 80)).unwrap();
+    dp.test_run("from_endpoint", &udp_frame_ports(a, b, 40001, 80)).unwrap();
     assert!(drain(&mut ring).0.is_empty());
 }

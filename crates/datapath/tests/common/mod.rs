@@ -239,12 +239,18 @@ pub const TC_ACT_REDIRECT: u32 = 7;
 
 /// An Ethernet frame with a UDP datagram from `src:sport` to `dst:53`.
 pub fn udp_frame_from(src: Ipv4Addr, dst: Ipv4Addr, sport: u16) -> Vec<u8> {
+    udp_frame_ports(src, dst, sport, 53)
+}
+
+/// An Ethernet frame with a UDP datagram from `src:sport` to `dst:dport`.
+pub fn udp_frame_ports(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> Vec<u8> {
     let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
     p.extend([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0]);
     p.extend(src.octets());
     p.extend(dst.octets());
     p.extend(sport.to_be_bytes());
-    p.extend([0x00, 0x35, 0, 8, 0, 0]);
+    p.extend(dport.to_be_bytes());
+    p.extend([0, 8, 0, 0]);
     p
 }
 

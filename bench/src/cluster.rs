@@ -571,7 +571,7 @@ fn scale_rows(small: &Scale, large: &Scale, rows: &mut Vec<Row>) {
 
 /// Runs `f` on a thread inside the named network namespace; sockets and
 /// threads made there (an EtcdStore's runtime) keep that namespace.
-fn in_netns<T: Send + 'static>(
+pub(crate) fn in_netns<T: Send + 'static>(
     netns: &str,
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
 ) -> anyhow::Result<T> {

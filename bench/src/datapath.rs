@@ -1,5 +1,5 @@
 //! Same-host datapath: TCP stream (iperf3), request/response rate and
-//! connection rate between two namespaces, four ways, in interleaved
+//! connection rate between two namespaces, five ways, in interleaved
 //! rounds of one run:
 //!
 //! * bare veth: a veth pair between two namespaces, nothing else;
@@ -13,7 +13,10 @@
 //! * Twill with policy: the same endpoints, with a CiliumNetworkPolicy
 //!   that puts about 10,000 entries in the server's policy map (the
 //!   client on the test ports, 50 other endpoint identities on 40 ports,
-//!   1,000 CIDRs on 8 ports including a range).
+//!   1,000 CIDRs on 8 ports including a range);
+//! * floor: the same endpoints with a program that only delivers
+//!   (bench/bpf/floor.c) ahead of Twill's, so Twill's program never runs:
+//!   what the hook and bpf_redirect_peer cost by themselves.
 //!
 //! Every measurement uses a fresh server port, so no connection ever
 //! finds conntrack state from an earlier one. The request/response client
@@ -84,9 +87,12 @@ enum Config {
     Iptables,
     TwillNoPolicy,
     TwillPolicy,
+    /// Twill's endpoints with only a delivering program (crate::floor).
+    Floor,
 }
 
-const CONFIGS: [Config; 4] = [Config::Bare, Config::Iptables, Config::TwillNoPolicy, Config::TwillPolicy];
+const CONFIGS: [Config; 5] =
+    [Config::Bare, Config::Iptables, Config::TwillNoPolicy, Config::TwillPolicy, Config::Floor];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 enum Workload {
@@ -488,8 +494,11 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let ipt_variant = if ipt_variant.contains("nf_tables") { "iptables-nft" } else { "iptables-legacy" };
 
     let (client, server) = create_policy_endpoints(bench)?;
-    let twill =
-        Pair { client_ns: client.netns.clone(), server_ns: server.netns.clone(), server_ip: server.ipv4 };
+    let twill = Pair {
+        client_ns: client.netns.clone(),
+        server_ns: server.netns.clone(),
+        server_ip: server.ipv4.clone(),
+    };
     let policy = policy_yaml();
     let import = || -> anyhow::Result<Duration> {
         let start = Instant::now();
@@ -532,7 +541,12 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             let pair = match config {
                 Config::Bare => &bare,
                 Config::Iptables => &ipt,
-                Config::TwillNoPolicy | Config::TwillPolicy => &twill,
+                Config::TwillNoPolicy | Config::TwillPolicy | Config::Floor => &twill,
+            };
+            let _floor = if config == Config::Floor {
+                Some(crate::floor::Floor::attach(&client, &server)?)
+            } else {
+                None
             };
             if config == Config::TwillPolicy {
                 import_times.push(import()?);
@@ -665,6 +679,19 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
             format!("{ipt_label} {}", cell(Config::Iptables)),
             ratio(with, ipt),
         ));
+        let floor = v(Config::Floor);
+        rows.push(Row::new(
+            format!("{name}, floor: Twill's endpoints, a redirect-only program"),
+            cell(Config::Floor),
+            format!("bare veth {}", cell(Config::Bare)),
+            ratio(floor, bare),
+        ));
+        rows.push(Row::new(
+            "  Twill no policy vs the floor",
+            "",
+            format!("floor {}", cell(Config::Floor)),
+            ratio(none, floor),
+        ));
     }
     let p99 = |c: Config| p99s.get(&c).map(|v| median(v.clone())).unwrap_or(f64::NAN);
     for (config, what) in [(Config::TwillNoPolicy, "no policy"), (Config::TwillPolicy, "with policy")] {
@@ -736,8 +763,11 @@ pub(crate) fn delete_policy_endpoints(bench: &Bench) -> anyhow::Result<()> {
 pub fn flows_overhead(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let client = bench.create("fl-client", "app=flows-client")?;
     let server = bench.create("fl-server", "app=flows-server")?;
-    let pair =
-        Pair { client_ns: client.netns.clone(), server_ns: server.netns.clone(), server_ip: server.ipv4 };
+    let pair = Pair {
+        client_ns: client.netns.clone(),
+        server_ns: server.netns.clone(),
+        server_ip: server.ipv4.clone(),
+    };
     let rounds = 3;
     let mut results: BTreeMap<(Workload, bool), Vec<f64>> = BTreeMap::new();
     // Ports past the policy section's range, on a fresh server each time.
@@ -784,8 +814,11 @@ pub fn flows_overhead(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<
 pub fn debug_overhead(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let client = bench.create("dbg-client", "app=debug-client")?;
     let server = bench.create("dbg-server", "app=debug-server")?;
-    let pair =
-        Pair { client_ns: client.netns.clone(), server_ns: server.netns.clone(), server_ip: server.ipv4 };
+    let pair = Pair {
+        client_ns: client.netns.clone(),
+        server_ns: server.netns.clone(),
+        server_ip: server.ipv4.clone(),
+    };
     let bpf_root = std::path::Path::new(crate::BPF_ROOT);
     let _stats = crate::bpfstats::enable()?;
     let rounds = 3;

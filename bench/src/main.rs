@@ -25,6 +25,7 @@ mod cni;
 mod cross_node;
 mod datapath;
 mod dns;
+mod floor;
 mod l7;
 mod observer;
 mod pingpong;

@@ -11,7 +11,7 @@
 # cluster mode's control plane: ipcache propagation across 16 agents on one
 # etcd, identity allocation with 16 nodes racing, one etcd under 250 and
 # 1,000 simulated nodes, and agent memory per remote endpoint. Needs root;
-# installs what it needs; about 3.5 minutes after the build, plus about 3
+# installs what it needs; about 4.5 minutes after the build, plus about 3
 # for cross-node and 3-4 for cluster.
 #
 #   sudo ./bench/run.sh                    # everything (the documented run)

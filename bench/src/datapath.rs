@@ -651,47 +651,34 @@ pub fn run(bench: &Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         };
         let v = |c| get(workload, c);
         let cell = |c| format!("{} {}", fmt(get(workload, c)), spread(workload, c));
-        let (bare, ipt, none, with) =
-            (v(Config::Bare), v(Config::Iptables), v(Config::TwillNoPolicy), v(Config::TwillPolicy));
+        // One row: Twill's configuration `of` against the reference `to`;
+        // `shown`: the row shows `of`'s own value (not when it continues the
+        // row above).
+        let mut push = |metric: String, shown: bool, of: Config, to: Config| {
+            let label = match to {
+                Config::Bare => "bare veth",
+                Config::Iptables => ipt_label.as_str(),
+                Config::TwillNoPolicy => "Twill no policy",
+                Config::TwillPolicy => "Twill + policy",
+                Config::Floor => "floor",
+            };
+            let twill = if shown { cell(of) } else { String::new() };
+            rows.push(Row::new(metric, twill, format!("{label} {}", cell(to)), ratio(v(of), v(to))));
+        };
+        let floor_name = format!("{name}, floor: Twill's endpoints, a redirect-only program");
         if workload != Workload::Stream {
-            rows.push(Row::new(
-                format!("{name}, Twill no policy"),
-                cell(Config::TwillNoPolicy),
-                format!("bare veth {}", cell(Config::Bare)),
-                ratio(none, bare),
-            ));
+            push(format!("{name}, Twill no policy"), true, Config::TwillNoPolicy, Config::Bare);
         }
-        rows.push(Row::new(
-            format!("{name}, Twill + {policy_label}"),
-            cell(Config::TwillPolicy),
-            format!("Twill no policy {}", cell(Config::TwillNoPolicy)),
-            ratio(with, none),
-        ));
-        rows.push(Row::new(
-            "  same, vs bare veth",
-            "",
-            format!("bare veth {}", cell(Config::Bare)),
-            ratio(with, bare),
-        ));
-        rows.push(Row::new(
-            "  same, vs iptables rule set in the server netns",
-            "",
-            format!("{ipt_label} {}", cell(Config::Iptables)),
-            ratio(with, ipt),
-        ));
-        let floor = v(Config::Floor);
-        rows.push(Row::new(
-            format!("{name}, floor: Twill's endpoints, a redirect-only program"),
-            cell(Config::Floor),
-            format!("bare veth {}", cell(Config::Bare)),
-            ratio(floor, bare),
-        ));
-        rows.push(Row::new(
-            "  Twill no policy vs the floor",
-            "",
-            format!("floor {}", cell(Config::Floor)),
-            ratio(none, floor),
-        ));
+        push(format!("{name}, Twill + {policy_label}"), true, Config::TwillPolicy, Config::TwillNoPolicy);
+        push("  same, vs bare veth".into(), false, Config::TwillPolicy, Config::Bare);
+        push(
+            "  same, vs iptables rule set in the server netns".into(),
+            false,
+            Config::TwillPolicy,
+            Config::Iptables,
+        );
+        push(floor_name, true, Config::Floor, Config::Bare);
+        push("  Twill no policy vs the floor".into(), false, Config::TwillNoPolicy, Config::Floor);
     }
     let p99 = |c: Config| p99s.get(&c).map(|v| median(v.clone())).unwrap_or(f64::NAN);
     for (config, what) in [(Config::TwillNoPolicy, "no policy"), (Config::TwillPolicy, "with policy")] {

@@ -3,15 +3,10 @@
 use std::{
     env, fs,
     path::{Path, PathBuf},
-    process::Command,
 };
 
-/// The flags in bpf/cflags: one per line, `#` starts a comment line.
-fn cflags(root: &Path) -> Vec<String> {
-    let path = root.join("cflags");
-    let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(String::from).collect()
-}
+#[path = "build_support.rs"]
+mod build_support;
 
 /// Asks cargo to rebuild when any file under `dir` changes. The directory
 /// itself is listed too, so adding a file (a new lib/ header) also
@@ -31,29 +26,18 @@ fn watch(dir: &Path) {
 }
 
 fn main() {
-    let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join("../../bpf");
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest.join("../../bpf");
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
-    let clang = env::var("CLANG").unwrap_or_else(|_| "clang".into());
     watch(&root);
-    println!("cargo:rerun-if-env-changed=CLANG");
-    let flags = cflags(&root);
+    println!("cargo:rerun-if-changed={}", manifest.join("build_support.rs").display());
+    let flags = build_support::cflags(&root);
 
     // One object per attach point: endpoint devices, cgroup socket hooks,
     // the node's own devices, the tunnel device.
     for program in ["lxc", "sock", "netdev", "overlay"] {
         let source = format!("{program}.c");
         let object = out.join(format!("{program}.o"));
-        let status = Command::new(&clang)
-            .current_dir(&root)
-            .args(&flags)
-            .arg("-c")
-            .arg(&source)
-            .arg("-o")
-            .arg(&object)
-            .status()
-            .unwrap_or_else(|e| {
-                panic!("cannot run {clang} to build the eBPF programs ({e}); install clang, llvm and libbpf-dev (the README's setup does)")
-            });
-        assert!(status.success(), "clang failed to compile {}", root.join(source).display());
+        build_support::compile(&root, &flags, Path::new(&source), &object);
     }
 }

@@ -235,13 +235,17 @@ struct datapath_config {
 	 * endpoints is encapsulated through; 0: no tunnel (native routing, or
 	 * a standalone node), and the host stack routes that traffic. */
 	__u32 tunnel_ifindex;
+	/* TCP flags whose first sighting in a direction of a connection earns
+	 * a trace at medium and maximum aggregation (Cilium's
+	 * --monitor-aggregation-flags); flags outside it only ride along. */
+	__u32 report_flags;
 };
 
 /* Trace aggregation levels (Cilium's names). */
 #define AGGREGATION_NONE 0    /* every packet, at every observation point */
 #define AGGREGATION_LOW 1     /* every packet, once, where it is delivered */
-#define AGGREGATION_MEDIUM 2  /* per connection direction: first packet, new TCP flags, every 5 s */
-#define AGGREGATION_MAXIMUM 3 /* per connection direction: first packet, first SYN/FIN/RST */
+#define AGGREGATION_MEDIUM 2  /* per connection direction: first packet, new report_flags, every 5 s */
+#define AGGREGATION_MAXIMUM 3 /* per connection direction: first packet, new report_flags among SYN/FIN/RST */
 #define AGGREGATION_INTERVAL_SECONDS 5
 
 /* Observation points in trace events, with Hubble's numbers. */

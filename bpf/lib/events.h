@@ -140,8 +140,9 @@ static __always_inline int drop(struct __sk_buff *skb, __u32 dir, __u32 reason, 
 
 /* Whether this packet earns a trace event at the configured aggregation
  * level. Connections are reported when they start, when a direction
- * shows TCP flags not reported before and, at medium, every few seconds
- * while they carry traffic, so a bulk stream costs a handful of events. */
+ * shows TCP flags of the configured set (cfg->report_flags) not reported
+ * before and, at medium, every few seconds while they carry traffic, so a
+ * bulk stream costs a handful of events. */
 static __always_inline int should_trace(struct datapath_config *cfg, const struct ct_result *ct,
 					const struct packet *p)
 {
@@ -156,6 +157,7 @@ static __always_inline int should_trace(struct datapath_config *cfg, const struc
 	__u16 now = (__u16)(p->now / SECONDS);
 	__u8 flags = p->tcp_flags;
 
+	flags &= cfg->report_flags;
 	if (level >= AGGREGATION_MAXIMUM)
 		flags &= TCP_SYN | TCP_FIN | TCP_RST;
 	if (flags & ~*reported) {

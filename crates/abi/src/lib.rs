@@ -160,6 +160,9 @@ pub const AGGREGATION_NONE: u32 = 0;
 pub const AGGREGATION_LOW: u32 = 1;
 pub const AGGREGATION_MEDIUM: u32 = 2;
 pub const AGGREGATION_MAXIMUM: u32 = 3;
+/// `DatapathConfig::report_flags` for every TCP flag (Helm's
+/// `bpf.monitorFlags: all`, the agent's default).
+pub const REPORT_FLAGS_ALL: u32 = 0xff;
 
 /// Observation points of trace events (`FlowEvent::reason`), in Hubble's
 /// `TraceObservationPoint` numbering (to-endpoint is 101, not Cilium's 0).
@@ -182,6 +185,10 @@ pub struct DatapathConfig {
     /// The VXLAN device remote endpoints are reached through; 0 for none
     /// (native routing or standalone: the host stack routes).
     pub tunnel_ifindex: u32,
+    /// TCP flags (bits as in the header) whose first sighting in a
+    /// direction of a connection earns a trace at medium and maximum
+    /// aggregation; 0 leaves the first packet and the periodic report.
+    pub report_flags: u32,
 }
 
 pub const EVENTS_DROP: u32 = 1;

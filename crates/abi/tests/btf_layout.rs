@@ -422,7 +422,14 @@ fn rust_mirrors_match_btf_of_lxc_object() {
         compare_layout!(
             &btf,
             "datapath_config",
-            DatapathConfig { allow_localhost, aggregation, events, maglev_table_size, tunnel_ifindex }
+            DatapathConfig {
+                allow_localhost,
+                aggregation,
+                events,
+                maglev_table_size,
+                tunnel_ifindex,
+                report_flags
+            }
         ),
         compare_layout!(
             &btf,
@@ -481,7 +488,14 @@ fn rust_mirrors_match_btf_of_overlay_object() {
         compare_layout!(
             &btf,
             "datapath_config",
-            DatapathConfig { allow_localhost, aggregation, events, maglev_table_size, tunnel_ifindex }
+            DatapathConfig {
+                allow_localhost,
+                aggregation,
+                events,
+                maglev_table_size,
+                tunnel_ifindex,
+                report_flags
+            }
         ),
     ]
     .concat();

@@ -291,6 +291,7 @@ impl Agent {
             events,
             maglev_table_size: config.maglev_table_size,
             tunnel_ifindex,
+            report_flags: config.report_flags,
         })?;
         let realizer = PolicyRealizer::from_map(datapath.policy_map())?;
         // Listeners keep their ports across restarts: the pinned entries

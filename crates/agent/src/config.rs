@@ -40,6 +40,13 @@ pub struct Args {
     /// TCP flag changes, every 5 s) or maximum (new, SYN/FIN/RST only).
     #[arg(long, default_value = "medium", value_parser = ["none", "low", "medium", "maximum"])]
     pub monitor_aggregation: String,
+    /// TCP flags whose first sighting in each direction of a connection is
+    /// reported at medium and maximum aggregation, comma-separated: syn,
+    /// fin, rst, psh, ack, urg, ece, cwr, or all (Cilium's flag; `all` is
+    /// what Cilium's Helm chart sets, `syn,fin,rst` the cilium-agent
+    /// default, and halves the flows of a short connection).
+    #[arg(long, value_delimiter = ',', default_value = "all")]
+    pub monitor_aggregation_flags: Vec<String>,
     /// Turn datapath events off entirely (no flows, no monitor output).
     #[arg(long)]
     pub disable_flows: bool,
@@ -211,6 +218,8 @@ pub struct Config {
     pub node_name: String,
     /// Trace event aggregation level (twill_abi::AGGREGATION_*).
     pub aggregation: u32,
+    /// TCP flags that earn a trace when first seen (--monitor-aggregation-flags).
+    pub report_flags: u32,
     /// How endpoint programs are attached (--endpoint-attach).
     pub endpoint_attach: twill_datapath::EndpointAttach,
     /// Whether the datapath emits events (drops, traces, verdicts) at all.
@@ -295,6 +304,21 @@ fn optional_addr(flag: &'static str, value: &str) -> Result<Option<SocketAddr>, 
             reason: e.to_string(),
         }),
     }
+}
+
+/// --monitor-aggregation-flags: flag names (any case) or `all`, as bits.
+fn report_flags(names: &[String]) -> Result<u32, FlagError> {
+    names.iter().try_fold(0, |bits, name| {
+        let bit = match name.trim().to_ascii_uppercase().as_str() {
+            "ALL" => twill_abi::REPORT_FLAGS_ALL,
+            upper => twill_numbers::tcp_flag_by_name(upper).map(u32::from).ok_or_else(|| FlagError {
+                flag: "monitor-aggregation-flags",
+                value: name.clone(),
+                reason: "not a TCP flag (syn, fin, rst, psh, ack, urg, ece, cwr) or all".into(),
+            })?,
+        };
+        Ok(bits | bit)
+    })
 }
 
 fn hostname() -> String {
@@ -445,6 +469,7 @@ impl Config {
                 reason: "not a network device name (1 to 15 characters, no '/')".into(),
             });
         }
+        let report_flags = report_flags(&args.monitor_aggregation_flags)?;
         let hubble_listen = optional_addr("hubble-listen-address", &args.hubble_listen_address)?;
         let hubble_tls = hubble_tls(args.hubble_tls_cert, args.hubble_tls_key, args.hubble_tls_client_ca)?;
         if let (Some(tls), None) = (&hubble_tls, hubble_listen) {
@@ -475,6 +500,7 @@ impl Config {
                 "maximum" => twill_abi::AGGREGATION_MAXIMUM,
                 _ => twill_abi::AGGREGATION_MEDIUM,
             },
+            report_flags,
             flows: !args.disable_flows,
             debug_datapath: args.debug_verbose.iter().any(|s| s == "datapath"),
             endpoint_attach: match args.endpoint_attach.as_str() {
@@ -614,6 +640,15 @@ mod tests {
     }
 
     #[test]
+    fn aggregation_flags_are_cilium_s_names() {
+        assert_eq!(config(&[]).unwrap().report_flags, 0xff, "all, as Cilium's Helm chart sets");
+        let c = config(&["--monitor-aggregation-flags", "syn,FIN", "--monitor-aggregation-flags", "rst"]);
+        assert_eq!(c.unwrap().report_flags, 0x07, "syn, fin, rst: the cilium-agent default");
+        let c = config(&["--monitor-aggregation-flags", "ack,all"]);
+        assert_eq!(c.unwrap().report_flags, 0xff);
+    }
+
+    #[test]
     fn bad_flags_are_named() {
         let e = config(&["--pod-cidr", "10.0.0.1/24"]).unwrap_err();
         assert_eq!(
@@ -622,6 +657,11 @@ mod tests {
         );
         let e = config(&["--hubble-listen", "nowhere"]).unwrap_err();
         assert!(e.to_string().starts_with("--hubble-listen-address: \"nowhere\": "), "{e}");
+        let e = config(&["--monitor-aggregation-flags", "syn,fn"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--monitor-aggregation-flags: \"fn\": not a TCP flag (syn, fin, rst, psh, ack, urg, ece, cwr) or all"
+        );
         let e = config(&["--flow-buffer-size", "0"]).unwrap_err();
         assert_eq!(e.flag, "flow-buffer-size");
         let e = config(&["--node-port-range", "32767-30000"]).unwrap_err();

@@ -254,6 +254,19 @@ pub fn udp_frame_ports(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> 
     p
 }
 
+/// An Ethernet frame with a TCP segment (no payload, no options) from
+/// `src:sport` to `dst:dport` with TCP header flags `flags`.
+pub fn tcp_frame(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut p = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    p.extend([0x45, 0, 0, 40, 0, 0, 0, 0, 64, TCP, 0, 0]);
+    p.extend(src.octets());
+    p.extend(dst.octets());
+    p.extend(sport.to_be_bytes());
+    p.extend(dport.to_be_bytes());
+    p.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    p
+}
+
 /// Endpoint `id` with identity 1000 + id, on the loopback device.
 pub fn test_endpoint(id: u32, flags: u32) -> twill_abi::EndpointInfo {
     twill_abi::EndpointInfo {

@@ -745,8 +745,22 @@ pub(crate) fn delete_policy_endpoints(bench: &Bench) -> anyhow::Result<()> {
     bench.delete("tp-server")
 }
 
-/// The cost of flows: the same Twill endpoints with the agent's default
-/// event aggregation, and with `--disable-flows`, alternating.
+/// The agent settings the flows section compares: flow events as a user
+/// gets them by default, as the cilium-agent default reports them (the
+/// opening and close of a connection, not every new TCP flag), and off.
+const FLOWS_SETTINGS: [(&str, &[&str]); 3] = [
+    ("flows on (medium aggregation, all flags)", &[]),
+    (
+        "flows on (medium, --monitor-aggregation-flags syn,fin,rst)",
+        &["--monitor-aggregation-flags", "syn,fin,rst"],
+    ),
+    ("flows off (--disable-flows)", &["--disable-flows"]),
+];
+
+/// The cost of flows: the same Twill endpoints under each of
+/// FLOWS_SETTINGS (the agent restarted in between, settings rotated from
+/// round to round), each measurement right after one of a bare veth pair,
+/// so every setting gets its ratio to the bare kernel and to flows off.
 pub fn flows_overhead(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let client = bench.create("fl-client", "app=flows-client")?;
     let server = bench.create("fl-server", "app=flows-server")?;
@@ -755,40 +769,59 @@ pub fn flows_overhead(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<
         server_ns: server.netns.clone(),
         server_ip: server.ipv4.clone(),
     };
+    let (_bare_ns, bare) = veth_pair(BARE_A, BARE_B, "10.251.0")?;
     let rounds = 3;
-    let mut results: BTreeMap<(Workload, bool), Vec<f64>> = BTreeMap::new();
+    let measure = |pair: &Pair, workload: Workload, port: u16| -> anyhow::Result<f64> {
+        Ok(match workload {
+            Workload::Stream => stream(pair, port)?,
+            Workload::Rr => pingpong(pair, port, "rr")?.0,
+            Workload::Crr => pingpong(pair, port, "crr")?.0,
+        })
+    };
+    // (workload, setting index, false: Twill / true: bare) -> values.
+    let mut results: BTreeMap<(Workload, usize, bool), Vec<f64>> = BTreeMap::new();
     // Ports past the policy section's range, on a fresh server each time.
     let mut port = LAST_PORT + 100;
     for round in 0..rounds {
-        for k in 0..2 {
-            let flows_on = (k + round) % 2 == 0;
-            bench.restart_agent(if flows_on { &[] } else { &["--disable-flows"] })?;
+        for k in 0..FLOWS_SETTINGS.len() {
+            let setting = (k + round) % FLOWS_SETTINGS.len();
+            bench.restart_agent(FLOWS_SETTINGS[setting].1)?;
             for workload in WORKLOADS {
-                port += 1;
-                let value = match workload {
-                    Workload::Stream => stream(&pair, port)?,
-                    Workload::Rr => pingpong(&pair, port, "rr")?.0,
-                    Workload::Crr => pingpong(&pair, port, "crr")?.0,
-                };
-                results.entry((workload, flows_on)).or_default().push(value);
+                for (on_bare, p) in [(true, &bare), (false, &pair)] {
+                    port += 1;
+                    results
+                        .entry((workload, setting, on_bare))
+                        .or_default()
+                        .push(measure(p, workload, port)?);
+                }
             }
         }
     }
     bench.restart_agent(&[])?;
+    let off = FLOWS_SETTINGS.len() - 1;
     for workload in WORKLOADS {
-        let on = median(results[&(workload, true)].clone());
-        let off = median(results[&(workload, false)].clone());
         let (name, fmt): (&str, fn(f64) -> String) = match workload {
             Workload::Stream => ("TCP stream (iperf3)", gbps),
             Workload::Rr => ("TCP_RR 64B", rate),
             Workload::Crr => ("TCP_CRR 64B", rate),
         };
-        rows.push(Row {
-            metric: format!("{name}, flows on (medium aggregation), median of {rounds}"),
-            twill: fmt(on),
-            reference: format!("flows off {}", fmt(off)),
-            ratio: format!("{:.3}", on / off),
-        });
+        let twill_off = median(results[&(workload, off, false)].clone());
+        for (setting, (label, _)) in FLOWS_SETTINGS.iter().enumerate() {
+            let twill = median(results[&(workload, setting, false)].clone());
+            let bare = median(results[&(workload, setting, true)].clone());
+            let against_off =
+                if setting == off { String::new() } else { format!(", flows off {}", fmt(twill_off)) };
+            rows.push(Row {
+                metric: format!("{name}, {label}, median of {rounds}"),
+                twill: fmt(twill),
+                reference: format!("bare veth {}{against_off}", fmt(bare)),
+                ratio: if setting == off {
+                    format!("{:.3} of bare", twill / bare)
+                } else {
+                    format!("{:.3} of bare; {:.3} of off", twill / bare, twill / twill_off)
+                },
+            });
+        }
     }
     Ok(())
 }

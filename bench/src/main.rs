@@ -599,7 +599,9 @@ fn main() -> anyhow::Result<()> {
             services::run(&bench, &mut rows)?;
         }
         if sections.contains(&"flows") {
-            eprintln!("twill-bench: flows on (default aggregation) against flows off");
+            eprintln!(
+                "twill-bench: flows: default aggregation, syn,fin,rst and off, each next to a bare veth pair"
+            );
             datapath::flows_overhead(&mut bench, &mut rows)?;
         }
         if sections.contains(&"debug") {

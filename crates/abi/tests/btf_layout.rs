@@ -383,6 +383,22 @@ macro_rules! compare_layout {
     }};
 }
 
+/// Every object that reads the configuration has its own copy of it.
+fn datapath_config_layout(btf: &Btf) -> Vec<String> {
+    compare_layout!(
+        btf,
+        "datapath_config",
+        DatapathConfig {
+            allow_localhost,
+            aggregation,
+            events,
+            maglev_table_size,
+            tunnel_ifindex,
+            report_flags
+        }
+    )
+}
+
 #[test]
 fn rust_mirrors_match_btf_of_lxc_object() {
     let btf = lxc_btf();
@@ -419,18 +435,7 @@ fn rust_mirrors_match_btf_of_lxc_object() {
                 pad
             }
         ),
-        compare_layout!(
-            &btf,
-            "datapath_config",
-            DatapathConfig {
-                allow_localhost,
-                aggregation,
-                events,
-                maglev_table_size,
-                tunnel_ifindex,
-                report_flags
-            }
-        ),
+        datapath_config_layout(&btf),
         compare_layout!(
             &btf,
             "flow_event",
@@ -485,18 +490,7 @@ fn rust_mirrors_match_btf_of_overlay_object() {
             "endpoint_info",
             EndpointInfo { ifindex, endpoint_id, identity, flags, mac, host_mac }
         ),
-        compare_layout!(
-            &btf,
-            "datapath_config",
-            DatapathConfig {
-                allow_localhost,
-                aggregation,
-                events,
-                maglev_table_size,
-                tunnel_ifindex,
-                report_flags
-            }
-        ),
+        datapath_config_layout(&btf),
     ]
     .concat();
     assert!(errors.is_empty(), "Rust mirrors disagree with overlay.o:\n  {}", errors.join("\n  "));

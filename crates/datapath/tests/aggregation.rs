@@ -9,12 +9,12 @@ mod common;
 use std::net::Ipv4Addr;
 
 use aya::maps::{MapData, RingBuf};
-use common::{tcp_frame, test_endpoint, BpfRoot};
+use common::{allow_any, tcp_frame, test_endpoint, BpfRoot};
 use twill_abi::{
     DatapathConfig, RingRecord, AGGREGATION_MAXIMUM, AGGREGATION_MEDIUM, DIR_EGRESS, EVENTS_TRACE,
     EVENT_TRACE, REPORT_FLAGS_ALL,
 };
-use twill_datapath::{Datapath, IpcacheEntry, PolicyEntry};
+use twill_datapath::{Datapath, IpcacheEntry};
 
 const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 212, 0, 2);
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
@@ -68,15 +68,7 @@ fn report_flags_decide_which_packets_of_a_connection_are_traced() {
     let mut dp = Datapath::load(&root.0).unwrap();
     dp.upsert_endpoint(CLIENT, test_endpoint(4, 0)).unwrap();
     dp.upsert_ipcache(&IpcacheEntry::local(CLIENT, 32, 1004)).unwrap();
-    let allow = PolicyEntry {
-        endpoint_id: 4,
-        direction: DIR_EGRESS,
-        identity: 0,
-        protocol: 0,
-        port: 0,
-        l4_prefix: 0,
-    };
-    dp.upsert_policy(allow, false).unwrap();
+    dp.upsert_policy(allow_any(4, DIR_EGRESS), false).unwrap();
     let mut ring = dp.take_events().unwrap();
 
     // All flags (the default): the opening, the first ACK, the first

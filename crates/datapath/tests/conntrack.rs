@@ -7,9 +7,9 @@ mod common;
 
 use std::net::Ipv4Addr;
 
-use common::{allow_all_datapath, test_endpoint, udp_frame_ports, BpfRoot, TC_ACT_REDIRECT};
+use common::{allow_all_datapath, allow_any, test_endpoint, udp_frame_ports, BpfRoot, TC_ACT_REDIRECT};
 use twill_abi::{CT_ORIGIN_A, CT_ORIGIN_B, CT_SIDE_A, CT_SIDE_B, DIR_EGRESS};
-use twill_datapath::{IpcacheEntry, PolicyEntry};
+use twill_datapath::IpcacheEntry;
 
 const TC_ACT_SHOT: u32 = 2;
 
@@ -26,15 +26,7 @@ fn one_entry_per_endpoint_serves_both_directions() {
     let (a, b) = (Ipv4Addr::new(10, 213, 0, 2), Ipv4Addr::new(10, 213, 0, 3));
     let mut dp = allow_all_datapath(&root, &[(b, 2)]);
     dp.upsert_ipcache(&IpcacheEntry::local(a, 32, 1001)).unwrap();
-    let egress = PolicyEntry {
-        endpoint_id: 1,
-        direction: DIR_EGRESS,
-        identity: 0,
-        protocol: 0,
-        port: 0,
-        l4_prefix: 0,
-    };
-    dp.upsert_policy(egress, false).unwrap();
+    dp.upsert_policy(allow_any(1, DIR_EGRESS), false).unwrap();
     for (ip, id) in [(a, 1), (b, 2)] {
         dp.upsert_endpoint(ip, test_endpoint(id, 0)).unwrap();
     }

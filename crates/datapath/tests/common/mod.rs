@@ -279,10 +279,16 @@ pub fn test_endpoint(id: u32, flags: u32) -> twill_abi::EndpointInfo {
     }
 }
 
+/// Endpoint `endpoint_id` allows every peer, protocol and port in
+/// `direction`.
+pub fn allow_any(endpoint_id: u16, direction: u8) -> twill_datapath::PolicyEntry {
+    twill_datapath::PolicyEntry { endpoint_id, direction, identity: 0, protocol: 0, port: 0, l4_prefix: 0 }
+}
+
 /// A datapath in `root` where endpoints `(address, id)` (identity 1000 +
 /// id) allow everything in both directions.
 pub fn allow_all_datapath(root: &BpfRoot, endpoints: &[(Ipv4Addr, u32)]) -> twill_datapath::Datapath {
-    use twill_datapath::{IpcacheEntry, PolicyEntry};
+    use twill_datapath::IpcacheEntry;
     let mut dp = twill_datapath::Datapath::load(&root.0).unwrap();
     dp.set_config(twill_abi::DatapathConfig {
         allow_localhost: 1,
@@ -293,15 +299,7 @@ pub fn allow_all_datapath(root: &BpfRoot, endpoints: &[(Ipv4Addr, u32)]) -> twil
     for &(ip, id) in endpoints {
         dp.upsert_ipcache(&IpcacheEntry::local(ip, 32, 1000 + id)).unwrap();
         for direction in [0, 1] {
-            let all = PolicyEntry {
-                endpoint_id: id as u16,
-                direction,
-                identity: 0,
-                protocol: 0,
-                port: 0,
-                l4_prefix: 0,
-            };
-            dp.upsert_policy(all, false).unwrap();
+            dp.upsert_policy(allow_any(id as u16, direction), false).unwrap();
         }
     }
     dp

@@ -51,6 +51,27 @@ static __always_inline int to_proxy(struct __sk_buff *skb, struct datapath_confi
 	return TO_STACK;
 }
 
+/* Records a new connection between two local endpoints that both
+ * admitted it: one entry for both ends, unless the proxy is in the way
+ * (the client's replies then come from the proxy, through to_endpoint,
+ * and must find the client's own entry) or the receiver already has an
+ * entry of its own (`receiver_new` clear); then one per endpoint, as
+ * to_endpoint's path keeps them. */
+static __always_inline void ct_create_local(struct __sk_buff *skb, struct datapath_config *cfg,
+					    const struct endpoint_info *src, const struct endpoint_info *dst,
+					    const struct packet *p, int receiver_new, __u16 proxy_port)
+{
+	if (receiver_new && !proxy_port) {
+		ct_create_at(p, CT_AT_BOTH, skb->len, 0);
+	} else {
+		ct_create(p, DIR_EGRESS, skb->len, proxy_port);
+		if (receiver_new)
+			ct_create(p, DIR_INGRESS, skb->len, proxy_port);
+	}
+	if (debug_for(cfg, src))
+		dbg3(skb, DBG_CT_CREATED4, src->endpoint_id, 0, src->identity, 0);
+}
+
 SEC("classifier/from_endpoint")
 int from_endpoint(struct __sk_buff *skb)
 {
@@ -87,22 +108,37 @@ int from_endpoint(struct __sk_buff *skb)
 	p.now = packet_clock();
 	struct datapath_config *cfg = config();
 	__u16 proxy_port = 0;
-	if (endpoint_egress(skb, cfg, src, dst_identity, &p, &ct, &proxy_port))
-		return TC_ACT_SHOT;
-	if (cfg && cfg->aggregation == AGGREGATION_NONE)
-		trace(skb, cfg, &ct, TRACE_FROM_ENDPOINT, DIR_EGRESS, src->endpoint_id, src->identity,
-		      dst_identity, &p);
-	/* The sender's egress L7 rules, or (remembered in conntrack) either
-	 * side's for a connection already going through the proxy. */
-	if (proxy_port)
-		return to_proxy(skb, cfg, &ct, DIR_EGRESS, src->endpoint_id, src->identity, dst_identity, &p,
-				proxy_port);
-
 	/* A shaped endpoint's traffic goes through the host stack, so the
 	 * shapers on its device (and on the peer's) see it; the receiver's
 	 * to_endpoint then enforces and reports its ingress, once. */
 	if (dst && ((src->flags | dst->flags) & ENDPOINT_F_SHAPED))
 		dst = 0;
+	/* Between two local endpoints, a connection both have admitted has one
+	 * entry for both ends: found, neither policy is asked again. */
+	int pair = 0;
+	if (dst) {
+		ct = ct_lookup_at(&p, CT_AT_BOTH, skb->len);
+		pair = ct.state != CT_NEW;
+		if (pair && debug_for(cfg, src))
+			dbg_ct_lookup(skb, src->endpoint_id, &p, DIR_EGRESS, &ct);
+	}
+	if (!pair && endpoint_egress(skb, cfg, src, dst_identity, &p, &ct, &proxy_port, dst != 0))
+		return TC_ACT_SHOT;
+	/* A new connection to a local endpoint is recorded below, once the
+	 * receiver's ingress has decided. */
+	int opening = dst && !pair && ct.state == CT_NEW;
+	if (cfg && cfg->aggregation == AGGREGATION_NONE)
+		trace(skb, cfg, &ct, TRACE_FROM_ENDPOINT, DIR_EGRESS, src->endpoint_id, src->identity,
+		      dst_identity, &p);
+	/* The sender's egress L7 rules, or (remembered in conntrack) either
+	 * side's for a connection already going through the proxy. */
+	if (proxy_port) {
+		if (opening)
+			ct_create(&p, DIR_EGRESS, skb->len, proxy_port);
+		return to_proxy(skb, cfg, &ct, DIR_EGRESS, src->endpoint_id, src->identity, dst_identity, &p,
+				proxy_port);
+	}
+
 	if (dst) {
 		/* Host routing: the receiver's ingress runs here, and the packet
 		 * goes straight into its namespace; its to_endpoint never sees
@@ -114,14 +150,27 @@ int from_endpoint(struct __sk_buff *skb)
 		__builtin_memcpy(p.dst_mac, dst->mac, ETH_ALEN);
 		if (debug_for(cfg, src))
 			dbg(skb, DBG_LXC_FOUND, src->endpoint_id, dst->ifindex, bpf_htons((__u16)dst->identity));
-		if (endpoint_ingress(skb, cfg, dst, src->identity, 0, &p, &ct, &proxy_port))
-			return TC_ACT_SHOT;
-		if (proxy_port) {
-			/* The receiver's ingress L7 rules: the sender's entry
-			 * remembers the redirect for the rest of the connection. */
-			ct_set_proxy_port(&p, DIR_EGRESS, proxy_port);
-			return to_proxy(skb, cfg, &ct, DIR_INGRESS, dst->endpoint_id, src->identity, dst->identity,
-					&p, proxy_port);
+		if (!pair) {
+			if (endpoint_ingress(skb, cfg, dst, src->identity, 0, &p, &ct, &proxy_port, opening)) {
+				/* Refused by the receiver: the sender's entry alone,
+				 * so a retry is the receiver's question only. */
+				if (opening) {
+					ct_create(&p, DIR_EGRESS, skb->len, 0);
+					if (debug_for(cfg, src))
+						dbg3(skb, DBG_CT_CREATED4, src->endpoint_id, 0, src->identity, 0);
+				}
+				return TC_ACT_SHOT;
+			}
+			if (opening)
+				ct_create_local(skb, cfg, src, dst, &p, ct.state == CT_NEW, proxy_port);
+			else if (proxy_port)
+				/* The receiver's ingress L7 rules: the sender's entry
+				 * remembers the redirect for the rest of the
+				 * connection. */
+				ct_set_proxy_port(&p, DIR_EGRESS, proxy_port);
+			if (proxy_port)
+				return to_proxy(skb, cfg, &ct, DIR_INGRESS, dst->endpoint_id, src->identity,
+						dst->identity, &p, proxy_port);
 		}
 		trace_at(skb, dst->ifindex, cfg, &ct, TRACE_TO_ENDPOINT, DIR_INGRESS, dst->endpoint_id,
 			 src->identity, dst->identity, &p);
@@ -192,7 +241,7 @@ int to_endpoint(struct __sk_buff *skb)
 	struct datapath_config *cfg = config();
 	int from_host = src_identity == IDENTITY_HOST && cfg && cfg->allow_localhost;
 	__u16 proxy_port = 0;
-	if (endpoint_ingress(skb, cfg, ep, src_identity, from_host, &p, &ct, &proxy_port))
+	if (endpoint_ingress(skb, cfg, ep, src_identity, from_host, &p, &ct, &proxy_port, 0))
 		return TC_ACT_SHOT;
 	/* L7 rules for traffic the stack delivers (from the node or outside):
 	 * this tc egress hook cannot hand it to the proxy, so it is refused

@@ -70,7 +70,7 @@ int from_overlay(struct __sk_buff *skb)
 	if (debug_for(cfg, dst))
 		dbg(skb, DBG_DECAP, dst->endpoint_id, src_identity, 0);
 	__u16 proxy_port = 0;
-	if (endpoint_ingress(skb, cfg, dst, src_identity, 0, &p, &ct, &proxy_port))
+	if (endpoint_ingress(skb, cfg, dst, src_identity, 0, &p, &ct, &proxy_port, 0))
 		return TC_ACT_SHOT;
 	if (proxy_port) {
 		/* Ingress L7 rules: to the proxy (tc ingress here, so the

@@ -158,7 +158,7 @@ struct policy_value {
 
 /* Connection tracking. Entries are kept per endpoint: one for the
  * endpoint that opens a connection, one for the endpoint that accepts it
- * (two when both are local). A twill_ct key holds the connection's two
+ * (for two local endpoints, usually one of scope CT_PAIR for both). A twill_ct key holds the connection's two
  * (address, port) ends in a fixed order, the lower first in saddr/sport,
  * whichever way a packet travels, so every packet of a connection finds
  * its entry with one lookup; `scope` names the end the endpoint whose
@@ -202,6 +202,12 @@ struct ct_entry {
  * entry of the earlier per-direction layout is never taken for one. */
 #define CT_SIDE_A 2
 #define CT_SIDE_B 3
+/* ct_key.scope of a connection between two local endpoints that host
+ * routing delivers: one entry stands for both ends' (each end looks it up
+ * the same way), so a packet costs one lookup and a connection one insert.
+ * Only for connections neither end redirects to the L7 proxy: those keep
+ * an entry per endpoint, as do the ones the receiver refused at first. */
+#define CT_PAIR 4
 #define CT_ORIGIN_A 0
 #define CT_ORIGIN_B 1
 

@@ -59,10 +59,16 @@ static __always_inline void ct_key4(struct ct_key *key, const struct tuple *t, _
 	key->pad = 0;
 }
 
-/* The twill_ct key of a tuple for the endpoint at its source end
- * (`local_is_src`) or at its destination end. Returns the CT_ORIGIN_* of
- * a packet with this tuple: which way it travels between the key's ends. */
-static __always_inline int ct_conn_key4(struct ct_key *key, const struct tuple *t, int local_is_src)
+/* Whose entry a lookup or an insert is about: the endpoint at the tuple's
+ * source end, the one at its destination end, or both (CT_PAIR). */
+#define CT_AT_DST 0
+#define CT_AT_SRC 1
+#define CT_AT_BOTH 2
+
+/* The twill_ct key of a tuple for the endpoint at `at` (CT_AT_*). Returns
+ * the CT_ORIGIN_* of a packet with this tuple: which way it travels
+ * between the key's ends. */
+static __always_inline int ct_conn_key4(struct ct_key *key, const struct tuple *t, int at)
 {
 	/* Any fixed order does: the addresses stay in network order. */
 	__u64 s = ((__u64)t->saddr.v4 << 16) | t->sport;
@@ -70,8 +76,17 @@ static __always_inline int ct_conn_key4(struct ct_key *key, const struct tuple *
 	int swap = s > d;
 
 	ct_key4(key, t, 0, swap);
-	key->scope = (local_is_src ^ swap) ? CT_SIDE_A : CT_SIDE_B;
+	if (at == CT_AT_BOTH)
+		key->scope = CT_PAIR;
+	else
+		key->scope = ((at == CT_AT_SRC) ^ swap) ? CT_SIDE_A : CT_SIDE_B;
 	return swap ? CT_ORIGIN_B : CT_ORIGIN_A;
+}
+
+/* The CT_AT_* of an endpoint's own direction (DIR_*). */
+static __always_inline int ct_at(__u8 scope)
+{
+	return scope == DIR_EGRESS ? CT_AT_SRC : CT_AT_DST;
 }
 
 /* Finds a live entry in `map` and accounts the packet to it. */
@@ -102,37 +117,38 @@ static __always_inline struct ct_entry *ct_touch(void *map, const void *key, con
 	return e;
 }
 
-/* The live entry of `t` for the endpoint at its source end or at its
- * destination end; *origin: the CT_ORIGIN_* of a packet with this tuple. */
-static __always_inline struct ct_entry *ct_touch_tuple(const struct tuple *t, int local_is_src, int *origin,
+/* The live entry of `t` for the endpoint at `at` (CT_AT_*); *origin: the
+ * CT_ORIGIN_* of a packet with this tuple. */
+static __always_inline struct ct_entry *ct_touch_tuple(const struct tuple *t, int at, int *origin,
 						       const struct packet *p, __u32 len)
 {
 	struct ct_key key;
 
-	*origin = ct_conn_key4(&key, t, local_is_src);
+	*origin = ct_conn_key4(&key, t, at);
 	return ct_touch(&twill_ct, &key, p, len);
 }
 
-/* Classifies a packet against conntrack from the point of view of one
- * endpoint's direction: `scope` DIR_EGRESS for what the endpoint sends,
- * DIR_INGRESS for what it receives. */
-static __always_inline struct ct_result ct_lookup(const struct packet *p, __u8 scope, __u32 len)
+/* Classifies a packet against the entry of the endpoint at `at` (CT_AT_*:
+ * CT_AT_SRC for what an endpoint sends, CT_AT_DST for what it receives,
+ * CT_AT_BOTH for a pair of local endpoints). */
+static __always_inline struct ct_result ct_lookup_at(const struct packet *p, int at, __u32 len)
 {
 	struct ct_result r = { .state = CT_NEW };
-	int local_is_src = scope == DIR_EGRESS;
 	int origin;
 
 	if (p->related) {
 		/* The erroring packet went the other way: the endpoint was at
 		 * its other end. */
-		r.entry = ct_touch_tuple(&p->inner, !local_is_src, &origin, p, len);
+		int other = at == CT_AT_BOTH ? CT_AT_BOTH : at == CT_AT_SRC ? CT_AT_DST : CT_AT_SRC;
+
+		r.entry = ct_touch_tuple(&p->inner, other, &origin, p, len);
 		if (r.entry) {
 			r.state = CT_RELATED;
 			r.reverse = 1;
 			return r;
 		}
 	}
-	r.entry = ct_touch_tuple(&p->tuple, local_is_src, &origin, p, len);
+	r.entry = ct_touch_tuple(&p->tuple, at, &origin, p, len);
 	if (r.entry) {
 		r.reverse = origin != r.entry->origin;
 		r.state = r.reverse ? CT_REPLY : CT_ESTABLISHED;
@@ -140,9 +156,18 @@ static __always_inline struct ct_result ct_lookup(const struct packet *p, __u8 s
 	return r;
 }
 
-/* Records a new connection, opened by this packet, in `scope`; with a
- * proxy port when it is redirected to the L7 proxy. */
-static __always_inline void ct_create(const struct packet *p, __u8 scope, __u32 len, __u16 proxy_port)
+/* Classifies a packet against conntrack from the point of view of one
+ * endpoint's direction: `scope` DIR_EGRESS for what the endpoint sends,
+ * DIR_INGRESS for what it receives. */
+static __always_inline struct ct_result ct_lookup(const struct packet *p, __u8 scope, __u32 len)
+{
+	return ct_lookup_at(p, ct_at(scope), len);
+}
+
+/* Records a new connection, opened by this packet, for the endpoint at
+ * `at` (CT_AT_*); with a proxy port when it is redirected to the L7
+ * proxy. */
+static __always_inline void ct_create_at(const struct packet *p, int at, __u32 len, __u16 proxy_port)
 {
 	struct ct_key key;
 	struct ct_entry e = {
@@ -159,8 +184,14 @@ static __always_inline void ct_create(const struct packet *p, __u8 scope, __u32 
 	e.reported_flags[0] = p->tcp_flags;
 	e.last_report[0] = (__u16)(now / SECONDS);
 	e.expires = now + ct_lifetime(&e);
-	e.origin = ct_conn_key4(&key, &p->tuple, scope == DIR_EGRESS);
+	e.origin = ct_conn_key4(&key, &p->tuple, at);
 	bpf_map_update_elem(&twill_ct, &key, &e, BPF_ANY);
+}
+
+/* Records a new connection, opened by this packet, in `scope` (DIR_*). */
+static __always_inline void ct_create(const struct packet *p, __u8 scope, __u32 len, __u16 proxy_port)
+{
+	ct_create_at(p, ct_at(scope), len, proxy_port);
 }
 
 /* Marks the connection `p` opened in `scope` as redirected to the proxy on
@@ -171,7 +202,7 @@ static __always_inline void ct_set_proxy_port(const struct packet *p, __u8 scope
 	struct ct_key key;
 	struct ct_entry *e;
 
-	ct_conn_key4(&key, &p->tuple, scope == DIR_EGRESS);
+	ct_conn_key4(&key, &p->tuple, ct_at(scope));
 	e = bpf_map_lookup_elem(&twill_ct, &key);
 	if (e)
 		e->proxy_port = proxy_port;

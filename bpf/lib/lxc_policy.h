@@ -17,10 +17,13 @@
 /* Returns 0 to go on, or a drop reason (already counted and reported).
  * *proxy_port: the L7 proxy this packet goes to, for a new connection an
  * allow with L7 rules redirects, and for every later packet the client
- * sends on it (remembered in conntrack); 0 otherwise. */
+ * sends on it (remembered in conntrack); 0 otherwise. With `defer`, a new
+ * connection the policy allows is left for the caller to record (ct->state
+ * stays CT_NEW): host routing decides after the receiver's ingress
+ * whether one entry will do for both ends. */
 static __always_inline int endpoint_egress(struct __sk_buff *skb, const struct datapath_config *cfg,
 					   const struct endpoint_info *src, __u32 dst_identity,
-					   const struct packet *p, struct ct_result *ct, __u16 *proxy_port)
+					   const struct packet *p, struct ct_result *ct, __u16 *proxy_port, int defer)
 {
 	int debug = debug_for(cfg, src);
 
@@ -43,6 +46,8 @@ static __always_inline int endpoint_egress(struct __sk_buff *skb, const struct d
 		drop(skb, DIR_EGRESS, verdict, src->endpoint_id, src->identity, dst_identity, p);
 		return verdict;
 	}
+	if (defer)
+		return 0;
 	ct_create(p, DIR_EGRESS, skb->len, *proxy_port);
 	if (debug)
 		dbg3(skb, DBG_CT_CREATED4, src->endpoint_id, 0, src->identity, 0);
@@ -53,10 +58,12 @@ static __always_inline int endpoint_egress(struct __sk_buff *skb, const struct d
  * the node's own health checks always reach its endpoints). Events name
  * the receiver's device. *proxy_port as for endpoint_egress: when set for
  * a new connection, the caller redirects it to the proxy, and the entry
- * here records that (the receiver sees the proxy's own connection). */
+ * here records that (the receiver sees the proxy's own connection).
+ * `defer` as for endpoint_egress. */
 static __always_inline int endpoint_ingress(struct __sk_buff *skb, const struct datapath_config *cfg,
 					    const struct endpoint_info *dst, __u32 src_identity, int from_host,
-					    const struct packet *p, struct ct_result *ct, __u16 *proxy_port)
+					    const struct packet *p, struct ct_result *ct, __u16 *proxy_port,
+					    int defer)
 {
 	int debug = debug_for(cfg, dst);
 
@@ -80,6 +87,8 @@ static __always_inline int endpoint_ingress(struct __sk_buff *skb, const struct 
 		drop_at(skb, dst->ifindex, DIR_INGRESS, verdict, dst->endpoint_id, src_identity, dst->identity, p);
 		return verdict;
 	}
+	if (defer)
+		return 0;
 	ct_create(p, DIR_INGRESS, skb->len, *proxy_port);
 	if (debug)
 		dbg3(skb, DBG_CT_CREATED4, dst->endpoint_id, 0, src_identity, 0);

@@ -138,6 +138,10 @@ pub const CT_FLAG_CLOSING: u8 = 1;
 /// holds the two ends in a fixed order, whichever way a packet travels.
 pub const CT_SIDE_A: u8 = 2;
 pub const CT_SIDE_B: u8 = 3;
+/// `CtKey::scope` of one entry standing for both ends of a connection
+/// between two local endpoints that host routing delivers (neither end
+/// redirects it to the proxy).
+pub const CT_PAIR: u8 = 4;
 /// `CtEntry::origin`: the opening packet went from end A to end B, or back.
 pub const CT_ORIGIN_A: u8 = 0;
 pub const CT_ORIGIN_B: u8 = 1;

@@ -289,6 +289,7 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         CT_FLAG_CLOSING,
         CT_SIDE_A,
         CT_SIDE_B,
+        CT_PAIR,
         CT_ORIGIN_A,
         CT_ORIGIN_B,
         // Marks and the proxy's route table.

@@ -75,7 +75,7 @@ fn tcp_flag_letters(flags: u8) -> String {
 }
 
 pub fn conntrack(datapath: &Datapath) -> Result<Vec<api::CtRow>> {
-    use twill_abi::{CT_ORIGIN_A, CT_SIDE_A, CT_SIDE_B};
+    use twill_abi::{CT_ORIGIN_A, CT_PAIR, CT_SIDE_A, CT_SIDE_B, DIR_EGRESS, DIR_INGRESS};
     let now = twill_datapath::monotonic_ns();
     let addr = |a: u32| Ipv4Addr::from(u32::from_be(a));
     let mut rows: Vec<api::CtRow> = datapath
@@ -83,16 +83,22 @@ pub fn conntrack(datapath: &Datapath) -> Result<Vec<api::CtRow>> {
         .into_iter()
         // Entries of an earlier key layout (per-direction scopes) are
         // never matched again and lapse; they are not shown.
-        .filter(|(k, e)| e.expires > now && matches!(k.scope, CT_SIDE_A | CT_SIDE_B))
-        .map(|(k, e)| {
+        .filter(|(k, e)| e.expires > now && matches!(k.scope, CT_SIDE_A | CT_SIDE_B | CT_PAIR))
+        .flat_map(|(k, e)| {
             let a = format!("{}:{}", addr(k.saddr), k.sport);
             let b = format!("{}:{}", addr(k.daddr), k.dport);
             let opener = if e.origin == CT_ORIGIN_A { CT_SIDE_A } else { CT_SIDE_B };
             let (source, destination) = if opener == CT_SIDE_A { (a, b) } else { (b, a) };
             // The endpoint opened the connection if it stands at the end
-            // the opening packet came from.
-            let direction = if k.scope == opener { twill_abi::DIR_EGRESS } else { twill_abi::DIR_INGRESS };
-            (k, e, source, destination, direction)
+            // the opening packet came from; a pair entry is both ends'.
+            let directions = match k.scope {
+                CT_PAIR => vec![DIR_EGRESS, DIR_INGRESS],
+                scope if scope == opener => vec![DIR_EGRESS],
+                _ => vec![DIR_INGRESS],
+            };
+            directions
+                .into_iter()
+                .map(move |direction| (k, e, source.clone(), destination.clone(), direction))
         })
         .map(|(k, e, source, destination, direction)| api::CtRow {
             protocol: protocol_name(k.protocol).into(),

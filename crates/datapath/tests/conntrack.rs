@@ -1,14 +1,15 @@
-//! Conntrack against the kernel: each endpoint of a connection has one
-//! entry, which packets in both directions find, so a reply passes an
-//! ingress that allows nothing while a new connection the other way does
-//! not.
+//! Conntrack against the kernel: a connection between two local endpoints
+//! that both admitted it has one entry for both ends (CT_PAIR), which
+//! packets in both directions find, so a reply passes an ingress that
+//! allows nothing while a new connection the other way does not; one the
+//! receiver refused leaves the sender's entry alone.
 
 mod common;
 
 use std::net::Ipv4Addr;
 
 use common::{allow_all_datapath, allow_any, test_endpoint, udp_frame_ports, BpfRoot, TC_ACT_REDIRECT};
-use twill_abi::{CT_ORIGIN_A, CT_ORIGIN_B, CT_SIDE_A, CT_SIDE_B, DIR_EGRESS};
+use twill_abi::{CT_ORIGIN_A, CT_ORIGIN_B, CT_PAIR, CT_SIDE_B, DIR_EGRESS};
 use twill_datapath::IpcacheEntry;
 
 const TC_ACT_SHOT: u32 = 2;
@@ -19,7 +20,7 @@ fn udp(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Vec<u8> {
 }
 
 #[test]
-fn one_entry_per_endpoint_serves_both_directions() {
+fn one_entry_serves_both_ends_and_both_directions() {
     let root = BpfRoot::new("conntrack");
     // b (the higher address and port end) allows everything; a may only
     // send: nothing is allowed into it.
@@ -43,21 +44,19 @@ fn one_entry_per_endpoint_serves_both_directions() {
     assert_eq!(dp.test_run("from_endpoint", &udp(a, 40000, b, 53)).unwrap(), TC_ACT_REDIRECT);
 
     let be = |ip: Ipv4Addr| u32::from(ip).to_be();
-    let mut entries: Vec<_> = dp
+    let entries: Vec<_> = dp
         .ct_entries()
         .unwrap()
         .into_iter()
         .filter(|(k, _)| k.protocol == 17 && (k.sport, k.dport) == (40000, 53))
         .collect();
-    entries.sort_by_key(|(k, _)| k.scope);
-    assert_eq!(entries.len(), 2, "one entry for a, one for b: {entries:?}");
-    for (side, (key, entry)) in [CT_SIDE_A, CT_SIDE_B].into_iter().zip(&entries) {
-        // a:40000 is the lower end, so it is the key's first, whichever
-        // way a packet went; the opening packet went from it.
-        assert_eq!((key.saddr, key.daddr, key.scope), (be(a), be(b), side));
-        assert_eq!(entry.origin, CT_ORIGIN_A);
-        assert_eq!(entry.packets, 4, "both directions counted on one entry: {entry:?}");
-    }
+    assert_eq!(entries.len(), 1, "one entry for a and b: {entries:?}");
+    let (key, entry) = entries[0];
+    // a:40000 is the lower end, so it is the key's first, whichever way a
+    // packet went; the opening packet went from it.
+    assert_eq!((key.saddr, key.daddr, key.scope), (be(a), be(b), CT_PAIR));
+    assert_eq!(entry.origin, CT_ORIGIN_A);
+    assert_eq!(entry.packets, 4, "both directions counted on one entry: {entry:?}");
 
     // A connection b opens: a's address is the lower, so a is end A
     // again and the opening packet goes from end B. a's ingress refuses

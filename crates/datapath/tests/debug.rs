@@ -162,21 +162,30 @@ fn local_delivery_names_the_receiver() {
             (DBG_CT_LOOKUP4_1, 5),
             (DBG_CT_LOOKUP4_2, 5),
             (DBG_CT_VERDICT, 5),
-            (DBG_CT_CREATED4, 5),
             (DBG_LXC_FOUND, 5),
             // The receiver's ingress runs in the sender's program, for
             // the receiver.
             (DBG_CT_LOOKUP4_1, 6),
             (DBG_CT_LOOKUP4_2, 6),
             (DBG_CT_VERDICT, 6),
-            (DBG_CT_CREATED4, 6),
+            // Both admitted it: one entry for both, once.
+            (DBG_CT_CREATED4, 5),
             (DBG_LOCAL_DELIVERY, 5),
         ]
     );
-    let found = debug[4];
+    let found = debug[3];
     assert_eq!((found.arg1, u16::from_be(found.arg2 as u16)), (77, 1006), "device and identity");
-    assert_eq!(debug[6].arg1 & 0xff, TUPLE_F_IN);
-    assert_eq!((debug[9].arg1, debug[9].arg2), (6, 1005), "receiver's id, sender's identity");
+    assert_eq!(debug[5].arg1 & 0xff, TUPLE_F_IN);
+    assert_eq!((debug[8].arg1, debug[8].arg2), (6, 1005), "receiver's id, sender's identity");
+
+    // The next packet finds that entry: one lookup, no policy.
+    dp.test_run("from_endpoint", &udp_frame_ports(a, b, 40000, 80)).unwrap();
+    let (debug, _) = drain(&mut ring);
+    assert_eq!(
+        subtypes(&debug),
+        [DBG_CT_LOOKUP4_1, DBG_CT_LOOKUP4_2, DBG_CT_MATCH, DBG_CT_VERDICT, DBG_LXC_FOUND, DBG_LOCAL_DELIVERY]
+    );
+    assert_eq!(debug[3].arg1, u32::from(CT_ESTABLISHED));
 }
 
 /// A TCP SYN, as a client outside sends it to a NodePort.
@@ -257,8 +266,8 @@ fn an_endpoint_flag_turns_on_that_endpoint_s_steps_only() {
             (DBG_CT_LOOKUP4_1, 7),
             (DBG_CT_LOOKUP4_2, 7),
             (DBG_CT_VERDICT, 7),
-            (DBG_CT_CREATED4, 7),
             (DBG_LXC_FOUND, 7),
+            (DBG_CT_CREATED4, 7),
             (DBG_LOCAL_DELIVERY, 7),
         ]
     );

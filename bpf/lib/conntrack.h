@@ -3,7 +3,10 @@
  * key that every packet of the connection computes alike (the canonical
  * order of bpf/include/twill.h), so a packet costs one lookup whichever
  * way it travels; the entry's origin tells a reply from the opener's own
- * packets.
+ * packets. A connection between two local endpoints that host routing
+ * delivers and both admitted has one entry for both (CT_AT_BOTH, scope
+ * CT_PAIR): its packets pass both ends in one program, so one lookup
+ * answers for both and a connection costs one insert.
  *
  * Lookups take a struct tuple; only ct_touch_tuple and ct_create know the
  * map and key of a family, so IPv6 adds its map there and shares the

@@ -44,8 +44,19 @@ pub fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// `02:aa:00:00:00:05`, as Hubble prints a MAC. Every flow carries two,
+/// so it is written in one allocation, not one per byte.
 fn mac(bytes: &[u8; 6]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(17);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            text.push(':');
+        }
+        text.push(char::from(HEX[usize::from(b >> 4)]));
+        text.push(char::from(HEX[usize::from(b & 0xf)]));
+    }
+    text
 }
 
 pub fn tcp_flags(bits: u8) -> flow::TcpFlags {
@@ -105,7 +116,15 @@ fn summary(l4: &Option<flow::Layer4>) -> String {
     match p {
         flow::layer4::Protocol::Tcp(tcp) => {
             let bits = tcp_flag_bits(&tcp.flags.unwrap_or_default());
-            format!("TCP Flags: {}", tcp_flag_names(bits).collect::<Vec<_>>().join(", "))
+            let mut text = String::with_capacity(32);
+            text.push_str("TCP Flags: ");
+            for (i, name) in tcp_flag_names(bits).enumerate() {
+                if i > 0 {
+                    text.push_str(", ");
+                }
+                text.push_str(name);
+            }
+            text
         }
         flow::layer4::Protocol::Udp(_) => "UDP".into(),
         flow::layer4::Protocol::Sctp(_) => "SCTP".into(),
@@ -231,6 +250,11 @@ pub fn decode(e: &FlowEvent, dir: &Directory, clock: &Clock) -> flow::Flow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn macs_are_lower_case_hex_pairs() {
+        assert_eq!(mac(&[0x02, 0xaa, 0x0f, 0xf0, 0, 0xff]), "02:aa:0f:f0:00:ff");
+    }
 
     fn event(kind: u8, reason: u8, tcp_flags: u8) -> FlowEvent {
         FlowEvent {

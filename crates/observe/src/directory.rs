@@ -85,13 +85,17 @@ impl Directory {
     /// endpoint gets its ID, namespace and pod name; anything else its
     /// identity's labels.
     pub fn flow_endpoint(&self, ip: Ipv4Addr, identity: u32) -> flow::Endpoint {
-        let labels = self.identities.get(&identity).cloned().unwrap_or_default();
+        // The labels of the endpoint's own identity, else of the one the
+        // datapath saw; cloned once, as every flow pays for it twice.
+        let labels = |own: u32| {
+            self.identities.get(&own).or_else(|| self.identities.get(&identity)).cloned().unwrap_or_default()
+        };
         match self.endpoint_by_ip(ip) {
             Some(ep) => flow::Endpoint {
                 id: ep.id,
                 identity: ep.identity,
                 namespace: ep.namespace.clone(),
-                labels: self.identities.get(&ep.identity).cloned().unwrap_or(labels),
+                labels: labels(ep.identity),
                 pod_name: ep.name.clone(),
                 ..Default::default()
             },
@@ -101,11 +105,11 @@ impl Directory {
                 Some(remote) => flow::Endpoint {
                     identity: remote.identity,
                     namespace: remote.namespace.clone(),
-                    labels: self.identities.get(&remote.identity).cloned().unwrap_or(labels),
+                    labels: labels(remote.identity),
                     pod_name: remote.name.clone(),
                     ..Default::default()
                 },
-                None => flow::Endpoint { identity, labels, ..Default::default() },
+                None => flow::Endpoint { identity, labels: labels(identity), ..Default::default() },
             },
         }
     }

@@ -46,6 +46,16 @@ fn make_flows(node: &Node) {
     let server = node.endpoint("server", "default", "app=server");
     let ip = server["ipv4"].as_str().unwrap().to_string();
     assert!(wait_until(Duration::from_secs(10), || node.ping("client", "default", &ip)));
+    // The ping's flows reach the ring through the agent's event reader a
+    // moment after the ping returns (it polls the kernel ring on a short
+    // timer): wait until they are there, so every test starts with flows.
+    let socket = format!("unix://{}", node.hubble_socket().display());
+    let mut status = String::new();
+    let stored = wait_until(Duration::from_secs(10), || {
+        status = ok(hubble(node, &["status", "--server", &socket]), "hubble status on the socket");
+        current_flows(&status) > 0
+    });
+    assert!(stored, "the ping's flows never reached the ring:\n{status}");
 }
 
 /// Runs the upstream hubble CLI inside the node's network namespace.

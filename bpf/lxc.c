@@ -51,6 +51,17 @@ static __always_inline int to_proxy(struct __sk_buff *skb, struct datapath_confi
 	return TO_STACK;
 }
 
+/* Records a new connection in the sender's scope alone (host routing
+ * deferred it to here), as endpoint_egress would have. */
+static __always_inline void ct_create_sender(struct __sk_buff *skb, struct datapath_config *cfg,
+					     const struct endpoint_info *src, const struct packet *p,
+					     __u16 proxy_port)
+{
+	ct_create(p, DIR_EGRESS, skb->len, proxy_port);
+	if (debug_for(cfg, src))
+		dbg3(skb, DBG_CT_CREATED4, src->endpoint_id, 0, src->identity, 0);
+}
+
 /* Records a new connection between two local endpoints that both
  * admitted it: one entry for both ends, unless the proxy is in the way
  * (the client's replies then come from the proxy, through to_endpoint,
@@ -63,13 +74,16 @@ static __always_inline void ct_create_local(struct __sk_buff *skb, struct datapa
 {
 	if (receiver_new && !proxy_port) {
 		ct_create_at(p, CT_AT_BOTH, skb->len, 0);
-	} else {
-		ct_create(p, DIR_EGRESS, skb->len, proxy_port);
-		if (receiver_new)
-			ct_create(p, DIR_INGRESS, skb->len, proxy_port);
+		if (debug_for(cfg, src))
+			dbg3(skb, DBG_CT_CREATED4, src->endpoint_id, 0, src->identity, 0);
+		return;
 	}
-	if (debug_for(cfg, src))
-		dbg3(skb, DBG_CT_CREATED4, src->endpoint_id, 0, src->identity, 0);
+	ct_create_sender(skb, cfg, src, p, proxy_port);
+	if (receiver_new) {
+		ct_create(p, DIR_INGRESS, skb->len, proxy_port);
+		if (debug_for(cfg, dst))
+			dbg3(skb, DBG_CT_CREATED4, dst->endpoint_id, 0, src->identity, 0);
+	}
 }
 
 SEC("classifier/from_endpoint")
@@ -134,7 +148,7 @@ int from_endpoint(struct __sk_buff *skb)
 	 * side's for a connection already going through the proxy. */
 	if (proxy_port) {
 		if (opening)
-			ct_create(&p, DIR_EGRESS, skb->len, proxy_port);
+			ct_create_sender(skb, cfg, src, &p, proxy_port);
 		return to_proxy(skb, cfg, &ct, DIR_EGRESS, src->endpoint_id, src->identity, dst_identity, &p,
 				proxy_port);
 	}
@@ -154,11 +168,8 @@ int from_endpoint(struct __sk_buff *skb)
 			if (endpoint_ingress(skb, cfg, dst, src->identity, 0, &p, &ct, &proxy_port, opening)) {
 				/* Refused by the receiver: the sender's entry alone,
 				 * so a retry is the receiver's question only. */
-				if (opening) {
-					ct_create(&p, DIR_EGRESS, skb->len, 0);
-					if (debug_for(cfg, src))
-						dbg3(skb, DBG_CT_CREATED4, src->endpoint_id, 0, src->identity, 0);
-				}
+				if (opening)
+					ct_create_sender(skb, cfg, src, &p, 0);
 				return TC_ACT_SHOT;
 			}
 			if (opening)

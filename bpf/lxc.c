@@ -90,7 +90,7 @@ SEC("classifier/from_endpoint")
 int from_endpoint(struct __sk_buff *skb)
 {
 	struct packet p = {};
-	struct endpoint_info *src, *dst;
+	struct endpoint_info *src, *dst, *local;
 	struct ct_result ct;
 	__u16 eth_proto = 0;
 	__u32 dst_identity;
@@ -113,7 +113,7 @@ int from_endpoint(struct __sk_buff *skb)
 	if (!src || src->ifindex != skb->ifindex)
 		return drop(skb, DIR_EGRESS, DROP_INVALID_SOURCE_IP, 0, 0, 0, &p);
 
-	dst = endpoint_lookup4(p.tuple.daddr.v4);
+	dst = local = endpoint_lookup4(p.tuple.daddr.v4);
 	/* A remote address may sit behind another node, which the overlay
 	 * reaches directly. */
 	struct ipcache_value *remote = dst ? 0 : ipcache_lookup4(p.tuple.daddr.v4);
@@ -124,8 +124,13 @@ int from_endpoint(struct __sk_buff *skb)
 	__u16 proxy_port = 0;
 	/* A shaped endpoint's traffic goes through the host stack, so the
 	 * shapers on its device (and on the peer's) see it; the receiver's
-	 * to_endpoint then enforces and reports its ingress, once. */
-	if (dst && ((src->flags | dst->flags) & ENDPOINT_F_SHAPED))
+	 * to_endpoint then enforces and reports its ingress, once. Legacy
+	 * host routing sends everything there. */
+	__u32 legacy = (src->flags & ENDPOINT_F_SHAPED) || (cfg && cfg->legacy_host_routing);
+	__u32 to_local = local != 0;
+	opaque(legacy);
+	opaque(to_local);
+	if (to_local && (legacy || (local->flags & ENDPOINT_F_SHAPED)))
 		dst = 0;
 	/* Between two local endpoints, a connection both have admitted has one
 	 * entry for both ends: found, neither policy is asked again. */
@@ -200,6 +205,25 @@ int from_endpoint(struct __sk_buff *skb)
 			dbg(skb, DBG_ENCAP, src->endpoint_id, remote->tunnel_endpoint, src->identity);
 		return tunnel_encap4(skb, cfg->tunnel_ifindex, remote->tunnel_endpoint, src->identity,
 				     src->endpoint_id, &p);
+	}
+
+	/* Another node's (routed natively, by the routes the agent
+	 * installs) or the world's: routed by the host's FIB, straight out
+	 * of the device it names, as Cilium's eBPF host routing does, and
+	 * reported at that device. A shaped sender's traffic, and traffic to
+	 * a shaped local endpoint, stays on the stack. */
+	if (!legacy && !to_local) {
+		__u32 oif = 0, len = skb->len;
+		ret = ipv4_fib_redirect(skb, &p, &oif);
+		if (ret == TC_ACT_REDIRECT) {
+			trace_at(skb, oif, cfg, &ct, TRACE_TO_NETWORK, DIR_EGRESS, src->endpoint_id, src->identity,
+				 dst_identity, &p);
+			count(DIR_EGRESS, METRIC_FORWARDED, len);
+			return ret;
+		}
+		if (ret)
+			return drop(skb, DIR_EGRESS, DROP_WRITE_ERROR, src->endpoint_id, src->identity,
+				    dst_identity, &p);
 	}
 
 	/* Not a local endpoint, or routed natively: the host stack routes it

@@ -245,6 +245,11 @@ struct datapath_config {
 	 * a trace at medium and maximum aggregation (Cilium's
 	 * --monitor-aggregation-flags); flags outside it only ride along. */
 	__u32 report_flags;
+	/* Cilium's --enable-host-legacy-routing: nonzero sends everything
+	 * from_endpoint forwards through the host stack (routing, netfilter),
+	 * between local endpoints too; zero routes it in eBPF (peer redirect
+	 * to local endpoints, the FIB and a neighbour redirect to the rest). */
+	__u32 legacy_host_routing;
 };
 
 /* Trace aggregation levels (Cilium's names). */
@@ -260,6 +265,7 @@ struct datapath_config {
 #define TRACE_TO_OVERLAY 4
 #define TRACE_FROM_ENDPOINT 5
 #define TRACE_FROM_OVERLAY 9
+#define TRACE_TO_NETWORK 11
 #define TRACE_TO_ENDPOINT 101
 
 #define EVENTS_DROP (1 << 0)

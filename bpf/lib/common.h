@@ -19,6 +19,10 @@
 
 #define SECONDS 1000000000ULL
 
+/* Keeps clang from folding a flag into a test of a pointer (`p || flag`
+ * becomes an OR of the two, which the verifier refuses on a pointer). */
+#define opaque(x) asm volatile("" : "+r"(x))
+
 #define TCP_FIN 0x01
 #define TCP_SYN 0x02
 #define TCP_RST 0x04

@@ -176,6 +176,7 @@ pub const TRACE_FROM_ENDPOINT: u8 = twill_numbers::hubble_observation_point(twil
 pub const TRACE_TO_ENDPOINT: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_TO_LXC);
 pub const TRACE_TO_OVERLAY: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_TO_OVERLAY);
 pub const TRACE_FROM_OVERLAY: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_FROM_OVERLAY);
+pub const TRACE_TO_NETWORK: u8 = twill_numbers::hubble_observation_point(twill_numbers::TRACE_TO_NETWORK);
 
 /// Index 0 of `twill_config`.
 #[repr(C)]
@@ -193,6 +194,9 @@ pub struct DatapathConfig {
     /// direction of a connection earns a trace at medium and maximum
     /// aggregation; 0 leaves the first packet and the periodic report.
     pub report_flags: u32,
+    /// Nonzero: everything `from_endpoint` forwards goes through the host
+    /// stack (Cilium's `--enable-host-legacy-routing`).
+    pub legacy_host_routing: u32,
 }
 
 pub const EVENTS_DROP: u32 = 1;

@@ -394,7 +394,8 @@ fn datapath_config_layout(btf: &Btf) -> Vec<String> {
             events,
             maglev_table_size,
             tunnel_ifindex,
-            report_flags
+            report_flags,
+            legacy_host_routing
         }
     )
 }

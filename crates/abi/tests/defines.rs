@@ -313,6 +313,7 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         TRACE_TO_ENDPOINT,
         TRACE_TO_OVERLAY,
         TRACE_FROM_OVERLAY,
+        TRACE_TO_NETWORK,
         EVENTS_DROP,
         EVENTS_TRACE,
         EVENTS_POLICY,

@@ -292,6 +292,7 @@ impl Agent {
             maglev_table_size: config.maglev_table_size,
             tunnel_ifindex,
             report_flags: config.report_flags,
+            legacy_host_routing: u32::from(config.legacy_host_routing),
         })?;
         let realizer = PolicyRealizer::from_map(datapath.policy_map())?;
         // Listeners keep their ports across restarts: the pinned entries

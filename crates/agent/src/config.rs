@@ -66,6 +66,14 @@ pub struct Args {
     /// existing endpoints over without a gap.
     #[arg(long, default_value = "auto", value_parser = ["auto", "tcx", "cls-bpf"])]
     pub endpoint_attach: String,
+    /// Route endpoints' traffic through the host stack, as Cilium's flag
+    /// does: between local endpoints, and out of the node, where the
+    /// host's netfilter (FORWARD, POSTROUTING: an iptables SNAT rule for
+    /// egress, say) then sees it. By default the endpoint programs route
+    /// it themselves: into a local endpoint with bpf_redirect_peer, out of
+    /// the node by the host's FIB with bpf_redirect_neigh.
+    #[arg(long)]
+    pub enable_host_legacy_routing: bool,
     /// Unix socket of the Hubble-compatible observer API ("" to disable;
     /// default: hubble.sock beside the API socket).
     #[arg(long)]
@@ -222,6 +230,9 @@ pub struct Config {
     pub report_flags: u32,
     /// How endpoint programs are attached (--endpoint-attach).
     pub endpoint_attach: twill_datapath::EndpointAttach,
+    /// Whether endpoints' traffic goes through the host stack
+    /// (--enable-host-legacy-routing).
+    pub legacy_host_routing: bool,
     /// Whether the datapath emits events (drops, traces, verdicts) at all.
     pub flows: bool,
     /// Whether it also emits debug messages (--debug-verbose datapath).
@@ -502,6 +513,7 @@ impl Config {
             },
             report_flags,
             flows: !args.disable_flows,
+            legacy_host_routing: args.enable_host_legacy_routing,
             debug_datapath: args.debug_verbose.iter().any(|s| s == "datapath"),
             endpoint_attach: match args.endpoint_attach.as_str() {
                 "tcx" => twill_datapath::EndpointAttach::Tcx,

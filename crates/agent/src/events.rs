@@ -58,14 +58,45 @@ pub struct FlowSink {
     pub directory: Arc<std::sync::RwLock<twill_observe::Directory>>,
     pub clock: twill_observe::Clock,
     pub metrics: twill_metrics::HubbleMetrics,
+    /// Names of the node's devices that are no endpoint's, as the kernel
+    /// gave them (see `LinkNames`).
+    pub links: LinkNames,
+}
+
+/// The name of a device the directory does not know (the one a packet
+/// left the node by, the overlay device), asked of the kernel once per
+/// device: Hubble names every interface a flow is seen at. Interface
+/// numbers are not reused until they wrap, so a cached name stays right
+/// unless the device is renamed.
+#[derive(Default)]
+pub struct LinkNames(std::collections::HashMap<u32, Option<String>>);
+
+impl LinkNames {
+    fn interface(&mut self, ifindex: u32) -> Option<twill_observe::proto::flow::NetworkInterface> {
+        if self.0.len() > 4096 {
+            self.0.clear();
+        }
+        let name = self.0.entry(ifindex).or_insert_with(|| {
+            let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+            // SAFETY: if_indextoname writes at most IF_NAMESIZE bytes,
+            // NUL included, into the buffer it is given.
+            let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+            // SAFETY: on success p points at buf, NUL-terminated.
+            (!p.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+        });
+        name.clone().map(|name| twill_observe::proto::flow::NetworkInterface { index: ifindex, name })
+    }
 }
 
 impl FlowSink {
-    fn take(&self, event: &FlowEvent) {
-        let flow = {
+    fn take(&mut self, event: &FlowEvent) {
+        let mut flow = {
             let dir = self.directory.read().expect("directory lock");
             twill_observe::decode(event, &dir, &self.clock)
         };
+        if flow.interface.is_none() && event.ifindex != 0 {
+            flow.interface = self.links.interface(event.ifindex);
+        }
         self.metrics.observe(&flow);
         self.ring.push(flow);
     }
@@ -82,7 +113,7 @@ impl FlowSink {
 /// Drains the ring buffer on a dedicated thread, waking on its fd: raw
 /// events go to monitor subscribers, decoded flows to the flow ring,
 /// debug messages to the debug event ring.
-pub fn spawn_reader(mut ring: RingBuf<MapData>, hub: Arc<EventHub>, sink: FlowSink) {
+pub fn spawn_reader(mut ring: RingBuf<MapData>, hub: Arc<EventHub>, mut sink: FlowSink) {
     std::thread::Builder::new()
         .name("events".into())
         .spawn(move || loop {

@@ -132,6 +132,7 @@ pub fn run(config: Config) -> anyhow::Result<Shutdown> {
             directory: directory.clone(),
             clock: twill_observe::Clock::now(),
             metrics: agent_metrics.hubble.clone(),
+            links: events::LinkNames::default(),
         };
         events::spawn_reader(events, hub.clone(), sink);
     }

@@ -54,6 +54,7 @@ fn client_side(
         maglev_table_size: twill_abi::LB_MAGLEV_DEFAULT_SIZE,
         tunnel_ifindex: 0,
         report_flags: report,
+        legacy_host_routing: 0,
     })
     .unwrap();
     for flags in [SYN, ACK, PSH | ACK, ACK, PSH | ACK, FIN | ACK, RST] {

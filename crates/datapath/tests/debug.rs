@@ -43,6 +43,7 @@ fn config(events: u32) -> DatapathConfig {
         maglev_table_size: twill_abi::LB_MAGLEV_DEFAULT_SIZE,
         tunnel_ifindex: 0,
         report_flags: twill_abi::REPORT_FLAGS_ALL,
+        legacy_host_routing: 0,
     }
 }
 

@@ -183,6 +183,7 @@ fn endpoints_reach_each_other_through_ebpf_and_spoofing_is_dropped() {
                 maglev_table_size: twill_abi::LB_MAGLEV_DEFAULT_SIZE,
                 tunnel_ifindex: 0,
                 report_flags: 0,
+                legacy_host_routing: 0,
             })
             .unwrap();
         assert!(ping(&sandbox.endpoint_netns(1), ips[1]), "endpoint 1 -> endpoint 2");

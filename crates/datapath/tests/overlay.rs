@@ -94,6 +94,7 @@ fn from_endpoint_encapsulates_to_a_remote_node_only_with_a_tunnel_device() {
         maglev_table_size: twill_abi::LB_MAGLEV_DEFAULT_SIZE,
         tunnel_ifindex,
         report_flags: 0,
+        legacy_host_routing: 0,
     };
     let mut events = dp.take_events().unwrap();
 
@@ -371,6 +372,7 @@ fn bring_up(node: &NodeSpec, peer: &NodeSpec, root: &std::path::Path, tunnel: bo
             maglev_table_size: twill_abi::LB_MAGLEV_DEFAULT_SIZE,
             tunnel_ifindex,
             report_flags: 0,
+            legacy_host_routing: 0,
         })
         .unwrap();
         dp

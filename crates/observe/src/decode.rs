@@ -4,9 +4,9 @@ use std::{net::Ipv4Addr, time::SystemTime};
 
 use twill_abi::{FlowEvent, CT_REPLY, DIR_INGRESS, EVENT_DROP, EVENT_POLICY_VERDICT, EVENT_TRACE};
 use twill_numbers::{
-    hubble_observation_point, tcp_flag_names, MESSAGE_TYPE_DROP, MESSAGE_TYPE_POLICY_VERDICT,
+    hubble_observation_point, tcp_flag_names, trace_sub_type, MESSAGE_TYPE_DROP, MESSAGE_TYPE_POLICY_VERDICT,
     MESSAGE_TYPE_TRACE, TCP_ACK, TCP_CWR, TCP_ECE, TCP_FIN, TCP_NS, TCP_PSH, TCP_RST, TCP_SYN, TCP_URG,
-    TRACE_FROM_LXC, TRACE_TO_LXC, TRACE_TO_PROXY, TRACE_TO_STACK,
+    TRACE_FROM_LXC, TRACE_FROM_OVERLAY, TRACE_TO_LXC, TRACE_TO_PROXY,
 };
 use twill_observe_proto::{flow, prost_types::Timestamp};
 
@@ -223,11 +223,13 @@ pub fn decode(e: &FlowEvent, dir: &Directory, clock: &Clock) -> flow::Flow {
         }
         EVENT_TRACE => {
             f.verdict = flow::Verdict::Forwarded as i32;
-            let (sub_type, base) = match e.reason {
-                twill_abi::TRACE_TO_ENDPOINT => (TRACE_TO_LXC, flow::TrafficDirection::Ingress),
-                twill_abi::TRACE_TO_STACK => (TRACE_TO_STACK, flow::TrafficDirection::Egress),
-                twill_abi::TRACE_TO_PROXY => (TRACE_TO_PROXY, policy_direction),
-                _ => (TRACE_FROM_LXC, flow::TrafficDirection::Egress),
+            let sub_type = trace_sub_type(e.reason).unwrap_or(TRACE_FROM_LXC);
+            // The direction the packet travels relative to the endpoint
+            // the event is about: into it, or out of it.
+            let base = match sub_type {
+                TRACE_TO_LXC | TRACE_FROM_OVERLAY => flow::TrafficDirection::Ingress,
+                TRACE_TO_PROXY => policy_direction,
+                _ => flow::TrafficDirection::Egress,
             };
             f.trace_observation_point = i32::from(hubble_observation_point(sub_type));
             f.event_type =
@@ -320,6 +322,17 @@ mod tests {
         let from_endpoint = decoded(EVENT_TRACE, twill_abi::TRACE_FROM_ENDPOINT, 0x02);
         assert_eq!(event_type(&from_endpoint), (4, 5));
         assert_eq!(from_endpoint.trace_observation_point(), flow::TraceObservationPoint::FromEndpoint);
+        let to_network = decoded(EVENT_TRACE, twill_abi::TRACE_TO_NETWORK, 0x02);
+        assert_eq!(event_type(&to_network), (4, 11));
+        assert_eq!(to_network.trace_observation_point(), flow::TraceObservationPoint::ToNetwork);
+        assert_eq!(to_network.traffic_direction(), flow::TrafficDirection::Egress);
+        let to_overlay = decoded(EVENT_TRACE, twill_abi::TRACE_TO_OVERLAY, 0x02);
+        assert_eq!(event_type(&to_overlay), (4, 4));
+        assert_eq!(to_overlay.trace_observation_point(), flow::TraceObservationPoint::ToOverlay);
+        let from_overlay = decoded(EVENT_TRACE, twill_abi::TRACE_FROM_OVERLAY, 0x02);
+        assert_eq!(event_type(&from_overlay), (4, 9));
+        assert_eq!(from_overlay.trace_observation_point(), flow::TraceObservationPoint::FromOverlay);
+        assert_eq!(from_overlay.traffic_direction(), flow::TrafficDirection::Ingress);
     }
 
     #[test]

@@ -524,3 +524,58 @@ pub fn metric_value(text: &str, series: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// A machine outside the node: a network namespace on a veth pair from the
+/// node's namespace (`device` on the node's side, with the gateway address
+/// `gw`/24; `eth0` inside, with `addrs`), routing the node's pod CIDR back
+/// through it. The node forwards between them. Deleted on drop.
+pub struct Outside {
+    pub netns: String,
+    pub device: String,
+}
+
+impl Outside {
+    pub fn attach(node: &Node, device: &str, gw: &str, addrs: &[&str]) -> Outside {
+        let o = Outside { netns: format!("{device}-{}", node.name), device: device.into() };
+        let _ = Command::new("ip").args(["netns", "del", &o.netns]).stderr(Stdio::null()).status();
+        run_ok(Command::new("ip").args(["netns", "add", &o.netns]));
+        let (n, on) = (node.netns.as_str(), o.netns.as_str());
+        let mut cmds = vec![
+            vec!["-n", on, "link", "set", "lo", "up"],
+            vec!["-n", n, "link", "add", device, "type", "veth", "peer", "name", "eth0", "netns", on],
+        ];
+        let gw_cidr = format!("{gw}/24");
+        cmds.push(vec!["-n", n, "addr", "add", &gw_cidr, "dev", device]);
+        cmds.push(vec!["-n", n, "link", "set", device, "up"]);
+        let cidrs: Vec<String> = addrs.iter().map(|a| format!("{a}/24")).collect();
+        for cidr in &cidrs {
+            cmds.push(vec!["-n", on, "addr", "add", cidr, "dev", "eth0"]);
+        }
+        cmds.push(vec!["-n", on, "link", "set", "eth0", "up"]);
+        cmds.push(vec!["-n", on, "route", "add", &node.pod_cidr, "via", gw]);
+        for cmd in cmds {
+            run_ok(Command::new("ip").args(&cmd));
+        }
+        run_ok(Command::new("ip").args(["netns", "exec", n, "sysctl", "-qw", "net.ipv4.ip_forward=1"]));
+        o
+    }
+
+    /// `cmd` run in the background inside the outside namespace.
+    pub fn spawn(&self, cmd: &[&str]) -> Background {
+        Background::from_child(
+            Command::new("ip")
+                .args(["netns", "exec", &self.netns])
+                .args(cmd)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+    }
+}

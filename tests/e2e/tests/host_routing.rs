@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use twill_e2e::{wait_until, Node, Value};
+use twill_e2e::{wait_until, Node, Outside, Value};
 
 fn observe(node: &Node, args: &[&str]) -> Vec<Value> {
     node.observe(&[args, &["--all"]].concat())
@@ -112,4 +112,90 @@ fn receivers_ingress_policy_is_enforced_at_the_sender_and_verdicts_follow_enforc
         .filter(|f| f["traffic_direction"] == "EGRESS")
         .collect();
     assert!(egress.is_empty(), "egress verdicts for an endpoint without egress policy: {egress:?}");
+}
+
+/// Datagrams the node's stack has forwarded (`Ip: ForwDatagrams`).
+fn forwarded_by_stack(node: &Node) -> u64 {
+    let out = node.host_cmd(&["cat", "/proc/net/snmp"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
+    let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
+    let at = names.split_whitespace().position(|n| n == "ForwDatagrams").unwrap();
+    values.split_whitespace().nth(at).unwrap().parse().unwrap()
+}
+
+const OUT_GW: &str = "198.51.100.1";
+const OUT_IP: &str = "198.51.100.2";
+
+#[test]
+fn traffic_leaving_the_node_is_routed_by_the_fib_past_the_host_stack() {
+    let mut node = Node::start("hrout");
+    let outside = Outside::attach(&node, "twhr-out", OUT_GW, &[OUT_IP]);
+    let _web = outside.spawn(&["socat", "TCP-LISTEN:8080,reuseaddr,fork", "SYSTEM:echo outside"]);
+    node.endpoint("a", "default", "app=a");
+    let web = format!("{OUT_IP}:8080");
+
+    // No neighbour entry for the next hop yet: the first packet resolves
+    // it through bpf_redirect_neigh, as the stack would have.
+    node.host_cmd(&["ip", "neigh", "flush", "dev", "twhr-out"]);
+    let out = node.exec("a", "default", &["ping", "-c", "1", "-W", "2", OUT_IP]);
+    assert!(out.status.success(), "a -> outside, first packet: {}", String::from_utf8_lossy(&out.stdout));
+    let neigh = node.host_cmd(&["ip", "neigh", "show", "dev", "twhr-out"]);
+    assert!(String::from_utf8_lossy(&neigh.stdout).contains(OUT_IP), "the next hop was resolved");
+
+    // The requests skip the stack's forwarding; only the replies (which
+    // come in through the stack) are forwarded by it.
+    let before = forwarded_by_stack(&node);
+    let out = node.exec("a", "default", &["ping", "-c", "20", "-i", "0.02", "-W", "1", OUT_IP]);
+    assert!(out.status.success(), "a -> outside: {}", String::from_utf8_lossy(&out.stdout));
+    let forwarded = forwarded_by_stack(&node) - before;
+    assert!((20..30).contains(&forwarded), "the stack forwarded {forwarded} datagrams of 20 echoes");
+    assert_eq!(node.tcp_request("a", &web).as_deref(), Ok("outside"));
+
+    // Reported where it left the node, as Cilium's host routing reports it.
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            observe(&node, &["--from-pod", "default/a", "--type", "trace:to-network", "--protocol", "tcp"])
+                .iter()
+                .any(|f| f["interface"]["name"] == "twhr-out" && f["traffic_direction"] == "EGRESS")
+        }),
+        "{:?}",
+        observe(&node, &["--from-pod", "default/a", "--type", "trace"])
+    );
+    let to_stack = observe(&node, &["--from-pod", "default/a", "--type", "trace:to-stack"]);
+    assert!(to_stack.is_empty(), "nothing went to the stack: {to_stack:?}");
+
+    // What the FIB lookup cannot decide stays the stack's: a packet over
+    // the route's MTU with DF set gets the stack's ICMP answer.
+    node.host_cmd(&["ip", "link", "set", "twhr-out", "mtu", "1280"]);
+    let out = node.exec("a", "default", &["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1400", OUT_IP]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(said.contains("Frag needed") && said.contains("1280"), "ping -M do over the MTU: {said}");
+    node.host_cmd(&["ip", "link", "set", "twhr-out", "mtu", "1500"]);
+
+    // Egress policy still decides first.
+    import(
+        &node,
+        "a-no-world",
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: a-no-world}\nspec:\n  endpointSelector: {matchLabels: {app: a}}\n  egressDeny: [{toEntities: [world]}]\n  egress: [{toEntities: [all]}]\n",
+    );
+    assert!(wait_until(Duration::from_secs(5), || node.tcp_request("a", &web).is_err()));
+    node.twill_ok(&["policy", "delete", "--all"]);
+    assert!(wait_until(Duration::from_secs(5), || node.tcp_request("a", &web).is_ok()));
+
+    // Legacy host routing: the stack forwards both ways, reported as
+    // to-stack.
+    node.stop_agent(libc::SIGTERM);
+    node.agent_args = vec!["--enable-host-legacy-routing".into()];
+    node.start_agent();
+    let before = forwarded_by_stack(&node);
+    let out = node.exec("a", "default", &["ping", "-c", "20", "-i", "0.02", "-W", "1", OUT_IP]);
+    assert!(out.status.success(), "a -> outside, legacy: {}", String::from_utf8_lossy(&out.stdout));
+    let forwarded = forwarded_by_stack(&node) - before;
+    assert!(forwarded >= 40, "legacy routing: the stack forwarded {forwarded} datagrams of 20 echoes");
+    assert_eq!(node.tcp_request("a", &web).as_deref(), Ok("outside"));
+    assert!(wait_until(Duration::from_secs(5), || {
+        !observe(&node, &["--from-pod", "default/a", "--type", "trace:to-stack", "--protocol", "tcp"])
+            .is_empty()
+    }));
 }

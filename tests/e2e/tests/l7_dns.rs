@@ -7,7 +7,7 @@
 
 use std::{process::Command, time::Duration};
 
-use twill_e2e::{hubble_cli, ip_of, metric_value, run_ok, wait_until, Background, Node, Value};
+use twill_e2e::{hubble_cli, ip_of, metric_value, run_ok, wait_until, Background, Node, Outside, Value};
 
 const NS: &str = "default";
 /// The outside machine, which Twill sees as world: one address the
@@ -37,37 +37,6 @@ spec:
     - matchName: web.test
     toPorts: [{ports: [{port: "8080", protocol: TCP}]}]
 "#;
-
-/// A namespace outside the node, on a veth pair from the node's namespace;
-/// deleted on drop.
-struct Outside(String);
-
-impl Drop for Outside {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn outside(node: &Node) -> Outside {
-    let o = Outside(format!("twdns-{}", node.name));
-    let _ = Command::new("ip").args(["netns", "del", &o.0]).status();
-    run_ok(Command::new("ip").args(["netns", "add", &o.0]));
-    let (n, on) = (node.netns.as_str(), o.0.as_str());
-    for cmd in [
-        vec!["-n", on, "link", "set", "lo", "up"],
-        vec!["-n", n, "link", "add", "twdns-out", "type", "veth", "peer", "name", "eth0", "netns", on],
-        vec!["-n", n, "addr", "add", &format!("{GW}/24"), "dev", "twdns-out"],
-        vec!["-n", n, "link", "set", "twdns-out", "up"],
-        vec!["-n", on, "addr", "add", &format!("{WEB_IP}/24"), "dev", "eth0"],
-        vec!["-n", on, "addr", "add", &format!("{API_IP}/24"), "dev", "eth0"],
-        vec!["-n", on, "link", "set", "eth0", "up"],
-        vec!["-n", on, "route", "add", &node.pod_cidr, "via", GW],
-    ] {
-        run_ok(Command::new("ip").args(&cmd));
-    }
-    run_ok(Command::new("ip").args(["netns", "exec", n, "sysctl", "-qw", "net.ipv4.ip_forward=1"]));
-    o
-}
 
 fn dnsmasq(node: &Node, dns_ip: &str) -> Background {
     let listen = format!("--listen-address={dns_ip}");
@@ -134,22 +103,8 @@ struct World {
 
 impl World {
     fn start(node: &Node) -> World {
-        let outside = outside(node);
-        let web = Background::from_child(
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &outside.0,
-                    "socat",
-                    "TCP-LISTEN:8080,reuseaddr,fork",
-                    "SYSTEM:echo outside",
-                ])
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
+        let outside = Outside::attach(node, "twdns-out", GW, &[WEB_IP, API_IP]);
+        let web = outside.spawn(&["socat", "TCP-LISTEN:8080,reuseaddr,fork", "SYSTEM:echo outside"]);
         let dns_ip = ip_of(&node.endpoint("dns", NS, "app=dns"));
         node.endpoint("client", NS, "app=client");
         let dnsmasq = dnsmasq(node, &dns_ip);

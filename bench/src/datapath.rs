@@ -95,13 +95,34 @@ const CONFIGS: [Config; 5] =
     [Config::Bare, Config::Iptables, Config::TwillNoPolicy, Config::TwillPolicy, Config::Floor];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
-enum Workload {
+pub(crate) enum Workload {
     Stream,
     Rr,
     Crr,
 }
 
-const WORKLOADS: [Workload; 3] = [Workload::Stream, Workload::Rr, Workload::Crr];
+pub(crate) const WORKLOADS: [Workload; 3] = [Workload::Stream, Workload::Rr, Workload::Crr];
+
+impl Workload {
+    /// The row name, and how its values print.
+    pub(crate) fn label(self) -> (&'static str, fn(f64) -> String) {
+        match self {
+            Workload::Stream => ("TCP stream (iperf3)", gbps),
+            Workload::Rr => ("TCP_RR 64B", rate),
+            Workload::Crr => ("TCP_CRR 64B", rate),
+        }
+    }
+}
+
+/// One measurement of `workload` over `pair`: Gbit/s, transactions or
+/// connections per second.
+pub(crate) fn measure(pair: &Pair, workload: Workload, port: u16) -> anyhow::Result<f64> {
+    Ok(match workload {
+        Workload::Stream => stream(pair, port)?,
+        Workload::Rr => pingpong(pair, port, "rr")?.0,
+        Workload::Crr => pingpong(pair, port, "crr")?.0,
+    })
+}
 
 /// Deletes namespaces the benchmark created, however it ends.
 pub(crate) struct Netns(pub(crate) Vec<String>);
@@ -771,13 +792,6 @@ pub fn flows_overhead(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<
     };
     let (_bare_ns, bare) = veth_pair(BARE_A, BARE_B, "10.251.0")?;
     let rounds = 3;
-    let measure = |pair: &Pair, workload: Workload, port: u16| -> anyhow::Result<f64> {
-        Ok(match workload {
-            Workload::Stream => stream(pair, port)?,
-            Workload::Rr => pingpong(pair, port, "rr")?.0,
-            Workload::Crr => pingpong(pair, port, "crr")?.0,
-        })
-    };
     // (workload, setting index, false: Twill / true: bare) -> values.
     let mut results: BTreeMap<(Workload, usize, bool), Vec<f64>> = BTreeMap::new();
     // Ports past the policy section's range, on a fresh server each time.
@@ -800,11 +814,7 @@ pub fn flows_overhead(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<
     bench.restart_agent(&[])?;
     let off = FLOWS_SETTINGS.len() - 1;
     for workload in WORKLOADS {
-        let (name, fmt): (&str, fn(f64) -> String) = match workload {
-            Workload::Stream => ("TCP stream (iperf3)", gbps),
-            Workload::Rr => ("TCP_RR 64B", rate),
-            Workload::Crr => ("TCP_CRR 64B", rate),
-        };
+        let (name, fmt) = workload.label();
         let twill_off = median(results[&(workload, off, false)].clone());
         for (setting, (label, _)) in FLOWS_SETTINGS.iter().enumerate() {
             let twill = median(results[&(workload, setting, false)].clone());

@@ -6,7 +6,7 @@
 //! removes; traffic never leaves them.
 //!
 //! `twill-bench [--only SECTION[,SECTION]]`, sections: resolver, endpoints,
-//! cni, datapath, services, flows, l7, ui, relay, dns (`policy` = resolver,datapath). The default
+//! cni, datapath, egress, services, flows, l7, ui, relay, dns (`policy` = resolver,datapath). The default
 //! runs them all.
 
 use std::{
@@ -25,6 +25,7 @@ mod cni;
 mod cross_node;
 mod datapath;
 mod dns;
+mod egress;
 mod floor;
 mod l7;
 mod observer;
@@ -476,6 +477,7 @@ const SECTIONS: &[&str] = &[
     "endpoints",
     "cni",
     "datapath",
+    "egress",
     "services",
     "flows",
     "debug",
@@ -573,10 +575,9 @@ fn main() -> anyhow::Result<()> {
             ratio: String::new(),
         });
     }
-    if sections
-        .iter()
-        .any(|s| ["endpoints", "cni", "datapath", "services", "flows", "debug", "l7", "dns"].contains(s))
-    {
+    if sections.iter().any(|s| {
+        ["endpoints", "cni", "datapath", "egress", "services", "flows", "debug", "l7", "dns"].contains(s)
+    }) {
         #[allow(unused_mut)]
         let mut bench = Bench::start()?;
         if sections.contains(&"endpoints") {
@@ -591,6 +592,10 @@ fn main() -> anyhow::Result<()> {
         if sections.contains(&"datapath") {
             eprintln!("twill-bench: same-host datapath: bare veth, iptables, Twill without and with policy");
             datapath::run(&bench, &mut rows)?;
+        }
+        if sections.contains(&"egress") {
+            eprintln!("twill-bench: endpoint to outside the node: bare veth, routed namespace, Twill both host routings");
+            egress::run(&mut bench, &mut rows)?;
         }
         if sections.contains(&"services") {
             eprintln!(

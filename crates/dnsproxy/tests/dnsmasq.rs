@@ -169,20 +169,26 @@ fn a_silent_server_times_out_and_a_closed_port_gets_servfail() {
         // Bound but never read: queries to it go unanswered.
         let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let silent_at = silent.local_addr().unwrap();
-        let table = RuleTable::default();
+        let table = Arc::new(RuleTable::default());
         let any = EndpointDnsRule { servers: None, port: None, names: vec![DnsMatch::Pattern("*".into())] };
         table.replace(HashMap::from([(7, vec![any])]));
         let config = EngineConfig { upstream_timeout: Duration::from_millis(200), ..Default::default() };
-        let engine = Engine::new(config, Arc::new(table), Arc::new(|_: &Exchange| {}));
+        let engine = Engine::new(config, table.clone(), Arc::new(|_: &Exchange| {}));
         let started = std::time::Instant::now();
         assert!(engine.handle_udp(client(), silent_at, &query_bytes("x.test.", 1)).await.is_none());
         assert!(started.elapsed() < Duration::from_secs(2), "the timeout bounds the wait");
         assert_eq!(engine.stats().timeouts, 1);
         drop(silent);
-        // Nothing bound: the kernel's port unreachable ends it at once.
+        // Nothing bound: the kernel's port unreachable ends it, long before
+        // a timeout (a long one here, so a loaded machine cannot let the
+        // timer win the race and make this case look like the first).
+        let config = EngineConfig { upstream_timeout: Duration::from_secs(10), ..Default::default() };
+        let engine = Engine::new(config, table, Arc::new(|_: &Exchange| {}));
+        let started = std::time::Instant::now();
         let reply = engine.handle_udp(client(), silent_at, &query_bytes("x.test.", 2)).await.unwrap();
         assert_eq!(a_records(&reply).0, ResponseCode::ServFail);
         assert_eq!(engine.stats().upstream_errors, 1);
+        assert!(started.elapsed() < Duration::from_secs(5), "answered by the error, not the timer");
     });
 }
 

@@ -16,7 +16,7 @@
 #
 #   sudo ./bench/run.sh                    # everything (the documented run)
 #   sudo ./bench/run.sh --only resolver    # one section while developing:
-#                                          # resolver, endpoints, datapath,
+#                                          # resolver, endpoints, datapath, egress,
 #                                          # cross-node, cluster, dns, policy
 #                                          # (= resolver,datapath)
 set -euo pipefail

@@ -5,7 +5,8 @@
  *               NodePort (or any frontend) gets a backend and is DNATed
  *               to it; the host stack then routes it to the backend, whose
  *               to_endpoint applies ingress policy to the client's
- *               identity, against the translated packet.
+ *               identity, against the translated packet. Other traffic
+ *               for a local endpoint is delivered into it from here.
  *  to_netdev:   tc egress. The backend's reply (it passed its endpoint's
  *               from_endpoint, conntrack and egress policy, then the host
  *               routed it here) is given back the node's address and
@@ -18,6 +19,7 @@
 #include "lib/config.h"
 #include "lib/conntrack.h"
 #include "lib/debug.h"
+#include "lib/deliver.h"
 #include "lib/endpoints.h"
 #include "lib/events.h"
 #include "lib/lb.h"
@@ -35,6 +37,30 @@ static __always_inline int nodeport_candidate(const struct packet *p)
 	       (p->tuple.sport || p->tuple.dport);
 }
 
+/* eBPF host routing's other half: a packet from outside for a local
+ * endpoint (a reply to its egress connection, say) passes the endpoint's
+ * ingress policy here and goes straight into its namespace, skipping the
+ * stack's forwarding and the endpoint's host-side veth, as Cilium's
+ * bpf_host does. Left to the stack: frames not addressed to this node,
+ * shaped endpoints (the shaper sits on the host-side veth), legacy host
+ * routing, and NodePort traffic (translated here, then routed by the
+ * stack to the backend's to_endpoint). */
+static __always_inline int from_netdev_deliver(struct __sk_buff *skb, struct packet *p)
+{
+	if (skb->pkt_type != PACKET_HOST)
+		return TC_ACT_OK;
+	struct endpoint_info *dst = endpoint_lookup4(p->tuple.daddr.v4);
+	if (!dst || (dst->flags & ENDPOINT_F_SHAPED))
+		return TC_ACT_OK;
+	struct datapath_config *cfg = config();
+	if (!cfg || cfg->legacy_host_routing)
+		return TC_ACT_OK;
+	struct ct_result ct = { .state = CT_NEW };
+	if (!p->now)
+		p->now = packet_clock();
+	return deliver_from_outside(skb, cfg, dst, identity_of4(p->tuple.saddr.v4), p, &ct);
+}
+
 SEC("classifier/from_netdev")
 int from_netdev(struct __sk_buff *skb)
 {
@@ -50,8 +76,10 @@ int from_netdev(struct __sk_buff *skb)
 
 	if (ret < 0)
 		return drop(skb, DIR_INGRESS, -ret, 0, 0, 0, 0);
-	if (ret == PARSE_OTHER_L3 || !nodeport_candidate(&p))
+	if (ret == PARSE_OTHER_L3)
 		return TC_ACT_OK;
+	if (!nodeport_candidate(&p))
+		return from_netdev_deliver(skb, &p);
 	p.now = packet_clock();
 
 	/* A connection already translated keeps its backend. */
@@ -65,7 +93,7 @@ int from_netdev(struct __sk_buff *skb)
 
 	svc = lb4_lookup_service(&key, p.tuple.daddr.v4, bpf_htons(p.tuple.dport), p.tuple.protocol);
 	if (!svc)
-		return TC_ACT_OK;
+		return from_netdev_deliver(skb, &p);
 	/* Only a new connection to a NodePort reads the configuration for
 	 * debug messages: the device's other traffic pays nothing for them. */
 	int debug = debug_on(config());

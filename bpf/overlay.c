@@ -17,6 +17,7 @@
 #include "lib/config.h"
 #include "lib/conntrack.h"
 #include "lib/debug.h"
+#include "lib/deliver.h"
 #include "lib/endpoints.h"
 #include "lib/events.h"
 #include "lib/l3.h"
@@ -64,35 +65,10 @@ int from_overlay(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 
-	/* Reported as the receiver gets it, with the MACs delivery writes. */
-	__builtin_memcpy(p.src_mac, dst->host_mac, ETH_ALEN);
-	__builtin_memcpy(p.dst_mac, dst->mac, ETH_ALEN);
 	if (debug_for(cfg, dst))
 		dbg(skb, DBG_DECAP, dst->endpoint_id, src_identity, 0);
-	__u16 proxy_port = 0;
-	if (endpoint_ingress(skb, cfg, dst, src_identity, 0, &p, &ct, &proxy_port, 0))
-		return TC_ACT_SHOT;
-	if (proxy_port) {
-		/* Ingress L7 rules: to the proxy (tc ingress here, so the
-		 * socket can be assigned); conntrack remembers it. */
-		ret = proxy_redirect4(skb, &p, proxy_port);
-		if (ret)
-			return drop(skb, DIR_INGRESS, ret, dst->endpoint_id, src_identity, dst->identity, &p);
-		trace(skb, cfg, &ct, TRACE_TO_PROXY, DIR_INGRESS, dst->endpoint_id, src_identity, dst->identity, &p);
-		count(DIR_INGRESS, METRIC_FORWARDED, skb->len);
-		bpf_skb_change_type(skb, PACKET_HOST);
-		return TC_ACT_OK;
-	}
 	if (cfg && cfg->aggregation == AGGREGATION_NONE)
 		trace(skb, cfg, &ct, TRACE_FROM_OVERLAY, DIR_INGRESS, dst->endpoint_id, src_identity, dst->identity,
 		      &p);
-	trace_at(skb, dst->ifindex, cfg, &ct, TRACE_TO_ENDPOINT, DIR_INGRESS, dst->endpoint_id, src_identity,
-		 dst->identity, &p);
-	if (debug_for(cfg, dst))
-		dbg(skb, DBG_LOCAL_DELIVERY, dst->endpoint_id, dst->endpoint_id, src_identity);
-	__u32 len = skb->len;
-	ret = ipv4_redirect_to_endpoint(skb, dst, DIR_INGRESS, dst->endpoint_id, &p);
-	if (ret == TC_ACT_REDIRECT)
-		count(DIR_INGRESS, METRIC_FORWARDED, len);
-	return ret;
+	return deliver_from_outside(skb, cfg, dst, src_identity, &p, &ct);
 }

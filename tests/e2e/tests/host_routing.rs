@@ -3,7 +3,7 @@
 //! the receiver's ingress policy applied there, and reported as Hubble
 //! reports it; allowed verdicts only where policy is enforced.
 
-use std::time::Duration;
+use std::{process::Command, time::Duration};
 
 use twill_e2e::{wait_until, Node, Outside, Value};
 
@@ -128,11 +128,13 @@ const OUT_GW: &str = "198.51.100.1";
 const OUT_IP: &str = "198.51.100.2";
 
 #[test]
-fn traffic_leaving_the_node_is_routed_by_the_fib_past_the_host_stack() {
+fn traffic_to_and_from_outside_the_node_is_routed_past_the_host_stack() {
     let mut node = Node::start("hrout");
     let outside = Outside::attach(&node, "twhr-out", OUT_GW, &[OUT_IP]);
     let _web = outside.spawn(&["socat", "TCP-LISTEN:8080,reuseaddr,fork", "SYSTEM:echo outside"]);
-    node.endpoint("a", "default", "app=a");
+    let a = node.endpoint("a", "default", "app=a");
+    let (a_ip, a_dev) =
+        (a["ipv4"].as_str().unwrap().to_string(), a["host_device"].as_str().unwrap().to_string());
     let web = format!("{OUT_IP}:8080");
 
     // No neighbour entry for the next hop yet: the first packet resolves
@@ -183,10 +185,53 @@ fn traffic_leaving_the_node_is_routed_by_the_fib_past_the_host_stack() {
     node.twill_ok(&["policy", "delete", "--all"]);
     assert!(wait_until(Duration::from_secs(5), || node.tcp_request("a", &web).is_ok()));
 
-    // Legacy host routing: the stack forwards both ways, reported as
-    // to-stack.
+    // With the program on the outside device (--devices), what comes
+    // back is delivered from there into the endpoint: the stack forwards
+    // neither way.
     node.stop_agent(libc::SIGTERM);
-    node.agent_args = vec!["--enable-host-legacy-routing".into()];
+    node.agent_args = vec!["--devices".into(), "twhr-out".into()];
+    node.start_agent();
+    let before = forwarded_by_stack(&node);
+    let out = node.exec("a", "default", &["ping", "-c", "20", "-i", "0.02", "-W", "1", OUT_IP]);
+    assert!(out.status.success(), "a -> outside, --devices: {}", String::from_utf8_lossy(&out.stdout));
+    let forwarded = forwarded_by_stack(&node) - before;
+    assert!(forwarded < 5, "--devices: the stack forwarded {forwarded} datagrams of 20 echoes");
+    assert_eq!(node.tcp_request("a", &web).as_deref(), Ok("outside"));
+    // A connection from outside is the receiver's ingress, at its device.
+    let from_outside = |n: &str| {
+        Command::new("ip")
+            .args(["netns", "exec", &outside.netns, "ping", "-c", n, "-i", "0.05", "-W", "1", &a_ip])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(from_outside("3"), "outside -> a");
+    assert!(wait_until(Duration::from_secs(5), || {
+        observe(&node, &["--to-pod", "default/a", "--type", "trace:to-endpoint", "--protocol", "icmp"])
+            .iter()
+            .any(|f| f["interface"]["name"] == a_dev.as_str() && f["source"]["identity"] == 2)
+    }));
+    // a refuses the world: outside's pings are dropped at a's device, and
+    // the replies of a's own connections still come in.
+    import(
+        &node,
+        "a-not-from-world",
+        "apiVersion: cilium.io/v2\nkind: CiliumNetworkPolicy\nmetadata: {name: a-not-from-world}\nspec:\n  endpointSelector: {matchLabels: {app: a}}\n  ingressDeny: [{fromEntities: [world]}]\n  ingress: [{fromEntities: [all]}]\n",
+    );
+    assert!(wait_until(Duration::from_secs(5), || !from_outside("1")));
+    assert!(wait_until(Duration::from_secs(5), || {
+        observe(&node, &["--to-pod", "default/a", "--verdict", "DROPPED", "--protocol", "icmp"])
+            .iter()
+            .any(|f| f["drop_reason_desc"] == "POLICY_DENY" && f["interface"]["name"] == a_dev.as_str())
+    }));
+    assert_eq!(node.tcp_request("a", &web).as_deref(), Ok("outside"), "replies pass by conntrack");
+    node.twill_ok(&["policy", "delete", "--all"]);
+
+    // Legacy host routing: the stack forwards both ways, reported as
+    // to-stack, with or without the device program.
+    node.stop_agent(libc::SIGTERM);
+    node.agent_args = vec!["--enable-host-legacy-routing".into(), "--devices".into(), "twhr-out".into()];
     node.start_agent();
     let before = forwarded_by_stack(&node);
     let out = node.exec("a", "default", &["ping", "-c", "20", "-i", "0.02", "-W", "1", OUT_IP]);

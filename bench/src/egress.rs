@@ -1,7 +1,7 @@
 //! Leaving the node: TCP stream, request/response and connection rates
 //! from a Twill endpoint to a server outside the node (a namespace on a
 //! veth pair from the node's namespace, the path a pod's traffic to
-//! another machine takes, without the wire), four ways in interleaved
+//! another machine takes, without the wire), five ways in interleaved
 //! rounds of one run:
 //!
 //! * bare veth: client and server namespaces on one veth pair, the kernel
@@ -11,10 +11,11 @@
 //!   crossings Twill's path has (what a plain routed CNI, the ptp plugin
 //!   say, gives);
 //! * Twill, eBPF host routing (the default): `from_endpoint` looks the
-//!   route up in the FIB and redirects to the outgoing device;
+//!   route up in the FIB and redirects to the outgoing device; replies
+//!   come back through the node's stack;
+//! * the same with `--devices` naming the outside device: its
+//!   `from_netdev` delivers the replies straight into the endpoint;
 //! * Twill, `--enable-host-legacy-routing`: the node's stack forwards.
-//!
-//! The replies come back through the node's stack in both Twill modes.
 
 use std::collections::BTreeMap;
 
@@ -89,10 +90,15 @@ fn routed() -> anyhow::Result<(Netns, Pair)> {
 }
 
 /// The Twill settings compared: label, agent flags.
-const MODES: [(&str, &[&str]); 2] = [
-    ("eBPF host routing (FIB + bpf_redirect_neigh)", &[]),
+const MODES: [(&str, &[&str]); 3] = [
+    ("eBPF host routing out (FIB + redirect), replies by the stack", &[]),
+    (
+        "eBPF host routing both ways (--devices: replies redirected into the endpoint)",
+        &["--devices", OUTSIDE_DEV],
+    ),
     ("--enable-host-legacy-routing (host stack)", &["--enable-host-legacy-routing"]),
 ];
+const LEGACY: usize = MODES.len() - 1;
 
 pub fn run(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     let _outside = outside()?;
@@ -128,11 +134,11 @@ pub fn run(bench: &mut Bench, rows: &mut Vec<Row>) -> anyhow::Result<()> {
         let (name, fmt) = workload.label();
         let bare = median(results[&(workload, 0)].clone());
         let routed = median(results[&(workload, 1)].clone());
-        let legacy = median(results[&(workload, 3)].clone());
+        let legacy = median(results[&(workload, 2 + LEGACY)].clone());
         for (mode, (label, _)) in MODES.iter().enumerate() {
             let twill = median(results[&(workload, 2 + mode)].clone());
             let against_legacy =
-                if mode == 1 { String::new() } else { format!("; {:.3} of legacy", twill / legacy) };
+                if mode == LEGACY { String::new() } else { format!("; {:.3} of legacy", twill / legacy) };
             rows.push(Row {
                 metric: format!("{name} endpoint -> outside, {label}, median of {ROUNDS}"),
                 twill: fmt(twill),

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use tracing::info;
-use twill_datapath::Datapath;
+use twill_datapath::{netdev, Datapath};
 
 use crate::{
     config::Config,
@@ -53,6 +53,19 @@ pub fn attach(datapath: &mut Datapath, config: &Config) -> Result<()> {
     for device in &config.devices {
         datapath.attach_netdev(device)?;
         info!(device = %device, "NodePort translation attached");
+    }
+    // A device an earlier run was given and this one is not keeps that
+    // run's filters (they belong to the device, not the agent), and with
+    // them NodePort and host routing the user has turned off: removed.
+    // Endpoint devices never carry them.
+    for device in netdev::list_devices()? {
+        if !config.devices.contains(&device) && !device.starts_with(crate::names::HOST_DEVICE_PREFIX) {
+            // A device without a clsact qdisc (most of them) answers
+            // with an error rather than "not found": nothing to remove.
+            if let Err(e) = datapath.detach_netdev(&device) {
+                tracing::debug!(device = %device, "no NodePort filters to remove: {e}");
+            }
+        }
     }
     if !config.devices.is_empty() {
         // NodePort clients' packets are forwarded to endpoints after

@@ -243,4 +243,17 @@ fn traffic_to_and_from_outside_the_node_is_routed_past_the_host_stack() {
         !observe(&node, &["--from-pod", "default/a", "--type", "trace:to-stack", "--protocol", "tcp"])
             .is_empty()
     }));
+
+    // Dropped from --devices, the device loses the earlier run's filters.
+    node.stop_agent(libc::SIGTERM);
+    node.agent_args = Vec::new();
+    node.start_agent();
+    let filters = node.host_cmd(&["tc", "filter", "show", "dev", "twhr-out", "ingress"]);
+    let filters = String::from_utf8_lossy(&filters.stdout).to_string();
+    assert!(!filters.contains("from_netdev"), "filters left on twhr-out: {filters}");
+    let before = forwarded_by_stack(&node);
+    let out = node.exec("a", "default", &["ping", "-c", "20", "-i", "0.02", "-W", "1", OUT_IP]);
+    assert!(out.status.success(), "a -> outside, without --devices again");
+    let forwarded = forwarded_by_stack(&node) - before;
+    assert!((20..30).contains(&forwarded), "the replies are the stack's again: {forwarded} of 20");
 }

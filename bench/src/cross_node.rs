@@ -37,7 +37,7 @@ use twill_api::{BpfPolicy, Client, Endpoint, IpcacheEntry, NodeInfo, PolicyFile,
 
 use crate::{
     datapath::{self, gbps, rate, Netns, Pair, Running},
-    median, sh, thousands, Row, OWN_NETNS_PREFIX,
+    median, sh, thousands, veth_into, Row, OWN_NETNS_PREFIX,
 };
 
 const ROUNDS: usize = 3;
@@ -212,21 +212,7 @@ impl Cluster {
             netns.0.push(name.clone());
             // Made inside the fabric, the peer sent straight to the node:
             // the machine's own namespace never holds either end.
-            sh(&[
-                "ip",
-                "-n",
-                &fabric,
-                "link",
-                "add",
-                fabric_side,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                &name,
-            ])?;
+            veth_into(&fabric, fabric_side, &name)?;
             sh(&["ip", "-n", &fabric, "link", "set", fabric_side, "master", "br0", "up"])?;
             sh(&["ip", "-n", &name, "addr", "add", &format!("192.168.{subnet}.{host}/24"), "dev", "eth0"])?;
             sh(&["ip", "-n", &name, "link", "set", "eth0", "up"])?;

@@ -37,7 +37,7 @@ use std::{
 use anyhow::{bail, Context};
 use twill_api::{BpfPolicy, Endpoint, PolicyFile, PolicyImported, Request};
 
-use crate::{median, rss_kib, sh, thousands, Bench, Row, RssBreakdown, OWN_NETNS_PREFIX};
+use crate::{median, rss_kib, sh, thousands, veth_into, Bench, Row, RssBreakdown, OWN_NETNS_PREFIX};
 
 const ROUNDS: usize = 5;
 const IPERF_SECONDS: u64 = 4;
@@ -159,10 +159,7 @@ pub(crate) fn veth_pair(client_ns: &str, server_ns: &str, net: &str) -> anyhow::
         sh(&["ip", "netns", "add", ns])?;
         guard.0.push(ns.to_string());
     }
-    sh(&[
-        "ip", "-n", client_ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns",
-        server_ns,
-    ])?;
+    veth_into(client_ns, "eth0", server_ns)?;
     for (ns, host) in [(client_ns, 1), (server_ns, 2)] {
         sh(&["ip", "-n", ns, "addr", "add", &format!("{net}.{host}/24"), "dev", "eth0"])?;
         sh(&["ip", "-n", ns, "link", "set", "eth0", "up"])?;

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     datapath::{measure, veth_pair, Netns, Pair, Workload, LAST_PORT, WORKLOADS},
-    median, sh, Bench, Row, NODE_NETNS,
+    median, sh, veth_into, Bench, Row, NODE_NETNS,
 };
 
 const OUTSIDE: &str = "twbench-out";
@@ -36,23 +36,9 @@ const ROUNDS: usize = 3;
 fn outside() -> anyhow::Result<Netns> {
     sh(&["ip", "netns", "add", OUTSIDE])?;
     let guard = Netns(vec![OUTSIDE.into()]);
+    veth_into(NODE_NETNS, OUTSIDE_DEV, OUTSIDE)?;
     for cmd in [
-        &[
-            "ip",
-            "-n",
-            NODE_NETNS,
-            "link",
-            "add",
-            OUTSIDE_DEV,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            OUTSIDE,
-        ][..],
-        &["ip", "-n", NODE_NETNS, "addr", "add", "10.253.0.1/24", "dev", OUTSIDE_DEV],
+        &["ip", "-n", NODE_NETNS, "addr", "add", "10.253.0.1/24", "dev", OUTSIDE_DEV][..],
         &["ip", "-n", NODE_NETNS, "link", "set", OUTSIDE_DEV, "up"],
         &["ip", "netns", "exec", NODE_NETNS, "sysctl", "-qw", "net.ipv4.ip_forward=1"],
         &["ip", "-n", OUTSIDE, "addr", "add", "10.253.0.2/24", "dev", "eth0"],
@@ -76,7 +62,7 @@ fn routed() -> anyhow::Result<(Netns, Pair)> {
     sh(&["ip", "netns", "exec", ROUTER, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     sh(&["ip", "-n", ROUTER, "link", "set", "lo", "up"])?;
     for (ns, net, dev) in [(ROUTED_A, "10.254.1", "rt-a"), (ROUTED_B, "10.254.2", "rt-b")] {
-        sh(&["ip", "-n", ROUTER, "link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", ns])?;
+        veth_into(ROUTER, dev, ns)?;
         sh(&["ip", "-n", ROUTER, "addr", "add", &format!("{net}.1/24"), "dev", dev])?;
         sh(&["ip", "-n", ROUTER, "link", "set", dev, "up"])?;
         sh(&["ip", "-n", ns, "addr", "add", &format!("{net}.2/24"), "dev", "eth0"])?;

@@ -60,6 +60,13 @@ impl Row {
     }
 }
 
+/// A veth pair: `device` in namespace `ns`, its peer `eth0` in `peer_ns`,
+/// made from inside `ns` so the machine's own namespace never holds
+/// either end.
+pub fn veth_into(ns: &str, device: &str, peer_ns: &str) -> anyhow::Result<String> {
+    sh(&["ip", "-n", ns, "link", "add", device, "type", "veth", "peer", "name", "eth0", "netns", peer_ns])
+}
+
 pub fn sh(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(args[0]).args(&args[1..]).output().with_context(|| format!("running {args:?}"))?;
     if !out.status.success() {

@@ -209,12 +209,13 @@ int from_endpoint(struct __sk_buff *skb)
 
 	/* Another node's (routed natively, by the routes the agent
 	 * installs) or the world's: routed by the host's FIB, straight out
-	 * of the device it names, as Cilium's eBPF host routing does, and
-	 * reported at that device. A shaped sender's traffic, and traffic to
+	 * of the device it names when that is one of --devices, as Cilium's
+	 * eBPF host routing does on the devices it manages, and reported at
+	 * that device. A shaped sender's traffic, and traffic to
 	 * a shaped local endpoint, stays on the stack. */
-	if (!legacy && !to_local) {
+	if (!legacy && !to_local && cfg && cfg->fib_devices[0]) {
 		__u32 oif = 0, len = skb->len;
-		ret = ipv4_fib_redirect(skb, &p, &oif);
+		ret = ipv4_fib_redirect(skb, cfg, &p, &oif);
 		if (ret == TC_ACT_REDIRECT) {
 			trace_at(skb, oif, cfg, &ct, TRACE_TO_NETWORK, DIR_EGRESS, src->endpoint_id, src->identity,
 				 dst_identity, &p);

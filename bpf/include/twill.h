@@ -232,6 +232,9 @@ struct ct_entry {
 #define CT_RELATED 3
 
 /* Runtime configuration, index 0 of twill_config. */
+/* --devices devices eBPF host routing can send traffic out of. */
+#define FIB_DEVICES_MAX 8
+
 struct datapath_config {
 	__u32 allow_localhost; /* traffic from the host identity always passes ingress */
 	__u32 aggregation;     /* AGGREGATION_*: how many trace events to emit */
@@ -250,6 +253,13 @@ struct datapath_config {
 	 * between local endpoints too; zero routes it in eBPF (peer redirect
 	 * to local endpoints, the FIB and a neighbour redirect to the rest). */
 	__u32 legacy_host_routing;
+	/* The --devices devices (ifindexes; 0 ends the list): traffic leaving
+	 * the node by one of them is routed in eBPF, because from_netdev on
+	 * it delivers the replies past the host stack too. Leaving by any
+	 * other device it stays on the stack both ways: half a connection
+	 * past netfilter would be INVALID to its conntrack, and a FORWARD
+	 * rule dropping INVALID (kube-proxy's, Docker's) would drop the rest. */
+	__u32 fib_devices[FIB_DEVICES_MAX];
 };
 
 /* Trace aggregation levels (Cilium's names). */

@@ -75,11 +75,25 @@ static __always_inline int ipv4_deliver_to_endpoint(struct __sk_buff *skb, const
  * and netfilter paths (Cilium's eBPF host routing does the same). With
  * the neighbour known the MACs are written here and a plain redirect
  * does; without, bpf_redirect_neigh resolves it as the stack would.
+ * Only out of a --devices device (see datapath_config.fib_devices).
  * Returns TC_ACT_REDIRECT with *oif set, or 0 for whatever the stack must
- * decide: local and non-unicast destinations, forwarding disabled, no
+ * decide: another device, local and non-unicast destinations, forwarding disabled, no
  * route, blackhole and prohibit routes, a packet over the route's MTU
  * (the stack answers with ICMP, or fragments), an expiring TTL. */
-static __always_inline int ipv4_fib_redirect(struct __sk_buff *skb, const struct packet *p, __u32 *oif)
+static __always_inline int fib_device(const struct datapath_config *cfg, __u32 ifindex)
+{
+#pragma unroll
+	for (int i = 0; i < FIB_DEVICES_MAX; i++) {
+		if (!cfg->fib_devices[i])
+			return 0;
+		if (cfg->fib_devices[i] == ifindex)
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int ipv4_fib_redirect(struct __sk_buff *skb, const struct datapath_config *cfg,
+					     const struct packet *p, __u32 *oif)
 {
 	void *data = (void *)(long)skb->data;
 	void *data_end = (void *)(long)skb->data_end;
@@ -99,6 +113,8 @@ static __always_inline int ipv4_fib_redirect(struct __sk_buff *skb, const struct
 	fib.ifindex = skb->ifindex;
 
 	int rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if ((rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH) && !fib_device(cfg, fib.ifindex))
+		return 0;
 	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
 		if (ipv4_route(skb, fib.dmac, fib.smac))
 			return 0;

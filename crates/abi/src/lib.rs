@@ -197,7 +197,13 @@ pub struct DatapathConfig {
     /// Nonzero: everything `from_endpoint` forwards goes through the host
     /// stack (Cilium's `--enable-host-legacy-routing`).
     pub legacy_host_routing: u32,
+    /// Ifindexes of the `--devices` devices traffic may leave by without
+    /// the host stack; 0 ends the list.
+    pub fib_devices: [u32; FIB_DEVICES_MAX],
 }
+
+/// Entries of `DatapathConfig::fib_devices`.
+pub const FIB_DEVICES_MAX: usize = 8;
 
 pub const EVENTS_DROP: u32 = 1;
 pub const EVENTS_TRACE: u32 = 2;

@@ -395,7 +395,8 @@ fn datapath_config_layout(btf: &Btf) -> Vec<String> {
             maglev_table_size,
             tunnel_ifindex,
             report_flags,
-            legacy_host_routing
+            legacy_host_routing,
+            fib_devices
         }
     )
 }

@@ -349,6 +349,7 @@ fn mirrored() -> Vec<(&'static str, i128)> {
         MAX_LB_MAGLEV,
         MAX_LB_NETNS,
         LB_MAGLEV_DEFAULT_SIZE,
+        FIB_DEVICES_MAX,
         LB_F_NODEPORT,
         LB_F_MAGLEV,
         LB_NAT_FORWARD,

@@ -285,6 +285,19 @@ impl Agent {
             Some(c) => c.prepare_datapath(&mut datapath)?,
             None => 0,
         };
+        // Traffic leaves by a device without the host stack only where
+        // from_netdev brings the replies back the same way.
+        let mut fib_devices = [0; twill_abi::FIB_DEVICES_MAX];
+        let managed = config.devices.iter().filter_map(|d| netdev::ifindex(d));
+        for (slot, ifindex) in fib_devices.iter_mut().zip(managed) {
+            *slot = ifindex;
+        }
+        if config.devices.len() > twill_abi::FIB_DEVICES_MAX {
+            tracing::warn!(
+                "eBPF host routing out of the first {} of --devices only; the rest go through the host stack",
+                twill_abi::FIB_DEVICES_MAX
+            );
+        }
         datapath.set_config(twill_abi::DatapathConfig {
             allow_localhost: 1,
             aggregation: config.aggregation,
@@ -293,6 +306,7 @@ impl Agent {
             tunnel_ifindex,
             report_flags: config.report_flags,
             legacy_host_routing: u32::from(config.legacy_host_routing),
+            fib_devices,
         })?;
         let realizer = PolicyRealizer::from_map(datapath.policy_map())?;
         // Listeners keep their ports across restarts: the pinned entries

@@ -55,6 +55,7 @@ fn client_side(
         tunnel_ifindex: 0,
         report_flags: report,
         legacy_host_routing: 0,
+        fib_devices: [0; twill_abi::FIB_DEVICES_MAX],
     })
     .unwrap();
     for flags in [SYN, ACK, PSH | ACK, ACK, PSH | ACK, FIN | ACK, RST] {

@@ -44,6 +44,7 @@ fn config(events: u32) -> DatapathConfig {
         tunnel_ifindex: 0,
         report_flags: twill_abi::REPORT_FLAGS_ALL,
         legacy_host_routing: 0,
+        fib_devices: [0; twill_abi::FIB_DEVICES_MAX],
     }
 }
 

@@ -184,6 +184,7 @@ fn endpoints_reach_each_other_through_ebpf_and_spoofing_is_dropped() {
                 tunnel_ifindex: 0,
                 report_flags: 0,
                 legacy_host_routing: 0,
+                fib_devices: [0; twill_abi::FIB_DEVICES_MAX],
             })
             .unwrap();
         assert!(ping(&sandbox.endpoint_netns(1), ips[1]), "endpoint 1 -> endpoint 2");

@@ -95,6 +95,7 @@ fn from_endpoint_encapsulates_to_a_remote_node_only_with_a_tunnel_device() {
         tunnel_ifindex,
         report_flags: 0,
         legacy_host_routing: 0,
+        fib_devices: [0; twill_abi::FIB_DEVICES_MAX],
     };
     let mut events = dp.take_events().unwrap();
 
@@ -373,6 +374,7 @@ fn bring_up(node: &NodeSpec, peer: &NodeSpec, root: &std::path::Path, tunnel: bo
             tunnel_ifindex,
             report_flags: 0,
             legacy_host_routing: 0,
+            fib_devices: [0; twill_abi::FIB_DEVICES_MAX],
         })
         .unwrap();
         dp

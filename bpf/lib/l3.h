@@ -107,7 +107,11 @@ static __always_inline int ipv4_fib_redirect(struct __sk_buff *skb, const struct
 	fib.l4_protocol = p->tuple.protocol;
 	fib.sport = bpf_htons(p->tuple.sport);
 	fib.dport = bpf_htons(p->tuple.dport);
-	fib.tot_len = bpf_ntohs(ip->tot_len);
+	/* No tot_len: given one, the kernel checks it against the MTU, and
+	 * a GSO packet's is the whole aggregate's, so every large segment
+	 * of a stream would be sent to the stack (and reordered against the
+	 * small packets redirected here). Without it the kernel checks the
+	 * skb itself, GSO segments by their size. */
 	fib.ipv4_src = p->tuple.saddr.v4;
 	fib.ipv4_dst = p->tuple.daddr.v4;
 	fib.ifindex = skb->ifindex;

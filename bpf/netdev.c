@@ -12,7 +12,7 @@
  *               routed it here) is given back the node's address and
  *               NodePort as its source.
  *
- * Everything else passes untouched. Sockets on the node itself are
+ * Everything else passes to the stack untouched. Sockets on the node itself are
  * balanced by sock.c, before any packet exists.
  */
 #include "lib/common.h"
